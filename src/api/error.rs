@@ -1,0 +1,181 @@
+//! One error type for the whole API, rendered as `{error, message, fields?}`.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The error body of every 4xx and 5xx.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A machine-readable code, e.g. `validation_failed`, `duplicate_request`.
+    pub error: String,
+    /// A sentence for people.
+    pub message: String,
+    /// For validation errors: why each named field was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<BTreeMap<String, String>>,
+    /// Extra facts, e.g. the id of the existing request for `duplicate_request`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    Invalid {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        fields: BTreeMap<String, String>,
+    },
+    #[error("{message}")]
+    Client {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        details: Option<serde_json::Value>,
+    },
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// 422 naming one field.
+    pub fn field(field: impl Into<String>, why: impl Into<String>) -> Self {
+        let mut fields = BTreeMap::new();
+        fields.insert(field.into(), why.into());
+        Self::fields(fields)
+    }
+
+    /// 422 naming several fields.
+    pub fn fields(fields: BTreeMap<String, String>) -> Self {
+        let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        ApiError::Invalid {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "validation_failed",
+            message: format!("invalid field(s): {}", names.join(", ")),
+            fields,
+        }
+    }
+
+    /// 400 for a body or query that cannot be read at all.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::client(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn client(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Client {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(self, value: serde_json::Value) -> Self {
+        match self {
+            ApiError::Client {
+                status,
+                code,
+                message,
+                ..
+            } => ApiError::Client {
+                status,
+                code,
+                message,
+                details: Some(value),
+            },
+            other => other,
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::client(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::client(StatusCode::CONFLICT, code, message)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid { status, .. } | ApiError::Client { status, .. } => *status,
+            ApiError::Internal(e) => {
+                if is_unavailable(e) {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            }
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let body = match self {
+            ApiError::Invalid {
+                code,
+                message,
+                fields,
+                ..
+            } => ErrorBody {
+                error: (*code).into(),
+                message: message.clone(),
+                fields: Some(fields.clone()),
+                details: None,
+            },
+            ApiError::Client {
+                code,
+                message,
+                details,
+                ..
+            } => ErrorBody {
+                error: (*code).into(),
+                message: message.clone(),
+                fields: None,
+                details: details.clone(),
+            },
+            ApiError::Internal(e) => {
+                // Errors from sqlx or the engine never carry request bodies, but keep the detail
+                // in the log only.
+                tracing::error!(error = %e, "request failed");
+                let unavailable = status == StatusCode::SERVICE_UNAVAILABLE;
+                ErrorBody {
+                    error: if unavailable { "unavailable" } else { "internal" }.into(),
+                    message: if unavailable {
+                        "the database is unreachable; nothing was recorded, try again shortly"
+                    } else {
+                        "internal error; nothing was recorded unless the response said so"
+                    }
+                    .into(),
+                    fields: None,
+                    details: None,
+                }
+            }
+        };
+        let mut reply = HttpResponse::build(status);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            reply.insert_header(("Retry-After", "5"));
+        }
+        reply.json(body)
+    }
+}
+
+fn is_unavailable(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<sqlx::Error>(),
+        Some(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
+    )
+}

@@ -1,0 +1,144 @@
+//! Reading what clients send: bounded bodies, JSON and query strings parsed with the path of
+//! whatever field was refused.
+
+use actix_web::HttpRequest;
+use actix_web::http::StatusCode;
+use actix_web::web::{Bytes, BytesMut, Payload};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// Largest body of a single request.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Largest body of a batch (10,000 items).
+pub const MAX_BATCH_BODY: usize = 16 * 1024 * 1024;
+
+/// Reads the body, refusing more than `limit` bytes with 413.
+pub async fn body(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
+    let mut out = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("unreadable_body", "the request body could not be read"))?;
+        if out.len() + chunk.len() > limit {
+            return Err(ApiError::client(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body exceeds {limit} bytes"),
+            ));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// The media type of the request, lower-cased, without parameters.
+pub fn media_type(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(actix_web::http::header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next()?.trim().to_ascii_lowercase())
+}
+
+/// Refuses anything but JSON (an empty body is allowed when `optional`).
+pub fn require_json(req: &HttpRequest, bytes: &Bytes, optional: bool) -> Result<(), ApiError> {
+    if optional && bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    match media_type(req).as_deref() {
+        Some("application/json") => Ok(()),
+        Some(_) | None => Err(ApiError::client(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as application/json",
+        )),
+    }
+}
+
+/// Parses JSON into `T`, naming the refused field.
+pub fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = serde_path_to_error::deserialize(&mut de).map_err(|e| field_error(&e))?;
+    de.end().map_err(|_| ApiError::bad_request("invalid_json", "trailing characters after the JSON value"))?;
+    Ok(parsed)
+}
+
+/// Like [`json`] for an optional body: empty means `T::default()`.
+pub fn json_or_default<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        json(bytes)
+    }
+}
+
+/// Parses a value already read as JSON into `T` (used per batch item).
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| field_error(&e))
+}
+
+/// Parses a query string into `T`, naming the refused parameter.
+pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(req.query_string().as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| field_error(&e))
+}
+
+fn field_error<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> ApiError {
+    let inner = e.inner().to_string();
+    let path = e.path().to_string();
+    // serde names unknown fields in its message, at the parent's path.
+    if let Some(rest) = inner.strip_prefix("unknown field `")
+        && let Some(name) = rest.split('`').next()
+    {
+        let full = if path == "." { name.to_string() } else { format!("{path}.{name}") };
+        return ApiError::field(full, "unknown field");
+    }
+    if let Some(rest) = inner.strip_prefix("missing field `")
+        && let Some(name) = rest.split('`').next()
+    {
+        let full = if path == "." { name.to_string() } else { format!("{path}.{name}") };
+        return ApiError::field(full, "is required");
+    }
+    if path == "." {
+        // Not about one field: the body itself is not what we expect.
+        return ApiError::bad_request("invalid_json", format!("the body is not valid: {}", reason(&inner)));
+    }
+    ApiError::field(path, reason(&inner))
+}
+
+/// The reason of a serde message without the value that was refused (it may be personal data)
+/// and without serde_json's " at line L column C".
+fn reason(message: &str) -> String {
+    let message = match message.find(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    let expected = message.find(", expected ").map(|i| &message[i + 2..]);
+    let kind = if message.starts_with("invalid type") {
+        "wrong type"
+    } else if message.starts_with("invalid value") || message.starts_with("unknown variant") {
+        "invalid value"
+    } else if message.starts_with("invalid length") {
+        "invalid length"
+    } else if message.starts_with("EOF") || message.starts_with("expected") || message.starts_with("key must") {
+        return "malformed JSON".to_string();
+    } else {
+        // chrono, uuid and number parsers describe the format, never the input.
+        return message.to_string();
+    };
+    match expected {
+        Some(expected) => format!("{kind}; {expected}"),
+        None => kind.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_never_echo_the_value() {
+        let r = reason("invalid type: string \"jean@example.fr\", expected u32 at line 1 column 9");
+        assert_eq!(r, "wrong type; expected u32");
+        let r = reason("unknown variant `FR7630006000011234567890189`, expected one of `user`, `account`");
+        assert!(!r.contains("FR76"), "{r}");
+        assert!(r.contains("expected one of"));
+    }
+}

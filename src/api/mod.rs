@@ -1,0 +1,107 @@
+//! The HTTP API (actix-web): handlers by resource, errors as JSON, the OpenAPI document.
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod input;
+pub mod requests;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::audit::pseudonym::Pseudonymizer;
+use crate::audit::seal::Sealer;
+use crate::config::ApprovalPolicy;
+use crate::store::Db;
+use error::ApiError;
+
+/// What every handler shares.
+pub struct AppState {
+    pub db: Db,
+    pub pseudonyms: Pseudonymizer,
+    pub sealer: Sealer,
+    pub approval: ApprovalPolicy,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "erasure",
+        description = "GDPR Art. 17 erasure orchestration for the Oxlin (Linxo Connect) aggregator. \
+            Send `Authorization: Bearer <API key>`; errors are `{error, message, fields?}`."
+    ),
+    paths(
+        requests::create, requests::batch, requests::list, requests::get_one, requests::act,
+        health::healthz, health::readyz,
+    ),
+    components(schemas(requests::HoldBody, requests::ExtendBody, requests::NoteBody)),
+    modifiers(&BearerAuth),
+    tags((name = "erasure requests"), (name = "operations"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("API key").build()),
+        );
+    }
+}
+
+/// The OpenAPI document as committed in `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    let mut text = ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serialises");
+    text.push('\n');
+    text
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let _ = req;
+    Err(ApiError::not_found("route"))
+}
+
+/// Adds every route to an actix app.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(requests::batch)
+        .service(requests::create)
+        .service(requests::list)
+        .service(requests::get_one)
+        .service(requests::act)
+        .service(SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()));
+}
+
+/// Starts the HTTP server on a bound listener.
+pub fn serve(listener: std::net::TcpListener, state: AppState, workers: usize) -> anyhow::Result<Server> {
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(tracing_actix())
+            .configure(routes)
+            .default_service(web::to(not_found))
+    })
+    .workers(workers.max(1))
+    .client_request_timeout(std::time::Duration::from_secs(10))
+    .shutdown_timeout(10)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// A span per HTTP request with its own id, so every log line of a request can be found. The
+/// path is not logged: it may carry identifiers.
+fn tracing_actix() -> actix_web::middleware::Logger {
+    actix_web::middleware::Logger::new("%s %{route}xi %Dms").custom_request_replace("route", |req| {
+        req.match_pattern().unwrap_or_else(|| "unmatched".into())
+    })
+}

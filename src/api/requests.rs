@@ -1,0 +1,625 @@
+//! `/v1/erasure-requests`: intake, reads and transitions.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::{Caller, READERS};
+use super::error::{ApiError, ErrorBody};
+use super::input;
+use crate::config::ApprovalPolicy;
+use crate::domain::validate::{self, TargetId};
+use crate::domain::{Action, LegalBasis, Role, Scope, State};
+use crate::store::requests::{self, ActionInput, ErasureRequest, Inserted, ListFilter, NewRequest, Refusal};
+use crate::store::{audit, violates};
+
+/// A new erasure request. `target_id` is the upstream id; it is never returned.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub scope: Scope,
+    /// The aggregator's id of the user, connection or account (digits).
+    #[schema(example = "1042")]
+    pub target_id: String,
+    /// An opaque ticket id of yours. Refused when it looks like personal data.
+    pub external_reference: Option<String>,
+    /// Do not start before this time.
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+impl AppState {
+    /// Validates, pseudonymises and seals one item.
+    fn prepare(&self, item: CreateRequest) -> Result<NewRequest, BTreeMap<String, String>> {
+        let mut fields = BTreeMap::new();
+        let target = TargetId::parse(&item.target_id).map_err(|why| fields.insert("target_id".into(), why.into())).ok();
+        let external = match item.external_reference.as_deref() {
+            None => None,
+            Some(text) => validate::external_reference(text)
+                .map_err(|why| fields.insert("external_reference".into(), why.into()))
+                .ok(),
+        };
+        if let Some(t) = item.not_before
+            && t > Utc::now() + chrono::Duration::days(366)
+        {
+            fields.insert("not_before".into(), "must be within a year".into());
+        }
+        let Some(target) = target else { return Err(fields) };
+        if !fields.is_empty() {
+            return Err(fields);
+        }
+        let id = Uuid::new_v4();
+        let needs_approval = match self.approval {
+            ApprovalPolicy::None => false,
+            ApprovalPolicy::UserScope => item.scope == Scope::User,
+            ApprovalPolicy::All => true,
+        };
+        Ok(NewRequest {
+            id,
+            scope: item.scope,
+            subject_ref: self.pseudonyms.subject_ref(item.scope, target.as_str()),
+            target_sealed: self.sealer.seal(id, target.as_str().as_bytes()),
+            external_reference: external,
+            not_before: item.not_before,
+            state: if needs_approval { State::PendingApproval } else { State::Queued },
+        })
+    }
+}
+
+fn duplicate(existing: Uuid) -> ApiError {
+    ApiError::conflict(
+        "duplicate_request",
+        format!("an open erasure request for this target exists: {existing}"),
+    )
+    .with_details(json!({"existing_id": existing}))
+}
+
+/// Submit an erasure request.
+#[utoipa::path(
+    post, path = "/v1/erasure-requests", tag = "erasure requests",
+    request_body = CreateRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for the same key and body")),
+    responses(
+        (status = 202, description = "Accepted and committed", body = ErasureRequest, headers(("Location" = String))),
+        (status = 409, description = "An open request for this target exists", body = ErrorBody),
+        (status = 422, description = "Invalid field, or an Idempotency-Key reused with another body", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v1/erasure-requests")]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let principal = caller.require(&[Role::Requester])?;
+    let bytes = input::body(payload, input::MAX_BODY).await?;
+    input::require_json(&req, &bytes, false)?;
+    let idempotency_key = match req.headers().get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let text = v.to_str().ok().map(str::trim).filter(|t| !t.is_empty() && t.len() <= 255);
+            Some(text.ok_or_else(|| ApiError::field("Idempotency-Key", "must be 1 to 255 visible characters"))?.to_string())
+        }
+    };
+    let item: CreateRequest = input::json(&bytes)?;
+    let new = state.prepare(item).map_err(ApiError::fields)?;
+    let id = new.id;
+    let digest = state.pseudonyms.digest(&bytes);
+
+    let mut tx = state.db.begin().await?;
+    if let Some(key) = &idempotency_key {
+        let fresh = sqlx::query(
+            "insert into idempotency_keys (api_key_id, key, body_digest, status, response) \
+             values ($1, $2, $3, 0, '{}') on conflict do nothing",
+        )
+        .bind(principal.key_id)
+        .bind(key)
+        .bind(&digest)
+        .execute(&mut *tx)
+        .await?;
+        if fresh.rows_affected() == 0 {
+            let (stored_digest, status, response): (Vec<u8>, i16, serde_json::Value) = sqlx::query_as(
+                "select body_digest, status, response from idempotency_keys where api_key_id = $1 and key = $2",
+            )
+            .bind(principal.key_id)
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+            if stored_digest != digest {
+                return Err(ApiError::client(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with a different body",
+                ));
+            }
+            let location = response.get("id").and_then(|v| v.as_str()).map(|id| format!("/v1/erasure-requests/{id}"));
+            let mut reply = HttpResponse::build(StatusCode::from_u16(status as u16).unwrap_or(StatusCode::ACCEPTED));
+            if let Some(location) = location {
+                reply.insert_header(("Location", location));
+            }
+            reply.insert_header(("Idempotent-Replayed", "true"));
+            return Ok(reply.json(response));
+        }
+    }
+    let actor = audit::key_actor(principal.key_id);
+    let inserted = requests::insert_many(&mut tx, std::slice::from_ref(&new), principal.key_id, &actor, None, Utc::now()).await?;
+    if let [Inserted::DuplicateOf(existing)] = inserted[..] {
+        return Err(duplicate(existing));
+    }
+    let created = requests::get_in(&mut tx, id).await?.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("request vanished")))?;
+    let body = serde_json::to_value(&created).map_err(anyhow::Error::from)?;
+    if let Some(key) = &idempotency_key {
+        sqlx::query("update idempotency_keys set status = 202, response = $3 where api_key_id = $1 and key = $2")
+            .bind(principal.key_id)
+            .bind(key)
+            .bind(&body)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await.map_err(|e| {
+        if violates(&e, "erasure_requests_one_open_per_subject") {
+            ApiError::conflict("duplicate_request", "an open erasure request for this target was just created")
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(HttpResponse::Accepted()
+        .insert_header(("Location", format!("/v1/erasure-requests/{id}")))
+        .json(body))
+}
+
+/// The outcome of one item of a batch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchItem {
+    /// Position in a JSON array (from 0), or the line number in a CSV file (header is line 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// `created`, `duplicate` or `invalid`.
+    pub status: String,
+    /// The new request, or the existing open one for a duplicate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResult {
+    /// Every request created by this call carries this batch id.
+    pub batch_id: Uuid,
+    pub created: usize,
+    pub duplicates: usize,
+    pub invalid: usize,
+    pub items: Vec<BatchItem>,
+}
+
+/// Largest number of items in a batch.
+pub const MAX_BATCH: usize = 10_000;
+
+/// Submit up to 10,000 erasure requests at once, as a JSON array or CSV.
+///
+/// CSV has a header line naming its columns: `scope,target_id` and optionally
+/// `external_reference` and `not_before`. Each item is validated on its own; every valid item is
+/// committed in one transaction.
+#[utoipa::path(
+    post, path = "/v1/erasure-requests/batch", tag = "erasure requests",
+    request_body(content(
+        (Vec<CreateRequest> = "application/json"),
+        (String = "text/csv", example = "scope,target_id,external_reference\nuser,1042,TICKET-1\n")
+    )),
+    responses(
+        (status = 200, description = "Per-item results; valid items committed", body = BatchResult),
+        (status = 400, description = "Unreadable body", body = ErrorBody),
+        (status = 413, description = "More than 10,000 items", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v1/erasure-requests/batch")]
+pub async fn batch(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let principal = caller.require(&[Role::Requester])?;
+    let bytes = input::body(payload, input::MAX_BATCH_BODY).await?;
+    let parsed: Vec<(BatchItem, Result<CreateRequest, BTreeMap<String, String>>)> =
+        match input::media_type(&req).as_deref() {
+            Some("application/json") => parse_json_batch(&bytes)?,
+            Some("text/csv") => parse_csv_batch(&bytes)?,
+            _ => {
+                return Err(ApiError::client(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send a JSON array (application/json) or CSV (text/csv)",
+                ));
+            }
+        };
+    if parsed.is_empty() {
+        return Err(ApiError::bad_request("empty_batch", "the batch holds no items"));
+    }
+    let mut items = Vec::with_capacity(parsed.len());
+    let mut news = Vec::new();
+    let mut slots = Vec::new();
+    for (mut item, parsed) in parsed {
+        match parsed.and_then(|p| state.prepare(p)) {
+            Ok(new) => {
+                slots.push(items.len());
+                news.push(new);
+                items.push(item);
+            }
+            Err(fields) => {
+                item.status = "invalid".into();
+                item.fields = Some(fields);
+                items.push(item);
+            }
+        }
+    }
+    let batch_id = Uuid::new_v4();
+    let actor = audit::key_actor(principal.key_id);
+    let mut tx = state.db.begin().await?;
+    let inserted = requests::insert_many(&mut tx, &news, principal.key_id, &actor, Some(batch_id), Utc::now()).await?;
+    tx.commit().await?;
+    let (mut created, mut duplicates) = (0, 0);
+    for (slot, outcome) in slots.into_iter().zip(inserted) {
+        let item = &mut items[slot];
+        match outcome {
+            Inserted::Created(id) => {
+                created += 1;
+                item.status = "created".into();
+                item.id = Some(id);
+            }
+            Inserted::DuplicateOf(id) => {
+                duplicates += 1;
+                item.status = "duplicate".into();
+                item.id = Some(id);
+            }
+        }
+    }
+    let invalid = items.len() - created - duplicates;
+    Ok(HttpResponse::Ok().json(BatchResult {
+        batch_id,
+        created,
+        duplicates,
+        invalid,
+        items,
+    }))
+}
+
+type Parsed = Vec<(BatchItem, Result<CreateRequest, BTreeMap<String, String>>)>;
+
+fn too_many() -> ApiError {
+    ApiError::client(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "batch_too_large",
+        format!("a batch holds at most {MAX_BATCH} items; split it"),
+    )
+}
+
+fn invalid_fields(e: ApiError) -> BTreeMap<String, String> {
+    match e {
+        ApiError::Invalid { fields, .. } => fields,
+        other => BTreeMap::from([("item".to_string(), other.to_string())]),
+    }
+}
+
+fn parse_json_batch(bytes: &[u8]) -> Result<Parsed, ApiError> {
+    let values: Vec<serde_json::Value> = input::json(bytes)
+        .map_err(|_| ApiError::bad_request("invalid_json", "the body must be a JSON array of erasure requests"))?;
+    if values.len() > MAX_BATCH {
+        return Err(too_many());
+    }
+    Ok(values
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| {
+            let item = BatchItem { index: Some(index), line: None, status: String::new(), id: None, fields: None };
+            (item, input::from_value::<CreateRequest>(value).map_err(invalid_fields))
+        })
+        .collect())
+}
+
+fn parse_csv_batch(bytes: &[u8]) -> Result<Parsed, ApiError> {
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(bytes);
+    let headers = reader
+        .headers()
+        .map_err(|_| ApiError::bad_request("invalid_csv", "the CSV header line cannot be read (is it UTF-8?)"))?
+        .clone();
+    let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let known = ["scope", "target_id", "external_reference", "not_before"];
+    if let Some(unknown) = headers.iter().find(|h| !known.iter().any(|k| h.eq_ignore_ascii_case(k))) {
+        return Err(ApiError::field(format!("csv.{unknown}"), "unknown column; expected scope,target_id[,external_reference][,not_before]"));
+    }
+    let (Some(scope_col), Some(target_col)) = (column("scope"), column("target_id")) else {
+        return Err(ApiError::bad_request("invalid_csv", "the CSV header must name the columns scope and target_id"));
+    };
+    let (ext_col, nb_col) = (column("external_reference"), column("not_before"));
+    let mut out = Vec::new();
+    for record in reader.records() {
+        if out.len() >= MAX_BATCH {
+            return Err(too_many());
+        }
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                let item = BatchItem { index: None, line: Some(line), status: String::new(), id: None, fields: None };
+                out.push((item, Err(BTreeMap::from([("line".to_string(), "unreadable CSV record".to_string())]))));
+                continue;
+            }
+        };
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let item = BatchItem { index: None, line: Some(line), status: String::new(), id: None, fields: None };
+        let get = |col: Option<usize>| col.and_then(|c| record.get(c)).filter(|v| !v.is_empty());
+        let mut fields = BTreeMap::new();
+        let scope = match get(Some(scope_col)) {
+            Some(s) => Scope::parse(s).or_else(|| {
+                fields.insert("scope".into(), "must be user, connection or account".into());
+                None
+            }),
+            None => {
+                fields.insert("scope".into(), "is required".into());
+                None
+            }
+        };
+        let not_before = match get(nb_col) {
+            None => None,
+            Some(t) => DateTime::parse_from_rfc3339(t).map(|d| d.with_timezone(&Utc)).map_err(|_| {
+                fields.insert("not_before".into(), "must be an RFC 3339 time".into());
+            }).ok(),
+        };
+        let result = match (scope, fields.is_empty()) {
+            (Some(scope), true) => Ok(CreateRequest {
+                scope,
+                target_id: get(Some(target_col)).unwrap_or("").to_string(),
+                external_reference: get(ext_col).map(str::to_string),
+                not_before,
+            }),
+            _ => Err(fields),
+        };
+        out.push((item, result));
+    }
+    Ok(out)
+}
+
+/// Filters and paging of the list.
+#[derive(Debug, Deserialize, IntoParams, Default)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    pub state: Option<State>,
+    pub scope: Option<Scope>,
+    /// Received at or after this time.
+    pub received_from: Option<DateTime<Utc>>,
+    /// Received before this time.
+    pub received_to: Option<DateTime<Utc>>,
+    pub due_from: Option<DateTime<Utc>>,
+    pub due_to: Option<DateTime<Utc>>,
+    /// Only open requests past their due date.
+    pub overdue: Option<bool>,
+    /// Only open requests due within this many days (overdue ones included).
+    pub due_within_days: Option<u32>,
+    pub batch_id: Option<Uuid>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// 1 to 500, default 50.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestPage {
+    pub items: Vec<ErasureRequest>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn parse_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let (micros, id) = text.split_once('_')?;
+    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    Some((at, Uuid::parse_str(id).ok()?))
+}
+
+/// List erasure requests, newest first.
+#[utoipa::path(
+    get, path = "/v1/erasure-requests", tag = "erasure requests",
+    params(ListQuery),
+    responses((status = 200, body = RequestPage), (status = 422, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[get("/v1/erasure-requests")]
+pub async fn list(state: web::Data<AppState>, caller: Caller, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    caller.require(READERS)?;
+    let q: ListQuery = input::query(&req)?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 500"));
+    }
+    let after = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(parse_cursor(c).ok_or_else(|| ApiError::field("cursor", "is not a cursor this service issued"))?),
+    };
+    if q.due_within_days.is_some_and(|d| d > 3660) {
+        return Err(ApiError::field("due_within_days", "must be at most 3660"));
+    }
+    let now = Utc::now();
+    let mut due_to = q.due_to;
+    let mut open_only = false;
+    if q.overdue == Some(true) {
+        due_to = Some(due_to.map_or(now, |d| d.min(now)));
+        open_only = true;
+    }
+    if let Some(days) = q.due_within_days {
+        let horizon = now + chrono::Duration::days(days as i64);
+        due_to = Some(due_to.map_or(horizon, |d| d.min(horizon)));
+        open_only = true;
+    }
+    let filter = ListFilter {
+        state: q.state,
+        scope: q.scope,
+        received_from: q.received_from,
+        received_to: q.received_to,
+        due_from: q.due_from,
+        due_to,
+        open_only,
+        batch_id: q.batch_id,
+        after,
+        limit: limit as i64 + 1,
+    };
+    let mut items = requests::list(&state.db, &filter).await?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|r| format!("{}_{}", r.received_at.timestamp_micros(), r.id))
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(RequestPage { items, next_cursor }))
+}
+
+fn request_id(path: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(path).map_err(|_| ApiError::field("id", "must be a UUID"))
+}
+
+/// One erasure request with its steps.
+#[utoipa::path(
+    get, path = "/v1/erasure-requests/{id}", tag = "erasure requests",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = ErasureRequest), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[get("/v1/erasure-requests/{id}")]
+pub async fn get_one(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    caller.require(READERS)?;
+    let id = request_id(&path)?;
+    let request = requests::get(&state.db, id).await?.ok_or_else(|| ApiError::not_found("erasure request"))?;
+    Ok(HttpResponse::Ok().json(request))
+}
+
+/// The body of hold.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoldBody {
+    /// GDPR Art. 17(3) ground: art17_3_a .. art17_3_e.
+    pub legal_basis: LegalBasis,
+    /// Why, in a few words (no personal data).
+    pub note: String,
+}
+
+/// The body of extend.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    /// 1 or 2; at most 2 months in total (3 months with the first).
+    pub months: u32,
+    pub reason: String,
+}
+
+/// Optional body of approve, cancel, retry and release.
+#[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NoteBody {
+    /// An optional note for the audit log (no personal data).
+    pub note: Option<String>,
+}
+
+/// Act on a request: approve, cancel, retry, hold, release or extend.
+///
+/// approve, hold, release, extend, retry: role approver; cancel: role requester.
+/// hold takes `{legal_basis, note}`, extend `{months, reason}`; the others an optional `{note}`.
+#[utoipa::path(
+    post, path = "/v1/erasure-requests/{id}/{action}", tag = "erasure requests",
+    params(("id" = Uuid, Path), ("action" = String, Path, description = "approve | cancel | retry | hold | release | extend")),
+    request_body(content = Object, description = "HoldBody for hold, ExtendBody for extend, NoteBody otherwise"),
+    responses(
+        (status = 200, body = ErasureRequest),
+        (status = 403, description = "Wrong role, or the approver is the requester", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Not allowed from the request's state", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v1/erasure-requests/{id}/{action}")]
+pub async fn act(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (id, action) = path.into_inner();
+    let action = match action.as_str() {
+        "approve" => Action::Approve,
+        "cancel" => Action::Cancel,
+        "retry" => Action::Retry,
+        "hold" => Action::Hold,
+        "release" => Action::Release,
+        "extend" => Action::Extend,
+        _ => return Err(ApiError::not_found("action (approve, cancel, retry, hold, release, extend)")),
+    };
+    let principal = caller.require(match action {
+        Action::Cancel => &[Role::Requester],
+        _ => &[Role::Approver],
+    })?;
+    let id = request_id(&id)?;
+    let bytes = input::body(payload, input::MAX_BODY).await?;
+    let optional = !matches!(action, Action::Hold | Action::Extend);
+    input::require_json(&req, &bytes, optional)?;
+    let mut input_data = ActionInput::default();
+    match action {
+        Action::Hold => {
+            let body: HoldBody = input::json(&bytes)?;
+            input_data.legal_basis = Some(body.legal_basis.as_str());
+            input_data.note = Some(validate::free_text(&body.note, 500).map_err(|why| ApiError::field("note", why))?);
+        }
+        Action::Extend => {
+            let body: ExtendBody = input::json(&bytes)?;
+            if !(1..=2).contains(&body.months) {
+                return Err(ApiError::field("months", "must be 1 or 2"));
+            }
+            input_data.months = Some(body.months);
+            input_data.note = Some(validate::free_text(&body.reason, 500).map_err(|why| ApiError::field("reason", why))?);
+        }
+        _ => {
+            let body: NoteBody = input::json_or_default(&bytes)?;
+            if let Some(note) = body.note {
+                input_data.note = Some(validate::free_text(&note, 500).map_err(|why| ApiError::field("note", why))?);
+            }
+        }
+    }
+    match requests::act(&state.db, id, action, principal.key_id, input_data).await? {
+        Ok(()) => {}
+        Err(Refusal::NotFound) => return Err(ApiError::not_found("erasure request")),
+        Err(Refusal::InvalidTransition(from)) => {
+            return Err(ApiError::conflict(
+                "invalid_transition",
+                format!("cannot {} a request that is {}", action.as_str(), from.as_str()),
+            )
+            .with_details(json!({"state": from})));
+        }
+        Err(Refusal::ApproverIsRequester) => {
+            return Err(ApiError::client(
+                StatusCode::FORBIDDEN,
+                "approver_is_requester",
+                "a second person must approve: this key submitted the request",
+            ));
+        }
+        Err(Refusal::ExtensionTooLong { already }) => {
+            return Err(ApiError::field(
+                "months",
+                format!("at most 2 months of extension in total; {already} already granted"),
+            ));
+        }
+    }
+    let request = requests::get(&state.db, id).await?.ok_or_else(|| ApiError::not_found("erasure request"))?;
+    Ok(HttpResponse::Ok().json(request))
+}

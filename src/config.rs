@@ -1,0 +1,287 @@
+//! Settings and secrets. Environment first (`DATABASE_URL`, `ERASURE_*`), with flags for the same
+//! names. Secrets are 32-byte keys given as 64 hex characters, either in the variable itself or in
+//! a file named by the same variable with a `_FILE` suffix. They are never printed.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/erasure";
+
+/// A 32-byte secret key. Its `Debug` output never shows the bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key32([u8; 32]);
+
+impl Key32 {
+    /// Parses 64 hex characters.
+    pub fn from_hex(name: &str, text: &str) -> anyhow::Result<Self> {
+        let text = text.trim();
+        let bytes = hex::decode(text).map_err(|_| {
+            anyhow::anyhow!("{name} must be 64 hex characters (32 bytes); make one with `openssl rand -hex 32`")
+        })?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
+            anyhow::anyhow!("{name} must be 64 hex characters (32 bytes); make one with `openssl rand -hex 32`")
+        })?;
+        if bytes.iter().all(|b| *b == bytes[0]) {
+            bail!("{name} is a weak key (one repeated byte); make one with `openssl rand -hex 32`");
+        }
+        Ok(Self(bytes))
+    }
+
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for Key32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key32(<redacted>)")
+    }
+}
+
+/// A secret string (client secret). Its `Debug` output never shows it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Reads `NAME` or, failing that, the file named by `NAME_FILE`.
+pub fn secret_from_env(name: &str) -> anyhow::Result<Option<String>> {
+    if let Ok(value) = std::env::var(name)
+        && !value.trim().is_empty()
+    {
+        return Ok(Some(value.trim().to_string()));
+    }
+    let file_var = format!("{name}_FILE");
+    if let Ok(path) = std::env::var(&file_var)
+        && !path.trim().is_empty()
+    {
+        let value = std::fs::read_to_string(path.trim())
+            .with_context(|| format!("cannot read the file named by {file_var}"))?;
+        return Ok(Some(value.trim().to_string()));
+    }
+    Ok(None)
+}
+
+/// The three service keys of DESIGN.md.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub pseudonym: Key32,
+    pub pseudonym_version: u32,
+    pub signing: Key32,
+    pub data: Key32,
+}
+
+impl Keys {
+    pub const PSEUDONYM: &'static str = "ERASURE_PSEUDONYM_KEY";
+    pub const SIGNING: &'static str = "ERASURE_SIGNING_KEY";
+    pub const DATA: &'static str = "ERASURE_DATA_KEY";
+
+    /// Loads every key from the environment; a missing or weak key is an error that says how to
+    /// make one.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let load = |name: &str| -> anyhow::Result<Key32> {
+            match secret_from_env(name)? {
+                Some(text) => Key32::from_hex(name, &text),
+                None => bail!(
+                    "{name} is not set (nor {name}_FILE); make a key with `openssl rand -hex 32` \
+                     (or run `erasure demo`, which generates its own)"
+                ),
+            }
+        };
+        Ok(Self {
+            pseudonym: load(Self::PSEUDONYM)?,
+            pseudonym_version: pseudonym_version_from_env()?,
+            signing: load(Self::SIGNING)?,
+            data: load(Self::DATA)?,
+        })
+    }
+
+    pub fn random() -> Self {
+        Self {
+            pseudonym: Key32::random(),
+            pseudonym_version: 1,
+            signing: Key32::random(),
+            data: Key32::random(),
+        }
+    }
+}
+
+fn pseudonym_version_from_env() -> anyhow::Result<u32> {
+    match std::env::var("ERASURE_PSEUDONYM_KEY_VERSION") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|v| *v > 0)
+            .context("ERASURE_PSEUDONYM_KEY_VERSION must be a positive integer"),
+        _ => Ok(1),
+    }
+}
+
+/// Which requests need a second person's approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum ApprovalPolicy {
+    #[default]
+    None,
+    UserScope,
+    All,
+}
+
+/// How to reach the aggregator.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpstreamArgs {
+    /// API base, e.g. https://api.oxlin.io/v2.1
+    #[arg(long, env = "ERASURE_UPSTREAM_API_URL")]
+    pub upstream_api_url: Option<String>,
+    /// Auth server, e.g. https://auth.oxlin.io (POST {url}/token)
+    #[arg(long, env = "ERASURE_UPSTREAM_AUTH_URL")]
+    pub upstream_auth_url: Option<String>,
+    #[arg(long, env = "ERASURE_UPSTREAM_CLIENT_ID")]
+    pub upstream_client_id: Option<String>,
+    /// Maximum upstream requests per second of this process.
+    #[arg(long, env = "ERASURE_UPSTREAM_MAX_RPS", default_value_t = 20.0)]
+    pub upstream_max_rps: f64,
+    /// Maximum concurrent upstream calls of this process.
+    #[arg(long, env = "ERASURE_UPSTREAM_MAX_CONCURRENCY", default_value_t = 8)]
+    pub upstream_max_concurrency: usize,
+    /// Time-out of one upstream call, in seconds.
+    #[arg(long, env = "ERASURE_UPSTREAM_TIMEOUT_SECS", default_value_t = 30.0)]
+    pub upstream_timeout_secs: f64,
+}
+
+/// The upstream settings once validated.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub api_url: String,
+    pub auth_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub max_rps: f64,
+    pub max_concurrency: usize,
+    pub timeout: Duration,
+}
+
+impl UpstreamArgs {
+    /// Validates the arguments; the client secret comes from `ERASURE_UPSTREAM_CLIENT_SECRET`
+    /// (or its `_FILE`) only, so that it never shows in a process list.
+    pub fn settings(&self) -> anyhow::Result<UpstreamSettings> {
+        let missing = |what: &str| {
+            anyhow::anyhow!(
+                "no upstream configured: set {what} (see README, \"Running against the aggregator\")"
+            )
+        };
+        let api_url = self
+            .upstream_api_url
+            .clone()
+            .ok_or_else(|| missing("ERASURE_UPSTREAM_API_URL"))?;
+        let auth_url = self
+            .upstream_auth_url
+            .clone()
+            .ok_or_else(|| missing("ERASURE_UPSTREAM_AUTH_URL"))?;
+        let client_id = self
+            .upstream_client_id
+            .clone()
+            .ok_or_else(|| missing("ERASURE_UPSTREAM_CLIENT_ID"))?;
+        let client_secret = secret_from_env("ERASURE_UPSTREAM_CLIENT_SECRET")?
+            .ok_or_else(|| missing("ERASURE_UPSTREAM_CLIENT_SECRET"))?;
+        for (name, url) in [("ERASURE_UPSTREAM_API_URL", &api_url), ("ERASURE_UPSTREAM_AUTH_URL", &auth_url)] {
+            reqwest::Url::parse(url).with_context(|| format!("{name} is not a valid URL"))?;
+        }
+        if !(self.upstream_max_rps > 0.0) {
+            bail!("ERASURE_UPSTREAM_MAX_RPS must be greater than 0");
+        }
+        if self.upstream_max_concurrency == 0 {
+            bail!("ERASURE_UPSTREAM_MAX_CONCURRENCY must be at least 1");
+        }
+        Ok(UpstreamSettings {
+            api_url: api_url.trim_end_matches('/').to_string(),
+            auth_url: auth_url.trim_end_matches('/').to_string(),
+            client_id,
+            client_secret: Secret::new(client_secret),
+            max_rps: self.upstream_max_rps,
+            max_concurrency: self.upstream_max_concurrency,
+            timeout: Duration::from_secs_f64(self.upstream_timeout_secs.max(0.1)),
+        })
+    }
+}
+
+/// How workers behave.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// Jobs one process runs at once.
+    #[arg(long, env = "ERASURE_WORKER_CONCURRENCY", default_value_t = 32)]
+    pub worker_concurrency: usize,
+    /// Lease of a claimed job, in seconds; renewed while it runs.
+    #[arg(long, env = "ERASURE_LEASE_SECS", default_value_t = 30.0)]
+    pub lease_secs: f64,
+    /// Poll interval when no notification arrives, in milliseconds.
+    #[arg(long, env = "ERASURE_POLL_MS", default_value_t = 1000)]
+    pub poll_ms: u64,
+    /// First retry delay in seconds (exponential backoff with full jitter).
+    #[arg(long, env = "ERASURE_RETRY_BASE_SECS", default_value_t = 1.0)]
+    pub retry_base_secs: f64,
+    /// Longest retry delay in seconds.
+    #[arg(long, env = "ERASURE_RETRY_CAP_SECS", default_value_t = 3600.0)]
+    pub retry_cap_secs: f64,
+    /// Attempts of one step before the request fails.
+    #[arg(long, env = "ERASURE_MAX_ATTEMPTS", default_value_t = 20)]
+    pub max_attempts: i32,
+    /// Grace period for in-flight calls at shutdown, in seconds.
+    #[arg(long, env = "ERASURE_SHUTDOWN_GRACE_SECS", default_value_t = 20.0)]
+    pub shutdown_grace_secs: f64,
+}
+
+impl EngineArgs {
+    pub fn settings(&self) -> anyhow::Result<crate::engine::EngineSettings> {
+        if self.worker_concurrency == 0 {
+            bail!("ERASURE_WORKER_CONCURRENCY must be at least 1");
+        }
+        if !(self.lease_secs >= 1.0) {
+            bail!("ERASURE_LEASE_SECS must be at least 1");
+        }
+        if self.max_attempts < 1 {
+            bail!("ERASURE_MAX_ATTEMPTS must be at least 1");
+        }
+        Ok(crate::engine::EngineSettings {
+            concurrency: self.worker_concurrency,
+            lease: Duration::from_secs_f64(self.lease_secs),
+            poll: Duration::from_millis(self.poll_ms.max(10)),
+            retry: crate::engine::RetryPolicy {
+                base: Duration::from_secs_f64(self.retry_base_secs.max(0.001)),
+                cap: Duration::from_secs_f64(self.retry_cap_secs.max(self.retry_base_secs)),
+                max_attempts: self.max_attempts,
+            },
+            shutdown_grace: Duration::from_secs_f64(self.shutdown_grace_secs.max(0.0)),
+        })
+    }
+}
+
+/// The database.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DbArgs {
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+}

@@ -1,0 +1,298 @@
+//! Requests, steps, states and transitions. Pure: no I/O.
+
+pub mod validate;
+
+use chrono::{DateTime, Months, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// What a request erases at the aggregator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum Scope {
+    User,
+    Connection,
+    Account,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::User => "user",
+            Scope::Connection => "connection",
+            Scope::Account => "account",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "user" => Some(Scope::User),
+            "connection" => Some(Scope::Connection),
+            "account" => Some(Scope::Account),
+            _ => None,
+        }
+    }
+
+    /// The steps a request of this scope runs, in order.
+    pub fn steps(self) -> &'static [StepKind] {
+        match self {
+            Scope::User | Scope::Connection => {
+                &[StepKind::Inventory, StepKind::Delete, StepKind::Verify]
+            }
+            Scope::Account => &[
+                StepKind::Inventory,
+                StepKind::Delete,
+                StepKind::Verify,
+                StepKind::CascadeCheck,
+            ],
+        }
+    }
+}
+
+/// The life of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum State {
+    PendingApproval,
+    Queued,
+    InProgress,
+    Completed,
+    Failed,
+    Cancelled,
+    OnHold,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::PendingApproval => "pending_approval",
+            State::Queued => "queued",
+            State::InProgress => "in_progress",
+            State::Completed => "completed",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+            State::OnHold => "on_hold",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            State::PendingApproval,
+            State::Queued,
+            State::InProgress,
+            State::Completed,
+            State::Failed,
+            State::Cancelled,
+            State::OnHold,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// Completed and cancelled requests are closed: their target is wiped.
+    pub fn is_closed(self) -> bool {
+        matches!(self, State::Completed | State::Cancelled)
+    }
+}
+
+/// What a person asks of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Approve,
+    Cancel,
+    Retry,
+    Hold,
+    Release,
+    Extend,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Approve => "approve",
+            Action::Cancel => "cancel",
+            Action::Retry => "retry",
+            Action::Hold => "hold",
+            Action::Release => "release",
+            Action::Extend => "extend",
+        }
+    }
+
+    /// The states this action may start from.
+    pub fn allowed_from(self) -> &'static [State] {
+        match self {
+            Action::Approve => &[State::PendingApproval],
+            Action::Cancel => &[
+                State::PendingApproval,
+                State::Queued,
+                State::OnHold,
+                State::Failed,
+            ],
+            Action::Retry => &[State::Failed],
+            Action::Hold => &[State::PendingApproval, State::Queued, State::Failed],
+            Action::Release => &[State::OnHold],
+            Action::Extend => &[
+                State::PendingApproval,
+                State::Queued,
+                State::InProgress,
+                State::OnHold,
+                State::Failed,
+            ],
+        }
+    }
+
+    /// The state after the action, given the state before it. `None` when refused.
+    pub fn next(self, from: State) -> Option<State> {
+        if !self.allowed_from().contains(&from) {
+            return None;
+        }
+        Some(match self {
+            Action::Approve | Action::Retry | Action::Release => State::Queued,
+            Action::Cancel => State::Cancelled,
+            Action::Hold => State::OnHold,
+            Action::Extend => from,
+        })
+    }
+}
+
+/// The durable steps of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum StepKind {
+    Inventory,
+    Delete,
+    Verify,
+    CascadeCheck,
+}
+
+/// The life of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum StepState {
+    /// An earlier step has not finished.
+    Waiting,
+    /// The request is held or waits for approval.
+    Paused,
+    /// Claimable from `run_at`.
+    Ready,
+    /// Leased by a worker.
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// GDPR Art. 17(3): the grounds on which an erasure may be held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum LegalBasis {
+    /// (a) freedom of expression and information
+    #[serde(rename = "art17_3_a")]
+    FreedomOfExpression,
+    /// (b) a legal obligation, or a task in the public interest
+    #[serde(rename = "art17_3_b")]
+    LegalObligation,
+    /// (c) public health
+    #[serde(rename = "art17_3_c")]
+    PublicHealth,
+    /// (d) archiving, research or statistics
+    #[serde(rename = "art17_3_d")]
+    Archiving,
+    /// (e) legal claims
+    #[serde(rename = "art17_3_e")]
+    LegalClaims,
+}
+
+impl LegalBasis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LegalBasis::FreedomOfExpression => "art17_3_a",
+            LegalBasis::LegalObligation => "art17_3_b",
+            LegalBasis::PublicHealth => "art17_3_c",
+            LegalBasis::Archiving => "art17_3_d",
+            LegalBasis::LegalClaims => "art17_3_e",
+        }
+    }
+}
+
+/// Total months an erasure may be extended by (GDPR Art. 12(3)).
+pub const MAX_EXTENSION_MONTHS: u32 = 2;
+
+/// The due date: one calendar month after receipt plus extensions, clamped to the month's end
+/// (Jan 31 -> Feb 28/29).
+pub fn due_at(received_at: DateTime<Utc>, extended_months: u32) -> DateTime<Utc> {
+    received_at
+        .checked_add_months(Months::new(1 + extended_months))
+        .unwrap_or(received_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn due_date_is_one_calendar_month_clamped() {
+        let jan31 = Utc.with_ymd_and_hms(2027, 1, 31, 10, 0, 0).unwrap();
+        assert_eq!(due_at(jan31, 0), Utc.with_ymd_and_hms(2027, 2, 28, 10, 0, 0).unwrap());
+        let leap = Utc.with_ymd_and_hms(2028, 1, 31, 10, 0, 0).unwrap();
+        assert_eq!(due_at(leap, 0), Utc.with_ymd_and_hms(2028, 2, 29, 10, 0, 0).unwrap());
+        assert_eq!(due_at(jan31, 2), Utc.with_ymd_and_hms(2027, 4, 30, 10, 0, 0).unwrap());
+        let mar15 = Utc.with_ymd_and_hms(2027, 3, 15, 0, 0, 0).unwrap();
+        assert_eq!(due_at(mar15, 0), Utc.with_ymd_and_hms(2027, 4, 15, 0, 0, 0).unwrap());
+    }
+
+    #[test]
+    fn transitions_follow_the_design() {
+        assert_eq!(Action::Approve.next(State::PendingApproval), Some(State::Queued));
+        assert_eq!(Action::Approve.next(State::Queued), None);
+        assert_eq!(Action::Retry.next(State::Failed), Some(State::Queued));
+        assert_eq!(Action::Retry.next(State::Completed), None);
+        assert_eq!(Action::Cancel.next(State::InProgress), None);
+        assert_eq!(Action::Cancel.next(State::Completed), None);
+        assert_eq!(Action::Hold.next(State::Queued), Some(State::OnHold));
+        assert_eq!(Action::Release.next(State::OnHold), Some(State::Queued));
+        assert_eq!(Action::Release.next(State::Queued), None);
+        assert_eq!(Action::Extend.next(State::Completed), None);
+    }
+
+    #[test]
+    fn account_scope_has_a_cascade_check() {
+        assert_eq!(Scope::Account.steps().last(), Some(&StepKind::CascadeCheck));
+        assert_eq!(Scope::User.steps().len(), 3);
+    }
+}
+
+/// What an API key may do (DESIGN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// create, read, cancel
+    Requester,
+    /// approve, hold, release, extend, retry, restore (and read)
+    Approver,
+    /// read everything, audit log, export, receipts
+    Auditor,
+    /// keys, and all of the above
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Requester => "requester",
+            Role::Approver => "approver",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Role::Requester, Role::Approver, Role::Auditor, Role::Admin]
+            .into_iter()
+            .find(|r| r.as_str() == text)
+    }
+}

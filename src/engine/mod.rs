@@ -1,0 +1,189 @@
+//! Workers: claim ready steps, run them against the upstream, record the outcome, retry with
+//! backoff, rescue expired leases, and stop gracefully.
+
+mod retry;
+mod run;
+
+pub use retry::RetryPolicy;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::seal::Sealer;
+use crate::store::{self, Db, steps};
+use crate::upstream::Upstream;
+
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Steps run at once by this process.
+    pub concurrency: usize,
+    pub lease: Duration,
+    /// Poll interval when no notification arrives.
+    pub poll: Duration,
+    pub retry: RetryPolicy,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 32,
+            lease: Duration::from_secs(30),
+            poll: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+pub struct Engine {
+    pub(crate) db: Db,
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) sealer: Sealer,
+    pub(crate) settings: EngineSettings,
+}
+
+impl Engine {
+    pub fn new(db: Db, upstream: Arc<Upstream>, sealer: Sealer, settings: EngineSettings) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            upstream,
+            sealer,
+            settings,
+        })
+    }
+
+    /// Runs until `shutdown` is cancelled; then stops claiming, lets running steps finish within
+    /// the grace period, and gives back (unleases) what is left.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let wake = Arc::new(Notify::new());
+        let background = CancellationToken::new();
+        let listener = tokio::spawn(listen(self.db.clone(), wake.clone(), background.clone()));
+        let rescuer = tokio::spawn(rescue(self.clone(), wake.clone(), background.clone()));
+        let hard_stop = CancellationToken::new();
+        let slots = Arc::new(Semaphore::new(self.settings.concurrency));
+        let mut running = JoinSet::new();
+
+        tracing::info!(concurrency = self.settings.concurrency, "workers started");
+        while !shutdown.is_cancelled() {
+            while running.try_join_next().is_some() {}
+            if let Some(wait) = self.upstream.breaker.wait() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait.min(self.settings.poll)) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+                _ = shutdown.cancelled() => break,
+            };
+            let free = 1 + slots.available_permits();
+            let claimed = match steps::claim(&self.db, free.min(64) as i64, self.settings.lease).await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming steps failed; retrying");
+                    drop(permit);
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.settings.poll) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+            };
+            if claimed.is_empty() {
+                drop(permit);
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(self.settings.poll) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let mut permit = Some(permit);
+            for step in claimed {
+                let permit = match permit.take() {
+                    Some(p) => p,
+                    None => slots.clone().acquire_owned().await.expect("semaphore never closed"),
+                };
+                let engine = self.clone();
+                let stop = hard_stop.clone();
+                running.spawn(async move {
+                    engine.run_step(step, stop).await;
+                    drop(permit);
+                });
+            }
+        }
+
+        tracing::info!(in_flight = running.len(), "stopping: no more claims; letting running steps finish");
+        let grace = tokio::time::sleep(self.settings.shutdown_grace);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                next = running.join_next() => if next.is_none() { break },
+                _ = &mut grace => {
+                    tracing::warn!(left = running.len(), "grace period over: giving back unfinished steps");
+                    hard_stop.cancel();
+                    while running.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        background.cancel();
+        let _ = listener.await;
+        let _ = rescuer.await;
+        tracing::info!("workers stopped");
+        Ok(())
+    }
+}
+
+/// LISTEN for ready steps; reconnects by itself. Polling covers any notification lost meanwhile.
+async fn listen(db: Db, wake: Arc<Notify>, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        let mut listener = match PgListener::connect_with(&db).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN connection failed; polling meanwhile");
+                tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.cancelled() => return }
+            }
+        };
+        if let Err(e) = listener.listen(store::READY_CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed; polling meanwhile");
+            tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.cancelled() => return }
+        }
+        loop {
+            tokio::select! {
+                n = listener.try_recv() => match n {
+                    Ok(Some(_)) => wake.notify_waiters(),
+                    // The connection dropped (Ok(None)) or failed: wake everyone to poll, reconnect.
+                    Ok(None) | Err(_) => { wake.notify_waiters(); break; }
+                },
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Returns steps whose lease expired (a worker died) to the queue.
+async fn rescue(engine: Arc<Engine>, wake: Arc<Notify>, stop: CancellationToken) {
+    let every = (engine.settings.lease / 2).max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        match steps::rescue(&engine.db).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(steps = n, "rescued steps whose lease expired");
+                wake.notify_waiters();
+            }
+            Err(e) => tracing::warn!(error = %e, "rescuing expired leases failed"),
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! One attempt of one step.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::Engine;
+use crate::domain::StepKind;
+use crate::store::steps::{self, CallRecord, Claimed, Outcome};
+use crate::upstream::{CallError, Cascade};
+
+/// Upstream ids learnt at inventory, sealed on the request while it is open.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Context {
+    connection_id: Option<String>,
+    channel_id: Option<String>,
+}
+
+impl Engine {
+    pub(super) async fn run_step(self: Arc<Self>, step: Claimed, hard_stop: CancellationToken) {
+        let lost = CancellationToken::new();
+        let renewer = tokio::spawn(renew(self.clone(), step.clone(), lost.clone()));
+        let mut calls = Vec::new();
+        let result = tokio::select! {
+            r = self.attempt(&step, &mut calls) => Some(r),
+            _ = hard_stop.cancelled() => None,
+            _ = lost.cancelled() => None,
+        };
+        renewer.abort();
+        let Some(outcome) = result else {
+            // Shutdown past its grace, or the lease was lost: give it back (deletes are idempotent).
+            if let Err(e) = steps::release(&self.db, &step).await {
+                tracing::warn!(request = %step.request_id, error = %e, "could not give a step back; its lease will expire");
+            }
+            return;
+        };
+        tracing::debug!(request = %step.request_id, step = ?step.kind, attempt = step.attempts, outcome = outcome_name(&outcome), "step attempt ended");
+        for delay_ms in [50u64, 200, 1000, 3000] {
+            match steps::finish(&self.db, &step, outcome.clone(), &calls).await {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::info!(request = %step.request_id, step = ?step.kind, "step was taken over by another worker; outcome dropped");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(request = %step.request_id, error = %e, "recording a step outcome failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                }
+            }
+        }
+        tracing::error!(request = %step.request_id, "could not record a step outcome; the lease will expire and the step run again");
+    }
+
+    async fn attempt(&self, step: &Claimed, calls: &mut Vec<CallRecord>) -> Outcome {
+        let policy = &self.settings.retry;
+        if step.attempts > policy.max_attempts {
+            return Outcome::Fail {
+                error: format!("gave up after {} attempts", policy.max_attempts),
+            };
+        }
+        let Some(sealed) = step.target_sealed.as_deref() else {
+            return Outcome::Fail {
+                error: "the target identifier is no longer held (request closed)".into(),
+            };
+        };
+        let target = match self.sealer.open(step.request_id, sealed) {
+            Ok(bytes) => String::from_utf8(bytes).unwrap_or_default(),
+            Err(e) => return Outcome::Fail { error: e.to_string() },
+        };
+        let context: Context = step
+            .context_sealed
+            .as_deref()
+            .and_then(|s| self.sealer.open(step.request_id, s).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+
+        match self.execute(step, &target, &context, calls).await {
+            Ok(outcome) => outcome,
+            Err(CallError::Permanent { reason }) => Outcome::Fail { error: reason },
+            Err(CallError::Transient { reason, retry_after }) => {
+                if step.attempts >= policy.max_attempts {
+                    Outcome::Fail {
+                        error: format!("gave up after {} attempts: {reason}", step.attempts),
+                    }
+                } else {
+                    let delay = policy.delay(step.attempts, retry_after);
+                    Outcome::RetryAt {
+                        error: reason,
+                        at: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        step: &Claimed,
+        target: &str,
+        context: &Context,
+        calls: &mut Vec<CallRecord>,
+    ) -> Result<Outcome, CallError> {
+        let up = &self.upstream;
+        let done = |detail| Outcome::Done {
+            detail,
+            context: None,
+        };
+        Ok(match step.kind {
+            StepKind::Inventory => {
+                let inv = up.inventory(step.scope, target, calls).await?;
+                let context = Context {
+                    connection_id: inv.connection_id.clone(),
+                    channel_id: inv.channel_id.clone(),
+                };
+                let sealed = (context.connection_id.is_some()).then(|| {
+                    self.sealer.seal(
+                        step.request_id,
+                        &serde_json::to_vec(&context).expect("context serialises"),
+                    )
+                });
+                Outcome::Done {
+                    detail: json!({
+                        "present": inv.present,
+                        "connections": inv.connections,
+                        "channels": inv.channels,
+                        "accounts": inv.accounts,
+                    }),
+                    context: sealed,
+                }
+            }
+            StepKind::Delete => {
+                let deleted = up.delete(step.scope, target, calls).await?;
+                done(json!({"result": if deleted { "deleted" } else { "already_absent" }}))
+            }
+            StepKind::Verify => {
+                if up.exists(step.scope, target, calls).await? {
+                    // Slow deletion: the GET still answers after the DELETE. Re-verify with backoff.
+                    return Err(CallError::Transient {
+                        reason: "still present upstream after deletion; verifying again".into(),
+                        retry_after: None,
+                    });
+                }
+                done(json!({"result": "absent"}))
+            }
+            StepKind::CascadeCheck => match context.connection_id.as_deref() {
+                None => done(json!({"result": "skipped", "why": "the account was absent before deletion"})),
+                Some(connection) => {
+                    let cascade = up.cascade(connection, context.channel_id.as_deref(), calls).await?;
+                    done(match cascade {
+                        Cascade::ConnectionDeleted => json!({"result": "connection_deleted"}),
+                        Cascade::ChannelEmpty => json!({"result": "channel_empty"}),
+                        Cascade::ChannelRemains(status) => json!({
+                            "result": "channel_remains",
+                            "channel_status": status.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(32).collect::<String>(),
+                        }),
+                    })
+                }
+            },
+        })
+    }
+}
+
+/// Keeps the lease alive while the step runs; cancels `lost` when it is no longer ours.
+async fn renew(engine: Arc<Engine>, step: Claimed, lost: CancellationToken) {
+    let every = engine.settings.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match steps::renew(&engine.db, &step, engine.settings.lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(request = %step.request_id, "lease lost; abandoning the attempt");
+                lost.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(request = %step.request_id, error = %e, "lease renewal failed; will retry"),
+        }
+    }
+}
+
+fn outcome_name(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Done { .. } => "done",
+        Outcome::RetryAt { .. } => "retry",
+        Outcome::Fail { .. } => "failed",
+    }
+}

@@ -1,0 +1,170 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use erasure::config::{ApprovalPolicy, DbArgs, EngineArgs, Keys, UpstreamArgs};
+use erasure::domain::Role;
+use erasure::service::{self, ServiceConfig};
+use erasure::telemetry::{self, LogFormat};
+use erasure::{api, demo, sim, store};
+
+#[derive(Parser)]
+#[command(name = "erasure", version, about = "GDPR erasure orchestration for the Oxlin (Linxo Connect) aggregator")]
+struct Cli {
+    /// Log format (logs go to stderr; RUST_LOG chooses the level).
+    #[arg(long, global = true, value_enum, env = "ERASURE_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The whole system on one machine: database, simulator, API and workers.
+    Demo(demo::DemoArgs),
+    /// API and workers.
+    Serve(ServeArgs),
+    /// Workers only (any number of them against one database).
+    Worker(WorkerArgs),
+    /// Apply migrations and exit.
+    Migrate(DbArgs),
+    /// Print the OpenAPI document (the same bytes as openapi/openapi.json).
+    Openapi,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Audit log: public key and offline verification.
+    Audit {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The upstream simulator as its own server.
+    Sim(sim::SimArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key and print it (alone, once) on stdout.
+    Create {
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(long)]
+        label: String,
+        /// Days until the key expires (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    #[arg(long, env = "ERASURE_BIND", default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// Run the API only.
+    #[arg(long)]
+    no_worker: bool,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(clap::Args)]
+struct CommonArgs {
+    #[command(flatten)]
+    upstream: UpstreamArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Which requests need a second person's approval.
+    #[arg(long, value_enum, env = "ERASURE_APPROVAL", default_value = "none")]
+    approval: ApprovalPolicy,
+    /// Database connections of this process.
+    #[arg(long, env = "ERASURE_DB_POOL", default_value_t = 40)]
+    db_pool: u32,
+    /// HTTP worker threads.
+    #[arg(long, env = "ERASURE_HTTP_WORKERS", default_value_t = 2)]
+    http_workers: usize,
+}
+
+impl CommonArgs {
+    fn config(&self, database_url: String, bind: Option<String>, worker: bool) -> anyhow::Result<ServiceConfig> {
+        Ok(ServiceConfig {
+            database_url,
+            bind,
+            keys: Keys::from_env()?,
+            upstream: if worker { Some(self.upstream.settings()?) } else { None },
+            engine: self.engine.settings()?,
+            approval: self.approval,
+            db_pool: self.db_pool,
+            http_workers: self.http_workers,
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Demo(args) => demo::run(args).await?,
+        Command::Serve(args) => {
+            let config = args.common.config(args.db.database_url, Some(args.bind), !args.no_worker)?;
+            let running = service::start(config).await?;
+            if let Some(addr) = running.addr {
+                tracing::info!(%addr, "API listening");
+            }
+            running.until_signal().await?;
+        }
+        Command::Worker(args) => {
+            let config = args.common.config(args.db.database_url, None, true)?;
+            service::start(config).await?.until_signal().await?;
+        }
+        Command::Migrate(db) => {
+            let pool = store::connect(&db.database_url, 2).await?;
+            store::migrate(&pool).await?;
+            eprintln!("migrations applied");
+        }
+        Command::Openapi => print!("{}", api::openapi_json()),
+        Command::Keys {
+            command: KeysCommand::Create { role, label, expires_in_days, db },
+        } => {
+            let label = label.trim();
+            if label.is_empty() || label.len() > 100 {
+                anyhow::bail!("--label must be 1 to 100 characters");
+            }
+            let pool = store::connect(&db.database_url, 2).await?;
+            let expires = expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(d as i64));
+            let (_, key) = store::keys::create(&pool, role, label, expires).await?;
+            println!("{key}");
+        }
+        Command::Audit { .. } => {
+            eprintln!(
+                "erasure audit (public-key, verify) is not built yet: it arrives with the Merkle audit log (issue 4)"
+            );
+            return Ok(ExitCode::from(2));
+        }
+        Command::Sim(args) => sim::run(args).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

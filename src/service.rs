@@ -1,0 +1,104 @@
+//! Starting and stopping the API and the workers, shared by `serve`, `worker`, `demo` and tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::audit::pseudonym::Pseudonymizer;
+use crate::audit::seal::Sealer;
+use crate::config::{ApprovalPolicy, Keys, UpstreamSettings};
+use crate::engine::{Engine, EngineSettings};
+use crate::store::{self, Db};
+use crate::upstream::Upstream;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub database_url: String,
+    /// Where the API listens; `None` runs workers only.
+    pub bind: Option<String>,
+    pub keys: Keys,
+    /// Where the workers erase; `None` runs the API only.
+    pub upstream: Option<UpstreamSettings>,
+    pub engine: EngineSettings,
+    pub approval: ApprovalPolicy,
+    pub db_pool: u32,
+    pub http_workers: usize,
+}
+
+/// A running service.
+pub struct Running {
+    pub addr: Option<SocketAddr>,
+    pub db: Db,
+    shutdown: CancellationToken,
+    server: Option<actix_web::dev::ServerHandle>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
+    let db = store::connect(&config.database_url, config.db_pool).await?;
+    let sealer = Sealer::new(&config.keys.data);
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let mut addr = None;
+    let mut server = None;
+    if let Some(bind) = &config.bind {
+        let listener = std::net::TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
+        addr = Some(listener.local_addr()?);
+        let state = AppState {
+            db: db.clone(),
+            pseudonyms: Pseudonymizer::new(config.keys.pseudonym.clone(), config.keys.pseudonym_version),
+            sealer: sealer.clone(),
+            approval: config.approval,
+        };
+        let http = api::serve(listener, state, config.http_workers)?;
+        server = Some(http.handle());
+        tasks.push(tokio::spawn(async move { http.await.map_err(anyhow::Error::from) }));
+    }
+    if let Some(upstream) = &config.upstream {
+        let upstream = Arc::new(Upstream::new(upstream.clone())?);
+        let engine = Engine::new(db.clone(), upstream, sealer, config.engine.clone());
+        tasks.push(tokio::spawn(engine.run(shutdown.clone())));
+    }
+    Ok(Running {
+        addr,
+        db,
+        shutdown,
+        server,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Stops claiming, lets running steps finish within the grace period, stops the API.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(server) = &self.server {
+            server.stop(true).await;
+        }
+        for task in self.tasks {
+            task.await??;
+        }
+        self.db.close().await;
+        Ok(())
+    }
+
+    /// Runs until SIGINT or SIGTERM, then stops gracefully.
+    pub async fn until_signal(self) -> anyhow::Result<()> {
+        wait_for_signal().await;
+        tracing::info!("signal received: shutting down");
+        self.stop().await
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,97 @@
+//! PostgreSQL through sqlx: connection, migrations, and one module per table family.
+
+pub mod audit;
+pub mod keys;
+pub mod requests;
+pub mod steps;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::ConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+pub type Db = PgPool;
+
+/// The channel workers LISTEN on; sent when a step becomes ready.
+pub const READY_CHANNEL: &str = "erasure_steps_ready";
+
+fn options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    PgConnectOptions::from_str(url)
+        .context("DATABASE_URL is not a valid postgres:// URL")
+        .map(|o| o.log_statements(tracing::log::LevelFilter::Trace))
+}
+
+/// Opens a pool; if PostgreSQL cannot be reached, says so in one line with the fix.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+    let opts = options(url)?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(opts.clone())
+        .await
+        .map_err(|e| unreachable_hint(&opts, e))
+}
+
+fn unreachable_hint(opts: &PgConnectOptions, e: sqlx::Error) -> anyhow::Error {
+    let db = opts.get_database().unwrap_or("?");
+    match &e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => anyhow::anyhow!(
+            "cannot reach PostgreSQL at {}:{} ({e}); start it, e.g. \
+             `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, or set DATABASE_URL",
+            opts.get_host(),
+            opts.get_port()
+        ),
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("3D000") => anyhow::anyhow!(
+            "database \"{db}\" does not exist; create it with `createdb -h {} -U postgres {db}` \
+             or run `erasure demo`, which creates it",
+            opts.get_host()
+        ),
+        _ => anyhow::anyhow!("cannot connect to PostgreSQL: {e}"),
+    }
+}
+
+/// Creates the database named in the URL when it is missing (used by `demo` and tests).
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let opts = options(url)?;
+    let name = opts
+        .get_database()
+        .context("DATABASE_URL names no database")?
+        .to_string();
+    let admin = opts.clone().database("postgres");
+    let mut conn = admin
+        .connect()
+        .await
+        .map_err(|e| unreachable_hint(&admin, e))?;
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        let sql = format!("create database {quoted}");
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await {
+            Ok(_) => {}
+            // Another process created it at the same moment.
+            Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Applies the migrations.
+pub async fn migrate(db: &Db) -> anyhow::Result<()> {
+    sqlx::migrate!("./migrations")
+        .run(db)
+        .await
+        .context("applying migrations")?;
+    Ok(())
+}
+
+/// True when the error is a violation of the named constraint.
+pub fn violates(e: &sqlx::Error, constraint: &str) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.constraint() == Some(constraint))
+}

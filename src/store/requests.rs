@@ -1,0 +1,487 @@
+//! Erasure requests: intake, reads, and the transitions people ask for.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::{PgConnection, Postgres, Transaction};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::audit::{self, Entry};
+use super::{Db, READY_CHANNEL};
+use crate::domain::{Action, Scope, State, StepKind, StepState};
+
+/// A request as the API shows it. Never holds the target id.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct ErasureRequest {
+    pub id: Uuid,
+    pub scope: Scope,
+    pub state: State,
+    /// Pseudonym of the target: `k<version>:` + HMAC-SHA-256.
+    pub subject_ref: String,
+    pub external_reference: Option<String>,
+    pub not_before: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub extended_months: i32,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// `erased` or `already_erased` once completed.
+    pub outcome: Option<String>,
+    pub failure_reason: Option<String>,
+    pub hold_legal_basis: Option<String>,
+    pub hold_note: Option<String>,
+    pub requested_by: Uuid,
+    pub approved_by: Option<Uuid>,
+    pub batch_id: Option<Uuid>,
+    #[sqlx(skip)]
+    pub steps: Vec<Step>,
+}
+
+/// One step of a request.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Step {
+    #[serde(skip)]
+    pub request_id: Uuid,
+    pub kind: StepKind,
+    pub state: StepState,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    /// When the step may next run.
+    pub run_at: DateTime<Utc>,
+    /// Counts and outcomes; never personal data.
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Value>,
+}
+
+const COLUMNS: &str = "id, scope, state, subject_ref, external_reference, not_before, received_at, \
+    due_at, extended_months, completed_at, outcome, failure_reason, hold_legal_basis, hold_note, \
+    requested_by, approved_by, batch_id";
+
+/// A request ready to insert: validated, pseudonymised and sealed.
+pub struct NewRequest {
+    pub id: Uuid,
+    pub scope: Scope,
+    pub subject_ref: String,
+    pub target_sealed: Vec<u8>,
+    pub external_reference: Option<String>,
+    pub not_before: Option<DateTime<Utc>>,
+    pub state: State,
+}
+
+/// What became of one item of an intake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    Created(Uuid),
+    /// An open request for the same target exists.
+    DuplicateOf(Uuid),
+}
+
+/// Inserts requests with their steps and "received" audit entries, in the caller's transaction.
+/// Items whose target already has an open request are not inserted.
+pub async fn insert_many(
+    tx: &mut Transaction<'_, Postgres>,
+    items: &[NewRequest],
+    requested_by: Uuid,
+    actor: &str,
+    batch_id: Option<Uuid>,
+    received_at: DateTime<Utc>,
+) -> sqlx::Result<Vec<Inserted>> {
+    if items.is_empty() {
+        return Ok(vec![]);
+    }
+    let due_at = crate::domain::due_at(received_at, 0);
+    let ids: Vec<Uuid> = items.iter().map(|i| i.id).collect();
+    let scopes: Vec<&str> = items.iter().map(|i| i.scope.as_str()).collect();
+    let refs: Vec<&str> = items.iter().map(|i| i.subject_ref.as_str()).collect();
+    let sealed: Vec<&[u8]> = items.iter().map(|i| i.target_sealed.as_slice()).collect();
+    let external: Vec<Option<&str>> = items.iter().map(|i| i.external_reference.as_deref()).collect();
+    let states: Vec<&str> = items.iter().map(|i| i.state.as_str()).collect();
+    let not_before: Vec<Option<DateTime<Utc>>> = items.iter().map(|i| i.not_before).collect();
+    let created: Vec<Uuid> = sqlx::query_scalar(
+        "insert into erasure_requests (id, scope, subject_ref, target_sealed, external_reference, \
+             state, not_before, received_at, due_at, requested_by, batch_id) \
+         select u.id, u.scope, u.subject_ref, u.sealed, u.external, u.state, u.not_before, $8, $9, $10, $11 \
+         from unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[], \
+                     $7::timestamptz[]) as u(id, scope, subject_ref, sealed, external, state, not_before) \
+         on conflict (subject_ref) \
+             where state in ('pending_approval', 'queued', 'in_progress', 'failed', 'on_hold') \
+             do nothing \
+         returning id",
+    )
+    .bind(&ids)
+    .bind(&scopes)
+    .bind(&refs)
+    .bind(&sealed)
+    .bind(&external)
+    .bind(&states)
+    .bind(&not_before)
+    .bind(received_at)
+    .bind(due_at)
+    .bind(requested_by)
+    .bind(batch_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let created: std::collections::HashSet<Uuid> = created.into_iter().collect();
+
+    // Steps: the first is ready (or paused until approval), the rest wait.
+    let (mut s_req, mut s_ord, mut s_kind, mut s_state, mut s_run) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut any_ready = false;
+    for item in items.iter().filter(|i| created.contains(&i.id)) {
+        for (n, kind) in item.scope.steps().iter().enumerate() {
+            let state = match (n, item.state) {
+                (0, State::Queued) => {
+                    any_ready = true;
+                    StepState::Ready
+                }
+                (0, _) => StepState::Paused,
+                _ => StepState::Waiting,
+            };
+            s_req.push(item.id);
+            s_ord.push(n as i16);
+            s_kind.push(step_kind_str(*kind));
+            s_state.push(step_state_str(state));
+            s_run.push(item.not_before.unwrap_or(received_at).max(received_at));
+        }
+    }
+    sqlx::query(
+        "insert into steps (request_id, ordinal, kind, state, run_at) \
+         select * from unnest($1::uuid[], $2::int2[], $3::text[], $4::text[], $5::timestamptz[])",
+    )
+    .bind(&s_req)
+    .bind(&s_ord)
+    .bind(&s_kind)
+    .bind(&s_state)
+    .bind(&s_run)
+    .execute(&mut **tx)
+    .await?;
+
+    let created_items: Vec<&NewRequest> = items.iter().filter(|i| created.contains(&i.id)).collect();
+    let a_req: Vec<Uuid> = created_items.iter().map(|i| i.id).collect();
+    let a_ref: Vec<&str> = created_items.iter().map(|i| i.subject_ref.as_str()).collect();
+    let a_data: Vec<serde_json::Value> = created_items
+        .iter()
+        .map(|i| json!({"scope": i.scope, "state": i.state, "batch_id": batch_id}))
+        .collect();
+    sqlx::query(
+        "insert into audit_entries (request_id, subject_ref, actor, event, data) \
+         select r, s, $3, 'received', d from unnest($1::uuid[], $2::text[], $4::jsonb[]) as u(r, s, d)",
+    )
+    .bind(&a_req)
+    .bind(&a_ref)
+    .bind(actor)
+    .bind(&a_data)
+    .execute(&mut **tx)
+    .await?;
+    if any_ready {
+        notify_ready(tx).await?;
+    }
+
+    // Items not created collide with an open request (possibly one earlier in this same call).
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        if created.contains(&item.id) {
+            out.push(Inserted::Created(item.id));
+        } else {
+            let existing: Uuid = sqlx::query_scalar(
+                "select id from erasure_requests where subject_ref = $1 \
+                 and state in ('pending_approval', 'queued', 'in_progress', 'failed', 'on_hold')",
+            )
+            .bind(&item.subject_ref)
+            .fetch_one(&mut **tx)
+            .await?;
+            out.push(Inserted::DuplicateOf(existing));
+        }
+    }
+    Ok(out)
+}
+
+fn step_kind_str(kind: StepKind) -> &'static str {
+    match kind {
+        StepKind::Inventory => "inventory",
+        StepKind::Delete => "delete",
+        StepKind::Verify => "verify",
+        StepKind::CascadeCheck => "cascade_check",
+    }
+}
+
+fn step_state_str(state: StepState) -> &'static str {
+    match state {
+        StepState::Waiting => "waiting",
+        StepState::Paused => "paused",
+        StepState::Ready => "ready",
+        StepState::Running => "running",
+        StepState::Succeeded => "succeeded",
+        StepState::Failed => "failed",
+        StepState::Cancelled => "cancelled",
+    }
+}
+
+/// Wakes the workers once the transaction commits.
+pub async fn notify_ready(conn: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query("select pg_notify($1, '')")
+        .bind(READY_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// One request with its steps.
+pub async fn get(db: &Db, id: Uuid) -> sqlx::Result<Option<ErasureRequest>> {
+    let mut conn = db.acquire().await?;
+    get_in(&mut conn, id).await
+}
+
+/// [`get`] on a given connection or transaction.
+pub async fn get_in(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<ErasureRequest>> {
+    let sql = format!("select {COLUMNS} from erasure_requests where id = $1");
+    let Some(mut request) = sqlx::query_as::<_, ErasureRequest>(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    request.steps = steps_of(conn, &[id]).await?;
+    Ok(Some(request))
+}
+
+async fn steps_of(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<Step>> {
+    sqlx::query_as::<_, Step>(
+        "select request_id, kind, state, attempts, last_error, run_at, detail from steps \
+         where request_id = any($1) order by request_id, ordinal",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+}
+
+/// Filters of the list.
+#[derive(Debug, Default, Clone)]
+pub struct ListFilter {
+    pub state: Option<State>,
+    pub scope: Option<Scope>,
+    pub received_from: Option<DateTime<Utc>>,
+    pub received_to: Option<DateTime<Utc>>,
+    pub due_from: Option<DateTime<Utc>>,
+    pub due_to: Option<DateTime<Utc>>,
+    /// Only requests not yet completed or cancelled.
+    pub open_only: bool,
+    pub batch_id: Option<Uuid>,
+    /// Page after this (received_at, id), newest first.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+/// A page of requests, newest first.
+pub async fn list(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<ErasureRequest>> {
+    let sql = format!(
+        "select {COLUMNS} from erasure_requests where \
+         ($1::text is null or state = $1) and ($2::text is null or scope = $2) \
+         and ($3::timestamptz is null or received_at >= $3) and ($4::timestamptz is null or received_at < $4) \
+         and ($5::timestamptz is null or due_at >= $5) and ($6::timestamptz is null or due_at < $6) \
+         and (not $7 or state not in ('completed', 'cancelled')) \
+         and ($8::uuid is null or batch_id = $8) \
+         and ($9::timestamptz is null or (received_at, id) < ($9, $10::uuid)) \
+         order by received_at desc, id desc limit $11"
+    );
+    let mut page = sqlx::query_as::<_, ErasureRequest>(sqlx::AssertSqlSafe(sql))
+        .bind(f.state.map(State::as_str))
+        .bind(f.scope.map(Scope::as_str))
+        .bind(f.received_from)
+        .bind(f.received_to)
+        .bind(f.due_from)
+        .bind(f.due_to)
+        .bind(f.open_only)
+        .bind(f.batch_id)
+        .bind(f.after.map(|a| a.0))
+        .bind(f.after.map(|a| a.1))
+        .bind(f.limit)
+        .fetch_all(db)
+        .await?;
+    let ids: Vec<Uuid> = page.iter().map(|r| r.id).collect();
+    let mut conn = db.acquire().await?;
+    let mut by_id: std::collections::HashMap<Uuid, Vec<Step>> = std::collections::HashMap::new();
+    for step in steps_of(&mut conn, &ids).await? {
+        by_id.entry(step.request_id).or_default().push(step);
+    }
+    for r in &mut page {
+        r.steps = by_id.remove(&r.id).unwrap_or_default();
+    }
+    Ok(page)
+}
+
+/// What a transition needs besides the action.
+#[derive(Debug, Clone, Default)]
+pub struct ActionInput {
+    pub legal_basis: Option<&'static str>,
+    pub note: Option<String>,
+    pub months: Option<u32>,
+}
+
+/// Why a transition was refused.
+#[derive(Debug)]
+pub enum Refusal {
+    NotFound,
+    InvalidTransition(State),
+    ApproverIsRequester,
+    ExtensionTooLong { already: i32 },
+}
+
+/// Applies an action to a request, with its audit entry, in one transaction.
+pub async fn act(
+    db: &Db,
+    id: Uuid,
+    action: Action,
+    actor_key: Uuid,
+    input: ActionInput,
+) -> anyhow::Result<Result<(), Refusal>> {
+    let mut tx = db.begin().await?;
+    let row: Option<(State, Uuid, i32, DateTime<Utc>, String, Option<String>)> = sqlx::query_as(
+        "select state, requested_by, extended_months, received_at, subject_ref, held_from \
+         from erasure_requests where id = $1 for update",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((from, requested_by, extended, received_at, subject_ref, held_from)) = row else {
+        return Ok(Err(Refusal::NotFound));
+    };
+    let Some(mut to) = action.next(from) else {
+        return Ok(Err(Refusal::InvalidTransition(from)));
+    };
+    let actor = audit::key_actor(actor_key);
+    let mut data = json!({"from": from, "action": action.as_str(), "note": input.note});
+    match action {
+        Action::Approve => {
+            if requested_by == actor_key {
+                return Ok(Err(Refusal::ApproverIsRequester));
+            }
+            sqlx::query("update erasure_requests set approved_by = $2 where id = $1")
+                .bind(id)
+                .bind(actor_key)
+                .execute(&mut *tx)
+                .await?;
+            resume_steps(&mut tx, id).await?;
+        }
+        Action::Cancel => {
+            sqlx::query(
+                "update erasure_requests set target_sealed = null, context_sealed = null, \
+                 completed_at = now() where id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "update steps set state = 'cancelled', lease_token = null, updated_at = now() \
+                 where request_id = $1 and state not in ('succeeded', 'failed', 'cancelled')",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Action::Retry => {
+            sqlx::query("update erasure_requests set failure_reason = null where id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "update steps set state = 'ready', attempts = 0, run_at = now(), updated_at = now() \
+                 where request_id = $1 and state = 'failed'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            notify_ready(&mut tx).await?;
+        }
+        Action::Hold => {
+            sqlx::query(
+                "update erasure_requests set hold_legal_basis = $2, hold_note = $3, held_from = $4 \
+                 where id = $1",
+            )
+            .bind(id)
+            .bind(input.legal_basis)
+            .bind(&input.note)
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "update steps set state = 'paused', updated_at = now() where request_id = $1 and state = 'ready'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            data["legal_basis"] = json!(input.legal_basis);
+        }
+        Action::Release => {
+            // Back to where the hold found it: awaiting approval, queued, or failed.
+            to = held_from.as_deref().and_then(State::parse).unwrap_or(State::Queued);
+            sqlx::query(
+                "update erasure_requests set hold_legal_basis = null, hold_note = null, held_from = null \
+                 where id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if to == State::Queued {
+                resume_steps(&mut tx, id).await?;
+            }
+        }
+        Action::Extend => {
+            let months = input.months.unwrap_or(1) as i32;
+            if extended + months > crate::domain::MAX_EXTENSION_MONTHS as i32 {
+                return Ok(Err(Refusal::ExtensionTooLong { already: extended }));
+            }
+            let total = extended + months;
+            sqlx::query(
+                "update erasure_requests set extended_months = $2, due_at = $3 where id = $1",
+            )
+            .bind(id)
+            .bind(total)
+            .bind(crate::domain::due_at(received_at, total as u32))
+            .execute(&mut *tx)
+            .await?;
+            data["months"] = json!(months);
+        }
+    }
+    sqlx::query("update erasure_requests set state = $2, updated_at = now() where id = $1")
+        .bind(id)
+        .bind(to.as_str())
+        .execute(&mut *tx)
+        .await?;
+    data["to"] = json!(to);
+    let event = match action {
+        Action::Approve => "approved",
+        Action::Cancel => "cancelled",
+        Action::Retry => "retried",
+        Action::Hold => "held",
+        Action::Release => "released",
+        Action::Extend => "extended",
+    };
+    audit::append(
+        &mut tx,
+        Entry {
+            request_id: Some(id),
+            subject_ref: Some(&subject_ref),
+            actor: &actor,
+            event,
+            data,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Ok(()))
+}
+
+/// Makes the paused first pending step of a request ready again.
+async fn resume_steps(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "update steps s set state = 'ready', updated_at = now(), \
+             run_at = greatest(now(), coalesce(r.not_before, now())) \
+         from erasure_requests r where r.id = s.request_id and s.request_id = $1 and s.state = 'paused'",
+    )
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    notify_ready(tx).await
+}

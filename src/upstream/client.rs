@@ -1,0 +1,333 @@
+//! HTTP to the aggregator: one place that sends, times, classifies and records each call.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, Semaphore};
+
+use super::politeness::{Breaker, RateLimiter};
+use crate::config::UpstreamSettings;
+use crate::store::steps::CallRecord;
+
+/// The most an upstream answer may weigh; more is treated as a transient fault.
+const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Page size of list calls.
+const PAGE: usize = 100;
+
+/// Why a call did not give an answer the engine can use.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallError {
+    /// Try again later, never sooner than `retry_after`.
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// A person must look: the upstream refused the call for good.
+    Permanent { reason: String },
+}
+
+impl CallError {
+    fn transient(reason: impl Into<String>) -> Self {
+        CallError::Transient {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+}
+
+struct Token {
+    value: String,
+    refresh_at: Instant,
+}
+
+/// The aggregator's API, shared by every worker of a process.
+pub struct Upstream {
+    http: reqwest::Client,
+    settings: UpstreamSettings,
+    token: Mutex<Option<Arc<Token>>>,
+    limiter: RateLimiter,
+    slots: Semaphore,
+    pub breaker: Breaker,
+}
+
+impl Upstream {
+    pub fn new(settings: UpstreamSettings) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(settings.max_concurrency)
+            .build()?;
+        Ok(Self {
+            http,
+            limiter: RateLimiter::new(settings.max_rps),
+            slots: Semaphore::new(settings.max_concurrency),
+            breaker: Breaker::new(),
+            settings,
+            token: Mutex::new(None),
+        })
+    }
+
+    /// A client token, from the cache unless it is about to expire (or `force`).
+    async fn token(&self, force: bool, stale: Option<&Arc<Token>>) -> Result<Arc<Token>, CallError> {
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached.as_ref() {
+            // Another caller refreshed it after our stale one was handed out: use theirs.
+            let refreshed = stale.is_some_and(|s| !Arc::ptr_eq(s, t));
+            if (!force || refreshed) && Instant::now() < t.refresh_at {
+                return Ok(t.clone());
+            }
+        }
+        let started = Instant::now();
+        let body = json!({
+            "provider": "linxoConnect",
+            "client_id": self.settings.client_id,
+            "client_secret": self.settings.client_secret.expose(),
+            "grant_type": "client_credentials",
+            "scope": "openid",
+        });
+        let reply = self
+            .http
+            .post(format!("{}/token", self.settings.auth_url))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| transport_error("token", &e))?;
+        let status = reply.status();
+        if !status.is_success() {
+            return Err(classify(status, reply.headers(), "token endpoint"));
+        }
+        let value: Value = read_json(reply).await?;
+        let access = value
+            .get("access_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| CallError::transient("token endpoint answered without access_token"))?;
+        let expires_in = value.get("expires_in").and_then(Value::as_f64).unwrap_or(300.0);
+        let margin = (expires_in * 0.1).min(30.0);
+        let token = Arc::new(Token {
+            value: access.to_string(),
+            refresh_at: started + Duration::from_secs_f64((expires_in - margin).max(0.0)),
+        });
+        *cached = Some(token.clone());
+        Ok(token)
+    }
+
+    /// GET of one resource: `Some(json)` on 200, `None` on 404.
+    pub(super) async fn get(
+        &self,
+        template: &'static str,
+        id: &str,
+        calls: &mut Vec<CallRecord>,
+    ) -> Result<Option<Value>, CallError> {
+        match self.send(Method::GET, template, id, &[], calls).await? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|_| CallError::transient("upstream answered with invalid JSON")),
+            None => Ok(None),
+        }
+    }
+
+    /// Every item of a paged list (a short or empty page is the last one).
+    pub(super) async fn list(
+        &self,
+        template: &'static str,
+        param: &str,
+        id: &str,
+        calls: &mut Vec<CallRecord>,
+    ) -> Result<Vec<Value>, CallError> {
+        let mut all = Vec::new();
+        for page in 1.. {
+            let query = [
+                (param, id.to_string()),
+                ("page", page.to_string()),
+                ("limit", PAGE.to_string()),
+            ];
+            let Some(bytes) = self.send(Method::GET, template, "", &query, calls).await? else {
+                break;
+            };
+            let items: Vec<Value> = serde_json::from_slice(&bytes)
+                .map_err(|_| CallError::transient("upstream list was not a JSON array"))?;
+            let n = items.len();
+            all.extend(items);
+            if n < PAGE || page >= 10_000 {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Sends one call (re-sending once with a fresh token after a 401). `Ok(Some(body))` on 2xx,
+    /// `Ok(None)` on 404. Records every HTTP exchange in `calls`.
+    pub(super) async fn send(
+        &self,
+        method: Method,
+        template: &'static str,
+        id: &str,
+        query: &[(&str, String)],
+        calls: &mut Vec<CallRecord>,
+    ) -> Result<Option<Vec<u8>>, CallError> {
+        let path = template.split('?').next().unwrap_or(template).replace("{id}", id);
+        let url = format!("{}{}", self.settings.api_url, path);
+        let mut token = self.token(false, None).await?;
+        for attempt in 0..2 {
+            self.limiter.acquire().await;
+            let _slot = self.slots.acquire().await.expect("semaphore never closed");
+            let started = Instant::now();
+            let result = self
+                .http
+                .request(method.clone(), &url)
+                .query(query)
+                .bearer_auth(&token.value)
+                .send()
+                .await;
+            let method_name = method_name(&method);
+            let record = |status: Option<u16>, error: Option<&'static str>| CallRecord {
+                method: method_name,
+                path: template,
+                status,
+                error,
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+            let reply = match result {
+                Ok(reply) => reply,
+                Err(e) => {
+                    let err = transport_error("call", &e);
+                    calls.push(record(None, Some(transport_kind(&e))));
+                    self.breaker.failure();
+                    return Err(err);
+                }
+            };
+            let status = reply.status();
+            if status == StatusCode::UNAUTHORIZED && attempt == 0 {
+                calls.push(record(Some(401), None));
+                drop(_slot);
+                token = self.token(true, Some(&token)).await?;
+                continue;
+            }
+            if status.is_success() {
+                let body = read_body(reply).await;
+                calls.push(record(Some(status.as_u16()), body.as_ref().err().map(|_| "body")));
+                let body = body?;
+                self.breaker.success();
+                return Ok(Some(body));
+            }
+            calls.push(record(Some(status.as_u16()), None));
+            if status == StatusCode::NOT_FOUND {
+                self.breaker.success();
+                return Ok(None);
+            }
+            if status.is_server_error() {
+                self.breaker.failure();
+            }
+            return Err(classify(status, reply.headers(), "upstream"));
+        }
+        Err(CallError::Permanent {
+            reason: "upstream refused a freshly issued token (401 twice): check the client credentials"
+                .into(),
+        })
+    }
+}
+
+fn method_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::DELETE => "DELETE",
+        Method::POST => "POST",
+        _ => "OTHER",
+    }
+}
+
+fn transport_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "transport"
+    }
+}
+
+fn transport_error(what: &str, e: &reqwest::Error) -> CallError {
+    // The reqwest error text may carry the URL (and so an id): say only what kind it was.
+    CallError::transient(format!("{what}: {} error talking to the upstream", transport_kind(e)))
+}
+
+/// 409, 429 and 5xx are transient (with their Retry-After); other statuses need a person.
+fn classify(status: StatusCode, headers: &reqwest::header::HeaderMap, what: &str) -> CallError {
+    let code = status.as_u16();
+    if code == 409 || code == 429 || status.is_server_error() {
+        CallError::Transient {
+            reason: format!("{what} answered {code}"),
+            retry_after: retry_after(headers),
+        }
+    } else {
+        CallError::Permanent {
+            reason: format!("{what} answered {code}: refused; a person must look"),
+        }
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = text.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(text).ok()?;
+    let wait = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO).min(Duration::from_secs(86_400)))
+}
+
+async fn read_body(mut reply: reqwest::Response) -> Result<Vec<u8>, CallError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = reply
+        .chunk()
+        .await
+        .map_err(|e| transport_error("body", &e))?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(CallError::transient("upstream answer exceeds 8 MiB"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn read_json(reply: reqwest::Response) -> Result<Value, CallError> {
+    let body = read_body(reply).await?;
+    serde_json::from_slice(&body).map_err(|_| CallError::transient("upstream answered with invalid JSON"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(120)).to_rfc2822();
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
+        let got = retry_after(&h).unwrap();
+        assert!(got > Duration::from_secs(100) && got <= Duration::from_secs(120));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn statuses_are_classified_as_upstream_md_says() {
+        let h = HeaderMap::new();
+        for code in [409, 429, 500, 502, 503] {
+            let s = StatusCode::from_u16(code).unwrap();
+            assert!(matches!(classify(s, &h, "x"), CallError::Transient { .. }), "{code}");
+        }
+        for code in [400, 403, 422] {
+            let s = StatusCode::from_u16(code).unwrap();
+            assert!(matches!(classify(s, &h, "x"), CallError::Permanent { .. }), "{code}");
+        }
+    }
+}

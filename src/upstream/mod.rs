@@ -1,0 +1,157 @@
+//! The Oxlin (Linxo Connect) v2.1 client: token cache, politeness (rate, concurrency, circuit
+//! breaker), error classification, and the few operations the engine needs. Every assumption about
+//! the upstream contract lives here, so another API version can be swapped in behind the same
+//! operations.
+
+mod client;
+mod politeness;
+
+pub use client::{CallError, Upstream};
+pub use politeness::{Breaker, RateLimiter};
+
+use serde_json::Value;
+
+use crate::domain::Scope;
+
+/// What inventory learnt about a target: counts for the audit log and, for accounts, where it
+/// lives (upstream ids, kept sealed while the request is open).
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub present: bool,
+    pub connections: Option<u64>,
+    pub channels: Option<u64>,
+    pub accounts: Option<u64>,
+    pub connection_id: Option<String>,
+    pub channel_id: Option<String>,
+}
+
+/// What the account cascade left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cascade {
+    /// The connection is gone: that was its last non-empty channel.
+    ConnectionDeleted,
+    /// The account's channel is EMPTY: that was its last account.
+    ChannelEmpty,
+    /// The channel still has accounts (its status given).
+    ChannelRemains(String),
+}
+
+fn path_of(scope: Scope) -> &'static str {
+    match scope {
+        Scope::User => "/users/{id}",
+        Scope::Connection => "/connections/{id}",
+        Scope::Account => "/accounts/{id}",
+    }
+}
+
+fn id_field(value: &Value, field: &str) -> Option<String> {
+    match value.get(field)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl Upstream {
+    /// Counts what an erasure of the target will remove. Reads personal data in memory only.
+    pub async fn inventory(
+        &self,
+        scope: Scope,
+        id: &str,
+        calls: &mut Vec<crate::store::steps::CallRecord>,
+    ) -> Result<Inventory, CallError> {
+        let Some(target) = self.get(path_of(scope), id, calls).await? else {
+            return Ok(Inventory::default());
+        };
+        let mut inv = Inventory {
+            present: true,
+            ..Default::default()
+        };
+        match scope {
+            Scope::User => {
+                let connections = self
+                    .list("/connections?user_id={id}", "user_id", id, calls)
+                    .await?;
+                inv.connections = Some(connections.len() as u64);
+                let mut accounts = 0;
+                for c in &connections {
+                    if let Some(cid) = id_field(c, "id") {
+                        accounts += self
+                            .list("/accounts?connection_id={id}", "connection_id", &cid, calls)
+                            .await?
+                            .len() as u64;
+                    }
+                }
+                inv.accounts = Some(accounts);
+            }
+            Scope::Connection => {
+                inv.channels = target
+                    .get("channels")
+                    .and_then(Value::as_array)
+                    .map(|c| c.len() as u64);
+                inv.accounts = Some(
+                    self.list("/accounts?connection_id={id}", "connection_id", id, calls)
+                        .await?
+                        .len() as u64,
+                );
+            }
+            Scope::Account => {
+                inv.connection_id = id_field(&target, "connection_id");
+                inv.channel_id = id_field(&target, "last_channel_definition_id");
+            }
+        }
+        Ok(inv)
+    }
+
+    /// Deletes the target. `Ok(true)` when it was deleted now, `Ok(false)` when upstream answered
+    /// 404 (already gone; a verifying GET decides).
+    pub async fn delete(
+        &self,
+        scope: Scope,
+        id: &str,
+        calls: &mut Vec<crate::store::steps::CallRecord>,
+    ) -> Result<bool, CallError> {
+        self.send(reqwest::Method::DELETE, path_of(scope), id, &[], calls)
+            .await
+            .map(|reply| reply.is_some())
+    }
+
+    /// Whether the target still answers a GET.
+    pub async fn exists(
+        &self,
+        scope: Scope,
+        id: &str,
+        calls: &mut Vec<crate::store::steps::CallRecord>,
+    ) -> Result<bool, CallError> {
+        Ok(self.get(path_of(scope), id, calls).await?.is_some())
+    }
+
+    /// The state of an account's connection and channel after the account's deletion.
+    pub async fn cascade(
+        &self,
+        connection_id: &str,
+        channel_id: Option<&str>,
+        calls: &mut Vec<crate::store::steps::CallRecord>,
+    ) -> Result<Cascade, CallError> {
+        let Some(connection) = self.get("/connections/{id}", connection_id, calls).await? else {
+            return Ok(Cascade::ConnectionDeleted);
+        };
+        let status = connection
+            .get("channels")
+            .and_then(Value::as_array)
+            .and_then(|channels| {
+                channels
+                    .iter()
+                    .find(|ch| channel_id.is_some() && id_field(ch, "id").as_deref() == channel_id)
+            })
+            .and_then(|ch| ch.get("status"))
+            .and_then(Value::as_str)
+            .unwrap_or("UNKNOWN")
+            .to_string();
+        Ok(if status == "EMPTY" {
+            Cascade::ChannelEmpty
+        } else {
+            Cascade::ChannelRemains(status)
+        })
+    }
+}

@@ -1,0 +1,254 @@
+//! Test harness: a fresh database per test, the simulator on port 0, the service on port 0.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use erasure::config::{ApprovalPolicy, Keys, Secret, UpstreamSettings};
+use erasure::domain::Role;
+use erasure::engine::{EngineSettings, RetryPolicy};
+use erasure::service::{self, Running, ServiceConfig};
+use erasure::sim::{Sim, SimConfig};
+use erasure::store;
+use serde_json::{Value, json};
+
+pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Creates an empty, migrated database for one test and returns its URL. Databases left by
+/// earlier test processes that are no longer running are dropped first.
+pub async fn fresh_database() -> String {
+    let base = std::env::var("ERASURE_TEST_DATABASE_URL").unwrap_or_else(|_| ADMIN_URL.to_string());
+    let root = base.rsplit_once('/').map(|(r, _)| r.to_string()).unwrap();
+    let admin = sqlx::PgPool::connect(&format!("{root}/postgres")).await.expect(
+        "PostgreSQL must run on 127.0.0.1:5432 (pg_ctlcluster --skip-systemctl-redirect 15 main start)",
+    );
+    if COUNTER.fetch_add(0, Ordering::SeqCst) == 0 {
+        let stale: Vec<String> = sqlx::query_scalar("select datname from pg_database where datname like 'erasure_t_%'")
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+        for name in stale {
+            let pid: Option<i32> = name.split('_').nth(2).and_then(|p| p.parse().ok());
+            let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+            if !alive {
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("drop database if exists \"{name}\" with (force)")))
+                    .execute(&admin)
+                    .await;
+            }
+        }
+    }
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let name = format!("erasure_t_{}_{n}", std::process::id());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let url = format!("{root}/{name}");
+    let db = store::connect(&url, 2).await.unwrap();
+    store::migrate(&db).await.unwrap();
+    db.close().await;
+    url
+}
+
+/// Engine settings that make tests quick.
+pub fn fast_engine() -> EngineSettings {
+    EngineSettings {
+        concurrency: 16,
+        lease: Duration::from_secs(3),
+        poll: Duration::from_millis(100),
+        retry: RetryPolicy {
+            base: Duration::from_millis(50),
+            cap: Duration::from_millis(500),
+            max_attempts: 20,
+        },
+        shutdown_grace: Duration::from_secs(5),
+    }
+}
+
+pub struct Options {
+    pub sim: SimConfig,
+    pub engine: EngineSettings,
+    pub approval: ApprovalPolicy,
+    pub max_rps: f64,
+    pub max_concurrency: usize,
+    pub worker: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            sim: SimConfig {
+                users: 5,
+                ..SimConfig::default()
+            },
+            engine: fast_engine(),
+            approval: ApprovalPolicy::None,
+            max_rps: 500.0,
+            max_concurrency: 8,
+            worker: true,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub sim: Sim,
+    pub db_url: String,
+    pub db: sqlx::PgPool,
+    pub keys: Keys,
+    pub requester: String,
+    pub requester2: String,
+    pub approver: String,
+    pub auditor: String,
+    pub admin: String,
+    pub running: Option<Running>,
+    pub options_upstream: UpstreamSettings,
+}
+
+impl TestApp {
+    pub async fn spawn(options: Options) -> TestApp {
+        let db_url = fresh_database().await;
+        let sim = Sim::start(options.sim.clone()).await.unwrap();
+        let keys = Keys::random();
+        let upstream = UpstreamSettings {
+            api_url: sim.api_url(),
+            auth_url: sim.auth_url(),
+            client_id: erasure::sim::DEFAULT_CLIENT_ID.into(),
+            client_secret: Secret::new(erasure::sim::DEFAULT_CLIENT_SECRET),
+            max_rps: options.max_rps,
+            max_concurrency: options.max_concurrency,
+            timeout: Duration::from_secs(2),
+        };
+        let config = ServiceConfig {
+            database_url: db_url.clone(),
+            bind: Some("127.0.0.1:0".into()),
+            keys: keys.clone(),
+            upstream: options.worker.then(|| upstream.clone()),
+            engine: options.engine.clone(),
+            approval: options.approval,
+            db_pool: 20,
+            http_workers: 2,
+        };
+        let running = service::start(config).await.unwrap();
+        let base = format!("http://{}", running.addr.unwrap());
+        let db = store::connect(&db_url, 4).await.unwrap();
+        let key = |role, label: &'static str| {
+            let db = db.clone();
+            async move { store::keys::create(&db, role, label, None).await.unwrap().1 }
+        };
+        TestApp {
+            requester: key(Role::Requester, "requester").await,
+            requester2: key(Role::Requester, "requester-2").await,
+            approver: key(Role::Approver, "approver").await,
+            auditor: key(Role::Auditor, "auditor").await,
+            admin: key(Role::Admin, "admin").await,
+            base,
+            http: reqwest::Client::new(),
+            sim,
+            db_url,
+            db,
+            keys,
+            running: Some(running),
+            options_upstream: upstream,
+        }
+    }
+
+    /// Starts another worker process-equivalent (engine only) against the same database.
+    pub async fn extra_worker(&self, engine: EngineSettings) -> Running {
+        service::start(ServiceConfig {
+            database_url: self.db_url.clone(),
+            bind: None,
+            keys: self.keys.clone(),
+            upstream: Some(self.options_upstream.clone()),
+            engine,
+            approval: ApprovalPolicy::None,
+            db_pool: 10,
+            http_workers: 1,
+        })
+        .await
+        .unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
+        let r = self.http.post(self.url(path)).bearer_auth(key).json(&body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).bearer_auth(key).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Submits an erasure and returns its id (asserting 202).
+    pub async fn submit(&self, scope: &str, target: &str) -> String {
+        let (status, body) = self
+            .post("/v1/erasure-requests", &self.requester, json!({"scope": scope, "target_id": target}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until the request reaches `state` (panics after `secs`).
+    pub async fn wait_state(&self, id: &str, state: &str, secs: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (status, body) = self.get(&format!("/v1/erasure-requests/{id}"), &self.auditor).await;
+            assert_eq!(status, 200, "{body}");
+            if body["state"] == state {
+                return body;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("request {id} did not reach {state} in {secs}s: {body:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Upstream GET with a fresh client token: the status.
+    pub async fn upstream_status(&self, path: &str) -> u16 {
+        let token: Value = self
+            .http
+            .post(format!("{}/token", self.sim.auth_url()))
+            .json(&json!({"provider": "linxoConnect", "client_id": erasure::sim::DEFAULT_CLIENT_ID,
+                "client_secret": erasure::sim::DEFAULT_CLIENT_SECRET, "grant_type": "client_credentials", "scope": "openid"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        self.http
+            .get(format!("{}{path}", self.sim.api_url()))
+            .bearer_auth(token["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Audit events of a request, oldest first.
+    pub async fn audit_events(&self, id: &str) -> Vec<String> {
+        sqlx::query_scalar("select event from audit_entries where request_id = $1::uuid order by id")
+            .bind(id)
+            .fetch_all(&self.db)
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.unwrap();
+        }
+    }
+}
