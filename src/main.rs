@@ -99,11 +99,13 @@ struct CommonArgs {
 
 impl CommonArgs {
     fn config(&self, database_url: String, bind: Option<String>, worker: bool) -> anyhow::Result<ServiceConfig> {
+        // The upstream first: serve refuses to start without one.
+        let upstream = if worker { Some(self.upstream.settings()?) } else { None };
         Ok(ServiceConfig {
             database_url,
             bind,
             keys: Keys::from_env()?,
-            upstream: if worker { Some(self.upstream.settings()?) } else { None },
+            upstream,
             engine: self.engine.settings()?,
             approval: self.approval,
             db_pool: self.db_pool,

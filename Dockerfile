@@ -1,0 +1,18 @@
+# Multi-stage build of the `erasure` binary; runs as a non-root user.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY migrations ./migrations
+COPY openapi ./openapi
+RUN cargo build --release --locked --bin erasure
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home erasure
+COPY --from=build /src/target/release/erasure /usr/local/bin/erasure
+USER erasure
+EXPOSE 8080
+ENTRYPOINT ["erasure"]
+CMD ["serve"]
