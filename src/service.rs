@@ -86,6 +86,19 @@ impl Running {
         Ok(())
     }
 
+    /// Stops at once, as a crash would: nothing is given back; leases expire by themselves.
+    pub async fn abort(self) {
+        if let Some(server) = &self.server {
+            server.stop(false).await;
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
     /// Runs until SIGINT or SIGTERM, then stops gracefully.
     pub async fn until_signal(self) -> anyhow::Result<()> {
         wait_for_signal().await;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+
 use super::Engine;
 use crate::domain::StepKind;
 use crate::store::steps::{self, CallRecord, Claimed, Outcome};
@@ -21,15 +22,29 @@ struct Context {
 
 impl Engine {
     pub(super) async fn run_step(self: Arc<Self>, step: Claimed, hard_stop: CancellationToken) {
-        let lost = CancellationToken::new();
-        let renewer = tokio::spawn(renew(self.clone(), step.clone(), lost.clone()));
         let mut calls = Vec::new();
-        let result = tokio::select! {
-            r = self.attempt(&step, &mut calls) => Some(r),
-            _ = hard_stop.cancelled() => None,
-            _ = lost.cancelled() => None,
+        // The lease is renewed by this same future (no detached task), so a worker that dies or
+        // is aborted stops renewing at once and the rescuer can hand the step to another.
+        let result = {
+            let work = self.attempt(&step, &mut calls);
+            tokio::pin!(work);
+            let mut renew = tokio::time::interval(self.settings.lease / 3);
+            renew.tick().await;
+            loop {
+                tokio::select! {
+                    r = &mut work => break Some(r),
+                    _ = hard_stop.cancelled() => break None,
+                    _ = renew.tick() => match steps::renew(&self.db, &step, self.settings.lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(request = %step.request_id, "lease lost; abandoning the attempt");
+                            break None;
+                        }
+                        Err(e) => tracing::warn!(request = %step.request_id, error = %e, "lease renewal failed; will retry"),
+                    },
+                }
+            }
         };
-        renewer.abort();
         let Some(outcome) = result else {
             // Shutdown past its grace, or the lease was lost: give it back (deletes are idempotent).
             if let Err(e) = steps::release(&self.db, &step).await {
@@ -160,23 +175,6 @@ impl Engine {
                 }
             },
         })
-    }
-}
-
-/// Keeps the lease alive while the step runs; cancels `lost` when it is no longer ours.
-async fn renew(engine: Arc<Engine>, step: Claimed, lost: CancellationToken) {
-    let every = engine.settings.lease / 3;
-    loop {
-        tokio::time::sleep(every).await;
-        match steps::renew(&engine.db, &step, engine.settings.lease).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(request = %step.request_id, "lease lost; abandoning the attempt");
-                lost.cancel();
-                return;
-            }
-            Err(e) => tracing::warn!(request = %step.request_id, error = %e, "lease renewal failed; will retry"),
-        }
     }
 }
 

@@ -66,8 +66,13 @@ pub(crate) enum Decision {
     Pass,
     Drop,
     Hang(Duration),
-    Error { status: u16, retry_after: Option<u64> },
-    Throttle { retry_after: u64 },
+    Error {
+        status: u16,
+        retry_after: Option<u64>,
+    },
+    Throttle {
+        retry_after: u64,
+    },
 }
 
 impl Faults {
@@ -86,7 +91,11 @@ impl Faults {
         if self.error_rate > 0.0 && self.error_statuses.is_empty() {
             return Err("error_statuses must not be empty when error_rate > 0".into());
         }
-        if let Some(s) = self.error_statuses.iter().find(|s| !(500..=599).contains(*s)) {
+        if let Some(s) = self
+            .error_statuses
+            .iter()
+            .find(|s| !(500..=599).contains(*s))
+        {
             return Err(format!("error_statuses must be 5xx, got {s}"));
         }
         if !self.slow_delete_secs.is_finite() || self.slow_delete_secs < 0.0 {

@@ -171,7 +171,10 @@ impl Shared {
     }
 
     pub(crate) fn faults(&self) -> Arc<Faults> {
-        self.faults.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.faults
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn set_faults(&self, faults: Faults) {
@@ -450,7 +453,8 @@ pub(crate) async fn gate(
             drop_connection(&req);
             pending.finish(0, None);
             let mut res = HttpResponse::InternalServerError().finish();
-            res.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+            res.head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
             return Ok(req.into_response(res));
         }
         Decision::Hang(d) => {
@@ -469,7 +473,10 @@ pub(crate) async fn gate(
             pending.fault = Some("5xx");
             let (code, text) = match status {
                 502 => ("bad_gateway", "bad gateway; nothing was done"),
-                503 => ("service_unavailable", "service unavailable; nothing was done"),
+                503 => (
+                    "service_unavailable",
+                    "service unavailable; nothing was done",
+                ),
                 _ => ("internal_error", "internal error; nothing was done"),
             };
             let mut e = ApiError::new(status, code, text);
@@ -535,9 +542,7 @@ fn principal(req: &HttpRequest, store: &Store) -> Result<Principal, ApiError> {
         Caller::Unknown => Err(unauthorized("unknown or malformed token")),
         Caller::Expired(_) => Err(unauthorized("the token has expired")),
         Caller::Valid(TokenKind::Client) => Ok(Principal::Client),
-        Caller::Valid(TokenKind::User(u)) if store.users.contains_key(&u) => {
-            Ok(Principal::User(u))
-        }
+        Caller::Valid(TokenKind::User(u)) if store.users.contains_key(&u) => Ok(Principal::User(u)),
         Caller::Valid(TokenKind::User(_)) => Err(unauthorized("the token's user no longer exists")),
     }
 }
@@ -713,9 +718,7 @@ async fn list_connections(req: HttpRequest, sh: Data<Shared>, q: Query) -> ApiRe
     let (skip, limit) = paging(&q, 25, 500)?;
     let user = match (p, query_u64(&q, "user_id")?) {
         (Principal::Client, None) => {
-            return Ok(json_list(
-                store.connections.values().skip(skip).take(limit),
-            ));
+            return Ok(json_list(store.connections.values().skip(skip).take(limit)));
         }
         (Principal::Client, Some(u)) => u,
         (Principal::User(u), None) => u,
@@ -1005,9 +1008,11 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 
 /// All routes of the simulator.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| {
-        ApiError::bad_request(format!("invalid query string: {e}")).into()
-    }))
+    cfg.app_data(
+        web::QueryConfig::default().error_handler(|e, _| {
+            ApiError::bad_request(format!("invalid query string: {e}")).into()
+        }),
+    )
     .route("/token", web::post().to(token))
     .service(
         web::scope("/v2.1")
@@ -1018,10 +1023,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .route("/connections", web::get().to(list_connections))
             .route("/connections/{id}", web::get().to(get_connection))
             .route("/connections/{id}", web::delete().to(delete_connection))
-            .route(
-                "/connections/{id}/synchronize",
-                web::post().to(synchronize),
-            )
+            .route("/connections/{id}/synchronize", web::post().to(synchronize))
             .route("/accounts", web::get().to(list_accounts))
             .route("/accounts/{id}", web::get().to(get_account))
             .route("/accounts/{id}", web::delete().to(delete_account))
@@ -1041,10 +1043,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .route("/calls", web::delete().to(sim_clear_calls))
             .route("/stats", web::get().to(sim_stats))
             .route("/tokens", web::delete().to(sim_revoke_tokens))
-            .route(
-                "/bank/accounts/{id}/close",
-                web::post().to(sim_bank_close),
-            )
+            .route("/bank/accounts/{id}/close", web::post().to(sim_bank_close))
             .route(
                 "/bank/accounts/{id}/reopen",
                 web::post().to(sim_bank_reopen),

@@ -18,8 +18,8 @@ use actix_web::web::Data;
 use actix_web::{App, HttpServer};
 use anyhow::Context;
 
-pub mod faults;
 mod fake;
+pub mod faults;
 mod http;
 mod journal;
 mod store;
@@ -93,7 +93,10 @@ impl Sim {
     }
 
     /// Starts a simulator on an already bound listener.
-    pub async fn start_on(config: SimConfig, listener: std::net::TcpListener) -> anyhow::Result<Sim> {
+    pub async fn start_on(
+        config: SimConfig,
+        listener: std::net::TcpListener,
+    ) -> anyhow::Result<Sim> {
         config
             .faults
             .validate()
@@ -205,7 +208,7 @@ impl Sim {
 impl Drop for Sim {
     fn drop(&mut self) {
         // The stop command is sent when `stop` is called; the returned future only waits for it.
-        let _ = self.handle.stop(false);
+        drop(self.handle.stop(false));
     }
 }
 
@@ -246,7 +249,11 @@ pub struct SimArgs {
     #[arg(long, env = "ERASURE_SIM_WORKERS", default_value_t = 2)]
     pub workers: usize,
     /// Records kept by the call journal.
-    #[arg(long, env = "ERASURE_SIM_JOURNAL_CAPACITY", default_value_t = 1_000_000)]
+    #[arg(
+        long,
+        env = "ERASURE_SIM_JOURNAL_CAPACITY",
+        default_value_t = 1_000_000
+    )]
     pub journal_capacity: usize,
     /// Fault: probability (0..1) of a 500/502/503 answer.
     #[arg(long, env = "ERASURE_SIM_FAULT_ERROR_RATE", default_value_t = 0.0)]
@@ -258,7 +265,11 @@ pub struct SimArgs {
     #[arg(long, env = "ERASURE_SIM_FAULT_THROTTLE_RATE", default_value_t = 0.0)]
     pub fault_throttle_rate: f64,
     /// Fault: `Retry-After` seconds of injected 429s.
-    #[arg(long, env = "ERASURE_SIM_FAULT_THROTTLE_RETRY_AFTER_SECS", default_value_t = 1)]
+    #[arg(
+        long,
+        env = "ERASURE_SIM_FAULT_THROTTLE_RETRY_AFTER_SECS",
+        default_value_t = 1
+    )]
     pub fault_throttle_retry_after_secs: u64,
     /// Fault: fixed latency added to every call, in milliseconds.
     #[arg(long, env = "ERASURE_SIM_FAULT_LATENCY_MS", default_value_t = 0)]
@@ -276,7 +287,11 @@ pub struct SimArgs {
     #[arg(long, env = "ERASURE_SIM_FAULT_DROP_RATE", default_value_t = 0.0)]
     pub fault_drop_rate: f64,
     /// Fault: seconds during which a deleted resource still answers GET with 200.
-    #[arg(long, env = "ERASURE_SIM_FAULT_SLOW_DELETE_SECS", default_value_t = 0.0)]
+    #[arg(
+        long,
+        env = "ERASURE_SIM_FAULT_SLOW_DELETE_SECS",
+        default_value_t = 0.0
+    )]
     pub fault_slow_delete_secs: f64,
 }
 

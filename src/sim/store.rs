@@ -198,9 +198,19 @@ impl SeedRequest {
         };
         check("users", Some(self.users), 0, 1_000_000)?;
         check("connections_per_user", self.connections_per_user, 0, 50)?;
-        check("channels_per_connection", self.channels_per_connection, 1, 10)?;
+        check(
+            "channels_per_connection",
+            self.channels_per_connection,
+            1,
+            10,
+        )?;
         check("accounts_per_channel", self.accounts_per_channel, 1, 200)?;
-        check("transactions_per_account", self.transactions_per_account, 0, 1000)?;
+        check(
+            "transactions_per_account",
+            self.transactions_per_account,
+            0,
+            1000,
+        )?;
         let accounts = self.users
             * self.connections_per_user.unwrap_or(2)
             * self.channels_per_connection.unwrap_or(2)
@@ -401,7 +411,11 @@ impl Store {
             }
             channels.push(Channel {
                 id,
-                mode: if redirect_mode { "REDIRECT" } else { "EMBEDDED" },
+                mode: if redirect_mode {
+                    "REDIRECT"
+                } else {
+                    "EMBEDDED"
+                },
                 status: "SUCCESS",
                 expires: redirect_mode.then_some(BASE_TS + 90 * DAY),
                 last_success_date: Some(last),
@@ -566,7 +580,10 @@ impl Store {
             .ok_or_else(|| ApiError::not_found("account", id))?
             .connection_id;
         let (_, ci, bi) = *self.bank_index.get(&id).expect("account has a bank entry");
-        let conn = self.connections.get(&cid).expect("account has a connection");
+        let conn = self
+            .connections
+            .get(&cid)
+            .expect("account has a connection");
         if conn.running {
             return Err(ApiError::sync_in_progress(cid));
         }

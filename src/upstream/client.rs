@@ -170,10 +170,12 @@ impl Upstream {
     ) -> Result<Option<Vec<u8>>, CallError> {
         let path = template.split('?').next().unwrap_or(template).replace("{id}", id);
         let url = format!("{}{}", self.settings.api_url, path);
-        let mut token = self.token(false, None).await?;
+        let mut stale: Option<Arc<Token>> = None;
         for attempt in 0..2 {
             self.limiter.acquire().await;
             let _slot = self.slots.acquire().await.expect("semaphore never closed");
+            // The token is taken after the waits, so it cannot expire while queued.
+            let token = self.token(stale.is_some(), stale.as_ref()).await?;
             let started = Instant::now();
             let result = self
                 .http
@@ -202,8 +204,7 @@ impl Upstream {
             let status = reply.status();
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
                 calls.push(record(Some(401), None));
-                drop(_slot);
-                token = self.token(true, Some(&token)).await?;
+                stale = Some(token);
                 continue;
             }
             if status.is_success() {
