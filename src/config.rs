@@ -18,10 +18,14 @@ impl Key32 {
     pub fn from_hex(name: &str, text: &str) -> anyhow::Result<Self> {
         let text = text.trim();
         let bytes = hex::decode(text).map_err(|_| {
-            anyhow::anyhow!("{name} must be 64 hex characters (32 bytes); make one with `openssl rand -hex 32`")
+            anyhow::anyhow!(
+                "{name} must be 64 hex characters (32 bytes); make one with `openssl rand -hex 32`"
+            )
         })?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
-            anyhow::anyhow!("{name} must be 64 hex characters (32 bytes); make one with `openssl rand -hex 32`")
+            anyhow::anyhow!(
+                "{name} must be 64 hex characters (32 bytes); make one with `openssl rand -hex 32`"
+            )
         })?;
         if bytes.iter().all(|b| *b == bytes[0]) {
             bail!("{name} is a weak key (one repeated byte); make one with `openssl rand -hex 32`");
@@ -207,10 +211,13 @@ impl UpstreamArgs {
             .ok_or_else(|| missing("ERASURE_UPSTREAM_CLIENT_ID"))?;
         let client_secret = secret_from_env("ERASURE_UPSTREAM_CLIENT_SECRET")?
             .ok_or_else(|| missing("ERASURE_UPSTREAM_CLIENT_SECRET"))?;
-        for (name, url) in [("ERASURE_UPSTREAM_API_URL", &api_url), ("ERASURE_UPSTREAM_AUTH_URL", &auth_url)] {
+        for (name, url) in [
+            ("ERASURE_UPSTREAM_API_URL", &api_url),
+            ("ERASURE_UPSTREAM_AUTH_URL", &auth_url),
+        ] {
             reqwest::Url::parse(url).with_context(|| format!("{name} is not a valid URL"))?;
         }
-        if !(self.upstream_max_rps > 0.0) {
+        if self.upstream_max_rps.is_nan() || self.upstream_max_rps <= 0.0 {
             bail!("ERASURE_UPSTREAM_MAX_RPS must be greater than 0");
         }
         if self.upstream_max_concurrency == 0 {
@@ -259,7 +266,7 @@ impl EngineArgs {
         if self.worker_concurrency == 0 {
             bail!("ERASURE_WORKER_CONCURRENCY must be at least 1");
         }
-        if !(self.lease_secs >= 1.0) {
+        if self.lease_secs.is_nan() || self.lease_secs < 1.0 {
             bail!("ERASURE_LEASE_SECS must be at least 1");
         }
         if self.max_attempts < 1 {

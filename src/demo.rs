@@ -112,7 +112,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("erasure demo is running.");
     println!("  API:            http://{addr}");
     println!("  Swagger UI:     http://{addr}/swagger-ui/");
-    println!("  simulator:      {} ({} fake users seeded)", sim.api_url(), args.users);
+    println!(
+        "  simulator:      {} ({} fake users seeded)",
+        sim.api_url(),
+        args.users
+    );
     println!("  keys kept in:   {}/keys.env", args.dir.display());
     println!("  admin API key:  {api_key}");
     println!();
@@ -121,7 +125,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  curl -s -X POST http://{addr}/v1/erasure-requests -H 'Authorization: Bearer {api_key}' \
          -H 'Content-Type: application/json' -d '{{\"scope\":\"user\",\"target_id\":\"{user}\"}}'"
     );
-    println!("Then follow it: curl -s http://{addr}/v1/erasure-requests -H 'Authorization: Bearer {api_key}'");
+    println!(
+        "Then follow it: curl -s http://{addr}/v1/erasure-requests -H 'Authorization: Bearer {api_key}'"
+    );
     println!("Press Ctrl-C to stop.");
     running.until_signal().await?;
     sim.stop().await;

@@ -8,10 +8,20 @@ use erasure::telemetry::{self, LogFormat};
 use erasure::{api, demo, sim, store};
 
 #[derive(Parser)]
-#[command(name = "erasure", version, about = "GDPR erasure orchestration for the Oxlin (Linxo Connect) aggregator")]
+#[command(
+    name = "erasure",
+    version,
+    about = "GDPR erasure orchestration for the Oxlin (Linxo Connect) aggregator"
+)]
 struct Cli {
     /// Log format (logs go to stderr; RUST_LOG chooses the level).
-    #[arg(long, global = true, value_enum, env = "ERASURE_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "ERASURE_LOG_FORMAT",
+        default_value = "text"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -98,9 +108,18 @@ struct CommonArgs {
 }
 
 impl CommonArgs {
-    fn config(&self, database_url: String, bind: Option<String>, worker: bool) -> anyhow::Result<ServiceConfig> {
+    fn config(
+        &self,
+        database_url: String,
+        bind: Option<String>,
+        worker: bool,
+    ) -> anyhow::Result<ServiceConfig> {
         // The upstream first: serve refuses to start without one.
-        let upstream = if worker { Some(self.upstream.settings()?) } else { None };
+        let upstream = if worker {
+            Some(self.upstream.settings()?)
+        } else {
+            None
+        };
         Ok(ServiceConfig {
             database_url,
             bind,
@@ -131,7 +150,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Demo(args) => demo::run(args).await?,
         Command::Serve(args) => {
-            let config = args.common.config(args.db.database_url, Some(args.bind), !args.no_worker)?;
+            let config =
+                args.common
+                    .config(args.db.database_url, Some(args.bind), !args.no_worker)?;
             let running = service::start(config).await?;
             if let Some(addr) = running.addr {
                 tracing::info!(%addr, "API listening");
@@ -149,14 +170,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Openapi => print!("{}", api::openapi_json()),
         Command::Keys {
-            command: KeysCommand::Create { role, label, expires_in_days, db },
+            command:
+                KeysCommand::Create {
+                    role,
+                    label,
+                    expires_in_days,
+                    db,
+                },
         } => {
             let label = label.trim();
             if label.is_empty() || label.len() > 100 {
                 anyhow::bail!("--label must be 1 to 100 characters");
             }
             let pool = store::connect(&db.database_url, 2).await?;
-            let expires = expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(d as i64));
+            let expires =
+                expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(d as i64));
             let (_, key) = store::keys::create(&pool, role, label, expires).await?;
             println!("{key}");
         }

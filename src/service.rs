@@ -46,17 +46,23 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
     let mut addr = None;
     let mut server = None;
     if let Some(bind) = &config.bind {
-        let listener = std::net::TcpListener::bind(bind).with_context(|| format!("cannot listen on {bind}"))?;
+        let listener = std::net::TcpListener::bind(bind)
+            .with_context(|| format!("cannot listen on {bind}"))?;
         addr = Some(listener.local_addr()?);
         let state = AppState {
             db: db.clone(),
-            pseudonyms: Pseudonymizer::new(config.keys.pseudonym.clone(), config.keys.pseudonym_version),
+            pseudonyms: Pseudonymizer::new(
+                config.keys.pseudonym.clone(),
+                config.keys.pseudonym_version,
+            ),
             sealer: sealer.clone(),
             approval: config.approval,
         };
         let http = api::serve(listener, state, config.http_workers)?;
         server = Some(http.handle());
-        tasks.push(tokio::spawn(async move { http.await.map_err(anyhow::Error::from) }));
+        tasks.push(tokio::spawn(async move {
+            http.await.map_err(anyhow::Error::from)
+        }));
     }
     if let Some(upstream) = &config.upstream {
         let upstream = Arc::new(Upstream::new(upstream.clone())?);
@@ -109,7 +115,8 @@ impl Running {
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

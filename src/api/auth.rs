@@ -23,7 +23,11 @@ impl Caller {
             Err(ApiError::client(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                format!("this needs the role {} (this key is {})", names.join(" or "), self.0.role.as_str()),
+                format!(
+                    "this needs the role {} (this key is {})",
+                    names.join(" or "),
+                    self.0.role.as_str()
+                ),
             ))
         }
     }
@@ -49,7 +53,8 @@ impl FromRequest for Caller {
             .map(str::to_string);
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
-            let header = header.ok_or_else(|| unauthorized("send an API key: `Authorization: Bearer <key>`"))?;
+            let header = header
+                .ok_or_else(|| unauthorized("send an API key: `Authorization: Bearer <key>`"))?;
             let key = header
                 .strip_prefix("Bearer ")
                 .or_else(|| header.strip_prefix("bearer "))

@@ -94,7 +94,11 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::client(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+        Self::client(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
     }
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
@@ -153,7 +157,12 @@ impl ResponseError for ApiError {
                 tracing::error!(error = %e, "request failed");
                 let unavailable = status == StatusCode::SERVICE_UNAVAILABLE;
                 ErrorBody {
-                    error: if unavailable { "unavailable" } else { "internal" }.into(),
+                    error: if unavailable {
+                        "unavailable"
+                    } else {
+                        "internal"
+                    }
+                    .into(),
                     message: if unavailable {
                         "the database is unreachable; nothing was recorded, try again shortly"
                     } else {

@@ -17,7 +17,10 @@ pub async fn healthz() -> HttpResponse {
     (status = 200, description = "Ready"), (status = 503, description = "The database does not answer")))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match sqlx::query_scalar::<_, i32>("select 1").fetch_one(&state.db).await {
+    match sqlx::query_scalar::<_, i32>("select 1")
+        .fetch_one(&state.db)
+        .await
+    {
         Ok(_) => HttpResponse::Ok().json(json!({"status": "ready"})),
         Err(_) => HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", "5"))

@@ -18,7 +18,9 @@ pub const MAX_BATCH_BODY: usize = 16 * 1024 * 1024;
 pub async fn body(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
     let mut out = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::bad_request("unreadable_body", "the request body could not be read"))?;
+        let chunk = chunk.map_err(|_| {
+            ApiError::bad_request("unreadable_body", "the request body could not be read")
+        })?;
         if out.len() + chunk.len() > limit {
             return Err(ApiError::client(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -33,7 +35,11 @@ pub async fn body(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError>
 
 /// The media type of the request, lower-cased, without parameters.
 pub fn media_type(req: &HttpRequest) -> Option<String> {
-    let value = req.headers().get(actix_web::http::header::CONTENT_TYPE)?.to_str().ok()?;
+    let value = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?;
     Some(value.split(';').next()?.trim().to_ascii_lowercase())
 }
 
@@ -55,9 +61,52 @@ pub fn require_json(req: &HttpRequest, bytes: &Bytes, optional: bool) -> Result<
 /// Parses JSON into `T`, naming the refused field.
 pub fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let parsed = serde_path_to_error::deserialize(&mut de).map_err(|e| field_error(&e))?;
-    de.end().map_err(|_| ApiError::bad_request("invalid_json", "trailing characters after the JSON value"))?;
+    let parsed = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner();
+        if inner.is_eof() {
+            // A truncated body is not about one field.
+            ApiError::bad_request(
+                "invalid_json",
+                format!(
+                    "the body ends early (line {}, column {})",
+                    inner.line(),
+                    inner.column()
+                ),
+            )
+        } else {
+            field_error(&e)
+        }
+    })?;
+    de.end().map_err(|_| {
+        ApiError::bad_request("invalid_json", "trailing characters after the JSON value")
+    })?;
     Ok(parsed)
+}
+
+/// Like [`json`] for a body that must be one JSON object: serde would also read a struct from
+/// an array of its fields in order.
+pub fn json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => json(bytes),
+        _ => Err(ApiError::bad_request(
+            "invalid_json",
+            "the body must be a JSON object",
+        )),
+    }
+}
+
+/// Reads a field of a string type (an enum) only from a JSON string: serde would also take the
+/// object `{"user": null}` for the variant `user`. Use with `#[serde(deserialize_with)]`.
+pub fn from_string<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    use serde::Deserialize;
+    use serde::de::{Error, IntoDeserializer};
+    let text = String::deserialize(deserializer)?;
+    T::deserialize(IntoDeserializer::<serde::de::value::Error>::into_deserializer(text))
+        .map_err(D::Error::custom)
 }
 
 /// Like [`json`] for an optional body: empty means `T::default()`.
@@ -65,7 +114,7 @@ pub fn json_or_default<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T,
     if bytes.iter().all(u8::is_ascii_whitespace) {
         Ok(T::default())
     } else {
-        json(bytes)
+        json_object(bytes)
     }
 }
 
@@ -76,29 +125,41 @@ pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Ap
 
 /// Parses a query string into `T`, naming the refused parameter.
 pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(req.query_string().as_bytes()));
+    let de =
+        serde_urlencoded::Deserializer::new(form_urlencoded::parse(req.query_string().as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| field_error(&e))
 }
 
 fn field_error<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> ApiError {
     let inner = e.inner().to_string();
     let path = e.path().to_string();
-    // serde names unknown fields in its message, at the parent's path.
-    if let Some(rest) = inner.strip_prefix("unknown field `")
-        && let Some(name) = rest.split('`').next()
-    {
-        let full = if path == "." { name.to_string() } else { format!("{path}.{name}") };
-        return ApiError::field(full, "unknown field");
+    // serde names the field in its message; the path is the parent's, or already the field's.
+    let named = |name: &str| {
+        if path == "." {
+            name.to_string()
+        } else if path == name || path.ends_with(&format!(".{name}")) {
+            path.clone()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    for (prefix, why) in [
+        ("unknown field `", "unknown field"),
+        ("missing field `", "is required"),
+        ("duplicate field `", "is given more than once"),
+    ] {
+        if let Some(rest) = inner.strip_prefix(prefix)
+            && let Some(name) = rest.split('`').next()
+        {
+            return ApiError::field(named(name), why);
+        }
     }
-    if let Some(rest) = inner.strip_prefix("missing field `")
-        && let Some(name) = rest.split('`').next()
-    {
-        let full = if path == "." { name.to_string() } else { format!("{path}.{name}") };
-        return ApiError::field(full, "is required");
-    }
-    if path == "." {
+    if path == "." || path.contains('?') {
         // Not about one field: the body itself is not what we expect.
-        return ApiError::bad_request("invalid_json", format!("the body is not valid: {}", reason(&inner)));
+        return ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not valid: {}", reason(&inner)),
+        );
     }
     ApiError::field(path, reason(&inner))
 }
@@ -106,18 +167,22 @@ fn field_error<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> ApiEr
 /// The reason of a serde message without the value that was refused (it may be personal data)
 /// and without serde_json's " at line L column C".
 fn reason(message: &str) -> String {
-    let message = match message.find(" at line ") {
+    // Search from the end: the refused value comes before serde's own words and may contain them.
+    let message = match message.rfind(" at line ") {
         Some(i) => &message[..i],
         None => message,
     };
-    let expected = message.find(", expected ").map(|i| &message[i + 2..]);
+    let expected = message.rfind(", expected ").map(|i| &message[i + 2..]);
     let kind = if message.starts_with("invalid type") {
         "wrong type"
     } else if message.starts_with("invalid value") || message.starts_with("unknown variant") {
         "invalid value"
     } else if message.starts_with("invalid length") {
         "invalid length"
-    } else if message.starts_with("EOF") || message.starts_with("expected") || message.starts_with("key must") {
+    } else if message.starts_with("EOF")
+        || message.starts_with("expected")
+        || message.starts_with("key must")
+    {
         return "malformed JSON".to_string();
     } else {
         // chrono, uuid and number parsers describe the format, never the input.
@@ -137,8 +202,15 @@ mod tests {
     fn reasons_never_echo_the_value() {
         let r = reason("invalid type: string \"jean@example.fr\", expected u32 at line 1 column 9");
         assert_eq!(r, "wrong type; expected u32");
-        let r = reason("unknown variant `FR7630006000011234567890189`, expected one of `user`, `account`");
+        let r = reason(
+            "unknown variant `FR7630006000011234567890189`, expected one of `user`, `account`",
+        );
         assert!(!r.contains("FR76"), "{r}");
+        assert!(r.contains("expected one of"));
+        let r = reason(
+            "unknown variant `x, expected jean@example.fr`, expected one of `user`, `account`",
+        );
+        assert!(!r.contains("jean"), "{r}");
         assert!(r.contains("expected one of"));
     }
 }

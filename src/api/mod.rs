@@ -50,14 +50,21 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("API key").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("API key")
+                    .build(),
+            ),
         );
     }
 }
 
 /// The OpenAPI document as committed in `openapi/openapi.json`.
 pub fn openapi_json() -> String {
-    let mut text = ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serialises");
+    let mut text = ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
     text.push('\n');
     text
 }
@@ -76,11 +83,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(requests::list)
         .service(requests::get_one)
         .service(requests::act)
-        .service(SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()));
+        .service(
+            SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()),
+        );
 }
 
 /// Starts the HTTP server on a bound listener.
-pub fn serve(listener: std::net::TcpListener, state: AppState, workers: usize) -> anyhow::Result<Server> {
+pub fn serve(
+    listener: std::net::TcpListener,
+    state: AppState,
+    workers: usize,
+) -> anyhow::Result<Server> {
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -101,7 +114,8 @@ pub fn serve(listener: std::net::TcpListener, state: AppState, workers: usize) -
 /// A span per HTTP request with its own id, so every log line of a request can be found. The
 /// path is not logged: it may carry identifiers.
 fn tracing_actix() -> actix_web::middleware::Logger {
-    actix_web::middleware::Logger::new("%s %{route}xi %Dms").custom_request_replace("route", |req| {
-        req.match_pattern().unwrap_or_else(|| "unmatched".into())
-    })
+    actix_web::middleware::Logger::new("%s %{route}xi %Dms")
+        .custom_request_replace("route", |req| {
+            req.match_pattern().unwrap_or_else(|| "unmatched".into())
+        })
 }

@@ -17,13 +17,16 @@ use super::input;
 use crate::config::ApprovalPolicy;
 use crate::domain::validate::{self, TargetId};
 use crate::domain::{Action, LegalBasis, Role, Scope, State};
-use crate::store::requests::{self, ActionInput, ErasureRequest, Inserted, ListFilter, NewRequest, Refusal};
+use crate::store::requests::{
+    self, ActionInput, ErasureRequest, Inserted, ListFilter, NewRequest, Refusal,
+};
 use crate::store::{audit, violates};
 
 /// A new erasure request. `target_id` is the upstream id; it is never returned.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
+    #[serde(deserialize_with = "input::from_string")]
     pub scope: Scope,
     /// The aggregator's id of the user, connection or account (digits).
     #[schema(example = "1042")]
@@ -38,19 +41,25 @@ impl AppState {
     /// Validates, pseudonymises and seals one item.
     fn prepare(&self, item: CreateRequest) -> Result<NewRequest, BTreeMap<String, String>> {
         let mut fields = BTreeMap::new();
-        let target = TargetId::parse(&item.target_id).map_err(|why| fields.insert("target_id".into(), why.into())).ok();
+        let target = TargetId::parse(&item.target_id)
+            .map_err(|why| fields.insert("target_id".into(), why.into()))
+            .ok();
         let external = match item.external_reference.as_deref() {
             None => None,
             Some(text) => validate::external_reference(text)
                 .map_err(|why| fields.insert("external_reference".into(), why.into()))
                 .ok(),
         };
-        if let Some(t) = item.not_before
-            && t > Utc::now() + chrono::Duration::days(366)
-        {
-            fields.insert("not_before".into(), "must be within a year".into());
+        if let Some(t) = item.not_before {
+            if let Err(why) = validate::timestamp(t) {
+                fields.insert("not_before".into(), why.into());
+            } else if t > Utc::now() + chrono::Duration::days(366) {
+                fields.insert("not_before".into(), "must be within a year".into());
+            }
         }
-        let Some(target) = target else { return Err(fields) };
+        let Some(target) = target else {
+            return Err(fields);
+        };
         if !fields.is_empty() {
             return Err(fields);
         }
@@ -67,7 +76,11 @@ impl AppState {
             target_sealed: self.sealer.seal(id, target.as_str().as_bytes()),
             external_reference: external,
             not_before: item.not_before,
-            state: if needs_approval { State::PendingApproval } else { State::Queued },
+            state: if needs_approval {
+                State::PendingApproval
+            } else {
+                State::Queued
+            },
         })
     }
 }
@@ -105,11 +118,20 @@ pub async fn create(
     let idempotency_key = match req.headers().get("idempotency-key") {
         None => None,
         Some(v) => {
-            let text = v.to_str().ok().map(str::trim).filter(|t| !t.is_empty() && t.len() <= 255);
-            Some(text.ok_or_else(|| ApiError::field("Idempotency-Key", "must be 1 to 255 visible characters"))?.to_string())
+            let text = v
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|t| !t.is_empty() && t.len() <= 255);
+            Some(
+                text.ok_or_else(|| {
+                    ApiError::field("Idempotency-Key", "must be 1 to 255 visible characters")
+                })?
+                .to_string(),
+            )
         }
     };
-    let item: CreateRequest = input::json(&bytes)?;
+    let item: CreateRequest = input::json_object(&bytes)?;
     let new = state.prepare(item).map_err(ApiError::fields)?;
     let id = new.id;
     let digest = state.pseudonyms.digest(&bytes);
@@ -140,8 +162,13 @@ pub async fn create(
                     "this Idempotency-Key was used with a different body",
                 ));
             }
-            let location = response.get("id").and_then(|v| v.as_str()).map(|id| format!("/v1/erasure-requests/{id}"));
-            let mut reply = HttpResponse::build(StatusCode::from_u16(status as u16).unwrap_or(StatusCode::ACCEPTED));
+            let location = response
+                .get("id")
+                .and_then(|v| v.as_str())
+                .map(|id| format!("/v1/erasure-requests/{id}"));
+            let mut reply = HttpResponse::build(
+                StatusCode::from_u16(status as u16).unwrap_or(StatusCode::ACCEPTED),
+            );
             if let Some(location) = location {
                 reply.insert_header(("Location", location));
             }
@@ -150,11 +177,21 @@ pub async fn create(
         }
     }
     let actor = audit::key_actor(principal.key_id);
-    let inserted = requests::insert_many(&mut tx, std::slice::from_ref(&new), principal.key_id, &actor, None, Utc::now()).await?;
+    let inserted = requests::insert_many(
+        &mut tx,
+        std::slice::from_ref(&new),
+        principal.key_id,
+        &actor,
+        None,
+        Utc::now(),
+    )
+    .await?;
     if let [Inserted::DuplicateOf(existing)] = inserted[..] {
         return Err(duplicate(existing));
     }
-    let created = requests::get_in(&mut tx, id).await?.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("request vanished")))?;
+    let created = requests::get_in(&mut tx, id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("request vanished")))?;
     let body = serde_json::to_value(&created).map_err(anyhow::Error::from)?;
     if let Some(key) = &idempotency_key {
         sqlx::query("update idempotency_keys set status = 202, response = $3 where api_key_id = $1 and key = $2")
@@ -166,7 +203,10 @@ pub async fn create(
     }
     tx.commit().await.map_err(|e| {
         if violates(&e, "erasure_requests_one_open_per_subject") {
-            ApiError::conflict("duplicate_request", "an open erasure request for this target was just created")
+            ApiError::conflict(
+                "duplicate_request",
+                "an open erasure request for this target was just created",
+            )
         } else {
             e.into()
         }
@@ -233,20 +273,22 @@ pub async fn batch(
 ) -> Result<HttpResponse, ApiError> {
     let principal = caller.require(&[Role::Requester])?;
     let bytes = input::body(payload, input::MAX_BATCH_BODY).await?;
-    let parsed: Vec<(BatchItem, Result<CreateRequest, BTreeMap<String, String>>)> =
-        match input::media_type(&req).as_deref() {
-            Some("application/json") => parse_json_batch(&bytes)?,
-            Some("text/csv") => parse_csv_batch(&bytes)?,
-            _ => {
-                return Err(ApiError::client(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "send a JSON array (application/json) or CSV (text/csv)",
-                ));
-            }
-        };
+    let parsed: Parsed = match input::media_type(&req).as_deref() {
+        Some("application/json") => parse_json_batch(&bytes)?,
+        Some("text/csv") => parse_csv_batch(&bytes)?,
+        _ => {
+            return Err(ApiError::client(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send a JSON array (application/json) or CSV (text/csv)",
+            ));
+        }
+    };
     if parsed.is_empty() {
-        return Err(ApiError::bad_request("empty_batch", "the batch holds no items"));
+        return Err(ApiError::bad_request(
+            "empty_batch",
+            "the batch holds no items",
+        ));
     }
     let mut items = Vec::with_capacity(parsed.len());
     let mut news = Vec::new();
@@ -268,7 +310,15 @@ pub async fn batch(
     let batch_id = Uuid::new_v4();
     let actor = audit::key_actor(principal.key_id);
     let mut tx = state.db.begin().await?;
-    let inserted = requests::insert_many(&mut tx, &news, principal.key_id, &actor, Some(batch_id), Utc::now()).await?;
+    let inserted = requests::insert_many(
+        &mut tx,
+        &news,
+        principal.key_id,
+        &actor,
+        Some(batch_id),
+        Utc::now(),
+    )
+    .await?;
     tx.commit().await?;
     let (mut created, mut duplicates) = (0, 0);
     for (slot, outcome) in slots.into_iter().zip(inserted) {
@@ -314,8 +364,12 @@ fn invalid_fields(e: ApiError) -> BTreeMap<String, String> {
 }
 
 fn parse_json_batch(bytes: &[u8]) -> Result<Parsed, ApiError> {
-    let values: Vec<serde_json::Value> = input::json(bytes)
-        .map_err(|_| ApiError::bad_request("invalid_json", "the body must be a JSON array of erasure requests"))?;
+    let values: Vec<serde_json::Value> = input::json(bytes).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_json",
+            "the body must be a JSON array of erasure requests",
+        )
+    })?;
     if values.len() > MAX_BATCH {
         return Err(too_many());
     }
@@ -323,27 +377,78 @@ fn parse_json_batch(bytes: &[u8]) -> Result<Parsed, ApiError> {
         .into_iter()
         .enumerate()
         .map(|(index, value)| {
-            let item = BatchItem { index: Some(index), line: None, status: String::new(), id: None, fields: None };
-            (item, input::from_value::<CreateRequest>(value).map_err(invalid_fields))
+            let item = BatchItem {
+                index: Some(index),
+                line: None,
+                status: String::new(),
+                id: None,
+                fields: None,
+            };
+            let parsed = if value.is_object() {
+                input::from_value::<CreateRequest>(value).map_err(invalid_fields)
+            } else {
+                Err(BTreeMap::from([(
+                    "item".to_string(),
+                    "must be a JSON object".to_string(),
+                )]))
+            };
+            (item, parsed)
         })
         .collect())
 }
 
 fn parse_csv_batch(bytes: &[u8]) -> Result<Parsed, ApiError> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(bytes);
     let headers = reader
         .headers()
-        .map_err(|_| ApiError::bad_request("invalid_csv", "the CSV header line cannot be read (is it UTF-8?)"))?
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_csv",
+                "the CSV header line cannot be read (is it UTF-8?)",
+            )
+        })?
         .clone();
     let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
     let known = ["scope", "target_id", "external_reference", "not_before"];
-    if let Some(unknown) = headers.iter().find(|h| !known.iter().any(|k| h.eq_ignore_ascii_case(k))) {
-        return Err(ApiError::field(format!("csv.{unknown}"), "unknown column; expected scope,target_id[,external_reference][,not_before]"));
+    if let Some(unknown) = headers
+        .iter()
+        .find(|h| !known.iter().any(|k| h.eq_ignore_ascii_case(k)))
+    {
+        return Err(ApiError::field(
+            format!("csv.{unknown}"),
+            "unknown column; expected scope,target_id[,external_reference][,not_before]",
+        ));
     }
     let (Some(scope_col), Some(target_col)) = (column("scope"), column("target_id")) else {
-        return Err(ApiError::bad_request("invalid_csv", "the CSV header must name the columns scope and target_id"));
+        return Err(ApiError::bad_request(
+            "invalid_csv",
+            "the CSV header must name the columns scope and target_id",
+        ));
     };
     let (ext_col, nb_col) = (column("external_reference"), column("not_before"));
+    // The line a record starts on (the header is line 1), counted in the bytes: csv's own count
+    // starts a record where the previous one stopped, a line early after CRLF or a blank line.
+    let mut counted = (0usize, 1u64);
+    let mut line_at = |position: Option<&csv::Position>| -> u64 {
+        let Some(position) = position else { return 0 };
+        let mut start = usize::try_from(position.byte())
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        while start < bytes.len() && matches!(bytes[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        if start > counted.0 {
+            counted.1 += bytes[counted.0..start]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count() as u64;
+            counted.0 = start;
+        }
+        counted.1
+    };
     let mut out = Vec::new();
     for record in reader.records() {
         if out.len() >= MAX_BATCH {
@@ -352,14 +457,32 @@ fn parse_csv_batch(bytes: &[u8]) -> Result<Parsed, ApiError> {
         let record = match record {
             Ok(r) => r,
             Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                let item = BatchItem { index: None, line: Some(line), status: String::new(), id: None, fields: None };
-                out.push((item, Err(BTreeMap::from([("line".to_string(), "unreadable CSV record".to_string())]))));
+                let line = line_at(e.position());
+                let item = BatchItem {
+                    index: None,
+                    line: Some(line),
+                    status: String::new(),
+                    id: None,
+                    fields: None,
+                };
+                out.push((
+                    item,
+                    Err(BTreeMap::from([(
+                        "line".to_string(),
+                        "unreadable CSV record".to_string(),
+                    )])),
+                ));
                 continue;
             }
         };
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
-        let item = BatchItem { index: None, line: Some(line), status: String::new(), id: None, fields: None };
+        let line = line_at(record.position());
+        let item = BatchItem {
+            index: None,
+            line: Some(line),
+            status: String::new(),
+            id: None,
+            fields: None,
+        };
         let get = |col: Option<usize>| col.and_then(|c| record.get(c)).filter(|v| !v.is_empty());
         let mut fields = BTreeMap::new();
         let scope = match get(Some(scope_col)) {
@@ -374,9 +497,12 @@ fn parse_csv_batch(bytes: &[u8]) -> Result<Parsed, ApiError> {
         };
         let not_before = match get(nb_col) {
             None => None,
-            Some(t) => DateTime::parse_from_rfc3339(t).map(|d| d.with_timezone(&Utc)).map_err(|_| {
-                fields.insert("not_before".into(), "must be an RFC 3339 time".into());
-            }).ok(),
+            Some(t) => DateTime::parse_from_rfc3339(t)
+                .map(|d| d.with_timezone(&Utc))
+                .map_err(|_| {
+                    fields.insert("not_before".into(), "must be an RFC 3339 time".into());
+                })
+                .ok(),
         };
         let result = match (scope, fields.is_empty()) {
             (Some(scope), true) => Ok(CreateRequest {
@@ -426,6 +552,7 @@ pub struct RequestPage {
 fn parse_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let (micros, id) = text.split_once('_')?;
     let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    validate::timestamp(at).ok()?;
     Some((at, Uuid::parse_str(id).ok()?))
 }
 
@@ -437,7 +564,11 @@ fn parse_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
     security(("bearer" = []))
 )]
 #[get("/v1/erasure-requests")]
-pub async fn list(state: web::Data<AppState>, caller: Caller, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
     let q: ListQuery = input::query(&req)?;
     let limit = q.limit.unwrap_or(50);
@@ -446,8 +577,21 @@ pub async fn list(state: web::Data<AppState>, caller: Caller, req: HttpRequest) 
     }
     let after = match q.cursor.as_deref() {
         None => None,
-        Some(c) => Some(parse_cursor(c).ok_or_else(|| ApiError::field("cursor", "is not a cursor this service issued"))?),
+        Some(c) => Some(
+            parse_cursor(c)
+                .ok_or_else(|| ApiError::field("cursor", "is not a cursor this service issued"))?,
+        ),
     };
+    for (name, t) in [
+        ("received_from", q.received_from),
+        ("received_to", q.received_to),
+        ("due_from", q.due_from),
+        ("due_to", q.due_to),
+    ] {
+        if let Some(t) = t {
+            validate::timestamp(t).map_err(|why| ApiError::field(name, why))?;
+        }
+    }
     if q.due_within_days.is_some_and(|d| d > 3660) {
         return Err(ApiError::field("due_within_days", "must be at most 3660"));
     }
@@ -478,7 +622,9 @@ pub async fn list(state: web::Data<AppState>, caller: Caller, req: HttpRequest) 
     let mut items = requests::list(&state.db, &filter).await?;
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
-        items.last().map(|r| format!("{}_{}", r.received_at.timestamp_micros(), r.id))
+        items
+            .last()
+            .map(|r| format!("{}_{}", r.received_at.timestamp_micros(), r.id))
     } else {
         None
     };
@@ -497,10 +643,16 @@ fn request_id(path: &str) -> Result<Uuid, ApiError> {
     security(("bearer" = []))
 )]
 #[get("/v1/erasure-requests/{id}")]
-pub async fn get_one(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_one(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
     let id = request_id(&path)?;
-    let request = requests::get(&state.db, id).await?.ok_or_else(|| ApiError::not_found("erasure request"))?;
+    let request = requests::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("erasure request"))?;
     Ok(HttpResponse::Ok().json(request))
 }
 
@@ -509,6 +661,7 @@ pub async fn get_one(state: web::Data<AppState>, caller: Caller, path: web::Path
 #[serde(deny_unknown_fields)]
 pub struct HoldBody {
     /// GDPR Art. 17(3) ground: art17_3_a .. art17_3_e.
+    #[serde(deserialize_with = "input::from_string")]
     pub legal_basis: LegalBasis,
     /// Why, in a few words (no personal data).
     pub note: String,
@@ -564,7 +717,11 @@ pub async fn act(
         "hold" => Action::Hold,
         "release" => Action::Release,
         "extend" => Action::Extend,
-        _ => return Err(ApiError::not_found("action (approve, cancel, retry, hold, release, extend)")),
+        _ => {
+            return Err(ApiError::not_found(
+                "action (approve, cancel, retry, hold, release, extend)",
+            ));
+        }
     };
     let principal = caller.require(match action {
         Action::Cancel => &[Role::Requester],
@@ -577,22 +734,29 @@ pub async fn act(
     let mut input_data = ActionInput::default();
     match action {
         Action::Hold => {
-            let body: HoldBody = input::json(&bytes)?;
+            let body: HoldBody = input::json_object(&bytes)?;
             input_data.legal_basis = Some(body.legal_basis.as_str());
-            input_data.note = Some(validate::free_text(&body.note, 500).map_err(|why| ApiError::field("note", why))?);
+            input_data.note = Some(
+                validate::free_text(&body.note, 500).map_err(|why| ApiError::field("note", why))?,
+            );
         }
         Action::Extend => {
-            let body: ExtendBody = input::json(&bytes)?;
+            let body: ExtendBody = input::json_object(&bytes)?;
             if !(1..=2).contains(&body.months) {
                 return Err(ApiError::field("months", "must be 1 or 2"));
             }
             input_data.months = Some(body.months);
-            input_data.note = Some(validate::free_text(&body.reason, 500).map_err(|why| ApiError::field("reason", why))?);
+            input_data.note = Some(
+                validate::free_text(&body.reason, 500)
+                    .map_err(|why| ApiError::field("reason", why))?,
+            );
         }
         _ => {
             let body: NoteBody = input::json_or_default(&bytes)?;
             if let Some(note) = body.note {
-                input_data.note = Some(validate::free_text(&note, 500).map_err(|why| ApiError::field("note", why))?);
+                input_data.note = Some(
+                    validate::free_text(&note, 500).map_err(|why| ApiError::field("note", why))?,
+                );
             }
         }
     }
@@ -602,7 +766,11 @@ pub async fn act(
         Err(Refusal::InvalidTransition(from)) => {
             return Err(ApiError::conflict(
                 "invalid_transition",
-                format!("cannot {} a request that is {}", action.as_str(), from.as_str()),
+                format!(
+                    "cannot {} a request that is {}",
+                    action.as_str(),
+                    from.as_str()
+                ),
             )
             .with_details(json!({"state": from})));
         }
@@ -620,6 +788,8 @@ pub async fn act(
             ));
         }
     }
-    let request = requests::get(&state.db, id).await?.ok_or_else(|| ApiError::not_found("erasure request"))?;
+    let request = requests::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("erasure request"))?;
     Ok(HttpResponse::Ok().json(request))
 }

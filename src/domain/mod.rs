@@ -237,17 +237,32 @@ mod tests {
     #[test]
     fn due_date_is_one_calendar_month_clamped() {
         let jan31 = Utc.with_ymd_and_hms(2027, 1, 31, 10, 0, 0).unwrap();
-        assert_eq!(due_at(jan31, 0), Utc.with_ymd_and_hms(2027, 2, 28, 10, 0, 0).unwrap());
+        assert_eq!(
+            due_at(jan31, 0),
+            Utc.with_ymd_and_hms(2027, 2, 28, 10, 0, 0).unwrap()
+        );
         let leap = Utc.with_ymd_and_hms(2028, 1, 31, 10, 0, 0).unwrap();
-        assert_eq!(due_at(leap, 0), Utc.with_ymd_and_hms(2028, 2, 29, 10, 0, 0).unwrap());
-        assert_eq!(due_at(jan31, 2), Utc.with_ymd_and_hms(2027, 4, 30, 10, 0, 0).unwrap());
+        assert_eq!(
+            due_at(leap, 0),
+            Utc.with_ymd_and_hms(2028, 2, 29, 10, 0, 0).unwrap()
+        );
+        assert_eq!(
+            due_at(jan31, 2),
+            Utc.with_ymd_and_hms(2027, 4, 30, 10, 0, 0).unwrap()
+        );
         let mar15 = Utc.with_ymd_and_hms(2027, 3, 15, 0, 0, 0).unwrap();
-        assert_eq!(due_at(mar15, 0), Utc.with_ymd_and_hms(2027, 4, 15, 0, 0, 0).unwrap());
+        assert_eq!(
+            due_at(mar15, 0),
+            Utc.with_ymd_and_hms(2027, 4, 15, 0, 0, 0).unwrap()
+        );
     }
 
     #[test]
     fn transitions_follow_the_design() {
-        assert_eq!(Action::Approve.next(State::PendingApproval), Some(State::Queued));
+        assert_eq!(
+            Action::Approve.next(State::PendingApproval),
+            Some(State::Queued)
+        );
         assert_eq!(Action::Approve.next(State::Queued), None);
         assert_eq!(Action::Retry.next(State::Failed), Some(State::Queued));
         assert_eq!(Action::Retry.next(State::Completed), None);

@@ -83,7 +83,8 @@ fn looks_like_iban(text: &str) -> bool {
             && rest[2].is_ascii_digit()
             && rest[3].is_ascii_digit()
             && (15..=rest.len().min(34)).any(|len| {
-                rest[..len].iter().all(|b| b.is_ascii_alphanumeric()) && iban_checksum_ok(&rest[..len])
+                rest[..len].iter().all(|b| b.is_ascii_alphanumeric())
+                    && iban_checksum_ok(&rest[..len])
             })
     })
 }
@@ -134,6 +135,40 @@ fn looks_like_phone(text: &str) -> bool {
     false
 }
 
+/// A short free-text field written by staff (hold notes, extension reasons): required, bounded,
+/// and screened like references, since it outlives the request.
+pub fn free_text(text: &str, max_chars: usize) -> Result<String, &'static str> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("must not be empty");
+    }
+    if text.chars().count() > max_chars {
+        return Err("is too long");
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n') {
+        return Err("must not contain control characters");
+    }
+    if looks_like_email(text) || looks_like_iban(text) || looks_like_phone(text) {
+        return Err(
+            "looks like it holds personal data (an e-mail, IBAN or phone number); describe the reason without it",
+        );
+    }
+    Ok(text.to_string())
+}
+
+/// A time a client may send: years 1 to 9999, as RFC 3339 writes them. chrono also reads
+/// ISO 8601's signed years (`-10000-01-01T00:00:00Z`), which PostgreSQL cannot store.
+pub fn timestamp(
+    t: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, &'static str> {
+    use chrono::Datelike;
+    if (1..=9999).contains(&t.year()) {
+        Ok(t)
+    } else {
+        Err("must be a time between the years 1 and 9999")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,23 +196,4 @@ mod tests {
         assert!(external_reference("").is_err());
         assert!(external_reference(&"x".repeat(129)).is_err());
     }
-}
-
-/// A short free-text field written by staff (hold notes, extension reasons): required, bounded,
-/// and screened like references, since it outlives the request.
-pub fn free_text(text: &str, max_chars: usize) -> Result<String, &'static str> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("must not be empty");
-    }
-    if text.chars().count() > max_chars {
-        return Err("is too long");
-    }
-    if text.chars().any(|c| c.is_control() && c != '\n') {
-        return Err("must not contain control characters");
-    }
-    if looks_like_email(text) || looks_like_iban(text) || looks_like_phone(text) {
-        return Err("looks like it holds personal data (an e-mail, IBAN or phone number); describe the reason without it");
-    }
-    Ok(text.to_string())
 }

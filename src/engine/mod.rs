@@ -49,7 +49,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(db: Db, upstream: Arc<Upstream>, sealer: Sealer, settings: EngineSettings) -> Arc<Self> {
+    pub fn new(
+        db: Db,
+        upstream: Arc<Upstream>,
+        sealer: Sealer,
+        settings: EngineSettings,
+    ) -> Arc<Self> {
         Arc::new(Self {
             db,
             upstream,
@@ -84,18 +89,19 @@ impl Engine {
                 _ = shutdown.cancelled() => break,
             };
             let free = 1 + slots.available_permits();
-            let claimed = match steps::claim(&self.db, free.min(64) as i64, self.settings.lease).await {
-                Ok(claimed) => claimed,
-                Err(e) => {
-                    tracing::warn!(error = %e, "claiming steps failed; retrying");
-                    drop(permit);
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.settings.poll) => {}
-                        _ = shutdown.cancelled() => break,
+            let claimed =
+                match steps::claim(&self.db, free.min(64) as i64, self.settings.lease).await {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming steps failed; retrying");
+                        drop(permit);
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.settings.poll) => {}
+                            _ = shutdown.cancelled() => break,
+                        }
+                        continue;
                     }
-                    continue;
-                }
-            };
+                };
             if claimed.is_empty() {
                 drop(permit);
                 tokio::select! {
@@ -109,7 +115,11 @@ impl Engine {
             for step in claimed {
                 let permit = match permit.take() {
                     Some(p) => p,
-                    None => slots.clone().acquire_owned().await.expect("semaphore never closed"),
+                    None => slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore never closed"),
                 };
                 let engine = self.clone();
                 let stop = hard_stop.clone();
@@ -120,7 +130,10 @@ impl Engine {
             }
         }
 
-        tracing::info!(in_flight = running.len(), "stopping: no more claims; letting running steps finish");
+        tracing::info!(
+            in_flight = running.len(),
+            "stopping: no more claims; letting running steps finish"
+        );
         let grace = tokio::time::sleep(self.settings.shutdown_grace);
         tokio::pin!(grace);
         loop {

@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-
 use super::Engine;
 use crate::domain::StepKind;
 use crate::store::steps::{self, CallRecord, Claimed, Outcome};
@@ -83,7 +82,11 @@ impl Engine {
         };
         let target = match self.sealer.open(step.request_id, sealed) {
             Ok(bytes) => String::from_utf8(bytes).unwrap_or_default(),
-            Err(e) => return Outcome::Fail { error: e.to_string() },
+            Err(e) => {
+                return Outcome::Fail {
+                    error: e.to_string(),
+                };
+            }
         };
         let context: Context = step
             .context_sealed
@@ -95,7 +98,10 @@ impl Engine {
         match self.execute(step, &target, &context, calls).await {
             Ok(outcome) => outcome,
             Err(CallError::Permanent { reason }) => Outcome::Fail { error: reason },
-            Err(CallError::Transient { reason, retry_after }) => {
+            Err(CallError::Transient {
+                reason,
+                retry_after,
+            }) => {
                 if step.attempts >= policy.max_attempts {
                     Outcome::Fail {
                         error: format!("gave up after {} attempts: {reason}", step.attempts),
@@ -161,9 +167,13 @@ impl Engine {
                 done(json!({"result": "absent"}))
             }
             StepKind::CascadeCheck => match context.connection_id.as_deref() {
-                None => done(json!({"result": "skipped", "why": "the account was absent before deletion"})),
+                None => done(
+                    json!({"result": "skipped", "why": "the account was absent before deletion"}),
+                ),
                 Some(connection) => {
-                    let cascade = up.cascade(connection, context.channel_id.as_deref(), calls).await?;
+                    let cascade = up
+                        .cascade(connection, context.channel_id.as_deref(), calls)
+                        .await?;
                     done(match cascade {
                         Cascade::ConnectionDeleted => json!({"result": "connection_deleted"}),
                         Cascade::ChannelEmpty => json!({"result": "channel_empty"}),

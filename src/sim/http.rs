@@ -1,11 +1,12 @@
 //! HTTP side of the simulator: the gate (journal, rate limit, faults, token resolution) and the
 //! handlers of `/token`, `/v2.1/*` and `/_sim/*`.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -137,6 +138,8 @@ pub(crate) struct Shared {
     pub store: RwLock<Store>,
     tokens: RwLock<HashMap<String, TokenInfo>>,
     faults: RwLock<Arc<Faults>>,
+    /// False when no per-call fault can fire (the fast path skips the fault lock).
+    faults_on: AtomicBool,
     pub limiter: Limiter,
     pub journal: Journal,
     ghosts: Mutex<HashMap<(Kind, u64), Ghost>>,
@@ -156,6 +159,7 @@ impl Shared {
             store: RwLock::new(Store::new(config.seed)),
             tokens: RwLock::new(HashMap::new()),
             faults: RwLock::new(Arc::new(config.faults.clone())),
+            faults_on: AtomicBool::new(!config.faults.is_off()),
             limiter: Limiter::new(config.max_rps),
             journal: Journal::new(config.journal_capacity),
             ghosts: Mutex::new(HashMap::new()),
@@ -178,6 +182,7 @@ impl Shared {
     }
 
     pub(crate) fn set_faults(&self, faults: Faults) {
+        self.faults_on.store(!faults.is_off(), Ordering::Relaxed);
         *self.faults.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(faults);
     }
 
@@ -228,12 +233,20 @@ impl Shared {
         }
     }
 
-    fn add_ghost(&self, req: &HttpRequest, kind: Kind, id: u64, owner: u64, body: Vec<u8>) {
+    fn add_ghost(
+        &self,
+        req: &HttpRequest,
+        kind: Kind,
+        id: u64,
+        owner: u64,
+        value: &impl Serialize,
+    ) {
         let secs = self.faults().slow_delete_secs;
         if secs <= 0.0 {
             return;
         }
         note_fault(req, "slow_delete");
+        let body = serde_json::to_vec(value).unwrap_or_default();
         let now = Instant::now();
         let mut ghosts = lock(&self.ghosts);
         if ghosts.len() >= 1024 {
@@ -324,10 +337,10 @@ type ApiResult = Result<HttpResponse, ApiError>;
 /// Records a call in the journal when finished, or when dropped unfinished (client gone).
 struct Pending {
     shared: Data<Shared>,
-    method: String,
+    method: Cow<'static, str>,
     path: String,
     query: Option<String>,
-    route: String,
+    route: Cow<'static, str>,
     started_at_ms: f64,
     token_kind: &'static str,
     fault: Option<&'static str>,
@@ -397,6 +410,54 @@ fn drop_connection(req: &ServiceRequest) {
     let _ = req;
 }
 
+fn method_name(m: &actix_web::http::Method) -> Cow<'static, str> {
+    use actix_web::http::Method;
+    Cow::Borrowed(match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => return Cow::Owned(m.as_str().to_string()),
+    })
+}
+
+/// Route templates of the journaled routes, most specific first.
+const ROUTES: &[&str] = &[
+    "/token",
+    "/v2.1/users/me",
+    "/v2.1/users/{id}",
+    "/v2.1/connections",
+    "/v2.1/connections/{id}",
+    "/v2.1/connections/{id}/synchronize",
+    "/v2.1/accounts",
+    "/v2.1/accounts/{id}",
+    "/v2.1/transactions",
+    "/v2.1/events",
+];
+
+/// The route template a path matches (without a trip through the router), or the path itself.
+fn route_of(path: &str) -> Cow<'static, str> {
+    for route in ROUTES {
+        let mut p = path.split('/');
+        let mut r = route.split('/');
+        let matched = loop {
+            match (p.next(), r.next()) {
+                (None, None) => break true,
+                (Some(ps), Some("{id}")) if !ps.is_empty() => {}
+                (Some(ps), Some(rs)) if ps == rs => {}
+                _ => break false,
+            }
+        };
+        if matched {
+            return Cow::Borrowed(route);
+        }
+    }
+    Cow::Owned(path.to_string())
+}
+
 pub(crate) async fn gate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -413,10 +474,10 @@ pub(crate) async fn gate(
     let query = req.query_string();
     let mut pending = Pending {
         shared: shared.clone(),
-        method: req.method().as_str().to_string(),
+        method: method_name(req.method()),
         path: path.to_string(),
         query: (!query.is_empty()).then(|| query.to_string()),
-        route: req.match_pattern().unwrap_or_else(|| path.to_string()),
+        route: route_of(path),
         started_at_ms: now_ms(),
         token_kind: "none",
         fault: None,
@@ -439,9 +500,11 @@ pub(crate) async fn gate(
         return Ok(req.into_response(e.error_response()));
     }
 
-    let faults = shared.faults();
-    let (latency, decision) = faults.decide(req.method().as_str());
-    drop(faults);
+    let (latency, decision) = if shared.faults_on.load(Ordering::Relaxed) {
+        shared.faults().decide(req.method().as_str())
+    } else {
+        (Duration::ZERO, Decision::Pass)
+    };
     if !latency.is_zero() {
         pending.fault = Some("latency");
         actix_web::rt::time::sleep(latency).await;
@@ -689,8 +752,7 @@ fn delete_user_id(req: &HttpRequest, sh: &Shared, id: u64) -> ApiResult {
     let mut store = sh.write();
     let user = store.delete_user(id)?;
     drop(store);
-    let body = serde_json::to_vec(&user).unwrap_or_default();
-    sh.add_ghost(req, Kind::User, id, id, body);
+    sh.add_ghost(req, Kind::User, id, id, &user);
     Ok(no_content())
 }
 
@@ -765,8 +827,7 @@ async fn delete_connection(req: HttpRequest, sh: Data<Shared>, id: web::Path<Str
     p.may_access(owner)?;
     let conn = store.delete_connection(id)?;
     drop(store);
-    let body = serde_json::to_vec(&conn).unwrap_or_default();
-    sh.add_ghost(&req, Kind::Connection, id, owner, body);
+    sh.add_ghost(&req, Kind::Connection, id, owner, &conn);
     Ok(no_content())
 }
 
@@ -870,8 +931,7 @@ async fn delete_account(req: HttpRequest, sh: Data<Shared>, id: web::Path<String
     p.may_access(owner)?;
     let (account, _cascade) = store.delete_account(id)?;
     drop(store);
-    let body = serde_json::to_vec(&account).unwrap_or_default();
-    sh.add_ghost(&req, Kind::Account, id, owner, body);
+    sh.add_ghost(&req, Kind::Account, id, owner, &account);
     Ok(no_content())
 }
 

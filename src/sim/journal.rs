@@ -1,6 +1,7 @@
 //! The call journal (`/_sim/calls`): one record per `/token` and `/v2.1/*` call, in a bounded ring
 //! buffer behind one mutex (a push is a few hundred nanoseconds, far below the cost of a call).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
@@ -33,12 +34,12 @@ pub struct CallRecord {
     pub fault: Option<String>,
 }
 
-/// A record before it gets its sequence number.
+/// A record as kept in the ring (static strings where possible, so a push allocates little).
 pub(crate) struct NewCall {
-    pub method: String,
+    pub method: Cow<'static, str>,
     pub path: String,
     pub query: Option<String>,
-    pub route: String,
+    pub route: Cow<'static, str>,
     pub status: u16,
     pub started_at_ms: f64,
     pub ended_at_ms: f64,
@@ -47,9 +48,27 @@ pub(crate) struct NewCall {
     pub fault: Option<&'static str>,
 }
 
+impl NewCall {
+    fn record(&self, seq: u64) -> CallRecord {
+        CallRecord {
+            seq,
+            method: self.method.to_string(),
+            path: self.path.clone(),
+            query: self.query.clone(),
+            route: self.route.to_string(),
+            status: self.status,
+            started_at_ms: self.started_at_ms,
+            ended_at_ms: self.ended_at_ms,
+            token_kind: self.token_kind.to_string(),
+            retry_after_secs: self.retry_after_secs,
+            fault: self.fault.map(str::to_string),
+        }
+    }
+}
+
 struct Ring {
     next_seq: u64,
-    buf: VecDeque<CallRecord>,
+    buf: VecDeque<(u64, NewCall)>,
 }
 
 pub(crate) struct Journal {
@@ -82,26 +101,18 @@ impl Journal {
         if ring.buf.len() >= self.capacity {
             ring.buf.pop_front();
         }
-        ring.buf.push_back(CallRecord {
-            seq,
-            method: c.method,
-            path: c.path,
-            query: c.query,
-            route: c.route,
-            status: c.status,
-            started_at_ms: c.started_at_ms,
-            ended_at_ms: c.ended_at_ms,
-            token_kind: c.token_kind.to_string(),
-            retry_after_secs: c.retry_after_secs,
-            fault: c.fault.map(str::to_string),
-        });
+        ring.buf.push_back((seq, c));
     }
 
     /// Records with `seq > since`, oldest first, at most `limit`.
     pub fn since(&self, since: u64, limit: usize) -> Vec<CallRecord> {
         let ring = self.lock();
-        let start = ring.buf.partition_point(|c| c.seq <= since);
-        ring.buf.range(start..).take(limit).cloned().collect()
+        let start = ring.buf.partition_point(|(seq, _)| *seq <= since);
+        ring.buf
+            .range(start..)
+            .take(limit)
+            .map(|(seq, c)| c.record(*seq))
+            .collect()
     }
 
     /// Empties the journal; sequence numbers keep increasing.

@@ -67,7 +67,11 @@ pub async fn authenticate(db: &Db, key: &str) -> sqlx::Result<Option<Principal>>
     Ok(row.and_then(|(key_id, hash, role)| {
         let presented = digest(key);
         let same = hash.len() == presented.len()
-            && hash.iter().zip(&presented).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+            && hash
+                .iter()
+                .zip(&presented)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
         let role = Role::parse(&role)?;
         same.then(|| Principal {
             key_id,

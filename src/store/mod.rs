@@ -72,7 +72,10 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     if !exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
         let sql = format!("create database {quoted}");
-        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await {
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+        {
             Ok(_) => {}
             // Another process created it at the same moment.
             Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42P04") => {}

@@ -94,7 +94,10 @@ pub async fn insert_many(
     let scopes: Vec<&str> = items.iter().map(|i| i.scope.as_str()).collect();
     let refs: Vec<&str> = items.iter().map(|i| i.subject_ref.as_str()).collect();
     let sealed: Vec<&[u8]> = items.iter().map(|i| i.target_sealed.as_slice()).collect();
-    let external: Vec<Option<&str>> = items.iter().map(|i| i.external_reference.as_deref()).collect();
+    let external: Vec<Option<&str>> = items
+        .iter()
+        .map(|i| i.external_reference.as_deref())
+        .collect();
     let states: Vec<&str> = items.iter().map(|i| i.state.as_str()).collect();
     let not_before: Vec<Option<DateTime<Utc>>> = items.iter().map(|i| i.not_before).collect();
     let created: Vec<Uuid> = sqlx::query_scalar(
@@ -156,9 +159,13 @@ pub async fn insert_many(
     .execute(&mut **tx)
     .await?;
 
-    let created_items: Vec<&NewRequest> = items.iter().filter(|i| created.contains(&i.id)).collect();
+    let created_items: Vec<&NewRequest> =
+        items.iter().filter(|i| created.contains(&i.id)).collect();
     let a_req: Vec<Uuid> = created_items.iter().map(|i| i.id).collect();
-    let a_ref: Vec<&str> = created_items.iter().map(|i| i.subject_ref.as_str()).collect();
+    let a_ref: Vec<&str> = created_items
+        .iter()
+        .map(|i| i.subject_ref.as_str())
+        .collect();
     let a_data: Vec<serde_json::Value> = created_items
         .iter()
         .map(|i| json!({"scope": i.scope, "state": i.state, "batch_id": batch_id}))
@@ -337,7 +344,8 @@ pub async fn act(
     input: ActionInput,
 ) -> anyhow::Result<Result<(), Refusal>> {
     let mut tx = db.begin().await?;
-    let row: Option<(State, Uuid, i32, DateTime<Utc>, String, Option<String>)> = sqlx::query_as(
+    type Row = (State, Uuid, i32, DateTime<Utc>, String, Option<String>);
+    let row: Option<Row> = sqlx::query_as(
         "select state, requested_by, extended_months, received_at, subject_ref, held_from \
          from erasure_requests where id = $1 for update",
     )
@@ -415,7 +423,10 @@ pub async fn act(
         }
         Action::Release => {
             // Back to where the hold found it: awaiting approval, queued, or failed.
-            to = held_from.as_deref().and_then(State::parse).unwrap_or(State::Queued);
+            to = held_from
+                .as_deref()
+                .and_then(State::parse)
+                .unwrap_or(State::Queued);
             sqlx::query(
                 "update erasure_requests set hold_legal_basis = null, hold_note = null, held_from = null \
                  where id = $1",

@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use super::Db;
 use super::audit::{self, Entry};
 use super::requests::notify_ready;
-use super::Db;
 use crate::domain::{Scope, StepKind};
 
 /// A step a worker holds.
@@ -154,10 +154,15 @@ pub async fn finish(
     }
     let step = json!({"step": c.kind, "attempt": c.attempts});
     for call in calls {
-        append(&mut tx, c, "upstream_call", json!({
-            "step": c.kind, "attempt": c.attempts, "method": call.method, "path": call.path,
-            "status": call.status, "error": call.error, "duration_ms": call.duration_ms,
-        }))
+        append(
+            &mut tx,
+            c,
+            "upstream_call",
+            json!({
+                "step": c.kind, "attempt": c.attempts, "method": call.method, "path": call.path,
+                "status": call.status, "error": call.error, "duration_ms": call.duration_ms,
+            }),
+        )
         .await?;
     }
     match outcome {

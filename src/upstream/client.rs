@@ -71,7 +71,11 @@ impl Upstream {
     }
 
     /// A client token, from the cache unless it is about to expire (or `force`).
-    async fn token(&self, force: bool, stale: Option<&Arc<Token>>) -> Result<Arc<Token>, CallError> {
+    async fn token(
+        &self,
+        force: bool,
+        stale: Option<&Arc<Token>>,
+    ) -> Result<Arc<Token>, CallError> {
         let mut cached = self.token.lock().await;
         if let Some(t) = cached.as_ref() {
             // Another caller refreshed it after our stale one was handed out: use theirs.
@@ -104,7 +108,10 @@ impl Upstream {
             .get("access_token")
             .and_then(Value::as_str)
             .ok_or_else(|| CallError::transient("token endpoint answered without access_token"))?;
-        let expires_in = value.get("expires_in").and_then(Value::as_f64).unwrap_or(300.0);
+        let expires_in = value
+            .get("expires_in")
+            .and_then(Value::as_f64)
+            .unwrap_or(300.0);
         let margin = (expires_in * 0.1).min(30.0);
         let token = Arc::new(Token {
             value: access.to_string(),
@@ -168,7 +175,11 @@ impl Upstream {
         query: &[(&str, String)],
         calls: &mut Vec<CallRecord>,
     ) -> Result<Option<Vec<u8>>, CallError> {
-        let path = template.split('?').next().unwrap_or(template).replace("{id}", id);
+        let path = template
+            .split('?')
+            .next()
+            .unwrap_or(template)
+            .replace("{id}", id);
         let url = format!("{}{}", self.settings.api_url, path);
         let mut stale: Option<Arc<Token>> = None;
         for attempt in 0..2 {
@@ -209,7 +220,10 @@ impl Upstream {
             }
             if status.is_success() {
                 let body = read_body(reply).await;
-                calls.push(record(Some(status.as_u16()), body.as_ref().err().map(|_| "body")));
+                calls.push(record(
+                    Some(status.as_u16()),
+                    body.as_ref().err().map(|_| "body"),
+                ));
                 let body = body?;
                 self.breaker.success();
                 return Ok(Some(body));
@@ -225,8 +239,9 @@ impl Upstream {
             return Err(classify(status, reply.headers(), "upstream"));
         }
         Err(CallError::Permanent {
-            reason: "upstream refused a freshly issued token (401 twice): check the client credentials"
-                .into(),
+            reason:
+                "upstream refused a freshly issued token (401 twice): check the client credentials"
+                    .into(),
         })
     }
 }
@@ -252,7 +267,10 @@ fn transport_kind(e: &reqwest::Error) -> &'static str {
 
 fn transport_error(what: &str, e: &reqwest::Error) -> CallError {
     // The reqwest error text may carry the URL (and so an id): say only what kind it was.
-    CallError::transient(format!("{what}: {} error talking to the upstream", transport_kind(e)))
+    CallError::transient(format!(
+        "{what}: {} error talking to the upstream",
+        transport_kind(e)
+    ))
 }
 
 /// 409, 429 and 5xx are transient (with their Retry-After); other statuses need a person.
@@ -272,13 +290,22 @@ fn classify(status: StatusCode, headers: &reqwest::header::HeaderMap, what: &str
 
 /// `Retry-After` as seconds or an HTTP date.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let text = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = text.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)));
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs.min(86_400.0)));
     }
     let when = chrono::DateTime::parse_from_rfc2822(text).ok()?;
     let wait = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO).min(Duration::from_secs(86_400)))
+    Some(
+        wait.to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(86_400)),
+    )
 }
 
 async fn read_body(mut reply: reqwest::Response) -> Result<Vec<u8>, CallError> {
@@ -298,7 +325,8 @@ async fn read_body(mut reply: reqwest::Response) -> Result<Vec<u8>, CallError> {
 
 async fn read_json(reply: reqwest::Response) -> Result<Value, CallError> {
     let body = read_body(reply).await?;
-    serde_json::from_slice(&body).map_err(|_| CallError::transient("upstream answered with invalid JSON"))
+    serde_json::from_slice(&body)
+        .map_err(|_| CallError::transient("upstream answered with invalid JSON"))
 }
 
 #[cfg(test)]
@@ -324,11 +352,17 @@ mod tests {
         let h = HeaderMap::new();
         for code in [409, 429, 500, 502, 503] {
             let s = StatusCode::from_u16(code).unwrap();
-            assert!(matches!(classify(s, &h, "x"), CallError::Transient { .. }), "{code}");
+            assert!(
+                matches!(classify(s, &h, "x"), CallError::Transient { .. }),
+                "{code}"
+            );
         }
         for code in [400, 403, 422] {
             let s = StatusCode::from_u16(code).unwrap();
-            assert!(matches!(classify(s, &h, "x"), CallError::Permanent { .. }), "{code}");
+            assert!(
+                matches!(classify(s, &h, "x"), CallError::Permanent { .. }),
+                "{code}"
+            );
         }
     }
 }

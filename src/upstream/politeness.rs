@@ -95,7 +95,10 @@ impl Breaker {
             }
             state.open_until = Some(Instant::now() + state.cooldown);
             if !half_open {
-                tracing::warn!(cooldown_secs = state.cooldown.as_secs_f64(), "upstream failing: circuit opened");
+                tracing::warn!(
+                    cooldown_secs = state.cooldown.as_secs_f64(),
+                    "upstream failing: circuit opened"
+                );
             }
         }
     }
