@@ -11,19 +11,43 @@ use serde_json::json;
 fn accounts(app: &TestApp, users: usize) -> Vec<String> {
     let seeded = app
         .sim
-        .seed(&SeedRequest { users, connections_per_user: Some(1), channels_per_connection: Some(1), accounts_per_channel: Some(3), ..Default::default() })
+        .seed(&SeedRequest {
+            users,
+            connections_per_user: Some(1),
+            channels_per_connection: Some(1),
+            accounts_per_channel: Some(3),
+            ..Default::default()
+        })
         .unwrap();
-    seeded.users.iter().flat_map(|u| &u.connections).flat_map(|c| &c.channels).flat_map(|ch| ch.accounts.clone()).collect()
+    seeded
+        .users
+        .iter()
+        .flat_map(|u| &u.connections)
+        .flat_map(|c| &c.channels)
+        .flat_map(|ch| ch.accounts.clone())
+        .collect()
 }
 
 fn api_calls(app: &TestApp) -> Vec<CallRecord> {
-    app.sim.calls(0).into_iter().filter(|c| c.route.starts_with("/v2.1")).collect()
+    app.sim
+        .calls(0)
+        .into_iter()
+        .filter(|c| c.route.starts_with("/v2.1"))
+        .collect()
 }
 
 async fn completed_once(app: &TestApp, id: &str) {
     let events = app.audit_events(id).await;
-    assert_eq!(events.iter().filter(|e| *e == "completed").count(), 1, "{id}: {events:?}");
-    assert_eq!(events.iter().filter(|e| *e == "deleted").count(), 1, "{id}: {events:?}");
+    assert_eq!(
+        events.iter().filter(|e| *e == "completed").count(),
+        1,
+        "{id}: {events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| *e == "deleted").count(),
+        1,
+        "{id}: {events:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,7 +55,10 @@ async fn retries_through_5xx_and_429_respect_retry_after_and_the_caps() {
     let max_rps = 40.0;
     let max_concurrency = 4;
     let app = TestApp::spawn(Options {
-        sim: SimConfig { users: 0, ..SimConfig::default() },
+        sim: SimConfig {
+            users: 0,
+            ..SimConfig::default()
+        },
         max_rps,
         max_concurrency,
         ..Options::default()
@@ -56,25 +83,34 @@ async fn retries_through_5xx_and_429_respect_retry_after_and_the_caps() {
         assert_eq!(done["outcome"], "erased");
         completed_once(&app, id).await;
     }
+    // The service's calls only (the test's own checks below go to the simulator too).
+    let calls = api_calls(&app);
     app.sim.set_faults(Faults::default()).unwrap();
     for t in &targets {
         assert_eq!(app.upstream_status(&format!("/accounts/{t}")).await, 404);
     }
 
-    let calls = api_calls(&app);
     let faults = calls.iter().filter(|c| c.fault.is_some()).count();
     assert!(faults > 10, "faults were injected ({faults})");
     // No call came earlier than the Retry-After its resource was given.
     for (i, c) in calls.iter().enumerate() {
-        let Some(wait) = c.retry_after_secs else { continue };
+        let Some(wait) = c.retry_after_secs else {
+            continue;
+        };
         if !c.path.starts_with("/v2.1/accounts/") {
             continue; // connection paths are shared by several requests
         }
-        if let Some(next) = calls[i + 1..].iter().filter(|n| n.path == c.path).min_by(|a, b| a.started_at_ms.total_cmp(&b.started_at_ms)) {
+        if let Some(next) = calls[i + 1..]
+            .iter()
+            .filter(|n| n.path == c.path)
+            .min_by(|a, b| a.started_at_ms.total_cmp(&b.started_at_ms))
+        {
             assert!(
                 next.started_at_ms >= c.ended_at_ms + wait as f64 * 1000.0 - 5.0,
                 "{} {} came {} ms after a Retry-After of {wait}s",
-                next.method, next.route, next.started_at_ms - c.ended_at_ms
+                next.method,
+                next.route,
+                next.started_at_ms - c.ended_at_ms
             );
         }
     }
@@ -86,9 +122,15 @@ async fn retries_through_5xx_and_429_respect_retry_after_and_the_caps() {
         let n = starts[i..].iter().take_while(|t| **t < s + 1000.0).count();
         busiest = busiest.max(n);
     }
-    assert!(busiest as f64 <= max_rps + 1.0, "{busiest} calls in one second");
+    assert!(
+        busiest as f64 <= max_rps + 1.0,
+        "{busiest} calls in one second"
+    );
     // Concurrency: never more than max_concurrency calls in flight.
-    let mut edges: Vec<(f64, i32)> = calls.iter().flat_map(|c| [(c.started_at_ms, 1), (c.ended_at_ms, -1)]).collect();
+    let mut edges: Vec<(f64, i32)> = calls
+        .iter()
+        .flat_map(|c| [(c.started_at_ms, 1), (c.ended_at_ms, -1)])
+        .collect();
     edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let (mut now, mut peak) = (0, 0);
     for (_, d) in edges {
@@ -96,21 +138,36 @@ async fn retries_through_5xx_and_429_respect_retry_after_and_the_caps() {
         peak = peak.max(now);
     }
     assert!(peak <= max_concurrency as i32, "{peak} calls in flight");
-    println!("calls {} faults {faults} busiest second {busiest} peak concurrency {peak}", calls.len());
+    println!(
+        "calls {} faults {faults} busiest second {busiest} peak concurrency {peak}",
+        calls.len()
+    );
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_deletion_is_verified_again_until_gone() {
     let app = TestApp::spawn(Options::default()).await;
-    app.sim.set_faults(Faults { slow_delete_secs: 1.5, ..Faults::default() }).unwrap();
+    app.sim
+        .set_faults(Faults {
+            slow_delete_secs: 1.5,
+            ..Faults::default()
+        })
+        .unwrap();
     let account = app.sim.seeded().users[0].connections[0].channels[0].accounts[0].clone();
     let id = app.submit("account", &account).await;
     let done = app.wait_state(&id, "completed", 30).await;
     let verify = &done["steps"][2];
     assert_eq!(verify["kind"], "verify");
-    assert!(verify["attempts"].as_i64().unwrap() > 1, "re-verified: {verify}");
-    assert!(app.audit_events(&id).await.contains(&"attempt_failed".to_string()));
+    assert!(
+        verify["attempts"].as_i64().unwrap() > 1,
+        "re-verified: {verify}"
+    );
+    assert!(
+        app.audit_events(&id)
+            .await
+            .contains(&"attempt_failed".to_string())
+    );
     app.stop().await;
 }
 
@@ -118,18 +175,45 @@ async fn a_slow_deletion_is_verified_again_until_gone() {
 async fn exhausted_retries_fail_the_request_and_retry_requeues_it() {
     let mut engine = fast_engine();
     engine.retry.max_attempts = 2;
-    let app = TestApp::spawn(Options { engine, ..Options::default() }).await;
-    app.sim.set_faults(Faults { error_rate: 1.0, error_statuses: vec![500], ..Faults::default() }).unwrap();
+    let app = TestApp::spawn(Options {
+        engine,
+        ..Options::default()
+    })
+    .await;
+    app.sim
+        .set_faults(Faults {
+            error_rate: 1.0,
+            error_statuses: vec![500],
+            ..Faults::default()
+        })
+        .unwrap();
     let user = app.sim.seeded().users[0].id.clone();
     let id = app.submit("user", &user).await;
     let failed = app.wait_state(&id, "failed", 30).await;
-    assert!(failed["failure_reason"].as_str().unwrap().contains("gave up after 2 attempts"), "{failed}");
+    assert!(
+        failed["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 2 attempts"),
+        "{failed}"
+    );
     assert_eq!(failed["steps"][0]["state"], "failed");
-    assert!(failed["steps"][0]["last_error"].as_str().unwrap().contains("500"));
+    assert!(
+        failed["steps"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("500")
+    );
     assert!(!failed.to_string().contains(&user));
 
     app.sim.set_faults(Faults::default()).unwrap();
-    let (status, body) = app.post(&format!("/v1/erasure-requests/{id}/retry"), &app.approver, json!({})).await;
+    let (status, body) = app
+        .post(
+            &format!("/v1/erasure-requests/{id}/retry"),
+            &app.approver,
+            json!({}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     app.wait_state(&id, "completed", 30).await;
     let events = app.audit_events(&id).await;
@@ -140,7 +224,11 @@ async fn exhausted_retries_fail_the_request_and_retry_requeues_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_token_is_a_permanent_failure_with_its_reason() {
-    let app = TestApp::spawn(Options { worker: false, ..Options::default() }).await;
+    let app = TestApp::spawn(Options {
+        worker: false,
+        ..Options::default()
+    })
+    .await;
     let mut upstream = app.options_upstream.clone();
     upstream.client_secret = erasure::config::Secret::new("wrong-secret");
     let worker = erasure::service::start(erasure::service::ServiceConfig {
@@ -157,7 +245,10 @@ async fn a_refused_token_is_a_permanent_failure_with_its_reason() {
     .unwrap();
     let id = app.submit("user", &app.sim.seeded().users[0].id).await;
     let failed = app.wait_state(&id, "failed", 20).await;
-    assert!(failed["failure_reason"].as_str().unwrap().contains("401"), "{failed}");
+    assert!(
+        failed["failure_reason"].as_str().unwrap().contains("401"),
+        "{failed}"
+    );
     assert!(!failed.to_string().contains("wrong-secret"));
     worker.stop().await.unwrap();
     app.stop().await;
@@ -166,7 +257,11 @@ async fn a_refused_token_is_a_permanent_failure_with_its_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiring_tokens_are_refreshed() {
     let app = TestApp::spawn(Options {
-        sim: SimConfig { users: 0, token_ttl: Duration::from_secs(1), ..SimConfig::default() },
+        sim: SimConfig {
+            users: 0,
+            token_ttl: Duration::from_secs(1),
+            ..SimConfig::default()
+        },
         max_rps: 10.0,
         ..Options::default()
     })
@@ -181,7 +276,11 @@ async fn expiring_tokens_are_refreshed() {
     }
     let calls = app.sim.calls(0);
     let tokens = calls.iter().filter(|c| c.route == "/token").count();
-    assert!(tokens >= 2, "the 1-second token was refreshed ({tokens} token calls over {} calls)", calls.len());
+    assert!(
+        tokens >= 2,
+        "the 1-second token was refreshed ({tokens} token calls over {} calls)",
+        calls.len()
+    );
     let unauthorized = calls.iter().filter(|c| c.status == 401).count();
     assert!(unauthorized <= tokens, "no 401 loops: {unauthorized} 401s");
     app.stop().await;
@@ -189,9 +288,22 @@ async fn expiring_tokens_are_refreshed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_circuit_opens_while_the_upstream_is_down() {
-    let app = TestApp::spawn(Options { sim: SimConfig { users: 0, ..SimConfig::default() }, ..Options::default() }).await;
+    let app = TestApp::spawn(Options {
+        sim: SimConfig {
+            users: 0,
+            ..SimConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
     let targets = accounts(&app, 4);
-    app.sim.set_faults(Faults { error_rate: 1.0, error_statuses: vec![502], ..Faults::default() }).unwrap();
+    app.sim
+        .set_faults(Faults {
+            error_rate: 1.0,
+            error_statuses: vec![502],
+            ..Faults::default()
+        })
+        .unwrap();
     let mut ids = Vec::new();
     for t in &targets {
         ids.push(app.submit("account", t).await);
@@ -199,7 +311,10 @@ async fn the_circuit_opens_while_the_upstream_is_down() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = api_calls(&app).len();
     // 12 requests, backoff 50..500 ms: without a breaker that is well over 100 calls in 3 s.
-    assert!(during < 40, "the breaker held dispatch back: {during} calls in 3 s of outage");
+    assert!(
+        during < 40,
+        "the breaker held dispatch back: {during} calls in 3 s of outage"
+    );
     app.sim.set_faults(Faults::default()).unwrap();
     for id in &ids {
         app.wait_state(id, "completed", 60).await;
@@ -209,10 +324,20 @@ async fn the_circuit_opens_while_the_upstream_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_dies_mid_step_is_taken_over_and_nothing_runs_twice_in_the_log() {
-    let app = TestApp::spawn(Options { worker: false, ..Options::default() }).await;
+    let app = TestApp::spawn(Options {
+        worker: false,
+        ..Options::default()
+    })
+    .await;
     let mut engine = fast_engine();
     engine.lease = Duration::from_secs(1);
-    app.sim.set_faults(Faults { latency_ms: 2500, methods: vec!["DELETE".into()], ..Faults::default() }).unwrap();
+    app.sim
+        .set_faults(Faults {
+            latency_ms: 2500,
+            methods: vec!["DELETE".into()],
+            ..Faults::default()
+        })
+        .unwrap();
     let doomed = app.extra_worker(engine.clone()).await;
     let account = app.sim.seeded().users[0].connections[0].channels[0].accounts[0].clone();
     let id = app.submit("account", &account).await;
@@ -221,8 +346,13 @@ async fn a_worker_that_dies_mid_step_is_taken_over_and_nothing_runs_twice_in_the
     loop {
         let running: i64 = sqlx::query_scalar("select count(*) from steps where request_id = $1::uuid and kind = 'delete' and state = 'running'")
             .bind(&id).fetch_one(&app.db).await.unwrap();
-        if running == 1 { break; }
-        assert!(tokio::time::Instant::now() < deadline, "the delete never started");
+        if running == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the delete never started"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     doomed.abort().await;
@@ -230,7 +360,10 @@ async fn a_worker_that_dies_mid_step_is_taken_over_and_nothing_runs_twice_in_the
     let survivor = app.extra_worker(engine).await;
     let done = app.wait_state(&id, "completed", 30).await;
     assert_eq!(done["steps"][1]["kind"], "delete");
-    assert!(done["steps"][1]["attempts"].as_i64().unwrap() >= 2, "{done:#}");
+    assert!(
+        done["steps"][1]["attempts"].as_i64().unwrap() >= 2,
+        "{done:#}"
+    );
     completed_once(&app, &id).await;
     survivor.stop().await.unwrap();
     app.stop().await;
@@ -238,9 +371,22 @@ async fn a_worker_that_dies_mid_step_is_taken_over_and_nothing_runs_twice_in_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_gives_back_unfinished_steps() {
-    let app = TestApp::spawn(Options { worker: false, sim: SimConfig { users: 0, ..SimConfig::default() }, ..Options::default() }).await;
+    let app = TestApp::spawn(Options {
+        worker: false,
+        sim: SimConfig {
+            users: 0,
+            ..SimConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
     let targets = accounts(&app, 3);
-    app.sim.set_faults(Faults { latency_ms: 3000, ..Faults::default() }).unwrap();
+    app.sim
+        .set_faults(Faults {
+            latency_ms: 3000,
+            ..Faults::default()
+        })
+        .unwrap();
     let mut engine = fast_engine();
     engine.shutdown_grace = Duration::from_millis(300);
     let worker = app.extra_worker(engine.clone()).await;
@@ -250,7 +396,10 @@ async fn graceful_stop_gives_back_unfinished_steps() {
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     worker.stop().await.unwrap();
-    let running: i64 = sqlx::query_scalar("select count(*) from steps where state = 'running'").fetch_one(&app.db).await.unwrap();
+    let running: i64 = sqlx::query_scalar("select count(*) from steps where state = 'running'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
     assert_eq!(running, 0, "nothing is left leased after a graceful stop");
     app.sim.set_faults(Faults::default()).unwrap();
     let worker = app.extra_worker(engine).await;
@@ -264,17 +413,37 @@ async fn graceful_stop_gives_back_unfinished_steps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_killed_and_restarted_loses_nothing_and_completes_nothing_twice() {
-    let app = TestApp::spawn(Options { worker: false, sim: SimConfig { users: 0, ..SimConfig::default() }, ..Options::default() }).await;
+    let app = TestApp::spawn(Options {
+        worker: false,
+        sim: SimConfig {
+            users: 0,
+            ..SimConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
     let targets = accounts(&app, 10);
-    app.sim.set_faults(Faults { latency_ms: 100, latency_jitter_ms: 100, ..Faults::default() }).unwrap();
+    app.sim
+        .set_faults(Faults {
+            latency_ms: 100,
+            latency_jitter_ms: 100,
+            ..Faults::default()
+        })
+        .unwrap();
     let spawn = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_erasure"))
             .arg("worker")
             .env("DATABASE_URL", &app.db_url)
             .env("ERASURE_UPSTREAM_API_URL", app.sim.api_url())
             .env("ERASURE_UPSTREAM_AUTH_URL", app.sim.auth_url())
-            .env("ERASURE_UPSTREAM_CLIENT_ID", erasure::sim::DEFAULT_CLIENT_ID)
-            .env("ERASURE_UPSTREAM_CLIENT_SECRET", erasure::sim::DEFAULT_CLIENT_SECRET)
+            .env(
+                "ERASURE_UPSTREAM_CLIENT_ID",
+                erasure::sim::DEFAULT_CLIENT_ID,
+            )
+            .env(
+                "ERASURE_UPSTREAM_CLIENT_SECRET",
+                erasure::sim::DEFAULT_CLIENT_SECRET,
+            )
             .env("ERASURE_UPSTREAM_MAX_RPS", "200")
             .env("ERASURE_PSEUDONYM_KEY", app.keys.pseudonym.to_hex())
             .env("ERASURE_SIGNING_KEY", app.keys.signing.to_hex())

@@ -133,50 +133,61 @@ pub async fn create(
     };
     let item: CreateRequest = input::json_object(&bytes)?;
     let new = state.prepare(item).map_err(ApiError::fields)?;
-    let id = new.id;
     let digest = state.pseudonyms.digest(&bytes);
 
+    let actor = audit::key_actor(principal.key_id);
+    let Some(key) = idempotency_key else {
+        // One statement: atomic on its own.
+        let mut conn = state.db.acquire().await?;
+        let inserted = requests::insert_many(
+            &mut conn,
+            std::slice::from_ref(&new),
+            principal.key_id,
+            &actor,
+            None,
+            Utc::now(),
+        )
+        .await;
+        return accepted(inserted.map_err(duplicate_race)?);
+    };
     let mut tx = state.db.begin().await?;
-    if let Some(key) = &idempotency_key {
-        let fresh = sqlx::query(
-            "insert into idempotency_keys (api_key_id, key, body_digest, status, response) \
-             values ($1, $2, $3, 0, '{}') on conflict do nothing",
+    let fresh = sqlx::query(
+        "insert into idempotency_keys (api_key_id, key, body_digest, status, response) \
+         values ($1, $2, $3, 0, '{}') on conflict do nothing",
+    )
+    .bind(principal.key_id)
+    .bind(&key)
+    .bind(&digest)
+    .execute(&mut *tx)
+    .await?;
+    if fresh.rows_affected() == 0 {
+        let (stored_digest, status, response): (Vec<u8>, i16, serde_json::Value) = sqlx::query_as(
+            "select body_digest, status, response from idempotency_keys where api_key_id = $1 and key = $2",
         )
         .bind(principal.key_id)
-        .bind(key)
-        .bind(&digest)
-        .execute(&mut *tx)
+        .bind(&key)
+        .fetch_one(&mut *tx)
         .await?;
-        if fresh.rows_affected() == 0 {
-            let (stored_digest, status, response): (Vec<u8>, i16, serde_json::Value) = sqlx::query_as(
-                "select body_digest, status, response from idempotency_keys where api_key_id = $1 and key = $2",
-            )
-            .bind(principal.key_id)
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await?;
-            if stored_digest != digest {
-                return Err(ApiError::client(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used with a different body",
-                ));
-            }
-            let location = response
-                .get("id")
-                .and_then(|v| v.as_str())
-                .map(|id| format!("/v1/erasure-requests/{id}"));
-            let mut reply = HttpResponse::build(
-                StatusCode::from_u16(status as u16).unwrap_or(StatusCode::ACCEPTED),
-            );
-            if let Some(location) = location {
-                reply.insert_header(("Location", location));
-            }
-            reply.insert_header(("Idempotent-Replayed", "true"));
-            return Ok(reply.json(response));
+        if stored_digest != digest {
+            return Err(ApiError::client(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different body",
+            ));
         }
+        let location = response
+            .get("id")
+            .and_then(|v| v.as_str())
+            .map(|id| format!("/v1/erasure-requests/{id}"));
+        let mut reply = HttpResponse::build(
+            StatusCode::from_u16(status as u16).unwrap_or(StatusCode::ACCEPTED),
+        );
+        if let Some(location) = location {
+            reply.insert_header(("Location", location));
+        }
+        reply.insert_header(("Idempotent-Replayed", "true"));
+        return Ok(reply.json(response));
     }
-    let actor = audit::key_actor(principal.key_id);
     let inserted = requests::insert_many(
         &mut tx,
         std::slice::from_ref(&new),
@@ -185,35 +196,44 @@ pub async fn create(
         None,
         Utc::now(),
     )
-    .await?;
-    if let [Inserted::DuplicateOf(existing)] = inserted[..] {
-        return Err(duplicate(existing));
-    }
-    let created = requests::get_in(&mut tx, id)
-        .await?
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("request vanished")))?;
-    let body = serde_json::to_value(&created).map_err(anyhow::Error::from)?;
-    if let Some(key) = &idempotency_key {
+    .await
+    .map_err(duplicate_race)?;
+    if let [Inserted::Created(created)] = &inserted[..] {
         sqlx::query("update idempotency_keys set status = 202, response = $3 where api_key_id = $1 and key = $2")
             .bind(principal.key_id)
-            .bind(key)
-            .bind(&body)
+            .bind(&key)
+            .bind(serde_json::to_value(created).map_err(anyhow::Error::from)?)
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await.map_err(|e| {
-        if violates(&e, "erasure_requests_one_open_per_subject") {
-            ApiError::conflict(
-                "duplicate_request",
-                "an open erasure request for this target was just created",
-            )
-        } else {
-            e.into()
-        }
-    })?;
-    Ok(HttpResponse::Accepted()
-        .insert_header(("Location", format!("/v1/erasure-requests/{id}")))
-        .json(body))
+    let reply = accepted(inserted)?;
+    tx.commit().await?;
+    Ok(reply)
+}
+
+/// 202 with the new request, or 409 naming the open one.
+fn accepted(inserted: Vec<Inserted>) -> Result<HttpResponse, ApiError> {
+    match inserted.into_iter().next() {
+        Some(Inserted::Created(created)) => Ok(HttpResponse::Accepted()
+            .insert_header(("Location", format!("/v1/erasure-requests/{}", created.id)))
+            .json(created)),
+        Some(Inserted::DuplicateOf(existing)) => Err(duplicate(existing)),
+        None => Err(ApiError::Internal(anyhow::anyhow!(
+            "intake returned nothing"
+        ))),
+    }
+}
+
+/// Two submissions of one target at the same moment: the loser hits the unique index.
+fn duplicate_race(e: sqlx::Error) -> ApiError {
+    if violates(&e, "erasure_requests_one_open_per_subject") {
+        ApiError::conflict(
+            "duplicate_request",
+            "an open erasure request for this target was just created",
+        )
+    } else {
+        e.into()
+    }
 }
 
 /// The outcome of one item of a batch.
@@ -324,10 +344,10 @@ pub async fn batch(
     for (slot, outcome) in slots.into_iter().zip(inserted) {
         let item = &mut items[slot];
         match outcome {
-            Inserted::Created(id) => {
+            Inserted::Created(request) => {
                 created += 1;
                 item.status = "created".into();
-                item.id = Some(id);
+                item.id = Some(request.id);
             }
             Inserted::DuplicateOf(id) => {
                 duplicates += 1;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::seal::Sealer;
 use crate::store::{self, Db, steps};
-use crate::upstream::Upstream;
+use crate::upstream::{Admission, Upstream};
 
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -77,7 +77,8 @@ impl Engine {
         tracing::info!(concurrency = self.settings.concurrency, "workers started");
         while !shutdown.is_cancelled() {
             while running.try_join_next().is_some() {}
-            if let Some(wait) = self.upstream.breaker.wait() {
+            let admission = self.upstream.breaker.admit();
+            if let Admission::Wait(wait) = admission {
                 tokio::select! {
                     _ = tokio::time::sleep(wait.min(self.settings.poll)) => {}
                     _ = shutdown.cancelled() => break,
@@ -88,29 +89,30 @@ impl Engine {
                 p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
                 _ = shutdown.cancelled() => break,
             };
-            let free = 1 + slots.available_permits();
-            let claimed =
-                match steps::claim(&self.db, free.min(64) as i64, self.settings.lease).await {
-                    Ok(claimed) => claimed,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "claiming steps failed; retrying");
-                        drop(permit);
-                        tokio::select! {
-                            _ = tokio::time::sleep(self.settings.poll) => {}
-                            _ = shutdown.cancelled() => break,
-                        }
-                        continue;
+            // While the breaker probes, one step goes; otherwise as many as there are free slots.
+            let wanted = match admission {
+                Admission::Probe => 1,
+                _ => (1 + slots.available_permits()).min(64),
+            };
+            let claimed = steps::claim(&self.db, wanted as i64, self.settings.lease).await;
+            let claimed = match claimed {
+                Ok(claimed) if !claimed.is_empty() => claimed,
+                other => {
+                    if admission == Admission::Probe {
+                        self.upstream.breaker.probe_unused();
                     }
-                };
-            if claimed.is_empty() {
-                drop(permit);
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(self.settings.poll) => {}
-                    _ = shutdown.cancelled() => break,
+                    drop(permit);
+                    if let Err(e) = other {
+                        tracing::warn!(error = %e, "claiming steps failed; retrying");
+                    }
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep(self.settings.poll) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
                 }
-                continue;
-            }
+            };
             let mut permit = Some(permit);
             for step in claimed {
                 let permit = match permit.take() {

@@ -4,11 +4,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 use sqlx::{PgConnection, Postgres, Transaction};
+
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::Db;
 use super::audit::{self, Entry};
-use super::{Db, READY_CHANNEL};
 use crate::domain::{Action, Scope, State, StepKind, StepState};
 
 /// A request as the API shows it. Never holds the target id.
@@ -69,17 +70,18 @@ pub struct NewRequest {
 }
 
 /// What became of one item of an intake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Inserted {
-    Created(Uuid),
+    Created(Box<ErasureRequest>),
     /// An open request for the same target exists.
     DuplicateOf(Uuid),
 }
 
-/// Inserts requests with their steps and "received" audit entries, in the caller's transaction.
-/// Items whose target already has an open request are not inserted.
+/// Inserts requests with their steps and "received" audit entries in one statement (atomic on
+/// its own, or part of the caller's transaction). Items whose target already has an open request
+/// (possibly one earlier in the same call) are not inserted.
 pub async fn insert_many(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     items: &[NewRequest],
     requested_by: Uuid,
     actor: &str,
@@ -89,6 +91,8 @@ pub async fn insert_many(
     if items.is_empty() {
         return Ok(vec![]);
     }
+    // The request is answered from memory: keep its times as PostgreSQL will.
+    let received_at = as_stored(received_at);
     let due_at = crate::domain::due_at(received_at, 0);
     let ids: Vec<Uuid> = items.iter().map(|i| i.id).collect();
     let scopes: Vec<&str> = items.iter().map(|i| i.scope.as_str()).collect();
@@ -99,17 +103,70 @@ pub async fn insert_many(
         .map(|i| i.external_reference.as_deref())
         .collect();
     let states: Vec<&str> = items.iter().map(|i| i.state.as_str()).collect();
-    let not_before: Vec<Option<DateTime<Utc>>> = items.iter().map(|i| i.not_before).collect();
+    let not_before: Vec<Option<DateTime<Utc>>> =
+        items.iter().map(|i| i.not_before.map(as_stored)).collect();
+    // Steps of every item (those of items not inserted are filtered out in SQL).
+    let mut steps: Vec<Vec<Step>> = Vec::with_capacity(items.len());
+    let (mut s_req, mut s_ord, mut s_kind, mut s_state, mut s_run) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for item in items {
+        let run_at = item
+            .not_before
+            .map(as_stored)
+            .unwrap_or(received_at)
+            .max(received_at);
+        let item_steps: Vec<Step> = item
+            .scope
+            .steps()
+            .iter()
+            .enumerate()
+            .map(|(n, kind)| Step {
+                request_id: item.id,
+                kind: *kind,
+                state: match (n, item.state) {
+                    (0, State::Queued) => StepState::Ready,
+                    (0, _) => StepState::Paused,
+                    _ => StepState::Waiting,
+                },
+                attempts: 0,
+                last_error: None,
+                run_at,
+                detail: None,
+            })
+            .collect();
+        for (n, step) in item_steps.iter().enumerate() {
+            s_req.push(item.id);
+            s_ord.push(n as i16);
+            s_kind.push(step_kind_str(step.kind));
+            s_state.push(step_state_str(step.state));
+            s_run.push(step.run_at);
+        }
+        steps.push(item_steps);
+    }
     let created: Vec<Uuid> = sqlx::query_scalar(
-        "insert into erasure_requests (id, scope, subject_ref, target_sealed, external_reference, \
-             state, not_before, received_at, due_at, requested_by, batch_id) \
-         select u.id, u.scope, u.subject_ref, u.sealed, u.external, u.state, u.not_before, $8, $9, $10, $11 \
-         from unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[], \
-                     $7::timestamptz[]) as u(id, scope, subject_ref, sealed, external, state, not_before) \
-         on conflict (subject_ref) \
-             where state in ('pending_approval', 'queued', 'in_progress', 'failed', 'on_hold') \
-             do nothing \
-         returning id",
+        "with ins as ( \
+             insert into erasure_requests (id, scope, subject_ref, target_sealed, external_reference, \
+                 state, not_before, received_at, due_at, requested_by, batch_id) \
+             select u.id, u.scope, u.subject_ref, u.sealed, u.external, u.state, u.not_before, $8, $9, $10, $11 \
+             from unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[], \
+                         $7::timestamptz[]) as u(id, scope, subject_ref, sealed, external, state, not_before) \
+             on conflict (subject_ref) \
+                 where state in ('pending_approval', 'queued', 'in_progress', 'failed', 'on_hold') \
+                 do nothing \
+             returning id, scope, state, subject_ref \
+         ), new_steps as ( \
+             insert into steps (request_id, ordinal, kind, state, run_at) \
+             select s.request_id, s.ordinal, s.kind, s.state, s.run_at \
+             from unnest($12::uuid[], $13::int2[], $14::text[], $15::text[], $16::timestamptz[]) \
+                 as s(request_id, ordinal, kind, state, run_at) \
+             join ins on ins.id = s.request_id \
+         ), received as ( \
+             insert into audit_entries (request_id, subject_ref, actor, event, data) \
+             select id, subject_ref, $17, 'received', \
+                 jsonb_build_object('scope', scope, 'state', state, 'batch_id', $11::uuid) \
+             from ins \
+         ) \
+         select id from ins",
     )
     .bind(&ids)
     .bind(&scopes)
@@ -122,85 +179,60 @@ pub async fn insert_many(
     .bind(due_at)
     .bind(requested_by)
     .bind(batch_id)
-    .fetch_all(&mut **tx)
-    .await?;
-    let created: std::collections::HashSet<Uuid> = created.into_iter().collect();
-
-    // Steps: the first is ready (or paused until approval), the rest wait.
-    let (mut s_req, mut s_ord, mut s_kind, mut s_state, mut s_run) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let mut any_ready = false;
-    for item in items.iter().filter(|i| created.contains(&i.id)) {
-        for (n, kind) in item.scope.steps().iter().enumerate() {
-            let state = match (n, item.state) {
-                (0, State::Queued) => {
-                    any_ready = true;
-                    StepState::Ready
-                }
-                (0, _) => StepState::Paused,
-                _ => StepState::Waiting,
-            };
-            s_req.push(item.id);
-            s_ord.push(n as i16);
-            s_kind.push(step_kind_str(*kind));
-            s_state.push(step_state_str(state));
-            s_run.push(item.not_before.unwrap_or(received_at).max(received_at));
-        }
-    }
-    sqlx::query(
-        "insert into steps (request_id, ordinal, kind, state, run_at) \
-         select * from unnest($1::uuid[], $2::int2[], $3::text[], $4::text[], $5::timestamptz[])",
-    )
     .bind(&s_req)
     .bind(&s_ord)
     .bind(&s_kind)
     .bind(&s_state)
     .bind(&s_run)
-    .execute(&mut **tx)
-    .await?;
-
-    let created_items: Vec<&NewRequest> =
-        items.iter().filter(|i| created.contains(&i.id)).collect();
-    let a_req: Vec<Uuid> = created_items.iter().map(|i| i.id).collect();
-    let a_ref: Vec<&str> = created_items
-        .iter()
-        .map(|i| i.subject_ref.as_str())
-        .collect();
-    let a_data: Vec<serde_json::Value> = created_items
-        .iter()
-        .map(|i| json!({"scope": i.scope, "state": i.state, "batch_id": batch_id}))
-        .collect();
-    sqlx::query(
-        "insert into audit_entries (request_id, subject_ref, actor, event, data) \
-         select r, s, $3, 'received', d from unnest($1::uuid[], $2::text[], $4::jsonb[]) as u(r, s, d)",
-    )
-    .bind(&a_req)
-    .bind(&a_ref)
     .bind(actor)
-    .bind(&a_data)
-    .execute(&mut **tx)
+    .fetch_all(&mut *conn)
     .await?;
-    if any_ready {
-        notify_ready(tx).await?;
-    }
+    let created: std::collections::HashSet<Uuid> = created.into_iter().collect();
 
-    // Items not created collide with an open request (possibly one earlier in this same call).
     let mut out = Vec::with_capacity(items.len());
-    for item in items {
+    for (item, steps) in items.iter().zip(steps) {
         if created.contains(&item.id) {
-            out.push(Inserted::Created(item.id));
+            out.push(Inserted::Created(Box::new(ErasureRequest {
+                id: item.id,
+                scope: item.scope,
+                state: item.state,
+                subject_ref: item.subject_ref.clone(),
+                external_reference: item.external_reference.clone(),
+                not_before: item.not_before.map(as_stored),
+                received_at,
+                due_at,
+                extended_months: 0,
+                completed_at: None,
+                outcome: None,
+                failure_reason: None,
+                hold_legal_basis: None,
+                hold_note: None,
+                requested_by,
+                approved_by: None,
+                batch_id,
+                steps,
+            })));
         } else {
             let existing: Uuid = sqlx::query_scalar(
                 "select id from erasure_requests where subject_ref = $1 \
                  and state in ('pending_approval', 'queued', 'in_progress', 'failed', 'on_hold')",
             )
             .bind(&item.subject_ref)
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *conn)
             .await?;
             out.push(Inserted::DuplicateOf(existing));
         }
     }
     Ok(out)
+}
+
+/// A time as sqlx sends it to PostgreSQL: whole microseconds since 2000-01-01, truncated.
+fn as_stored(t: DateTime<Utc>) -> DateTime<Utc> {
+    let epoch =
+        DateTime::<Utc>::from_timestamp(946_684_800, 0).expect("2000-01-01 is a valid time");
+    (t - epoch)
+        .num_microseconds()
+        .map_or(t, |us| epoch + chrono::Duration::microseconds(us))
 }
 
 fn step_kind_str(kind: StepKind) -> &'static str {
@@ -222,15 +254,6 @@ fn step_state_str(state: StepState) -> &'static str {
         StepState::Failed => "failed",
         StepState::Cancelled => "cancelled",
     }
-}
-
-/// Wakes the workers once the transaction commits.
-pub async fn notify_ready(conn: &mut PgConnection) -> sqlx::Result<()> {
-    sqlx::query("select pg_notify($1, '')")
-        .bind(READY_CHANNEL)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// One request with its steps.
@@ -400,7 +423,6 @@ pub async fn act(
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            notify_ready(&mut tx).await?;
         }
         Action::Hold => {
             sqlx::query(
@@ -494,5 +516,5 @@ async fn resume_steps(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> sqlx::Res
     .bind(id)
     .execute(&mut **tx)
     .await?;
-    notify_ready(tx).await
+    Ok(())
 }

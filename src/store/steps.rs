@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use super::Db;
 use super::audit::{self, Entry};
-use super::requests::notify_ready;
 use crate::domain::{Scope, StepKind};
 
 /// A step a worker holds.
@@ -91,9 +90,6 @@ pub async fn rescue(db: &Db) -> sqlx::Result<u64> {
     )
     .execute(&mut *tx)
     .await?;
-    if done.rows_affected() > 0 {
-        notify_ready(&mut tx).await?;
-    }
     tx.commit().await?;
     Ok(done.rows_affected())
 }
@@ -191,9 +187,7 @@ pub async fn finish(
             .bind(c.ordinal + 1)
             .execute(&mut *tx)
             .await?;
-            if next.rows_affected() == 1 {
-                notify_ready(&mut tx).await?;
-            } else {
+            if next.rows_affected() == 0 {
                 complete_request(&mut tx, c).await?;
             }
         }

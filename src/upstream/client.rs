@@ -183,8 +183,10 @@ impl Upstream {
         let url = format!("{}{}", self.settings.api_url, path);
         let mut stale: Option<Arc<Token>> = None;
         for attempt in 0..2 {
-            self.limiter.acquire().await;
+            // A concurrency slot first, then the rate slot: calls that waited for a slot must not
+            // leave together in a burst.
             let _slot = self.slots.acquire().await.expect("semaphore never closed");
+            self.limiter.acquire().await;
             // The token is taken after the waits, so it cannot expire while queued.
             let token = self.token(stale.is_some(), stale.as_ref()).await?;
             let started = Instant::now();

@@ -7,7 +7,7 @@ mod client;
 mod politeness;
 
 pub use client::{CallError, Upstream};
-pub use politeness::{Breaker, RateLimiter};
+pub use politeness::{Admission, Breaker, RateLimiter};
 
 use serde_json::Value;
 

@@ -33,21 +33,42 @@ impl RateLimiter {
 }
 
 /// Opens after `THRESHOLD` consecutive failures (5xx, time-outs, connection errors); while open,
-/// workers claim nothing. After the cool-down one probe goes through: success closes it, failure
-/// reopens it for twice as long (up to `MAX_COOLDOWN`).
+/// workers claim nothing. After the cool-down exactly one probe is admitted: its success closes the
+/// breaker, its failure reopens it for twice as long (up to `MAX_COOLDOWN`).
 pub struct Breaker {
     state: Mutex<BreakerState>,
 }
 
 struct BreakerState {
-    failures: u32,
-    open_until: Option<Instant>,
+    mode: Mode,
     cooldown: Duration,
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    Probing { since: Instant },
+}
+
+/// What a worker may do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Dispatch normally.
+    Go,
+    /// Dispatch one step only: it probes whether the upstream is back.
+    Probe,
+    /// Dispatch nothing for this long.
+    Wait(Duration),
 }
 
 const THRESHOLD: u32 = 5;
 const MIN_COOLDOWN: Duration = Duration::from_secs(2);
 const MAX_COOLDOWN: Duration = Duration::from_secs(60);
+/// A probe that reports nothing within this time is replaced by another.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often others look again while a probe is out.
+const PROBE_POLL: Duration = Duration::from_millis(200);
 
 impl Default for Breaker {
     fn default() -> Self {
@@ -59,46 +80,79 @@ impl Breaker {
     pub fn new() -> Self {
         Self {
             state: Mutex::new(BreakerState {
-                failures: 0,
-                open_until: None,
+                mode: Mode::Closed { failures: 0 },
                 cooldown: MIN_COOLDOWN,
             }),
         }
     }
 
-    /// How long to wait before dispatching; `None` when calls may go.
-    pub fn wait(&self) -> Option<Duration> {
-        let state = self.state.lock().expect("breaker lock");
-        let until = state.open_until?;
-        until.checked_duration_since(Instant::now())
+    /// Whether to dispatch now.
+    pub fn admit(&self) -> Admission {
+        let mut state = self.state.lock().expect("breaker lock");
+        let now = Instant::now();
+        match state.mode {
+            Mode::Closed { .. } => Admission::Go,
+            Mode::Open { until } if now < until => Admission::Wait(until - now),
+            Mode::Probing { since } if now < since + PROBE_TIMEOUT => Admission::Wait(PROBE_POLL),
+            Mode::Open { .. } | Mode::Probing { .. } => {
+                state.mode = Mode::Probing { since: now };
+                Admission::Probe
+            }
+        }
     }
 
-    /// True while open (for metrics and status).
+    /// The admitted probe found nothing to do: let the next admission probe instead.
+    pub fn probe_unused(&self) {
+        let mut state = self.state.lock().expect("breaker lock");
+        if let Mode::Probing { .. } = state.mode {
+            state.mode = Mode::Open {
+                until: Instant::now(),
+            };
+        }
+    }
+
+    /// True unless closed (for metrics and status).
     pub fn is_open(&self) -> bool {
-        self.wait().is_some()
+        !matches!(
+            self.state.lock().expect("breaker lock").mode,
+            Mode::Closed { .. }
+        )
     }
 
     pub fn success(&self) {
         let mut state = self.state.lock().expect("breaker lock");
-        state.failures = 0;
-        state.open_until = None;
+        if !matches!(state.mode, Mode::Closed { .. }) {
+            tracing::info!("upstream answers again: circuit closed");
+        }
+        state.mode = Mode::Closed { failures: 0 };
         state.cooldown = MIN_COOLDOWN;
     }
 
     pub fn failure(&self) {
         let mut state = self.state.lock().expect("breaker lock");
-        state.failures += 1;
-        let half_open = state.open_until.is_some();
-        if state.failures >= THRESHOLD || half_open {
-            if half_open {
-                state.cooldown = (state.cooldown * 2).min(MAX_COOLDOWN);
-            }
-            state.open_until = Some(Instant::now() + state.cooldown);
-            if !half_open {
+        let now = Instant::now();
+        match state.mode {
+            Mode::Closed { failures } if failures + 1 >= THRESHOLD => {
+                state.mode = Mode::Open {
+                    until: now + state.cooldown,
+                };
                 tracing::warn!(
                     cooldown_secs = state.cooldown.as_secs_f64(),
                     "upstream failing: circuit opened"
                 );
+            }
+            Mode::Closed { failures } => {
+                state.mode = Mode::Closed {
+                    failures: failures + 1,
+                }
+            }
+            // Calls that were already in flight when it opened change nothing.
+            Mode::Open { .. } => {}
+            Mode::Probing { .. } => {
+                state.cooldown = (state.cooldown * 2).min(MAX_COOLDOWN);
+                state.mode = Mode::Open {
+                    until: now + state.cooldown,
+                };
             }
         }
     }
@@ -134,7 +188,37 @@ mod tests {
         assert!(!b.is_open(), "a success resets the count");
         b.failure();
         assert!(b.is_open());
+        assert!(matches!(b.admit(), Admission::Wait(_)));
         b.success();
         assert!(!b.is_open());
+        assert_eq!(b.admit(), Admission::Go);
+    }
+
+    #[test]
+    fn one_probe_at_a_time_and_a_failed_probe_doubles_the_cooldown() {
+        let b = Breaker::new();
+        for _ in 0..THRESHOLD {
+            b.failure();
+        }
+        // Pretend the cool-down is over.
+        b.state.lock().unwrap().mode = Mode::Open {
+            until: Instant::now(),
+        };
+        assert_eq!(b.admit(), Admission::Probe);
+        assert!(matches!(b.admit(), Admission::Wait(_)), "only one probe");
+        b.failure();
+        assert_eq!(b.state.lock().unwrap().cooldown, MIN_COOLDOWN * 2);
+        for _ in 0..10 {
+            b.failure(); // stragglers while open
+        }
+        assert_eq!(b.state.lock().unwrap().cooldown, MIN_COOLDOWN * 2);
+        b.state.lock().unwrap().mode = Mode::Open {
+            until: Instant::now(),
+        };
+        assert_eq!(b.admit(), Admission::Probe);
+        b.probe_unused();
+        assert_eq!(b.admit(), Admission::Probe, "an unused probe is handed on");
+        b.success();
+        assert_eq!(b.admit(), Admission::Go);
     }
 }
