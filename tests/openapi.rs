@@ -2,8 +2,9 @@
 
 #[test]
 fn committed_openapi_matches_the_code() {
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
-        .expect("openapi/openapi.json is committed");
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+            .expect("openapi/openapi.json is committed");
     let generated = erasure::api::openapi_json();
     assert!(
         committed == generated,
@@ -16,11 +17,24 @@ fn committed_openapi_matches_the_code() {
 fn every_v1_route_is_documented_and_needs_a_key() {
     let doc: serde_json::Value = serde_json::from_str(&erasure::api::openapi_json()).unwrap();
     let paths = doc["paths"].as_object().unwrap();
-    for path in ["/v1/erasure-requests", "/v1/erasure-requests/batch", "/v1/erasure-requests/{id}", "/v1/erasure-requests/{id}/{action}"] {
-        let item = paths.get(path).unwrap_or_else(|| panic!("{path} is not documented"));
+    for path in [
+        "/v1/erasure-requests",
+        "/v1/erasure-requests/batch",
+        "/v1/erasure-requests/{id}",
+        "/v1/erasure-requests/{id}/{action}",
+    ] {
+        let item = paths
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} is not documented"));
         for (_, op) in item.as_object().unwrap() {
-            assert!(op["security"].is_array(), "{path} must declare its bearer security");
+            assert!(
+                op["security"].is_array(),
+                "{path} must declare its bearer security"
+            );
         }
     }
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
 }

@@ -25,17 +25,20 @@ pub async fn fresh_database() -> String {
         "PostgreSQL must run on 127.0.0.1:5432 (pg_ctlcluster --skip-systemctl-redirect 15 main start)",
     );
     if COUNTER.fetch_add(0, Ordering::SeqCst) == 0 {
-        let stale: Vec<String> = sqlx::query_scalar("select datname from pg_database where datname like 'erasure_t_%'")
-            .fetch_all(&admin)
-            .await
-            .unwrap();
+        let stale: Vec<String> =
+            sqlx::query_scalar("select datname from pg_database where datname like 'erasure_t_%'")
+                .fetch_all(&admin)
+                .await
+                .unwrap();
         for name in stale {
             let pid: Option<i32> = name.split('_').nth(2).and_then(|p| p.parse().ok());
             let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
             if !alive {
-                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("drop database if exists \"{name}\" with (force)")))
-                    .execute(&admin)
-                    .await;
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "drop database if exists \"{name}\" with (force)"
+                )))
+                .execute(&admin)
+                .await;
             }
         }
     }
@@ -178,13 +181,26 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
-        let r = self.http.post(self.url(path)).bearer_auth(key).json(&body).send().await.unwrap();
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
-        let r = self.http.get(self.url(path)).bearer_auth(key).send().await.unwrap();
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -192,7 +208,11 @@ impl TestApp {
     /// Submits an erasure and returns its id (asserting 202).
     pub async fn submit(&self, scope: &str, target: &str) -> String {
         let (status, body) = self
-            .post("/v1/erasure-requests", &self.requester, json!({"scope": scope, "target_id": target}))
+            .post(
+                "/v1/erasure-requests",
+                &self.requester,
+                json!({"scope": scope, "target_id": target}),
+            )
             .await;
         assert_eq!(status, 202, "{body}");
         body["id"].as_str().unwrap().to_string()
@@ -202,7 +222,9 @@ impl TestApp {
     pub async fn wait_state(&self, id: &str, state: &str, secs: u64) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
-            let (status, body) = self.get(&format!("/v1/erasure-requests/{id}"), &self.auditor).await;
+            let (status, body) = self
+                .get(&format!("/v1/erasure-requests/{id}"), &self.auditor)
+                .await;
             assert_eq!(status, 200, "{body}");
             if body["state"] == state {
                 return body;
@@ -239,11 +261,13 @@ impl TestApp {
 
     /// Audit events of a request, oldest first.
     pub async fn audit_events(&self, id: &str) -> Vec<String> {
-        sqlx::query_scalar("select event from audit_entries where request_id = $1::uuid order by id")
-            .bind(id)
-            .fetch_all(&self.db)
-            .await
-            .unwrap()
+        sqlx::query_scalar(
+            "select event from audit_entries where request_id = $1::uuid order by id",
+        )
+        .bind(id)
+        .fetch_all(&self.db)
+        .await
+        .unwrap()
     }
 
     pub async fn stop(mut self) {
