@@ -151,6 +151,10 @@ fn field_error<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> ApiEr
         if let Some(rest) = inner.strip_prefix(prefix)
             && let Some(name) = rest.split('`').next()
         {
+            // An unknown name is the client's own text: repeat it only when it is harmless.
+            if !crate::domain::validate::safe_to_echo(name) {
+                return ApiError::field("(unnamed field)", why);
+            }
             return ApiError::field(named(name), why);
         }
     }

@@ -437,8 +437,13 @@ fn parse_csv_batch(bytes: &[u8]) -> Result<Parsed, ApiError> {
         .iter()
         .find(|h| !known.iter().any(|k| h.eq_ignore_ascii_case(k)))
     {
+        let shown = if validate::safe_to_echo(unknown) {
+            unknown
+        } else {
+            "(unnamed column)"
+        };
         return Err(ApiError::field(
-            format!("csv.{unknown}"),
+            format!("csv.{shown}"),
             "unknown column; expected scope,target_id[,external_reference][,not_before]",
         ));
     }

@@ -19,6 +19,10 @@ impl TargetId {
         if !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err("must be a numeric upstream id (digits only)");
         }
+        // "042" and "42" would get different pseudonyms for what may be one upstream id.
+        if text.len() > 1 && text.starts_with('0') {
+            return Err("must not start with 0 (upstream ids have no leading zeros)");
+        }
         Ok(Self(text.to_string()))
     }
 
@@ -169,6 +173,12 @@ pub fn timestamp(
     }
 }
 
+/// Whether a client-chosen name (an unknown field or column) may be repeated in an error body:
+/// short, and not looking like personal data.
+pub fn safe_to_echo(name: &str) -> bool {
+    name.chars().count() <= 64 && free_text(name, 64).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +189,8 @@ mod tests {
         assert_eq!(TargetId::parse(" 42 ").unwrap().as_str(), "42");
         assert!(TargetId::parse("").is_err());
         assert!(TargetId::parse("12a").is_err());
+        assert!(TargetId::parse("042").is_err());
+        assert!(TargetId::parse("0").is_ok());
         assert!(TargetId::parse(&"1".repeat(33)).is_err());
     }
 
