@@ -100,6 +100,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         approval: Default::default(),
         db_pool: 20,
         http_workers: 2,
+        checkpoint_every: std::time::Duration::from_secs(10),
     })
     .await?;
     let addr = running.addr.expect("the demo runs the API");

@@ -1,6 +1,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use erasure::audit::checkpoint::Signer;
+use erasure::audit::verify;
 use erasure::config::{ApprovalPolicy, DbArgs, EngineArgs, Keys, UpstreamArgs};
 use erasure::domain::Role;
 use erasure::service::{self, ServiceConfig};
@@ -46,8 +48,8 @@ enum Command {
     },
     /// Audit log: public key and offline verification.
     Audit {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// The upstream simulator as its own server.
     Sim(sim::SimArgs),
@@ -66,6 +68,25 @@ enum KeysCommand {
         expires_in_days: Option<u32>,
         #[command(flatten)]
         db: DbArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print the verifier key of checkpoints (from ERASURE_SIGNING_KEY); it is public.
+    PublicKey,
+    /// Verify a receipt or an export offline, with only the public key. Exits 0 only when every
+    /// signature, proof and hash holds.
+    Verify {
+        /// A receipt (GET /v1/erasure-requests/{id}/receipt).
+        #[arg(long, conflicts_with = "export", required_unless_present = "export")]
+        receipt: Option<std::path::PathBuf>,
+        /// An export in JSON Lines (GET /v1/audit/export?format=jsonl).
+        #[arg(long)]
+        export: Option<std::path::PathBuf>,
+        /// The verifier key, or a file holding it (`erasure audit public-key`).
+        #[arg(long)]
+        public_key: String,
     },
 }
 
@@ -105,6 +126,9 @@ struct CommonArgs {
     /// HTTP worker threads.
     #[arg(long, env = "ERASURE_HTTP_WORKERS", default_value_t = 2)]
     http_workers: usize,
+    /// Seconds between audit checkpoints (signed only when the log grew).
+    #[arg(long, env = "ERASURE_CHECKPOINT_SECS", default_value_t = 10.0)]
+    checkpoint_secs: f64,
 }
 
 impl CommonArgs {
@@ -129,6 +153,7 @@ impl CommonArgs {
             approval: self.approval,
             db_pool: self.db_pool,
             http_workers: self.http_workers,
+            checkpoint_every: std::time::Duration::from_secs_f64(self.checkpoint_secs.max(0.1)),
         })
     }
 }
@@ -188,11 +213,44 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let (_, key) = store::keys::create(&pool, role, label, expires).await?;
             println!("{key}");
         }
-        Command::Audit { .. } => {
-            eprintln!(
-                "erasure audit (public-key, verify) is not built yet: it arrives with the Merkle audit log (issue 4)"
-            );
-            return Ok(ExitCode::from(2));
+        Command::Audit {
+            command: AuditCommand::PublicKey,
+        } => {
+            let keys = Keys::from_env()?;
+            let signer = Signer::new(service::AUDIT_KEY_NAME, keys.signing.bytes());
+            println!("{}", signer.verifier_key());
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    receipt,
+                    export,
+                    public_key,
+                },
+        } => {
+            let key = match std::fs::read_to_string(&public_key) {
+                Ok(text) => text.trim().to_string(),
+                Err(_) => public_key.trim().to_string(),
+            };
+            let (path, is_receipt) = match (receipt, export) {
+                (Some(p), _) => (p, true),
+                (None, Some(p)) => (p, false),
+                (None, None) => anyhow::bail!("give --receipt FILE or --export FILE"),
+            };
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let verdict = if is_receipt {
+                verify::verify_receipt(&text, &key).map(|s| format!("{s:?}"))
+            } else {
+                verify::verify_export(&text, &key).map(|s| format!("{s:?}"))
+            };
+            match verdict {
+                Ok(summary) => println!("OK: {summary}"),
+                Err(e) => {
+                    eprintln!("FAILED: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
         }
         Command::Sim(args) => sim::run(args).await?,
     }

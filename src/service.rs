@@ -7,12 +7,19 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::audit::checkpoint::Signer;
+use crate::audit::log::AuditLog;
 use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
 use crate::config::{ApprovalPolicy, Keys, UpstreamSettings};
 use crate::engine::{Engine, EngineSettings};
 use crate::store::{self, Db};
 use crate::upstream::Upstream;
+
+/// The name of the checkpoint signing key (in signed notes and the verifier key).
+pub const AUDIT_KEY_NAME: &str = "erasure-audit";
+/// The origin line of checkpoints: which log they are of.
+pub const AUDIT_ORIGIN: &str = "erasure/audit-log/v1";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -27,6 +34,8 @@ pub struct ServiceConfig {
     pub approval: ApprovalPolicy,
     pub db_pool: u32,
     pub http_workers: usize,
+    /// How often the audit log is sequenced and a checkpoint signed (when it grew).
+    pub checkpoint_every: std::time::Duration,
 }
 
 /// A running service.
@@ -45,6 +54,20 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
     let mut tasks = Vec::new();
     let mut addr = None;
     let mut server = None;
+    let audit = Arc::new(AuditLog::new(
+        db.clone(),
+        Signer::new(AUDIT_KEY_NAME, config.keys.signing.bytes()),
+        AUDIT_ORIGIN,
+    ));
+    {
+        let audit = audit.clone();
+        let stop = shutdown.clone();
+        let every = config.checkpoint_every;
+        tasks.push(tokio::spawn(async move {
+            audit.run(every, stop).await;
+            Ok(())
+        }));
+    }
     if let Some(bind) = &config.bind {
         let listener = std::net::TcpListener::bind(bind)
             .with_context(|| format!("cannot listen on {bind}"))?;
@@ -57,6 +80,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
             ),
             sealer: sealer.clone(),
             approval: config.approval,
+            audit,
         };
         let http = api::serve(listener, state, config.http_workers)?;
         server = Some(http.handle());

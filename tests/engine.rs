@@ -240,6 +240,7 @@ async fn a_refused_token_is_a_permanent_failure_with_its_reason() {
         approval: Default::default(),
         db_pool: 5,
         http_workers: 1,
+        checkpoint_every: std::time::Duration::from_secs(10),
     })
     .await
     .unwrap();

@@ -1,10 +1,12 @@
 //! The HTTP API (actix-web): handlers by resource, errors as JSON, the OpenAPI document.
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod health;
 pub mod input;
 pub mod requests;
+pub mod subjects;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -12,6 +14,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::audit::log::AuditLog;
 use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
 use crate::config::ApprovalPolicy;
@@ -24,6 +27,7 @@ pub struct AppState {
     pub pseudonyms: Pseudonymizer,
     pub sealer: Sealer,
     pub approval: ApprovalPolicy,
+    pub audit: std::sync::Arc<AuditLog>,
 }
 
 #[derive(OpenApi)]
@@ -35,11 +39,13 @@ pub struct AppState {
     ),
     paths(
         requests::create, requests::batch, requests::list, requests::get_one, requests::act,
+        subjects::lookup,
+        audit::receipt, audit::checkpoint, audit::consistency, audit::entries, audit::export,
         health::healthz, health::readyz,
     ),
     components(schemas(requests::HoldBody, requests::ExtendBody, requests::NoteBody)),
     modifiers(&BearerAuth),
-    tags((name = "erasure requests"), (name = "operations"))
+    tags((name = "erasure requests"), (name = "subjects"), (name = "audit"), (name = "operations"))
 )]
 pub struct ApiDoc;
 
@@ -83,6 +89,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(requests::list)
         .service(requests::get_one)
         .service(requests::act)
+        .service(audit::receipt)
+        .service(audit::checkpoint)
+        .service(audit::consistency)
+        .service(audit::entries)
+        .service(audit::export)
+        .service(subjects::lookup)
         .service(
             SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()),
         );

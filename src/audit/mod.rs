@@ -1,5 +1,10 @@
-//! Proof of erasure without personal data. This part holds the pseudonyms and the sealing of
-//! identifiers while a request is open; the Merkle log and receipts build on it.
+//! Proof of erasure without personal data: pseudonyms, sealing of identifiers while a request is
+//! open, the Merkle audit log with signed checkpoints, receipts, and their offline verification.
 
+pub mod checkpoint;
+pub mod log;
+pub mod merkle;
 pub mod pseudonym;
+pub mod receipt;
 pub mod seal;
+pub mod verify;

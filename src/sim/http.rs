@@ -424,38 +424,33 @@ fn method_name(m: &actix_web::http::Method) -> Cow<'static, str> {
     })
 }
 
-/// Route templates of the journaled routes, most specific first.
-const ROUTES: &[&str] = &[
-    "/token",
-    "/v2.1/users/me",
-    "/v2.1/users/{id}",
-    "/v2.1/connections",
-    "/v2.1/connections/{id}",
-    "/v2.1/connections/{id}/synchronize",
-    "/v2.1/accounts",
-    "/v2.1/accounts/{id}",
-    "/v2.1/transactions",
-    "/v2.1/events",
-];
-
-/// The route template a path matches (without a trip through the router), or the path itself.
+/// The route template a journaled path matches (without a second trip through the router), or
+/// the path itself when it matches none.
 fn route_of(path: &str) -> Cow<'static, str> {
-    for route in ROUTES {
-        let mut p = path.split('/');
-        let mut r = route.split('/');
-        let matched = loop {
-            match (p.next(), r.next()) {
-                (None, None) => break true,
-                (Some(ps), Some("{id}")) if !ps.is_empty() => {}
-                (Some(ps), Some(rs)) if ps == rs => {}
-                _ => break false,
+    let found = if path == "/token" {
+        Some("/token")
+    } else {
+        path.strip_prefix("/v2.1/").and_then(|rest| {
+            let mut seg = rest.split('/');
+            let parts = (seg.next()?, seg.next(), seg.next(), seg.next());
+            let id = |s: &str| !s.is_empty();
+            match parts {
+                ("users", Some("me"), None, None) => Some("/v2.1/users/me"),
+                ("users", Some(i), None, None) if id(i) => Some("/v2.1/users/{id}"),
+                ("connections", None, None, None) => Some("/v2.1/connections"),
+                ("connections", Some(i), None, None) if id(i) => Some("/v2.1/connections/{id}"),
+                ("connections", Some(i), Some("synchronize"), None) if id(i) => {
+                    Some("/v2.1/connections/{id}/synchronize")
+                }
+                ("accounts", None, None, None) => Some("/v2.1/accounts"),
+                ("accounts", Some(i), None, None) if id(i) => Some("/v2.1/accounts/{id}"),
+                ("transactions", None, None, None) => Some("/v2.1/transactions"),
+                ("events", None, None, None) => Some("/v2.1/events"),
+                _ => None,
             }
-        };
-        if matched {
-            return Cow::Borrowed(route);
-        }
-    }
-    Cow::Owned(path.to_string())
+        })
+    };
+    found.map_or_else(|| Cow::Owned(path.to_string()), Cow::Borrowed)
 }
 
 pub(crate) async fn gate(

@@ -103,6 +103,9 @@ pub struct Channel {
     pub last_end_date: Option<i64>,
     #[serde(skip)]
     pub bank: Vec<BankAccount>,
+    /// How many of `bank` are associated (`linked`); 0 makes the channel EMPTY.
+    #[serde(skip)]
+    pub linked: usize,
 }
 
 impl Channel {
@@ -421,6 +424,7 @@ impl Store {
                 last_success_date: Some(last),
                 last_end_date: Some(last),
                 bank,
+                linked: 0,
             });
         }
         self.connections.insert(
@@ -466,6 +470,7 @@ impl Store {
         let id = self.alloc();
         let conn = self.connections.get_mut(&cid).expect("link: connection");
         let chan = &mut conn.channels[ci];
+        chan.linked += 1;
         let ba = &mut chan.bank[bi];
         ba.linked = Some(id);
         ba.history.push(id);
@@ -592,8 +597,9 @@ impl Store {
         conn.accounts.remove(&id);
         let chan = &mut conn.channels[ci];
         chan.bank[bi].linked = None;
+        chan.linked -= 1;
         let mut cascade = Cascade::default();
-        if chan.bank.iter().all(|b| b.linked.is_none()) {
+        if chan.linked == 0 {
             chan.status = "EMPTY";
             chan.expires = None;
             cascade.channel_emptied = true;

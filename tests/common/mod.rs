@@ -135,6 +135,7 @@ impl TestApp {
             approval: options.approval,
             db_pool: 20,
             http_workers: 2,
+            checkpoint_every: std::time::Duration::from_secs(10),
         };
         let running = service::start(config).await.unwrap();
         let base = format!("http://{}", running.addr.unwrap());
@@ -171,6 +172,7 @@ impl TestApp {
             approval: ApprovalPolicy::None,
             db_pool: 10,
             http_workers: 1,
+            checkpoint_every: std::time::Duration::from_secs(10),
         })
         .await
         .unwrap()

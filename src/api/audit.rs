@@ -1,0 +1,346 @@
+//! `/v1/audit/*` and receipts: the tamper-evident log, its checkpoints and proofs, exports.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, get, web};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ErrorBody};
+use super::input;
+use crate::audit::receipt::{self as receipts, NoReceipt};
+use crate::audit::{log, merkle};
+use crate::domain::{Role, State};
+use crate::store::requests;
+
+const AUDITORS: &[Role] = &[Role::Auditor];
+
+/// The newest signed checkpoint of the audit log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointView {
+    /// Number of entries (leaves) the checkpoint covers.
+    pub size: u64,
+    /// Merkle root (RFC 9162), base64.
+    pub root_hash: String,
+    /// The signed note (C2SP tlog-checkpoint), verifiable with the public key.
+    pub note: String,
+    pub created_at: DateTime<Utc>,
+    /// The verifier key (C2SP vkey) that signs checkpoints.
+    pub public_key: String,
+}
+
+/// The newest signed checkpoint (signing a new one first if the log grew).
+#[utoipa::path(get, path = "/v1/audit/checkpoint", tag = "audit",
+    responses((status = 200, body = CheckpointView), (status = 404, description = "The log is empty", body = ErrorBody)),
+    security(("bearer" = [])))]
+#[get("/v1/audit/checkpoint")]
+pub async fn checkpoint(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(AUDITORS)?;
+    let cp = state
+        .audit
+        .sync(true)
+        .await?
+        .ok_or_else(|| ApiError::not_found("checkpoint (the log is empty)"))?;
+    Ok(HttpResponse::Ok().json(CheckpointView {
+        size: cp.size,
+        root_hash: STANDARD.encode(cp.root),
+        note: cp.note,
+        created_at: cp.created_at,
+        public_key: state.audit.signer().verifier_key(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ConsistencyQuery {
+    /// The older tree size.
+    pub from: u64,
+    /// The newer tree size (default: the newest checkpoint).
+    pub to: Option<u64>,
+}
+
+/// A consistency proof between two sizes of the log (RFC 9162 2.1.4).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsistencyView {
+    pub from: u64,
+    pub to: u64,
+    /// Base64 hashes.
+    pub proof: Vec<String>,
+}
+
+/// Proves that the log of size `to` extends the log of size `from`.
+#[utoipa::path(get, path = "/v1/audit/consistency", tag = "audit", params(ConsistencyQuery),
+    responses((status = 200, body = ConsistencyView), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+#[get("/v1/audit/consistency")]
+pub async fn consistency(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(AUDITORS)?;
+    let q: ConsistencyQuery = input::query(&req)?;
+    let newest = log::latest(&state.db).await?.map_or(0, |c| c.size);
+    let to = q.to.unwrap_or(newest);
+    if to > newest {
+        return Err(ApiError::field(
+            "to",
+            format!("must be at most the newest checkpoint's size ({newest})"),
+        ));
+    }
+    if q.from == 0 || q.from > to {
+        return Err(ApiError::field("from", "must be between 1 and `to`"));
+    }
+    let hashes = log::leaf_hashes(&state.db, to).await?;
+    let proof = merkle::consistency_proof(&hashes, q.from as usize)
+        .iter()
+        .map(|h| STANDARD.encode(h))
+        .collect();
+    Ok(HttpResponse::Ok().json(ConsistencyView {
+        from: q.from,
+        to,
+        proof,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EntriesQuery {
+    /// Only the entries of this request.
+    pub request_id: Option<uuid::Uuid>,
+    /// Entries with a leaf index above this.
+    pub after: Option<u64>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+}
+
+/// Audit log entries (sequenced leaves), oldest first. No personal data: pseudonyms, request
+/// ids, key ids, counts.
+#[utoipa::path(get, path = "/v1/audit/entries", tag = "audit", params(EntriesQuery),
+    responses((status = 200, description = "`{entries: [{leaf_index, entry}], next_after}`"), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+#[get("/v1/audit/entries")]
+pub async fn entries(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(AUDITORS)?;
+    let q: EntriesQuery = input::query(&req)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 1000"));
+    }
+    let after = q.after.map_or(-1, |a| a.min(i64::MAX as u64) as i64);
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "select leaf_index, leaf from audit_leaves where leaf_index > $1 \
+         and ($2::uuid is null or request_id = $2) order by leaf_index limit $3",
+    )
+    .bind(after)
+    .bind(q.request_id)
+    .bind(limit as i64)
+    .fetch_all(&state.db)
+    .await?;
+    let next_after = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| r.0))
+        .flatten();
+    let entries: Vec<Value> = rows
+        .into_iter()
+        .map(|(i, leaf)| json!({"leaf_index": i, "entry": serde_json::from_str::<Value>(&leaf).unwrap_or(Value::Null)}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"entries": entries, "next_after": next_after})))
+}
+
+/// The receipt of a completed erasure: its audit entries, their inclusion proofs and a signed
+/// checkpoint. Verify it offline with `erasure audit verify --receipt F --public-key K`.
+#[utoipa::path(get, path = "/v1/erasure-requests/{id}/receipt", tag = "audit",
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "The receipt (format erasure-receipt/v1)"),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The request is not completed, or not sealed in a checkpoint yet", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[get("/v1/erasure-requests/{id}/receipt")]
+pub async fn receipt(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(AUDITORS)?;
+    let id = uuid::Uuid::parse_str(&path).map_err(|_| ApiError::field("id", "must be a UUID"))?;
+    let request = requests::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("erasure request"))?;
+    if request.state != State::Completed {
+        return Err(ApiError::conflict(
+            "receipt_not_available",
+            format!(
+                "the request is {}; a receipt proves a completed erasure",
+                request.state.as_str()
+            ),
+        ));
+    }
+    match receipts::build(&state.db, &state.audit, id, &request.subject_ref).await {
+        Ok(body) => Ok(HttpResponse::Ok().json(body)),
+        Err(NoReceipt::NotSealed) => Err(ApiError::client(
+            StatusCode::CONFLICT,
+            "not_sealed_yet",
+            "some entries of this request are not in a signed checkpoint yet; try again in a few seconds",
+        )),
+        Err(NoReceipt::Failed(e)) => Err(ApiError::Internal(e)),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// Entries at or after this time.
+    pub from: Option<DateTime<Utc>>,
+    /// Entries before this time.
+    pub to: Option<DateTime<Utc>>,
+    /// `jsonl` (default; verifiable with `erasure audit verify --export`) or `csv`.
+    pub format: Option<String>,
+}
+
+/// Leaves read per round trip while streaming an export.
+const EXPORT_CHUNK: i64 = 2_000;
+
+/// Export the audit log, streamed. JSON Lines start with a header carrying the signed
+/// checkpoint and a range proof, so the export verifies offline; the range is the contiguous run
+/// of leaves from the first to the last entry in the time window (entries are sequenced in commit
+/// order, so a few neighbours from just outside the window may be included).
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", params(ExportQuery),
+    responses((status = 200, description = "JSON Lines (erasure-export/v1) or CSV"), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+#[get("/v1/audit/export")]
+pub async fn export(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(AUDITORS)?;
+    let q: ExportQuery = input::query(&req)?;
+    let csv = match q.format.as_deref() {
+        None | Some("jsonl") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::field("format", "must be jsonl or csv")),
+    };
+    for (name, t) in [("from", q.from), ("to", q.to)] {
+        if let Some(t) = t {
+            crate::domain::validate::timestamp(t).map_err(|why| ApiError::field(name, why))?;
+        }
+    }
+    let cp = state.audit.sync(true).await?;
+    let size = cp.as_ref().map_or(0, |c| c.size);
+    let (start, end): (i64, i64) = sqlx::query_as(
+        "select coalesce(min(leaf_index), 0), coalesce(max(leaf_index) + 1, 0) from audit_leaves \
+         where leaf_index < $1 and ($2::timestamptz is null or at >= $2) and ($3::timestamptz is null or at < $3)",
+    )
+    .bind(size as i64)
+    .bind(q.from)
+    .bind(q.to)
+    .fetch_one(&state.db)
+    .await?;
+    let head = if csv {
+        "leaf_index,at,request_id,subject_ref,actor,event,data,leaf_sha256\n".to_string()
+    } else {
+        let hashes = log::leaf_hashes(&state.db, size).await?;
+        let proof: Vec<String> = merkle::range_proof(&hashes, start as usize, end as usize)
+            .iter()
+            .map(|h| STANDARD.encode(h))
+            .collect();
+        let header = json!({
+            "format": "erasure-export/v1", "start": start, "end": end, "size": size,
+            "checkpoint": cp.as_ref().map(|c| c.note.clone()), "range_proof": proof,
+        });
+        format!("{header}\n")
+    };
+    let db = state.db.clone();
+    let body = futures::stream::unfold(Some((start, Some(head))), move |cursor| {
+        let db = db.clone();
+        async move {
+            let (next, head) = cursor?;
+            if let Some(head) = head {
+                return Some((Ok(web::Bytes::from(head)), Some((next, None))));
+            }
+            if next >= end {
+                return None;
+            }
+            let rows: Result<Vec<(i64, String, Vec<u8>)>, _> = sqlx::query_as(
+                "select leaf_index, leaf, leaf_hash from audit_leaves where leaf_index >= $1 and leaf_index < $2 \
+                 order by leaf_index limit $3",
+            )
+            .bind(next)
+            .bind(end)
+            .bind(EXPORT_CHUNK)
+            .fetch_all(&db)
+            .await;
+            let rows = match rows {
+                Ok(rows) if !rows.is_empty() => rows,
+                Ok(_) => return None,
+                Err(e) => {
+                    tracing::error!(error = %e, "export stream failed");
+                    return Some((
+                        Err(actix_web::error::ErrorInternalServerError("export failed")),
+                        None,
+                    ));
+                }
+            };
+            let last = rows.last().map_or(next, |r| r.0) + 1;
+            let mut chunk = String::new();
+            for (index, leaf, hash) in rows {
+                if csv {
+                    chunk.push_str(&csv_line(index, &leaf, &hash));
+                } else {
+                    chunk.push_str(&json!({"leaf_index": index, "leaf": leaf}).to_string());
+                    chunk.push('\n');
+                }
+            }
+            Some((Ok(web::Bytes::from(chunk)), Some((last, None))))
+        }
+    });
+    let content_type = if csv {
+        "text/csv; charset=utf-8"
+    } else {
+        "application/x-ndjson"
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header(("X-Checkpoint-Size", size.to_string()))
+        .streaming(body))
+}
+
+fn csv_line(index: i64, leaf: &str, hash: &[u8]) -> String {
+    let entry: Value = serde_json::from_str(leaf).unwrap_or(Value::Null);
+    let field = |name: &str| match &entry[name] {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(vec![]);
+    let _ = writer.write_record([
+        index.to_string(),
+        field("at"),
+        field("request_id"),
+        field("subject_ref"),
+        field("actor"),
+        field("event"),
+        field("data"),
+        hex::encode(hash),
+    ]);
+    String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
+}

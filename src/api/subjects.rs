@@ -1,0 +1,104 @@
+//! `POST /v1/subjects/lookup`: was this target erased? The identifier is hashed into its
+//! pseudonym in memory; it is neither stored nor logged.
+
+use actix_web::{HttpRequest, HttpResponse, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::{Caller, READERS};
+use super::error::{ApiError, ErrorBody};
+use super::input;
+use crate::domain::validate::TargetId;
+use crate::domain::{Scope, State};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LookupBody {
+    #[serde(deserialize_with = "input::from_string")]
+    pub scope: Scope,
+    pub target_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LookupRequest {
+    pub id: Uuid,
+    pub state: State,
+    pub received_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+    /// Where the receipt of a completed erasure is.
+    pub receipt: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LookupResult {
+    /// True when a request for this target completed.
+    pub erased: bool,
+    /// When the first completed erasure of this target finished.
+    pub erased_at: Option<DateTime<Utc>>,
+    pub subject_ref: String,
+    /// Every request for this target, newest first.
+    pub requests: Vec<LookupRequest>,
+}
+
+/// Was this target erased, and when? Answers from the pseudonym; stores and logs nothing.
+#[utoipa::path(post, path = "/v1/subjects/lookup", tag = "subjects", request_body = LookupBody,
+    responses((status = 200, body = LookupResult), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+#[post("/v1/subjects/lookup")]
+pub async fn lookup(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(READERS)?;
+    let bytes = input::body(payload, input::MAX_BODY).await?;
+    input::require_json(&req, &bytes, false)?;
+    let body: LookupBody = input::json_object(&bytes)?;
+    let target =
+        TargetId::parse(&body.target_id).map_err(|why| ApiError::field("target_id", why))?;
+    let subject_ref = state.pseudonyms.subject_ref(body.scope, target.as_str());
+    type Row = (
+        Uuid,
+        State,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "select id, state, received_at, completed_at, outcome from erasure_requests \
+         where subject_ref = $1 order by received_at desc limit 100",
+    )
+    .bind(&subject_ref)
+    .fetch_all(&state.db)
+    .await?;
+    let requests: Vec<LookupRequest> = rows
+        .into_iter()
+        .map(
+            |(id, state, received_at, completed_at, outcome)| LookupRequest {
+                id,
+                state,
+                received_at,
+                completed_at,
+                outcome,
+                receipt: (state == State::Completed)
+                    .then(|| format!("/v1/erasure-requests/{id}/receipt")),
+            },
+        )
+        .collect();
+    let erased_at = requests
+        .iter()
+        .filter(|r| r.state == State::Completed)
+        .filter_map(|r| r.completed_at)
+        .min();
+    Ok(HttpResponse::Ok().json(LookupResult {
+        erased: erased_at.is_some(),
+        erased_at,
+        subject_ref,
+        requests,
+    }))
+}

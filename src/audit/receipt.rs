@@ -1,0 +1,69 @@
+//! Receipts: the proof that one request was erased, checkable offline with the public key
+//! (see `verify.rs` for the format).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::log::{self, AuditLog};
+use super::merkle;
+use crate::store::Db;
+
+/// Why a receipt cannot be given (yet).
+#[derive(Debug)]
+pub enum NoReceipt {
+    /// Some of the request's entries are not in a signed checkpoint yet (a transaction that began
+    /// earlier is still open); try again shortly.
+    NotSealed,
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for NoReceipt {
+    fn from(e: anyhow::Error) -> Self {
+        NoReceipt::Failed(e)
+    }
+}
+
+impl From<sqlx::Error> for NoReceipt {
+    fn from(e: sqlx::Error) -> Self {
+        NoReceipt::Failed(e.into())
+    }
+}
+
+/// Builds the receipt of a request: its entries, their inclusion proofs and a signed checkpoint.
+pub async fn build(
+    db: &Db,
+    log: &AuditLog,
+    request_id: Uuid,
+    subject_ref: &str,
+) -> Result<Value, NoReceipt> {
+    let checkpoint = log.sync(true).await?.ok_or(NoReceipt::NotSealed)?;
+    let total: i64 = sqlx::query_scalar("select count(*) from audit_entries where request_id = $1")
+        .bind(request_id)
+        .fetch_one(db)
+        .await?;
+    let leaves = log::leaves_of_request(db, request_id, checkpoint.size).await?;
+    if leaves.len() as i64 != total {
+        return Err(NoReceipt::NotSealed);
+    }
+    let hashes = log::leaf_hashes(db, checkpoint.size).await?;
+    let entries: Vec<Value> = leaves
+        .iter()
+        .map(|leaf| {
+            let proof: Vec<String> = merkle::inclusion_proof(&hashes, leaf.index as usize)
+                .iter()
+                .map(|h| STANDARD.encode(h))
+                .collect();
+            json!({"leaf_index": leaf.index, "leaf": leaf.leaf, "inclusion_proof": proof})
+        })
+        .collect();
+    Ok(json!({
+        "format": "erasure-receipt/v1",
+        "request_id": request_id,
+        "subject_ref": subject_ref,
+        "entry_count_for_request": entries.len(),
+        "checkpoint": checkpoint.note,
+        "entries": entries,
+    }))
+}
