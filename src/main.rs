@@ -240,9 +240,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
             let verdict = if is_receipt {
-                verify::verify_receipt(&text, &key).map(|s| format!("{s:?}"))
+                verify::verify_receipt(&text, &key).map(|s| s.to_string())
             } else {
-                verify::verify_export(&text, &key).map(|s| format!("{s:?}"))
+                verify::verify_export(&text, &key).map(|s| s.to_string())
             };
             match verdict {
                 Ok(summary) => println!("OK: {summary}"),

@@ -99,6 +99,13 @@ async fn a_completed_erasure_has_a_receipt_that_verifies_offline() {
         assert!(events.iter().any(|e| e == needed), "{needed} in {events:?}");
     }
     assert!(!receipt.contains(&account), "no upstream id in the receipt");
+    for (k, e) in parsed["entries"].as_array().unwrap().iter().enumerate() {
+        let leaf: Value = serde_json::from_str(e["leaf"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            leaf["request_seq"], k,
+            "each leaf says its place among its request's entries"
+        );
+    }
     println!("{summary:?}");
 
     // The same receipt fails with another key, and when one entry is removed.
@@ -108,6 +115,10 @@ async fn a_completed_erasure_has_a_receipt_that_verifies_offline() {
     let mut cut = parsed.clone();
     cut["entries"].as_array_mut().unwrap().remove(1);
     assert!(verify::verify_receipt(&cut.to_string(), &vkey).is_err());
+    // Even with the (unsigned) count lowered to match, the hole in request_seq shows.
+    cut["entry_count_for_request"] = json!(cut["entries"].as_array().unwrap().len());
+    let err = verify::verify_receipt(&cut.to_string(), &vkey).unwrap_err();
+    assert!(err.to_string().contains("request_seq"), "{err}");
 
     // The CLI says the same with only the public key.
     let dir = std::env::temp_dir().join(format!("erasure-receipt-{id}"));
@@ -358,10 +369,8 @@ async fn no_personal_data_in_the_database_dump_or_the_logs() {
             .await
             .unwrap();
         for field in ["first_name", "last_name"] {
-            if let Some(v) = user[field].as_str() {
-                if v.len() >= 5 {
-                    canaries.push(v.to_string());
-                }
+            if let Some(v) = user[field].as_str().filter(|v| v.len() >= 5) {
+                canaries.push(v.to_string());
             }
         }
         for account in u
@@ -381,10 +390,8 @@ async fn no_personal_data_in_the_database_dump_or_the_logs() {
                 .await
                 .unwrap();
             for field in ["iban", "account_number", "reference"] {
-                if let Some(v) = acc[field].as_str() {
-                    if v.len() >= 8 {
-                        canaries.push(v.to_string());
-                    }
+                if let Some(v) = acc[field].as_str().filter(|v| v.len() >= 8) {
+                    canaries.push(v.to_string());
                 }
             }
         }

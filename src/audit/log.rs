@@ -155,6 +155,20 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
         if rows.is_empty() {
             break;
         }
+        // Each leaf says its place among its request's leaves, so a receipt with an entry
+        // removed shows a hole.
+        let request_ids: Vec<Uuid> = rows
+            .iter()
+            .filter_map(|r| r.get::<Option<Uuid>, _>("request_id"))
+            .collect();
+        let mut seq: std::collections::HashMap<Uuid, i64> = sqlx::query_as(
+            "select request_id, count(*) from audit_leaves where request_id = any($1) group by request_id",
+        )
+        .bind(&request_ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
         let (mut idx, mut ids, mut reqs, mut subjects, mut ats, mut leaves, mut hashes) =
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
         for row in &rows {
@@ -162,8 +176,14 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
             let at: DateTime<Utc> = row.get("at");
             let request_id: Option<Uuid> = row.get("request_id");
             let subject_ref: Option<String> = row.get("subject_ref");
+            let request_seq = request_id.map(|r| {
+                let n = seq.entry(r).or_insert(0);
+                *n += 1;
+                *n - 1
+            });
             let leaf = leaf_text(
                 id,
+                request_seq,
                 at,
                 request_id,
                 subject_ref.as_deref(),
@@ -208,6 +228,7 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
 #[allow(clippy::too_many_arguments)]
 fn leaf_text(
     id: i64,
+    request_seq: Option<i64>,
     at: DateTime<Utc>,
     request_id: Option<Uuid>,
     subject_ref: Option<&str>,
@@ -218,6 +239,7 @@ fn leaf_text(
 ) -> String {
     json!({
         "entry_id": id,
+        "request_seq": request_seq,
         "at": at.to_rfc3339_opts(SecondsFormat::Micros, true),
         "request_id": request_id,
         "subject_ref": subject_ref,
