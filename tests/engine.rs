@@ -483,3 +483,88 @@ async fn a_process_killed_and_restarted_loses_nothing_and_completes_nothing_twic
     assert_eq!(kills, 3);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_worker_process_cleanly() {
+    let app = TestApp::spawn(Options {
+        worker: false,
+        sim: SimConfig {
+            users: 0,
+            ..SimConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let targets = accounts(&app, 4);
+    app.sim
+        .set_faults(Faults {
+            latency_ms: 2000,
+            ..Faults::default()
+        })
+        .unwrap();
+    let mut ids = Vec::new();
+    for t in &targets {
+        ids.push(app.submit("account", t).await);
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_erasure"))
+        .arg("worker")
+        .env("DATABASE_URL", &app.db_url)
+        .env("ERASURE_UPSTREAM_API_URL", app.sim.api_url())
+        .env("ERASURE_UPSTREAM_AUTH_URL", app.sim.auth_url())
+        .env(
+            "ERASURE_UPSTREAM_CLIENT_ID",
+            erasure::sim::DEFAULT_CLIENT_ID,
+        )
+        .env(
+            "ERASURE_UPSTREAM_CLIENT_SECRET",
+            erasure::sim::DEFAULT_CLIENT_SECRET,
+        )
+        .env("ERASURE_UPSTREAM_MAX_RPS", "200")
+        .env("ERASURE_PSEUDONYM_KEY", app.keys.pseudonym.to_hex())
+        .env("ERASURE_SIGNING_KEY", app.keys.signing.to_hex())
+        .env("ERASURE_DATA_KEY", app.keys.data.to_hex())
+        .env("ERASURE_POLL_MS", "100")
+        .env("ERASURE_SHUTDOWN_GRACE_SECS", "0.5")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until steps are in flight, then SIGTERM.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let running: i64 = sqlx::query_scalar("select count(*) from steps where state = 'running'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        if running > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no step started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let started = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "a SIGTERM is a clean exit: {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "it stopped within its grace period"
+    );
+    let running: i64 = sqlx::query_scalar("select count(*) from steps where state = 'running'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(running, 0, "unfinished steps were given back");
+    app.sim.set_faults(Faults::default()).unwrap();
+    let worker = app.extra_worker(fast_engine()).await;
+    for id in &ids {
+        app.wait_state(id, "completed", 30).await;
+        completed_once(&app, id).await;
+    }
+    worker.stop().await.unwrap();
+    app.stop().await;
+}
