@@ -306,7 +306,7 @@ async fn no_personal_data_in_the_database_dump_or_the_logs() {
         .port();
     let log_path = std::env::temp_dir().join(format!("erasure-canary-{}.log", std::process::id()));
     let log_file = std::fs::File::create(&log_path).unwrap();
-    let mut service = std::process::Command::new(env!("CARGO_BIN_EXE_erasure"))
+    let service = std::process::Command::new(env!("CARGO_BIN_EXE_erasure"))
         .args(["serve", "--log-format", "json"])
         .env("ERASURE_BIND", format!("127.0.0.1:{port}"))
         .env("DATABASE_URL", &app.db_url)
@@ -334,6 +334,7 @@ async fn no_personal_data_in_the_database_dump_or_the_logs() {
         .stderr(log_file)
         .spawn()
         .unwrap();
+    let mut service = common::KillOnDrop(service);
 
     app.base = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
@@ -470,8 +471,8 @@ async fn no_personal_data_in_the_database_dump_or_the_logs() {
         assert!(s == 200 || s == 409, "{receipt}");
     }
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    service.kill().unwrap();
-    service.wait().unwrap();
+    service.0.kill().unwrap();
+    service.0.wait().unwrap();
 
     let dump = std::process::Command::new("pg_dump")
         .arg("--data-only")

@@ -278,3 +278,13 @@ impl TestApp {
         }
     }
 }
+
+/// A child process killed when the test ends, even when it panics.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
