@@ -331,7 +331,7 @@ mod tests {
         assert_eq!(mod97(&format!("3000200550{:011}{key:02}", 15784121u64)), 0);
         let i = iban(30004, 1234, 12345678901);
         assert_eq!(i.len(), 27);
-        let rearranged = format!("{}152700{}", &i[4..], &i[2..4]);
+        let rearranged = format!("{}1527{}", &i[4..], &i[2..4]);
         assert_eq!(mod97(&rearranged), 1);
         assert_eq!(ascii_lower("Émilie Lefèvre"), "emilielefevre");
     }
