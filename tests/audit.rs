@@ -306,31 +306,14 @@ async fn no_personal_data_in_the_database_dump_or_the_logs() {
         .port();
     let log_path = std::env::temp_dir().join(format!("erasure-canary-{}.log", std::process::id()));
     let log_file = std::fs::File::create(&log_path).unwrap();
-    let service = std::process::Command::new(env!("CARGO_BIN_EXE_erasure"))
-        .args(["serve", "--log-format", "json"])
+    let service = app
+        .command("serve")
+        .args(["--log-format", "json"])
         .env("ERASURE_BIND", format!("127.0.0.1:{port}"))
-        .env("DATABASE_URL", &app.db_url)
-        .env("ERASURE_UPSTREAM_API_URL", app.sim.api_url())
-        .env("ERASURE_UPSTREAM_AUTH_URL", app.sim.auth_url())
-        .env(
-            "ERASURE_UPSTREAM_CLIENT_ID",
-            erasure::sim::DEFAULT_CLIENT_ID,
-        )
-        .env(
-            "ERASURE_UPSTREAM_CLIENT_SECRET",
-            erasure::sim::DEFAULT_CLIENT_SECRET,
-        )
-        .env("ERASURE_UPSTREAM_MAX_RPS", "200")
-        .env("ERASURE_PSEUDONYM_KEY", app.keys.pseudonym.to_hex())
-        .env("ERASURE_SIGNING_KEY", app.keys.signing.to_hex())
-        .env("ERASURE_DATA_KEY", app.keys.data.to_hex())
-        .env("ERASURE_POLL_MS", "100")
         .env("ERASURE_MAX_ATTEMPTS", "2")
-        .env("ERASURE_RETRY_BASE_SECS", "0.05")
         .env("ERASURE_RETRY_CAP_SECS", "0.2")
         .env("ERASURE_CHECKPOINT_SECS", "0.5")
         .env("RUST_LOG", "trace")
-        .stdout(std::process::Stdio::null())
         .stderr(log_file)
         .spawn()
         .unwrap();

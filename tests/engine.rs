@@ -52,7 +52,7 @@ async fn completed_once(app: &TestApp, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_through_5xx_and_429_respect_retry_after_and_the_caps() {
-    let max_rps = 40.0;
+    let max_rps = 20.0;
     let max_concurrency = 4;
     let app = TestApp::spawn(Options {
         sim: SimConfig {
@@ -432,29 +432,8 @@ async fn a_process_killed_and_restarted_loses_nothing_and_completes_nothing_twic
         })
         .unwrap();
     let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_erasure"))
-            .arg("worker")
-            .env("DATABASE_URL", &app.db_url)
-            .env("ERASURE_UPSTREAM_API_URL", app.sim.api_url())
-            .env("ERASURE_UPSTREAM_AUTH_URL", app.sim.auth_url())
-            .env(
-                "ERASURE_UPSTREAM_CLIENT_ID",
-                erasure::sim::DEFAULT_CLIENT_ID,
-            )
-            .env(
-                "ERASURE_UPSTREAM_CLIENT_SECRET",
-                erasure::sim::DEFAULT_CLIENT_SECRET,
-            )
-            .env("ERASURE_UPSTREAM_MAX_RPS", "200")
-            .env("ERASURE_PSEUDONYM_KEY", app.keys.pseudonym.to_hex())
-            .env("ERASURE_SIGNING_KEY", app.keys.signing.to_hex())
-            .env("ERASURE_DATA_KEY", app.keys.data.to_hex())
+        app.command("worker")
             .env("ERASURE_LEASE_SECS", "1")
-            .env("ERASURE_POLL_MS", "100")
-            .env("ERASURE_RETRY_BASE_SECS", "0.05")
-            .env("ERASURE_RETRY_CAP_SECS", "0.5")
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap()
     };
@@ -506,27 +485,9 @@ async fn sigterm_stops_a_worker_process_cleanly() {
     for t in &targets {
         ids.push(app.submit("account", t).await);
     }
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_erasure"))
-        .arg("worker")
-        .env("DATABASE_URL", &app.db_url)
-        .env("ERASURE_UPSTREAM_API_URL", app.sim.api_url())
-        .env("ERASURE_UPSTREAM_AUTH_URL", app.sim.auth_url())
-        .env(
-            "ERASURE_UPSTREAM_CLIENT_ID",
-            erasure::sim::DEFAULT_CLIENT_ID,
-        )
-        .env(
-            "ERASURE_UPSTREAM_CLIENT_SECRET",
-            erasure::sim::DEFAULT_CLIENT_SECRET,
-        )
-        .env("ERASURE_UPSTREAM_MAX_RPS", "200")
-        .env("ERASURE_PSEUDONYM_KEY", app.keys.pseudonym.to_hex())
-        .env("ERASURE_SIGNING_KEY", app.keys.signing.to_hex())
-        .env("ERASURE_DATA_KEY", app.keys.data.to_hex())
-        .env("ERASURE_POLL_MS", "100")
+    let mut child = app
+        .command("worker")
         .env("ERASURE_SHUTDOWN_GRACE_SECS", "0.5")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     // Wait until steps are in flight, then SIGTERM.

@@ -272,6 +272,34 @@ impl TestApp {
         .unwrap()
     }
 
+    /// The real binary with this app's database, simulator and keys in its environment (quick
+    /// polling and retries); add what a test needs and spawn it.
+    pub fn command(&self, subcommand: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_erasure"));
+        cmd.arg(subcommand)
+            .env("DATABASE_URL", &self.db_url)
+            .env("ERASURE_UPSTREAM_API_URL", self.sim.api_url())
+            .env("ERASURE_UPSTREAM_AUTH_URL", self.sim.auth_url())
+            .env(
+                "ERASURE_UPSTREAM_CLIENT_ID",
+                erasure::sim::DEFAULT_CLIENT_ID,
+            )
+            .env(
+                "ERASURE_UPSTREAM_CLIENT_SECRET",
+                erasure::sim::DEFAULT_CLIENT_SECRET,
+            )
+            .env("ERASURE_UPSTREAM_MAX_RPS", "200")
+            .env("ERASURE_PSEUDONYM_KEY", self.keys.pseudonym.to_hex())
+            .env("ERASURE_SIGNING_KEY", self.keys.signing.to_hex())
+            .env("ERASURE_DATA_KEY", self.keys.data.to_hex())
+            .env("ERASURE_POLL_MS", "100")
+            .env("ERASURE_RETRY_BASE_SECS", "0.05")
+            .env("ERASURE_RETRY_CAP_SECS", "0.5")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null());
+        cmd
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await.unwrap();
