@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Figure 2: batch intake. `POST /v1/erasure-requests/batch` with 10,000-item bodies, as JSON and
+# as CSV, against `erasure serve --no-worker`; items committed per second.
+#
+#   bench/batch.sh            # BATCHES=10 (per format) PARALLEL=2 (clients of the last pass)
+#
+# Three passes on one database: JSON from one client, CSV from one client, JSON from PARALLEL
+# clients at once. Each body holds fresh ids, so every item is created.
+source "$(dirname "$0")/lib.sh"
+
+BATCHES=${BATCHES:-10}
+PARALLEL=${PARALLEL:-2}
+
+require_tools psql curl jq python3
+bench_init batch
+fresh_db 0
+start_api --no-worker
+KEY=$(make_key requester)
+
+log "writing batch bodies"
+gen_ids 1 $((BATCHES * 10000)) >"$BENCH_OUT/ids-json"
+gen_ids 2 $((BATCHES * 10000)) >"$BENCH_OUT/ids-csv"
+gen_ids 3 $((BATCHES * 10000 * PARALLEL)) >"$BENCH_OUT/ids-par"
+batch_files "$BENCH_OUT/ids-json" "$BENCH_OUT/json" json account
+batch_files "$BENCH_OUT/ids-csv" "$BENCH_OUT/csv" csv account
+batch_files "$BENCH_OUT/ids-par" "$BENCH_OUT/par" json account
+
+# warm-up: one small batch
+gen_ids 4 100 >"$BENCH_OUT/ids-warm"; batch_files "$BENCH_OUT/ids-warm" "$BENCH_OUT/warm" json account
+post_batch "$BENCH_OUT/warm/batch-0000.json" "$KEY" >/dev/null
+
+# run_pass NAME DIR: posts every file of DIR one after the other; prints items/s and per-call times.
+run_pass() {
+    local name=$1 dir=$2 created=0 t0 t1 f c d i s times=()
+    local cpu0 pg0; cpu0=$(cpu_secs "$API_PID"); pg0=$(pg_cpu_secs)
+    t0=$(now)
+    for f in "$dir"/batch-*; do
+        read -r c d i s < <(post_batch "$f" "$KEY")
+        ((d == 0 && i == 0)) || die "$f: $d duplicates, $i invalid"
+        created=$((created + c)); times+=("$s")
+    done
+    t1=$(now)
+    local el; el=$(calc "$t1 - $t0")
+    figure "batch.$name.items_per_s" "$(fmt "$created / $el")" items/s \
+        "$created items in $(fmt "$el" 1)s, one client (target >= 30,000)"
+    figure "batch.$name.call_seconds" "$(python3 -c "import statistics as s; t=[float(x) for x in '${times[*]}'.split()]; print(f'{s.median(t):.2f} med / {max(t):.2f} max')")" s "per 10,000-item call"
+    figure "batch.$name.cpu_service" "$(fmt "($(cpu_secs "$API_PID") - $cpu0) / $el * 100")" "% of 1 core" ""
+    figure "batch.$name.cpu_postgres" "$(fmt "($(pg_cpu_secs) - $pg0) / $el * 100")" "% of 1 core" "all postgres processes"
+}
+
+echo
+echo "== batch intake: POST /v1/erasure-requests/batch, 10,000 items a call, $BATCHES calls a pass =="
+run_pass json "$BENCH_OUT/json"
+run_pass csv "$BENCH_OUT/csv"
+
+# PARALLEL clients, each posting its share of the files.
+files=("$BENCH_OUT"/par/batch-*)
+t0=$(now); pids=()
+for ((k = 0; k < PARALLEL; k++)); do
+    (
+        for ((n = k; n < ${#files[@]}; n += PARALLEL)); do post_batch "${files[n]}" "$KEY" >/dev/null; done
+    ) &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || die "a parallel client failed"; done
+t1=$(now)
+n=$(q "select count(*) from erasure_requests")
+figure "batch.json_x$PARALLEL.items_per_s" "$(fmt "${#files[@]} * 10000 / ($t1 - $t0)")" items/s "$PARALLEL clients at once"
+figure batch.total_rows "$n" rows "requests in the database after the three passes (+100 warm-up)"

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Where the time of one batch goes inside PostgreSQL: the intake statement of
+# src/store/requests.rs `insert_many()` (taken from the source by sql_from_src.py) is prepared in
+# psql and run with EXPLAIN (ANALYZE, BUFFERS, WAL) on ITEMS synthetic account requests (random
+# pseudonyms and sealed ids of the real sizes), first into empty tables, then again after
+# FILL more batches (so the tables hold (FILL + 1) * ITEMS requests).
+#
+#   bench/batch_explain.sh      # ITEMS=10000 FILL=9
+#
+# Prints the statement's execution time, the time of each part (the three inserts, the triggers:
+# foreign-key checks and the NOTIFY trigger) and the WAL it wrote.
+source "$(dirname "$0")/lib.sh"
+
+ITEMS=${ITEMS:-10000}
+FILL=${FILL:-9}
+
+require_tools psql python3
+bench_init batch-explain
+fresh_db 0
+KEY=$(make_key requester)
+KEY_ID=$(q "select id from api_keys limit 1")
+python3 "$BENCH_DIR/sql_from_src.py" src/store/requests.rs insert_many >"$BENCH_OUT/insert.sql"
+
+# One psql session: prepares the statement, builds the arrays of one batch into variables, runs it.
+run_batches() { # COUNT EXPLAIN(0|1)
+    local count=$1 explain=$2 i
+    {
+        echo "prepare ins(uuid[], text[], text[], bytea[], text[], text[], timestamptz[], timestamptz, \
+              timestamptz, uuid, uuid, uuid[], int2[], text[], text[], timestamptz[], text) as $(cat "$BENCH_OUT/insert.sql");"
+        for ((i = 0; i < count; i++)); do
+            cat <<SQL
+with r as (select gen_random_uuid() as id, 'k1:' || encode(sha256(random()::text::bytea), 'hex') as ref,
+                  decode(md5(random()::text) || md5(random()::text) || substr(md5(random()::text), 1, 12), 'hex') as sealed
+           from generate_series(1, $ITEMS))
+select array_agg(id)::text as ids, array_agg(ref)::text as refs, array_agg(sealed)::text as sealed,
+       array_fill('account'::text, array[$ITEMS])::text as scopes, array_fill(null::text, array[$ITEMS])::text as ext,
+       array_fill('queued'::text, array[$ITEMS])::text as states, array_fill(null::timestamptz, array[$ITEMS])::text as nb,
+       (select array_agg(id order by id, o)::text from r, generate_series(0, 3) o) as s_req,
+       (select array_agg(o::int2 order by id, o)::text from r, generate_series(0, 3) o) as s_ord,
+       (select array_agg((array['inventory','delete','verify','cascade_check'])[o + 1] order by id, o)::text from r, generate_series(0, 3) o) as s_kind,
+       (select array_agg(case when o = 0 then 'ready' else 'waiting' end order by id, o)::text from r, generate_series(0, 3) o) as s_state,
+       (select array_fill(now(), array[$ITEMS * 4])::text) as s_run
+from r \\gset
+SQL
+            if ((explain)); then echo "explain (analyze, buffers, wal)"; fi
+            echo "execute ins(:'ids', :'scopes', :'refs', :'sealed', :'ext', :'states', :'nb', now(), now() + interval '1 month', '$KEY_ID', gen_random_uuid(), :'s_req', :'s_ord', :'s_kind', :'s_state', :'s_run', 'key:$KEY_ID');"
+        done
+    } | psql -X -q -v ON_ERROR_STOP=1 -d "$BENCH_DB"
+}
+
+summarise() { # LABEL FILE
+    python3 - "$1" "$2" "$ITEMS" <<'PY'
+import re, sys
+label, path, items = sys.argv[1], sys.argv[2], int(sys.argv[3])
+text = open(path).read()
+def figure(name, value, unit, note=""):
+    print(f"FIGURE {'batch_explain.' + label + '.' + name:<60} {value:>14} {unit:<10} {note}")
+total = float(re.search(r"Execution Time: ([\d.]+) ms", text).group(1))
+figure("execution_ms", f"{total:,.0f}", "ms", f"{items} items: {items / total * 1000:,.0f} items/s inside PostgreSQL")
+wal_total = fpi_total = 0
+for table in ("erasure_requests", "steps", "audit_entries"):
+    m = re.search(rf"Insert on {table}.*?actual time=[\d.]+\.\.([\d.]+).*?WAL: records=\d+(?: fpi=(\d+))? bytes=(\d+)", text, re.S)
+    if m:
+        wal_total += int(m.group(3)); fpi_total += int(m.group(2) or 0)
+        figure(f"insert_{table}_ms", f"{float(m.group(1)):,.0f}", "ms",
+               f"node time (triggers run after, below); WAL {int(m.group(3)) / items:,.0f} bytes/item")
+for name, ms, calls in re.findall(r"Trigger (?:for constraint )?(\S+)(?: on \S+)?: time=([\d.]+) calls=(\d+)", text):
+    figure(f"trigger.{name}_ms", f"{float(ms):,.0f}", "ms", f"{calls} calls")
+figure("wal_bytes_per_item", f"{wal_total / items:,.0f}", "bytes", f"the three inserts ({fpi_total} full-page images); the foreign-key checks' row locks add more")
+PY
+}
+
+echo
+echo "== one batch of $ITEMS account requests inside PostgreSQL (the statement of insert_many) =="
+run_batches 1 1 >"$BENCH_OUT/explain-empty.txt"
+summarise empty "$BENCH_OUT/explain-empty.txt"
+run_batches "$FILL" 0 >/dev/null
+run_batches 1 1 >"$BENCH_OUT/explain-filled.txt"
+summarise "after_$(((FILL + 1) * ITEMS / 1000))k" "$BENCH_OUT/explain-filled.txt"
