@@ -123,8 +123,10 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
     sqlx::query("select pg_stat_clear_snapshot()")
         .execute(&mut *tx)
         .await?;
+    // A 32-bit id far above xmax is from the previous epoch; one just above it was assigned
+    // after xmax was read and cannot hold the horizon back.
     let running: Option<i64> = sqlx::query_scalar(
-        "select min(case when w >= $1 then w - 4294967296 else w end) from ( \
+        "select min(case when w - $1 > 2147483648 then w - 4294967296 else w end) from ( \
              select (($1 >> 32) << 32) + backend_xid::text::bigint as w from pg_stat_activity \
              where datname = current_database() and pid <> pg_backend_pid() and backend_xid is not null \
          ) as r",
@@ -132,7 +134,14 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
     .bind(xmax)
     .fetch_one(&mut *tx)
     .await?;
-    let new_horizon = running.map_or(xmax, |r| r.min(xmax)).max(0).to_string();
+    // Never backwards: what lies below the old horizon is already sequenced.
+    let old_horizon: i64 = horizon
+        .parse()
+        .context("the stored horizon is not a number")?;
+    let new_horizon = running
+        .map_or(xmax, |r| r.min(xmax))
+        .max(old_horizon)
+        .to_string();
     let mut next: i64 =
         sqlx::query_scalar("select coalesce(max(leaf_index) + 1, 0) from audit_leaves")
             .fetch_one(&mut *tx)

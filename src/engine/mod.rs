@@ -94,6 +94,10 @@ impl Engine {
                 Admission::Probe => 1,
                 _ => (1 + slots.available_permits()).min(64),
             };
+            // Listen before claiming, so a wake-up that arrives during the claim is not lost.
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let claimed = steps::claim(&self.db, wanted as i64, self.settings.lease).await;
             let claimed = match claimed {
                 Ok(claimed) if !claimed.is_empty() => claimed,
@@ -106,7 +110,7 @@ impl Engine {
                         tracing::warn!(error = %e, "claiming steps failed; retrying");
                     }
                     tokio::select! {
-                        _ = wake.notified() => {}
+                        _ = &mut notified => {}
                         _ = tokio::time::sleep(self.settings.poll) => {}
                         _ = shutdown.cancelled() => break,
                     }
@@ -125,9 +129,15 @@ impl Engine {
                 };
                 let engine = self.clone();
                 let stop = hard_stop.clone();
+                let wake = wake.clone();
                 running.spawn(async move {
-                    engine.run_step(step, stop).await;
+                    let next_ready = engine.run_step(step, stop).await;
                     drop(permit);
+                    if next_ready {
+                        // The request's next step is ready: this process takes it at once
+                        // (other processes are not notified for it; they poll).
+                        wake.notify_one();
+                    }
                 });
             }
         }

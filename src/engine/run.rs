@@ -20,7 +20,12 @@ struct Context {
 }
 
 impl Engine {
-    pub(super) async fn run_step(self: Arc<Self>, step: Claimed, hard_stop: CancellationToken) {
+    /// Runs one attempt and records it. True when it made the request's next step ready.
+    pub(super) async fn run_step(
+        self: Arc<Self>,
+        step: Claimed,
+        hard_stop: CancellationToken,
+    ) -> bool {
         let mut calls = Vec::new();
         // The lease is renewed by this same future (no detached task), so a worker that dies or
         // is aborted stops renewing at once and the rescuer can hand the step to another.
@@ -49,15 +54,16 @@ impl Engine {
             if let Err(e) = steps::release(&self.db, &step).await {
                 tracing::warn!(request = %step.request_id, error = %e, "could not give a step back; its lease will expire");
             }
-            return;
+            return false;
         };
         tracing::debug!(request = %step.request_id, step = ?step.kind, attempt = step.attempts, outcome = outcome_name(&outcome), "step attempt ended");
+        let done = matches!(outcome, Outcome::Done { .. });
         for delay_ms in [50u64, 200, 1000, 3000] {
             match steps::finish(&self.db, &step, outcome.clone(), &calls).await {
-                Ok(true) => return,
+                Ok(true) => return done,
                 Ok(false) => {
                     tracing::info!(request = %step.request_id, step = ?step.kind, "step was taken over by another worker; outcome dropped");
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     tracing::warn!(request = %step.request_id, error = %e, "recording a step outcome failed; retrying");
@@ -66,6 +72,7 @@ impl Engine {
             }
         }
         tracing::error!(request = %step.request_id, "could not record a step outcome; the lease will expire and the step run again");
+        false
     }
 
     async fn attempt(&self, step: &Claimed, calls: &mut Vec<CallRecord>) -> Outcome {

@@ -179,8 +179,11 @@ pub async fn finish(
             let mut data = detail;
             data["attempt"] = json!(c.attempts);
             append(&mut tx, c, event, data).await?;
+            // The next step keeps the request's place in the queue (its receipt time), so
+            // erasures already started finish before new ones start.
             let next = sqlx::query(
-                "update steps set state = 'ready', run_at = now(), updated_at = now() \
+                "update steps set state = 'ready', updated_at = now(), \
+                     run_at = (select received_at from erasure_requests where id = $1) \
                  where request_id = $1 and ordinal = $2 and state = 'waiting'",
             )
             .bind(c.request_id)
