@@ -61,10 +61,7 @@ impl FromRequest for Caller {
                 .map(str::trim)
                 .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <key>`"))?;
             match keys::authenticate(&state.db, key).await? {
-                Some(principal) => {
-                    tracing::Span::current().record("key", principal.prefix.as_str());
-                    Ok(Caller(principal))
-                }
+                Some(principal) => Ok(Caller(principal)),
                 None => Err(unauthorized("unknown, revoked or expired API key")),
             }
         })

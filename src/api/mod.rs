@@ -9,7 +9,7 @@ pub mod requests;
 pub mod subjects;
 
 use actix_web::dev::Server;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpResponse, HttpServer, web};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
@@ -75,8 +75,7 @@ pub fn openapi_json() -> String {
     text
 }
 
-async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let _ = req;
+async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("route"))
 }
 

@@ -81,16 +81,14 @@ pub async fn release(db: &Db, c: &Claimed) -> sqlx::Result<()> {
 
 /// Returns steps whose lease expired to the queue. Returns how many.
 pub async fn rescue(db: &Db) -> sqlx::Result<u64> {
-    let mut tx = db.begin().await?;
     let done = sqlx::query(
         "update steps set state = 'ready', lease_token = null, lease_until = null, run_at = now(), \
          last_error = 'lease expired: the worker stopped or lost the database', updated_at = now() \
          where id in (select id from steps where state = 'running' and lease_until < now() \
                       for update skip locked)",
     )
-    .execute(&mut *tx)
+    .execute(db)
     .await?;
-    tx.commit().await?;
     Ok(done.rows_affected())
 }
 
