@@ -10,17 +10,6 @@ use erasure::audit::{merkle, verify};
 use erasure::sim::{Faults, SimConfig};
 use serde_json::{Value, json};
 
-async fn text(app: &TestApp, path: &str, key: &str) -> (u16, String) {
-    let r = app
-        .http
-        .get(app.url(path))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_refuses_to_change_the_audit_log() {
     let app = TestApp::spawn(Options {
@@ -66,12 +55,9 @@ async fn a_completed_erasure_has_a_receipt_that_verifies_offline() {
     app.wait_state(&id, "completed", 20).await;
     app.wait_state(&other, "completed", 20).await;
 
-    let (status, receipt) = text(
-        &app,
-        &format!("/v1/erasure-requests/{id}/receipt"),
-        &app.auditor,
-    )
-    .await;
+    let (status, receipt) = app
+        .get_text(&format!("/v1/erasure-requests/{id}/receipt"), &app.auditor)
+        .await;
     assert_eq!(status, 200, "{receipt}");
     let (_, cp) = app.get("/v1/audit/checkpoint", &app.auditor).await;
     let vkey = cp["public_key"].as_str().unwrap().to_string();
@@ -123,34 +109,27 @@ async fn a_completed_erasure_has_a_receipt_that_verifies_offline() {
     // The CLI says the same with only the public key.
     let dir = std::env::temp_dir().join(format!("erasure-receipt-{id}"));
     std::fs::write(&dir, &receipt).unwrap();
-    let ok = std::process::Command::new(env!("CARGO_BIN_EXE_erasure"))
-        .args([
-            "audit",
-            "verify",
-            "--receipt",
-            dir.to_str().unwrap(),
-            "--public-key",
-            &vkey,
-        ])
-        .output()
-        .unwrap();
+    let verify_cli = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_erasure"))
+            .args([
+                "audit",
+                "verify",
+                "--receipt",
+                dir.to_str().unwrap(),
+                "--public-key",
+                &vkey,
+            ])
+            .output()
+            .unwrap()
+    };
+    let ok = verify_cli();
     assert!(
         ok.status.success(),
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
     std::fs::write(&dir, receipt.replacen("received", "reCeived", 1)).unwrap();
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_erasure"))
-        .args([
-            "audit",
-            "verify",
-            "--receipt",
-            dir.to_str().unwrap(),
-            "--public-key",
-            &vkey,
-        ])
-        .output()
-        .unwrap();
+    let bad = verify_cli();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("FAILED"));
     let _ = std::fs::remove_file(&dir);
@@ -212,7 +191,9 @@ async fn exports_and_consistency_proofs_verify() {
     merkle::verify_consistency(m, n, &r1, &r2, &hashes).expect("the newer log extends the older");
     assert!(merkle::verify_consistency(m, n, &r2, &r1, &hashes).is_err());
 
-    let (status, export) = text(&app, "/v1/audit/export?format=jsonl", &app.auditor).await;
+    let (status, export) = app
+        .get_text("/v1/audit/export?format=jsonl", &app.auditor)
+        .await;
     assert_eq!(status, 200);
     verify::verify_export(&export, vkey).expect("the full export verifies");
     let lines: Vec<&str> = export.lines().collect();
@@ -227,7 +208,9 @@ async fn exports_and_consistency_proofs_verify() {
         "a removed line is caught"
     );
 
-    let (status, csv) = text(&app, "/v1/audit/export?format=csv", &app.auditor).await;
+    let (status, csv) = app
+        .get_text("/v1/audit/export?format=csv", &app.auditor)
+        .await;
     assert_eq!(status, 200);
     assert!(csv.starts_with("leaf_index,at,request_id,subject_ref,actor,event,data,leaf_sha256\n"));
     assert_eq!(
@@ -445,12 +428,9 @@ async fn no_personal_data_in_the_database_dump_or_the_logs() {
         .await;
     assert_eq!(s, 200);
     for id in &ids {
-        let (s, receipt) = text(
-            &app,
-            &format!("/v1/erasure-requests/{id}/receipt"),
-            &app.auditor,
-        )
-        .await;
+        let (s, receipt) = app
+            .get_text(&format!("/v1/erasure-requests/{id}/receipt"), &app.auditor)
+            .await;
         assert!(s == 200 || s == 409, "{receipt}");
     }
     tokio::time::sleep(Duration::from_millis(1200)).await;

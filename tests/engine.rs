@@ -55,13 +55,9 @@ async fn retries_through_5xx_and_429_respect_retry_after_and_the_caps() {
     let max_rps = 20.0;
     let max_concurrency = 4;
     let app = TestApp::spawn(Options {
-        sim: SimConfig {
-            users: 0,
-            ..SimConfig::default()
-        },
         max_rps,
         max_concurrency,
-        ..Options::default()
+        ..Options::empty_sim()
     })
     .await;
     let targets = accounts(&app, 10);
@@ -259,7 +255,6 @@ async fn a_refused_token_is_a_permanent_failure_with_its_reason() {
 async fn expiring_tokens_are_refreshed() {
     let app = TestApp::spawn(Options {
         sim: SimConfig {
-            users: 0,
             token_ttl: Duration::from_secs(1),
             ..SimConfig::default()
         },
@@ -289,14 +284,7 @@ async fn expiring_tokens_are_refreshed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_circuit_opens_while_the_upstream_is_down() {
-    let app = TestApp::spawn(Options {
-        sim: SimConfig {
-            users: 0,
-            ..SimConfig::default()
-        },
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::spawn(Options::empty_sim()).await;
     let targets = accounts(&app, 4);
     app.sim
         .set_faults(Faults {
@@ -343,19 +331,8 @@ async fn a_worker_that_dies_mid_step_is_taken_over_and_nothing_runs_twice_in_the
     let account = app.sim.seeded().users[0].connections[0].channels[0].accounts[0].clone();
     let id = app.submit("account", &account).await;
     // Wait for the delete to be in flight, then crash the worker.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let running: i64 = sqlx::query_scalar("select count(*) from steps where request_id = $1::uuid and kind = 'delete' and state = 'running'")
-            .bind(&id).fetch_one(&app.db).await.unwrap();
-        if running == 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the delete never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.wait_steps("kind = 'delete' and state = 'running'", 20)
+        .await;
     doomed.abort().await;
     app.sim.set_faults(Faults::default()).unwrap();
     let survivor = app.extra_worker(engine).await;
@@ -374,11 +351,7 @@ async fn a_worker_that_dies_mid_step_is_taken_over_and_nothing_runs_twice_in_the
 async fn graceful_stop_gives_back_unfinished_steps() {
     let app = TestApp::spawn(Options {
         worker: false,
-        sim: SimConfig {
-            users: 0,
-            ..SimConfig::default()
-        },
-        ..Options::default()
+        ..Options::empty_sim()
     })
     .await;
     let targets = accounts(&app, 3);
@@ -397,11 +370,11 @@ async fn graceful_stop_gives_back_unfinished_steps() {
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     worker.stop().await.unwrap();
-    let running: i64 = sqlx::query_scalar("select count(*) from steps where state = 'running'")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(running, 0, "nothing is left leased after a graceful stop");
+    assert_eq!(
+        app.running_steps().await,
+        0,
+        "nothing is left leased after a graceful stop"
+    );
     app.sim.set_faults(Faults::default()).unwrap();
     let worker = app.extra_worker(engine).await;
     for id in &ids {
@@ -416,11 +389,7 @@ async fn graceful_stop_gives_back_unfinished_steps() {
 async fn a_process_killed_and_restarted_loses_nothing_and_completes_nothing_twice() {
     let app = TestApp::spawn(Options {
         worker: false,
-        sim: SimConfig {
-            users: 0,
-            ..SimConfig::default()
-        },
-        ..Options::default()
+        ..Options::empty_sim()
     })
     .await;
     let targets = accounts(&app, 10);
@@ -467,11 +436,7 @@ async fn a_process_killed_and_restarted_loses_nothing_and_completes_nothing_twic
 async fn sigterm_stops_a_worker_process_cleanly() {
     let app = TestApp::spawn(Options {
         worker: false,
-        sim: SimConfig {
-            users: 0,
-            ..SimConfig::default()
-        },
-        ..Options::default()
+        ..Options::empty_sim()
     })
     .await;
     let targets = accounts(&app, 4);
@@ -491,18 +456,7 @@ async fn sigterm_stops_a_worker_process_cleanly() {
         .spawn()
         .unwrap();
     // Wait until steps are in flight, then SIGTERM.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let running: i64 = sqlx::query_scalar("select count(*) from steps where state = 'running'")
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-        if running > 0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no step started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.wait_steps("state = 'running'", 20).await;
     let term = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -515,11 +469,11 @@ async fn sigterm_stops_a_worker_process_cleanly() {
         started.elapsed() < Duration::from_secs(10),
         "it stopped within its grace period"
     );
-    let running: i64 = sqlx::query_scalar("select count(*) from steps where state = 'running'")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(running, 0, "unfinished steps were given back");
+    assert_eq!(
+        app.running_steps().await,
+        0,
+        "unfinished steps were given back"
+    );
     app.sim.set_faults(Faults::default()).unwrap();
     let worker = app.extra_worker(fast_engine()).await;
     for id in &ids {

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Options, TestApp};
-use erasure::sim::{SeedRequest, SimConfig};
+use erasure::sim::SeedRequest;
 use serde_json::json;
 
 fn steps(body: &serde_json::Value) -> Vec<(String, String)> {
@@ -88,14 +88,7 @@ async fn a_user_is_erased_upstream_verified_and_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_erasures_observe_the_seeds_cascade() {
-    let app = TestApp::spawn(Options {
-        sim: SimConfig {
-            users: 0,
-            ..SimConfig::default()
-        },
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::spawn(Options::empty_sim()).await;
     // One channel with one account: deleting it empties the channel, and the connection goes.
     let lone = app
         .sim

@@ -253,6 +253,19 @@ pub struct BatchItem {
     pub fields: Option<BTreeMap<String, String>>,
 }
 
+impl BatchItem {
+    /// An item not yet decided, at a JSON index or a CSV line.
+    fn at(index: Option<usize>, line: Option<u64>) -> Self {
+        Self {
+            index,
+            line,
+            status: String::new(),
+            id: None,
+            fields: None,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BatchResult {
     /// Every request created by this call carries this batch id.
@@ -397,13 +410,7 @@ fn parse_json_batch(bytes: &[u8]) -> Result<Parsed, ApiError> {
         .into_iter()
         .enumerate()
         .map(|(index, value)| {
-            let item = BatchItem {
-                index: Some(index),
-                line: None,
-                status: String::new(),
-                id: None,
-                fields: None,
-            };
+            let item = BatchItem::at(Some(index), None);
             let parsed = if value.is_object() {
                 input::from_value::<CreateRequest>(value).map_err(invalid_fields)
             } else {
@@ -483,13 +490,7 @@ fn parse_csv_batch(bytes: &[u8]) -> Result<Parsed, ApiError> {
             Ok(r) => r,
             Err(e) => {
                 let line = line_at(e.position());
-                let item = BatchItem {
-                    index: None,
-                    line: Some(line),
-                    status: String::new(),
-                    id: None,
-                    fields: None,
-                };
+                let item = BatchItem::at(None, Some(line));
                 out.push((
                     item,
                     Err(BTreeMap::from([(
@@ -501,13 +502,7 @@ fn parse_csv_batch(bytes: &[u8]) -> Result<Parsed, ApiError> {
             }
         };
         let line = line_at(record.position());
-        let item = BatchItem {
-            index: None,
-            line: Some(line),
-            status: String::new(),
-            id: None,
-            fields: None,
-        };
+        let item = BatchItem::at(None, Some(line));
         let get = |col: Option<usize>| col.and_then(|c| record.get(c)).filter(|v| !v.is_empty());
         let mut fields = BTreeMap::new();
         let scope = match get(Some(scope_col)) {

@@ -306,16 +306,6 @@ pub async fn latest(db: &Db) -> anyhow::Result<Option<StoredCheckpoint>> {
     latest_in(&mut conn).await
 }
 
-/// The checkpoint of exactly `size` leaves, if one was signed.
-pub async fn checkpoint_of_size(db: &Db, size: u64) -> anyhow::Result<Option<StoredCheckpoint>> {
-    sqlx::query("select size, root, note, created_at from audit_checkpoints where size = $1")
-        .bind(size as i64)
-        .fetch_optional(db)
-        .await?
-        .map(stored)
-        .transpose()
-}
-
 /// A leaf as stored.
 #[derive(Debug, Clone)]
 pub struct Leaf {

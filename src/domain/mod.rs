@@ -90,11 +90,6 @@ impl State {
         .into_iter()
         .find(|s| s.as_str() == text)
     }
-
-    /// Completed and cancelled requests are closed: their target is wiped.
-    pub fn is_closed(self) -> bool {
-        matches!(self, State::Completed | State::Cancelled)
-    }
 }
 
 /// What a person asks of a request.

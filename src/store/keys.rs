@@ -12,7 +12,6 @@ use crate::domain::Role;
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub key_id: Uuid,
-    pub prefix: String,
     pub role: Role,
 }
 
@@ -73,10 +72,6 @@ pub async fn authenticate(db: &Db, key: &str) -> sqlx::Result<Option<Principal>>
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0;
         let role = Role::parse(&role)?;
-        same.then(|| Principal {
-            key_id,
-            prefix: prefix.to_string(),
-            role,
-        })
+        same.then_some(Principal { key_id, role })
     }))
 }

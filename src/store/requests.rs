@@ -259,11 +259,6 @@ fn step_state_str(state: StepState) -> &'static str {
 /// One request with its steps.
 pub async fn get(db: &Db, id: Uuid) -> sqlx::Result<Option<ErasureRequest>> {
     let mut conn = db.acquire().await?;
-    get_in(&mut conn, id).await
-}
-
-/// [`get`] on a given connection or transaction.
-pub async fn get_in(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<ErasureRequest>> {
     let sql = format!("select {COLUMNS} from erasure_requests where id = $1");
     let Some(mut request) = sqlx::query_as::<_, ErasureRequest>(sqlx::AssertSqlSafe(sql))
         .bind(id)
@@ -272,7 +267,7 @@ pub async fn get_in(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Er
     else {
         return Ok(None);
     };
-    request.steps = steps_of(conn, &[id]).await?;
+    request.steps = steps_of(&mut conn, &[id]).await?;
     Ok(Some(request))
 }
 

@@ -80,6 +80,16 @@ pub struct Options {
     pub worker: bool,
 }
 
+impl Options {
+    /// A simulator with no users: the test seeds what it needs.
+    pub fn empty_sim() -> Self {
+        Self {
+            sim: SimConfig::default(),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {
@@ -193,6 +203,46 @@ impl TestApp {
             .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GET returning the body as text (receipts and exports are verified byte for byte).
+    pub async fn get_text(&self, path: &str, key: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Waits until `select count(*) from steps where <condition>` is positive.
+    pub async fn wait_steps(&self, condition: &'static str, secs: u64) {
+        let sql = format!("select count(*) from steps where {condition}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+                .fetch_one(&self.db)
+                .await
+                .unwrap();
+            if n > 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no step where {condition} within {secs}s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Steps still leased by some worker.
+    pub async fn running_steps(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from steps where state = 'running'")
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
     }
 
     pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
