@@ -26,6 +26,33 @@ impl Pseudonymizer {
         )
     }
 
+    /// Every pseudonym the target may have been recorded under (the current key version first;
+    /// older versions follow once keys rotate). Look-ups compare against all of them.
+    pub fn subject_refs(&self, scope: Scope, target_id: &str) -> Vec<String> {
+        vec![self.subject_ref(scope, target_id)]
+    }
+
+    /// The pseudonym of one of an account's bank references (`kind` is "iban", "number" or
+    /// "reference"), normalised (spaces removed, upper case) so that the same account listed again
+    /// by a synchronisation, under a new upstream id, is recognised.
+    pub fn account_ref(&self, kind: &str, value: &str) -> String {
+        let normalised: String = value
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .flat_map(char::to_uppercase)
+            .collect();
+        format!(
+            "k{}:{}",
+            self.version,
+            hex::encode(self.mac(&[b"account-", kind.as_bytes(), b":", normalised.as_bytes()]))
+        )
+    }
+
+    /// Every pseudonym a bank reference may have been recorded under (see `subject_refs`).
+    pub fn account_refs(&self, kind: &str, value: &str) -> Vec<String> {
+        vec![self.account_ref(kind, value)]
+    }
+
     /// A keyed digest of arbitrary bytes (used for idempotency bodies, which may hold ids).
     pub fn digest(&self, bytes: &[u8]) -> Vec<u8> {
         self.mac(&[b"digest:", bytes]).to_vec()
