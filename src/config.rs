@@ -286,6 +286,41 @@ impl EngineArgs {
     }
 }
 
+/// The resurrection guard, restorations and re-verification (run by every worker process).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GuardArgs {
+    /// How often the upstream event stream is read when idle, in milliseconds.
+    #[arg(long, env = "ERASURE_EVENTS_POLL_MS", default_value_t = 2000)]
+    pub events_poll_ms: u64,
+    /// How long a restoration waits for its synchronisation's events, in seconds.
+    #[arg(long, env = "ERASURE_RESTORATION_TIMEOUT_SECS", default_value_t = 600)]
+    pub restoration_timeout_secs: u64,
+    /// Hours between re-verifications of every completed erasure (0: never).
+    #[arg(long, env = "ERASURE_REVERIFY_EVERY_HOURS", default_value_t = 168.0)]
+    pub reverify_every_hours: f64,
+}
+
+impl GuardArgs {
+    pub fn settings(
+        &self,
+        retry: crate::engine::RetryPolicy,
+    ) -> anyhow::Result<crate::guard::GuardSettings> {
+        if self.restoration_timeout_secs == 0 {
+            bail!("ERASURE_RESTORATION_TIMEOUT_SECS must be at least 1");
+        }
+        if self.reverify_every_hours.is_nan() || self.reverify_every_hours < 0.0 {
+            bail!("ERASURE_REVERIFY_EVERY_HOURS must be 0 (never) or more");
+        }
+        Ok(crate::guard::GuardSettings {
+            poll: Duration::from_millis(self.events_poll_ms.max(10)),
+            restoration_timeout: Duration::from_secs(self.restoration_timeout_secs),
+            reverify_every: (self.reverify_every_hours > 0.0)
+                .then(|| Duration::from_secs_f64(self.reverify_every_hours * 3600.0)),
+            retry,
+        })
+    }
+}
+
 /// The database.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbArgs {

@@ -97,6 +97,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             timeout: std::time::Duration::from_secs(10),
         }),
         engine: EngineSettings::default(),
+        guard: Some(crate::guard::GuardSettings::default()),
         approval: Default::default(),
         db_pool: 20,
         http_workers: 2,

@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod engine;
+pub mod guard;
 pub mod service;
 pub mod sim;
 pub mod store;

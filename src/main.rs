@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use erasure::audit::checkpoint::Signer;
 use erasure::audit::verify;
-use erasure::config::{ApprovalPolicy, DbArgs, EngineArgs, Keys, UpstreamArgs};
+use erasure::config::{ApprovalPolicy, DbArgs, EngineArgs, GuardArgs, Keys, UpstreamArgs};
 use erasure::domain::Role;
 use erasure::service::{self, ServiceConfig};
 use erasure::telemetry::{self, LogFormat};
@@ -117,6 +117,8 @@ struct CommonArgs {
     upstream: UpstreamArgs,
     #[command(flatten)]
     engine: EngineArgs,
+    #[command(flatten)]
+    guard: GuardArgs,
     /// Which requests need a second person's approval.
     #[arg(long, value_enum, env = "ERASURE_APPROVAL", default_value = "none")]
     approval: ApprovalPolicy,
@@ -144,12 +146,15 @@ impl CommonArgs {
         } else {
             None
         };
+        let engine = self.engine.settings()?;
+        let guard = self.guard.settings(engine.retry.clone())?;
         Ok(ServiceConfig {
             database_url,
             bind,
             keys: Keys::from_env()?,
             upstream,
-            engine: self.engine.settings()?,
+            guard: Some(guard),
+            engine,
             approval: self.approval,
             db_pool: self.db_pool,
             http_workers: self.http_workers,

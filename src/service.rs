@@ -13,6 +13,7 @@ use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
 use crate::config::{ApprovalPolicy, Keys, UpstreamSettings};
 use crate::engine::{Engine, EngineSettings};
+use crate::guard::{Guard, GuardSettings};
 use crate::store::{self, Db};
 use crate::upstream::Upstream;
 
@@ -31,6 +32,8 @@ pub struct ServiceConfig {
     /// Where the workers erase; `None` runs the API only.
     pub upstream: Option<UpstreamSettings>,
     pub engine: EngineSettings,
+    /// The resurrection guard, run beside the workers; `None`: not in this process.
+    pub guard: Option<GuardSettings>,
     pub approval: ApprovalPolicy,
     pub db_pool: u32,
     pub http_workers: usize,
@@ -50,6 +53,8 @@ pub struct Running {
 pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
     let db = store::connect(&config.database_url, config.db_pool).await?;
     let sealer = Sealer::new(&config.keys.data);
+    let pseudonyms =
+        Pseudonymizer::new(config.keys.pseudonym.clone(), config.keys.pseudonym_version);
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
     let mut addr = None;
@@ -74,10 +79,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
         addr = Some(listener.local_addr()?);
         let state = AppState {
             db: db.clone(),
-            pseudonyms: Pseudonymizer::new(
-                config.keys.pseudonym.clone(),
-                config.keys.pseudonym_version,
-            ),
+            pseudonyms: pseudonyms.clone(),
             sealer: sealer.clone(),
             approval: config.approval,
             audit,
@@ -90,7 +92,23 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
     }
     if let Some(upstream) = &config.upstream {
         let upstream = Arc::new(Upstream::new(upstream.clone())?);
-        let engine = Engine::new(db.clone(), upstream, sealer, config.engine.clone());
+        if let Some(settings) = &config.guard {
+            let guard = Guard::new(
+                db.clone(),
+                upstream.clone(),
+                sealer.clone(),
+                pseudonyms.clone(),
+                settings.clone(),
+            );
+            tasks.push(tokio::spawn(guard.run(shutdown.clone())));
+        }
+        let engine = Engine::new(
+            db.clone(),
+            upstream,
+            sealer,
+            pseudonyms,
+            config.engine.clone(),
+        );
         tasks.push(tokio::spawn(engine.run(shutdown.clone())));
     }
     Ok(Running {

@@ -233,6 +233,7 @@ async fn a_refused_token_is_a_permanent_failure_with_its_reason() {
         keys: app.keys.clone(),
         upstream: Some(upstream),
         engine: fast_engine(),
+        guard: None,
         approval: Default::default(),
         db_pool: 5,
         http_workers: 1,

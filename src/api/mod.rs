@@ -5,7 +5,9 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod input;
+pub mod metrics;
 pub mod requests;
+pub mod restorations;
 pub mod subjects;
 
 use actix_web::dev::Server;
@@ -40,12 +42,13 @@ pub struct AppState {
     paths(
         requests::create, requests::batch, requests::list, requests::get_one, requests::act,
         subjects::lookup,
+        restorations::create, restorations::get_one,
         audit::receipt, audit::checkpoint, audit::consistency, audit::entries, audit::export,
-        health::healthz, health::readyz,
+        health::healthz, health::readyz, metrics::metrics,
     ),
     components(schemas(requests::HoldBody, requests::ExtendBody, requests::NoteBody)),
     modifiers(&BearerAuth),
-    tags((name = "erasure requests"), (name = "subjects"), (name = "audit"), (name = "operations"))
+    tags((name = "erasure requests"), (name = "subjects"), (name = "restorations"), (name = "audit"), (name = "operations"))
 )]
 pub struct ApiDoc;
 
@@ -94,6 +97,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(audit::entries)
         .service(audit::export)
         .service(subjects::lookup)
+        .service(restorations::create)
+        .service(restorations::get_one)
+        .service(metrics::metrics)
         .service(
             SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()),
         );

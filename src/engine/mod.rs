@@ -14,6 +14,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
 use crate::store::{self, Db, steps};
 use crate::upstream::{Admission, Upstream};
@@ -45,6 +46,7 @@ pub struct Engine {
     pub(crate) db: Db,
     pub(crate) upstream: Arc<Upstream>,
     pub(crate) sealer: Sealer,
+    pub(crate) pseudonyms: Pseudonymizer,
     pub(crate) settings: EngineSettings,
 }
 
@@ -53,12 +55,14 @@ impl Engine {
         db: Db,
         upstream: Arc<Upstream>,
         sealer: Sealer,
+        pseudonyms: Pseudonymizer,
         settings: EngineSettings,
     ) -> Arc<Self> {
         Arc::new(Self {
             db,
             upstream,
             sealer,
+            pseudonyms,
             settings,
         })
     }

@@ -8,15 +8,21 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Engine;
-use crate::domain::StepKind;
+use crate::domain::{Scope, StepKind};
+use crate::store::guard::GuardArm;
 use crate::store::steps::{self, CallRecord, Claimed, Outcome};
 use crate::upstream::{CallError, Cascade};
 
-/// Upstream ids learnt at inventory, sealed on the request while it is open.
+/// Upstream ids learnt at inventory, sealed on the request while it is open, and for an account
+/// the pseudonyms the resurrection guard keeps once it is deleted.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Context {
     connection_id: Option<String>,
     channel_id: Option<String>,
+    #[serde(default)]
+    connection_ref: Option<String>,
+    #[serde(default)]
+    guard_refs: Vec<String>,
 }
 
 impl Engine {
@@ -135,13 +141,29 @@ impl Engine {
         let done = |detail| Outcome::Done {
             detail,
             context: None,
+            guard: None,
         };
         Ok(match step.kind {
             StepKind::Inventory => {
                 let inv = up.inventory(step.scope, target, calls).await?;
+                let p = &self.pseudonyms;
+                let guard_refs = if step.scope == Scope::Account && inv.present {
+                    let mut refs = p.subject_refs(Scope::Account, target);
+                    for (kind, value) in &inv.bank_references.0 {
+                        refs.extend(p.account_refs(kind, value));
+                    }
+                    refs
+                } else {
+                    Vec::new()
+                };
                 let context = Context {
                     connection_id: inv.connection_id.clone(),
                     channel_id: inv.channel_id.clone(),
+                    connection_ref: inv
+                        .connection_id
+                        .as_deref()
+                        .map(|c| p.subject_ref(Scope::Connection, c)),
+                    guard_refs,
                 };
                 let sealed = (context.connection_id.is_some()).then(|| {
                     self.sealer.seal(
@@ -157,11 +179,21 @@ impl Engine {
                         "accounts": inv.accounts,
                     }),
                     context: sealed,
+                    guard: None,
                 }
             }
             StepKind::Delete => {
                 let deleted = up.delete(step.scope, target, calls).await?;
-                done(json!({"result": if deleted { "deleted" } else { "already_absent" }}))
+                Outcome::Done {
+                    detail: json!({"result": if deleted { "deleted" } else { "already_absent" }}),
+                    context: None,
+                    // From now on a synchronisation that lists the account again is a
+                    // resurrection.
+                    guard: (!context.guard_refs.is_empty()).then(|| GuardArm {
+                        connection_ref: context.connection_ref.clone(),
+                        refs: context.guard_refs.clone(),
+                    }),
+                }
             }
             StepKind::Verify => {
                 if up.exists(step.scope, target, calls).await? {

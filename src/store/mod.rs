@@ -1,8 +1,10 @@
 //! PostgreSQL through sqlx: connection, migrations, and one module per table family.
 
 pub mod audit;
+pub mod guard;
 pub mod keys;
 pub mod requests;
+pub mod restorations;
 pub mod steps;
 
 use std::str::FromStr;

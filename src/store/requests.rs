@@ -34,6 +34,13 @@ pub struct ErasureRequest {
     pub requested_by: Uuid,
     pub approved_by: Option<Uuid>,
     pub batch_id: Option<Uuid>,
+    /// For a re-erasure: the original erasure that a synchronisation undid.
+    pub resurrection_of: Option<Uuid>,
+    /// How many times the erased account was listed again upstream (and erased again).
+    pub resurrections: i32,
+    /// `erase_connection` when account erasures keep coming back on this account's connection:
+    /// only erasing the connection (or the user) cannot be undone by a synchronisation.
+    pub advice: Option<String>,
     #[sqlx(skip)]
     pub steps: Vec<Step>,
 }
@@ -56,7 +63,7 @@ pub struct Step {
 
 const COLUMNS: &str = "id, scope, state, subject_ref, external_reference, not_before, received_at, \
     due_at, extended_months, completed_at, outcome, failure_reason, hold_legal_basis, hold_note, \
-    requested_by, approved_by, batch_id";
+    requested_by, approved_by, batch_id, resurrection_of, resurrections, advice";
 
 /// A request ready to insert: validated, pseudonymised and sealed.
 pub struct NewRequest {
@@ -210,6 +217,9 @@ pub async fn insert_many(
                 requested_by,
                 approved_by: None,
                 batch_id,
+                resurrection_of: None,
+                resurrections: 0,
+                advice: None,
                 steps,
             })));
         } else {

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::Db;
 use super::audit::{self, Entry};
+use super::guard::GuardArm;
 use crate::domain::{Scope, StepKind};
 
 /// A step a worker holds.
@@ -95,10 +96,12 @@ pub async fn rescue(db: &Db) -> sqlx::Result<u64> {
 /// What became of a step's attempt.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// The step did its work. `context` replaces the request's sealed context when given.
+    /// The step did its work. `context` replaces the request's sealed context when given;
+    /// `guard` arms the resurrection guard for a deleted account.
     Done {
         detail: Value,
         context: Option<Vec<u8>>,
+        guard: Option<GuardArm>,
     },
     /// A transient failure: try again at `at`.
     RetryAt { error: String, at: DateTime<Utc> },
@@ -160,7 +163,14 @@ pub async fn finish(
         .await?;
     }
     match outcome {
-        Outcome::Done { detail, context } => {
+        Outcome::Done {
+            detail,
+            context,
+            guard,
+        } => {
+            if let Some(guard) = guard {
+                super::guard::arm(&mut tx, c.request_id, &guard).await?;
+            }
             if let Some(context) = context {
                 sqlx::query("update erasure_requests set context_sealed = $2 where id = $1")
                     .bind(c.request_id)
@@ -217,18 +227,38 @@ pub async fn finish(
 }
 
 async fn complete_request(tx: &mut Transaction<'_, Postgres>, c: &Claimed) -> sqlx::Result<()> {
-    let outcome: String = sqlx::query_scalar(
+    let (outcome, original): (String, Option<Uuid>) = sqlx::query_as(
         "update erasure_requests set state = 'completed', completed_at = now(), updated_at = now(), \
              target_sealed = null, context_sealed = null, \
              outcome = (select case when detail->>'result' = 'already_absent' \
                              then 'already_erased' else 'erased' end \
                         from steps where request_id = $1 and kind = 'delete') \
-         where id = $1 returning outcome",
+         where id = $1 returning outcome, resurrection_of",
     )
     .bind(c.request_id)
     .fetch_one(&mut **tx)
     .await?;
-    append(tx, c, "completed", json!({"outcome": outcome})).await
+    append(tx, c, "completed", json!({"outcome": outcome})).await?;
+    // A re-erasure's completion is also told on the original, so its receipt shows it.
+    if let Some(original) = original {
+        let subject_ref: String =
+            sqlx::query_scalar("select subject_ref from erasure_requests where id = $1")
+                .bind(original)
+                .fetch_one(&mut **tx)
+                .await?;
+        audit::append(
+            tx,
+            Entry {
+                request_id: Some(original),
+                subject_ref: Some(&subject_ref),
+                actor: audit::ENGINE,
+                event: "re_erasure_completed",
+                data: json!({"re_erasure_request": c.request_id, "outcome": outcome}),
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn append(

@@ -28,8 +28,19 @@ pub enum CallError {
     Permanent { reason: String },
 }
 
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Transient { reason, .. } => write!(f, "transient: {reason}"),
+            CallError::Permanent { reason } => write!(f, "permanent: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
 impl CallError {
-    fn transient(reason: impl Into<String>) -> Self {
+    pub(crate) fn transient(reason: impl Into<String>) -> Self {
         CallError::Transient {
             reason: reason.into(),
             retry_after: None,

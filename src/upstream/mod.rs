@@ -23,6 +23,37 @@ pub struct Inventory {
     pub accounts: Option<u64>,
     pub connection_id: Option<String>,
     pub channel_id: Option<String>,
+    /// An account's bank references (personal data: in memory only, pseudonymised at once).
+    pub bank_references: BankReferences,
+}
+
+/// An account's IBAN, number and reference, as `(kind, value)`. Its `Debug` shows no value.
+#[derive(Clone, Default)]
+pub struct BankReferences(pub Vec<(&'static str, String)>);
+
+impl std::fmt::Debug for BankReferences {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BankReferences({} values)", self.0.len())
+    }
+}
+
+impl BankReferences {
+    /// The references of an upstream account object.
+    pub fn of(account: &Value) -> Self {
+        Self(
+            [
+                ("iban", "iban"),
+                ("number", "account_number"),
+                ("reference", "reference"),
+            ]
+            .into_iter()
+            .filter_map(|(kind, field)| {
+                let value = account.get(field)?.as_str()?.trim();
+                (!value.is_empty()).then(|| (kind, value.to_string()))
+            })
+            .collect(),
+        )
+    }
 }
 
 /// What the account cascade left behind.
@@ -44,7 +75,8 @@ fn path_of(scope: Scope) -> &'static str {
     }
 }
 
-fn id_field(value: &Value, field: &str) -> Option<String> {
+/// An id field of an upstream object (ids are numeric strings, sometimes numbers).
+pub fn id_field(value: &Value, field: &str) -> Option<String> {
     match value.get(field)? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -98,6 +130,7 @@ impl Upstream {
             Scope::Account => {
                 inv.connection_id = id_field(&target, "connection_id");
                 inv.channel_id = id_field(&target, "last_channel_definition_id");
+                inv.bank_references = BankReferences::of(&target);
             }
         }
         Ok(inv)
@@ -154,4 +187,74 @@ impl Upstream {
             Cascade::ChannelRemains(status)
         })
     }
+
+    /// The upstream events after `since`, oldest first (at most `limit`, 1..=100).
+    pub async fn events(&self, since: u64, limit: u32) -> Result<Vec<Value>, CallError> {
+        let query = [("since", since.to_string()), ("limit", limit.to_string())];
+        let Some(bytes) = self
+            .send(reqwest::Method::GET, "/events", "", &query, &mut Vec::new())
+            .await?
+        else {
+            return Err(CallError::Permanent {
+                reason: "the upstream has no event endpoint (404 on /events)".into(),
+            });
+        };
+        let body: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| CallError::transient("upstream events were not JSON"))?;
+        match body.get("events") {
+            Some(Value::Array(events)) => Ok(events.clone()),
+            _ => Err(CallError::transient(
+                "upstream events body had no `events` array",
+            )),
+        }
+    }
+
+    /// One page (from 1) of every connection or account the application can see.
+    pub async fn list_page(
+        &self,
+        kind: Listing,
+        page: u32,
+        limit: u32,
+    ) -> Result<Vec<Value>, CallError> {
+        let template = match kind {
+            Listing::Connections => "/connections",
+            Listing::Accounts => "/accounts",
+        };
+        let query = [("page", page.to_string()), ("limit", limit.to_string())];
+        let Some(bytes) = self
+            .send(reqwest::Method::GET, template, "", &query, &mut Vec::new())
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        serde_json::from_slice(&bytes)
+            .map_err(|_| CallError::transient("upstream list was not a JSON array"))
+    }
+
+    /// A connection as upstream shows it, `None` when it is gone.
+    pub async fn connection(&self, id: &str) -> Result<Option<Value>, CallError> {
+        self.get("/connections/{id}", id, &mut Vec::new()).await
+    }
+
+    /// Starts a LIST_ACCOUNTS synchronisation of a connection. False when the connection is gone.
+    pub async fn list_accounts_sync(&self, connection_id: &str) -> Result<bool, CallError> {
+        let query = [("type", "LIST_ACCOUNTS".to_string())];
+        let reply = self
+            .send(
+                reqwest::Method::POST,
+                "/connections/{id}/synchronize",
+                connection_id,
+                &query,
+                &mut Vec::new(),
+            )
+            .await?;
+        Ok(reply.is_some())
+    }
+}
+
+/// What `list_page` enumerates.
+#[derive(Debug, Clone, Copy)]
+pub enum Listing {
+    Connections,
+    Accounts,
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use erasure::config::{ApprovalPolicy, Keys, Secret, UpstreamSettings};
 use erasure::domain::Role;
 use erasure::engine::{EngineSettings, RetryPolicy};
+use erasure::guard::GuardSettings;
 use erasure::service::{self, Running, ServiceConfig};
 use erasure::sim::{Sim, SimConfig};
 use erasure::store;
@@ -78,6 +79,18 @@ pub struct Options {
     pub max_rps: f64,
     pub max_concurrency: usize,
     pub worker: bool,
+    /// The resurrection guard beside the workers (`None`: not run).
+    pub guard: Option<GuardSettings>,
+}
+
+/// A guard that reads events often and never re-verifies by itself.
+pub fn fast_guard() -> GuardSettings {
+    GuardSettings {
+        poll: Duration::from_millis(100),
+        restoration_timeout: Duration::from_secs(10),
+        reverify_every: None,
+        retry: fast_engine().retry,
+    }
 }
 
 impl Options {
@@ -102,6 +115,7 @@ impl Default for Options {
             max_rps: 500.0,
             max_concurrency: 8,
             worker: true,
+            guard: Some(fast_guard()),
         }
     }
 }
@@ -142,6 +156,7 @@ impl TestApp {
             keys: keys.clone(),
             upstream: options.worker.then(|| upstream.clone()),
             engine: options.engine.clone(),
+            guard: options.guard.clone(),
             approval: options.approval,
             db_pool: 20,
             http_workers: 2,
@@ -173,12 +188,22 @@ impl TestApp {
 
     /// Starts another worker process-equivalent (engine only) against the same database.
     pub async fn extra_worker(&self, engine: EngineSettings) -> Running {
+        self.extra_process(engine, None).await
+    }
+
+    /// Another worker process-equivalent, with or without the resurrection guard.
+    pub async fn extra_process(
+        &self,
+        engine: EngineSettings,
+        guard: Option<GuardSettings>,
+    ) -> Running {
         service::start(ServiceConfig {
             database_url: self.db_url.clone(),
             bind: None,
             keys: self.keys.clone(),
             upstream: Some(self.options_upstream.clone()),
             engine,
+            guard,
             approval: ApprovalPolicy::None,
             db_pool: 10,
             http_workers: 1,
@@ -290,6 +315,12 @@ impl TestApp {
 
     /// Upstream GET with a fresh client token: the status.
     pub async fn upstream_status(&self, path: &str) -> u16 {
+        self.upstream(reqwest::Method::GET, path).await.0
+    }
+
+    /// An upstream call with a fresh client token, as a third party (the application itself)
+    /// would make it: the status and the JSON body (null when there is none).
+    pub async fn upstream(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
         let token: Value = self
             .http
             .post(format!("{}/token", self.sim.auth_url()))
@@ -301,17 +332,17 @@ impl TestApp {
             .json()
             .await
             .unwrap();
-        self.http
-            .get(format!("{}{path}", self.sim.api_url()))
+        let reply = self
+            .http
+            .request(method, format!("{}{path}", self.sim.api_url()))
             .bearer_auth(token["access_token"].as_str().unwrap())
             .send()
             .await
-            .unwrap()
-            .status()
-            .as_u16()
+            .unwrap();
+        let status = reply.status().as_u16();
+        (status, reply.json().await.unwrap_or(Value::Null))
     }
 
-    /// Audit events of a request, oldest first.
     pub async fn audit_events(&self, id: &str) -> Vec<String> {
         sqlx::query_scalar(
             "select event from audit_entries where request_id = $1::uuid order by id",
@@ -343,6 +374,8 @@ impl TestApp {
             .env("ERASURE_SIGNING_KEY", self.keys.signing.to_hex())
             .env("ERASURE_DATA_KEY", self.keys.data.to_hex())
             .env("ERASURE_POLL_MS", "100")
+            .env("ERASURE_EVENTS_POLL_MS", "100")
+            .env("ERASURE_REVERIFY_EVERY_HOURS", "0")
             .env("ERASURE_RETRY_BASE_SECS", "0.05")
             .env("ERASURE_RETRY_CAP_SECS", "0.5")
             .env("RUST_LOG", "warn")

@@ -1,0 +1,116 @@
+//! `POST /v1/restorations`, `GET /v1/restorations/{id}`: restoring a connection's deleted accounts
+//! on purpose (a LIST_ACCOUNTS synchronisation), which lifts the resurrection guard for them.
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::{Caller, READERS};
+use super::error::{ApiError, ErrorBody};
+use super::input;
+use crate::domain::validate::{self, TargetId};
+use crate::domain::{Role, Scope};
+use crate::store::audit;
+use crate::store::restorations::{self, Refused, Restoration};
+
+/// A restoration to start.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestorationBody {
+    /// The aggregator's id of the connection whose deleted accounts should come back (digits).
+    #[schema(example = "2001")]
+    pub connection_id: String,
+    /// Why, in a few words (no personal data).
+    pub reason: String,
+}
+
+/// Starts a LIST_ACCOUNTS restoration of a connection. Accounts it brings back are not erased
+/// again by the resurrection guard. Refused while an erasure of the connection is open or when
+/// the connection was erased; the worker checks the connection's user the same way before it
+/// starts the synchronisation (the restoration then fails with the reason).
+#[utoipa::path(
+    post, path = "/v1/restorations", tag = "restorations",
+    request_body = RestorationBody,
+    responses(
+        (status = 202, description = "Accepted; follow it at Location", body = Restoration, headers(("Location" = String))),
+        (status = 409, description = "An erasure of the connection is open, the connection was erased, or a restoration of it is under way", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v1/restorations")]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let principal = caller.require(&[Role::Approver])?;
+    let bytes = input::body(payload, input::MAX_BODY).await?;
+    input::require_json(&req, &bytes, false)?;
+    let body: RestorationBody = input::json_object(&bytes)?;
+    let connection = TargetId::parse(&body.connection_id)
+        .map_err(|why| ApiError::field("connection_id", why))?;
+    let reason =
+        validate::free_text(&body.reason, 500).map_err(|why| ApiError::field("reason", why))?;
+    let id = Uuid::new_v4();
+    let refs = state
+        .pseudonyms
+        .subject_refs(Scope::Connection, connection.as_str());
+    let sealed = state.sealer.seal(id, connection.as_str().as_bytes());
+    let actor = audit::key_actor(principal.key_id);
+    let created = restorations::create(
+        &state.db,
+        id,
+        &refs,
+        &sealed,
+        &reason,
+        principal.key_id,
+        &actor,
+    )
+    .await?;
+    match created {
+        Ok(r) => Ok(HttpResponse::Accepted()
+            .insert_header(("Location", format!("/v1/restorations/{}", r.id)))
+            .json(r)),
+        Err(Refused::ErasureOpen(request)) => Err(ApiError::conflict(
+            "erasure_open",
+            format!(
+                "an erasure of this connection is open (request {request}); restore after it ends, or cancel it"
+            ),
+        )),
+        Err(Refused::ConnectionErased(request)) => Err(ApiError::conflict(
+            "connection_erased",
+            format!(
+                "this connection was erased (request {request}); an erased connection cannot come back"
+            ),
+        )),
+        Err(Refused::RestorationOpen(existing)) => Err(ApiError::conflict(
+            "restoration_open",
+            format!("a restoration of this connection is under way ({existing})"),
+        )),
+    }
+}
+
+/// A restoration: its state and what the synchronisation listed (counts only).
+#[utoipa::path(
+    get, path = "/v1/restorations/{id}", tag = "restorations",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Restoration), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[get("/v1/restorations/{id}")]
+pub async fn get_one(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(READERS)?;
+    let id = Uuid::parse_str(&path).map_err(|_| ApiError::field("id", "must be a UUID"))?;
+    let restoration = restorations::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("restoration"))?;
+    Ok(HttpResponse::Ok().json(restoration))
+}

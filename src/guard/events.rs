@@ -1,0 +1,224 @@
+//! Following the upstream event stream: each page of events takes effect in one transaction that
+//! also advances the cursor, so after a crash the page is read again and nothing is done twice.
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::Guard;
+use crate::domain::validate::TargetId;
+use crate::domain::{Scope, State};
+use crate::store::audit::{self, Entry};
+use crate::store::guard::{self, GUARD, Guarded};
+use crate::store::requests::{self, Inserted, NewRequest};
+use crate::store::restorations::{self, Listed};
+use crate::upstream::{BankReferences, id_field};
+
+/// Events read per page (the upstream's maximum).
+const PAGE: u32 = 100;
+
+impl Guard {
+    /// Applies the next page of events. True when the page was full (more may follow).
+    pub(super) async fn consume(&self) -> anyhow::Result<bool> {
+        let since = guard::cursor(&self.db).await?;
+        let events = self.upstream.events(since as u64, PAGE).await?;
+        if events.is_empty() {
+            return Ok(false);
+        }
+        let mut tx = self.db.begin().await?;
+        if guard::lock_cursor(&mut tx).await? != Some(since) {
+            // Another process is applying (or has applied) this page.
+            return Ok(false);
+        }
+        let mut last = since;
+        for event in &events {
+            let Some(id) = event_id(event) else {
+                tracing::warn!("an upstream event without a numeric id was skipped");
+                continue;
+            };
+            if id <= last {
+                continue;
+            }
+            self.apply(&mut tx, id, event).await?;
+            last = id;
+        }
+        guard::advance_cursor(&mut tx, last).await?;
+        tx.commit().await?;
+        tracing::debug!(from = since, to = last, "upstream events applied");
+        Ok(events.len() as u32 >= PAGE)
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, id: i64, event: &Value) -> anyhow::Result<()> {
+        let Some(connection) = event.get("resource").and_then(|r| id_field(r, "id")) else {
+            return Ok(());
+        };
+        let refs = self.pseudonyms.subject_refs(Scope::Connection, &connection);
+        let restoration = restorations::waiting_for(tx, &refs).await?;
+        match event.get("event_type").and_then(Value::as_str) {
+            Some("LIST_ACCOUNTS_SUCCESS") => {
+                self.listed(tx, id, event, restoration.as_ref().map(|r| r.id))
+                    .await?
+            }
+            Some("LIST_ACCOUNTS_FAILED") => {
+                if let Some(r) = restoration {
+                    let why = "the upstream reported LIST_ACCOUNTS_FAILED for a channel";
+                    restorations::finish(tx, r.id, "failed", Some(why)).await?;
+                }
+            }
+            // The ALL synchronisation that follows LIST_ACCOUNTS.
+            Some("SYNC_SUCCESS" | "SYNC_FAILED") => {
+                if let Some(r) = restoration.filter(|r| r.channels_listed > 0) {
+                    restorations::all_sync_seen(tx, r.id).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// One channel's LIST_ACCOUNTS_SUCCESS: each listed account is pseudonymised in memory and
+    /// compared with the erased ones. A match is re-erased, unless a restoration asked for it.
+    async fn listed(
+        &self,
+        tx: &mut PgConnection,
+        event_id: i64,
+        event: &Value,
+        restoration: Option<Uuid>,
+    ) -> anyhow::Result<()> {
+        let accounts = event
+            .pointer("/list_accounts_success/accounts")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let created_at = event.get("creation_date").and_then(Value::as_i64);
+        let mut counts = Listed::default();
+        for account in accounts {
+            let status = match account.get("status").and_then(Value::as_str) {
+                Some("NEW") => {
+                    counts.new += 1;
+                    "NEW"
+                }
+                Some("PRESENT") => {
+                    counts.present += 1;
+                    "PRESENT"
+                }
+                Some("MISSING") => {
+                    counts.missing += 1;
+                    "MISSING"
+                }
+                _ => "OTHER",
+            };
+            let Some(listed_id) = id_field(account, "id").filter(|i| TargetId::parse(i).is_ok())
+            else {
+                continue;
+            };
+            let id_refs = self.pseudonyms.subject_refs(Scope::Account, &listed_id);
+            let mut refs = id_refs.clone();
+            for (kind, value) in &BankReferences::of(account).0 {
+                refs.extend(self.pseudonyms.account_refs(kind, value));
+            }
+            let guards = guard::matching(tx, &refs).await?;
+            if guards.is_empty() {
+                continue;
+            }
+            if let Some(restoration) = restoration {
+                let ids: Vec<i64> = guards.iter().map(|g| g.id).collect();
+                counts.guards_lifted += guard::lift(tx, &ids, restoration).await? as i32;
+                continue;
+            }
+            let Some(g) = guards.iter().find(|g| !stale(g, created_at, &id_refs)) else {
+                continue;
+            };
+            // Already being erased again (listed once more meanwhile): nothing new.
+            let Some(re_erasure) = self
+                .re_erase(tx, g.root_request_id, Scope::Account, &listed_id)
+                .await?
+            else {
+                continue;
+            };
+            guard::record_resurrection(
+                tx,
+                g,
+                &format!("event:{event_id}"),
+                Some(status),
+                Some(re_erasure),
+            )
+            .await?;
+            tracing::warn!(request = %g.root_request_id, re_erasure = %re_erasure, "an erased account was listed again upstream; erasing it again");
+        }
+        if let Some(restoration) = restoration {
+            restorations::count_listing(tx, restoration, counts).await?;
+        }
+        Ok(())
+    }
+
+    /// A new erasure of a target found again upstream (under the id it was listed with), linked
+    /// to the original erasure. `None` when an erasure of that id is already open.
+    pub(super) async fn re_erase(
+        &self,
+        tx: &mut PgConnection,
+        original: Uuid,
+        scope: Scope,
+        listed_id: &str,
+    ) -> anyhow::Result<Option<Uuid>> {
+        let requested_by: Uuid =
+            sqlx::query_scalar("select requested_by from erasure_requests where id = $1")
+                .bind(original)
+                .fetch_one(&mut *tx)
+                .await?;
+        let id = Uuid::new_v4();
+        let subject_ref = self.pseudonyms.subject_ref(scope, listed_id);
+        let item = NewRequest {
+            id,
+            scope,
+            subject_ref: subject_ref.clone(),
+            target_sealed: self.sealer.seal(id, listed_id.as_bytes()),
+            external_reference: None,
+            not_before: None,
+            state: State::Queued,
+        };
+        let inserted = requests::insert_many(tx, &[item], requested_by, GUARD, None, Utc::now())
+            .await?
+            .pop();
+        let Some(Inserted::Created(_)) = inserted else {
+            return Ok(None);
+        };
+        sqlx::query("update erasure_requests set resurrection_of = $2 where id = $1")
+            .bind(id)
+            .bind(original)
+            .execute(&mut *tx)
+            .await?;
+        audit::append(
+            tx,
+            Entry {
+                request_id: Some(id),
+                subject_ref: Some(&subject_ref),
+                actor: GUARD,
+                event: "re_erasure_of",
+                data: json!({"original": original}),
+            },
+        )
+        .await?;
+        Ok(Some(id))
+    }
+}
+
+/// An event created before the account's deletion cannot show its resurrection. Times are whole
+/// seconds: within the deletion's second, a listing under the same upstream id is taken as
+/// earlier (a re-added account comes back as a new association).
+fn stale(g: &Guarded, created_at: Option<i64>, id_refs: &[String]) -> bool {
+    let Some(t) = created_at else {
+        return false;
+    };
+    let armed = g.armed_at.timestamp();
+    t < armed || (t == armed && g.refs.iter().any(|r| id_refs.contains(r)))
+}
+
+fn event_id(event: &Value) -> Option<i64> {
+    match event.get("id")? {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}

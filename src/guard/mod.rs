@@ -1,0 +1,101 @@
+//! The resurrection guard: a LIST_ACCOUNTS synchronisation re-adds accounts deleted earlier, so
+//! the guard follows the upstream event stream, recognises erased accounts by their pseudonyms
+//! and erases them again; deliberate restorations lift it; a periodic re-verification looks for
+//! every completed erasure in the upstream listings.
+//!
+//! Several processes may run it against one database: the event cursor is advanced under a row
+//! lock in the transaction of the events' effects, restorations are claimed with SKIP LOCKED and
+//! one re-verification runs at a time.
+
+mod events;
+mod restore;
+mod reverify;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::pseudonym::Pseudonymizer;
+use crate::audit::seal::Sealer;
+use crate::engine::RetryPolicy;
+use crate::store::Db;
+use crate::upstream::Upstream;
+
+#[derive(Debug, Clone)]
+pub struct GuardSettings {
+    /// How often the event stream is read when it has nothing new.
+    pub poll: Duration,
+    /// How long a restoration waits for its synchronisation's events.
+    pub restoration_timeout: Duration,
+    /// How often every completed erasure is looked for upstream; `None`: never.
+    pub reverify_every: Option<Duration>,
+    /// Retries of starting a restoration's synchronisation.
+    pub retry: RetryPolicy,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_secs(2),
+            restoration_timeout: Duration::from_secs(600),
+            reverify_every: Some(Duration::from_secs(7 * 24 * 3600)),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+pub struct Guard {
+    db: Db,
+    upstream: Arc<Upstream>,
+    sealer: Sealer,
+    pseudonyms: Pseudonymizer,
+    settings: GuardSettings,
+}
+
+impl Guard {
+    pub fn new(
+        db: Db,
+        upstream: Arc<Upstream>,
+        sealer: Sealer,
+        pseudonyms: Pseudonymizer,
+        settings: GuardSettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            upstream,
+            sealer,
+            pseudonyms,
+            settings,
+        })
+    }
+
+    /// Runs until `shutdown`: restorations, the event stream, then re-verification when due.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!("resurrection guard started");
+        while !shutdown.is_cancelled() {
+            if let Err(e) = self.restorations().await {
+                tracing::warn!(error = %e, "starting or timing out restorations failed; retrying");
+            }
+            loop {
+                match self.consume().await {
+                    Ok(true) if !shutdown.is_cancelled() => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the upstream event stream failed; retrying");
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = self.reverify_if_due(&shutdown).await {
+                tracing::error!(error = %e, "re-verification could not run; retrying");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.settings.poll) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        tracing::info!("resurrection guard stopped");
+        Ok(())
+    }
+}

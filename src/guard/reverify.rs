@@ -1,0 +1,263 @@
+//! Periodic re-verification: every completed erasure is looked for in the upstream listings (all
+//! connections and all accounts the application can see), pseudonymised in memory. The raw ids of
+//! completed erasures are not kept (invariant 2), so the listings are the only way to look; this
+//! checks every erasure, not a sample. A target found again is an alert: an error log line, an
+//! audit entry, a failed run, and a new erasure linked to the original.
+
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::Guard;
+use crate::domain::Scope;
+use crate::domain::validate::TargetId;
+use crate::store::audit::{self, Entry};
+use crate::store::guard::{self, GUARD};
+use crate::upstream::{BankReferences, Listing, id_field};
+
+/// Items per listing page.
+const PAGE: u32 = 500;
+/// A run still marked running after this long was cut short (its process stopped).
+const ABANDONED_AFTER: &str = "6 hours";
+
+/// What one run saw.
+#[derive(Debug, Default)]
+struct Run {
+    connections: i64,
+    accounts: i64,
+    found: i64,
+}
+
+impl Guard {
+    /// Runs a re-verification when the last one started longer ago than the interval.
+    pub(super) async fn reverify_if_due(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let Some(every) = self.settings.reverify_every else {
+            return Ok(());
+        };
+        let abandoned = format!(
+            "update reverifications set state = 'error', finished_at = now(), \
+                 error = 'the process running it stopped' \
+             where state = 'running' and started_at < now() - interval '{ABANDONED_AFTER}'"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(abandoned))
+            .execute(&self.db)
+            .await?;
+        let started: Option<i64> = sqlx::query_scalar(
+            "insert into reverifications (state) select 'running' \
+             where not exists (select 1 from reverifications where started_at > now() - $1) \
+             on conflict do nothing returning id",
+        )
+        .bind(every)
+        .fetch_optional(&self.db)
+        .await?;
+        let Some(run_id) = started else {
+            return Ok(());
+        };
+        tracing::info!(
+            run = run_id,
+            "re-verification of completed erasures started"
+        );
+        let mut run = Run::default();
+        let result = self.reverify(run_id, &mut run, shutdown).await;
+        let checked: i64 =
+            sqlx::query_scalar("select count(*) from erasure_requests where state = 'completed'")
+                .fetch_one(&self.db)
+                .await?;
+        let (state, error) = match &result {
+            Ok(()) if run.found == 0 => ("passed", None),
+            Ok(()) => ("failed", None),
+            Err(e) => ("error", Some(e.to_string())),
+        };
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "update reverifications set state = $2, finished_at = now(), connections_listed = $3, \
+                 accounts_listed = $4, erasures_checked = $5, found = $6, error = $7 where id = $1",
+        )
+        .bind(run_id)
+        .bind(state)
+        .bind(run.connections)
+        .bind(run.accounts)
+        .bind(checked)
+        .bind(run.found)
+        .bind(&error)
+        .execute(&mut *tx)
+        .await?;
+        let data = json!({
+            "run": run_id, "result": state, "erasures_checked": checked,
+            "connections_listed": run.connections, "accounts_listed": run.accounts,
+            "found": run.found,
+        });
+        audit::append(
+            &mut tx,
+            Entry {
+                request_id: None,
+                subject_ref: None,
+                actor: GUARD,
+                event: "reverification_run",
+                data,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        match state {
+            "passed" => tracing::info!(run = run_id, checked, "re-verification passed"),
+            "failed" => tracing::error!(
+                run = run_id,
+                found = run.found,
+                "ALERT: re-verification found erased targets upstream again; they are being erased again"
+            ),
+            _ => tracing::error!(
+                run = run_id,
+                error = error.as_deref().unwrap_or(""),
+                "re-verification could not finish"
+            ),
+        }
+        Ok(())
+    }
+
+    async fn reverify(
+        &self,
+        run_id: i64,
+        run: &mut Run,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let source = format!("reverification:{run_id}");
+        for page in 1.. {
+            if shutdown.is_cancelled() {
+                anyhow::bail!("stopped by shutdown");
+            }
+            let items = self
+                .upstream
+                .list_page(Listing::Connections, page, PAGE)
+                .await?;
+            run.connections += items.len() as i64;
+            let mut tx = self.db.begin().await?;
+            for item in &items {
+                let Some(connection) = valid_id(item, "id") else {
+                    continue;
+                };
+                run.found += self
+                    .found_again(&mut tx, Scope::Connection, &connection, &source)
+                    .await?;
+                if let Some(user) = valid_id(item, "user_id") {
+                    run.found += self
+                        .found_again(&mut tx, Scope::User, &user, &source)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            if (items.len() as u32) < PAGE {
+                break;
+            }
+        }
+        for page in 1.. {
+            if shutdown.is_cancelled() {
+                anyhow::bail!("stopped by shutdown");
+            }
+            let items = self
+                .upstream
+                .list_page(Listing::Accounts, page, PAGE)
+                .await?;
+            run.accounts += items.len() as i64;
+            let mut tx = self.db.begin().await?;
+            for item in &items {
+                run.found += self.account_found_again(&mut tx, item, &source).await?;
+            }
+            tx.commit().await?;
+            if (items.len() as u32) < PAGE {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// A user or connection listed upstream whose erasure completed: 1 when found.
+    async fn found_again(
+        &self,
+        tx: &mut PgConnection,
+        scope: Scope,
+        id: &str,
+        source: &str,
+    ) -> anyhow::Result<i64> {
+        let refs = self.pseudonyms.subject_refs(scope, id);
+        let erased: Option<(Uuid, String)> = sqlx::query_as(
+            "select id, subject_ref from erasure_requests where subject_ref = any($1) \
+             and state = 'completed' order by completed_at limit 1",
+        )
+        .bind(&refs)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((original, subject_ref)) = erased else {
+            return Ok(0);
+        };
+        let re_erasure = self.re_erase(tx, original, scope, id).await?;
+        audit::append(
+            tx,
+            Entry {
+                request_id: Some(original),
+                subject_ref: Some(&subject_ref),
+                actor: GUARD,
+                event: "reverification_failed",
+                data: json!({"source": source, "scope": scope, "re_erasure_request": re_erasure}),
+            },
+        )
+        .await?;
+        sqlx::query(
+            "update erasure_requests set resurrections = resurrections + 1, updated_at = now() \
+             where id = $1",
+        )
+        .bind(original)
+        .execute(&mut *tx)
+        .await?;
+        Ok(1)
+    }
+
+    /// An account listed upstream that the guard recognises as erased: 1 when found. Accounts of
+    /// a connection being restored on purpose are left to the restoration.
+    async fn account_found_again(
+        &self,
+        tx: &mut PgConnection,
+        account: &Value,
+        source: &str,
+    ) -> anyhow::Result<i64> {
+        let Some(id) = valid_id(account, "id") else {
+            return Ok(0);
+        };
+        let mut refs = self.pseudonyms.subject_refs(Scope::Account, &id);
+        for (kind, value) in &BankReferences::of(account).0 {
+            refs.extend(self.pseudonyms.account_refs(kind, value));
+        }
+        let guards = guard::matching(tx, &refs).await?;
+        let Some(g) = guards.first() else {
+            return Ok(0);
+        };
+        if let Some(connection) = valid_id(account, "connection_id") {
+            let connection_refs = self.pseudonyms.subject_refs(Scope::Connection, &connection);
+            let restoring: bool = sqlx::query_scalar(
+                "select exists (select 1 from restorations where connection_ref = any($1) \
+                 and state in ('pending', 'waiting'))",
+            )
+            .bind(&connection_refs)
+            .fetch_one(&mut *tx)
+            .await?;
+            if restoring {
+                return Ok(0);
+            }
+        }
+        let Some(re_erasure) = self
+            .re_erase(tx, g.root_request_id, Scope::Account, &id)
+            .await?
+        else {
+            // Already being erased again.
+            return Ok(0);
+        };
+        guard::record_resurrection(tx, g, source, None, Some(re_erasure)).await?;
+        Ok(1)
+    }
+}
+
+/// An upstream id that can be a target (numeric), or nothing.
+fn valid_id(value: &Value, field: &str) -> Option<String> {
+    id_field(value, field).filter(|id| TargetId::parse(id).is_ok())
+}

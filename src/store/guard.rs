@@ -1,0 +1,180 @@
+//! The resurrection guard's tables: the pseudonyms of erased accounts, the event cursor, and
+//! each resurrection seen.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::Db;
+use super::audit::{self, Entry};
+
+/// Resurrections on one connection from which its requests advise erasing the connection.
+pub const RECURRING: i64 = 2;
+
+/// The audit actor of what the guard does by itself.
+pub const GUARD: &str = "guard";
+
+/// What the guard keeps of a deleted account: pseudonyms only.
+#[derive(Debug, Clone)]
+pub struct GuardArm {
+    pub connection_ref: Option<String>,
+    /// Pseudonyms of the account's upstream id and of its bank references.
+    pub refs: Vec<String>,
+}
+
+/// Arms the guard for a request's account (in the transaction that records its deletion).
+pub async fn arm(conn: &mut PgConnection, request_id: Uuid, guard: &GuardArm) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into erased_accounts (request_id, root_request_id, connection_ref, refs) \
+         select id, coalesce(resurrection_of, id), $2, $3 from erasure_requests where id = $1",
+    )
+    .bind(request_id)
+    .bind(&guard.connection_ref)
+    .bind(&guard.refs)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// An armed guard.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Guarded {
+    pub id: i64,
+    pub request_id: Uuid,
+    pub root_request_id: Uuid,
+    pub connection_ref: Option<String>,
+    pub refs: Vec<String>,
+    pub armed_at: DateTime<Utc>,
+}
+
+/// The armed guards any of `refs` matches, most recently armed first.
+pub async fn matching(conn: &mut PgConnection, refs: &[String]) -> sqlx::Result<Vec<Guarded>> {
+    sqlx::query_as(
+        "select id, request_id, root_request_id, connection_ref, refs, armed_at \
+         from erased_accounts where lifted_at is null and refs && $1 order by armed_at desc, id desc",
+    )
+    .bind(refs)
+    .fetch_all(conn)
+    .await
+}
+
+/// The id of the last upstream event that took effect.
+pub async fn cursor(db: &Db) -> sqlx::Result<i64> {
+    sqlx::query_scalar("select last_event_id from upstream_event_cursor")
+        .fetch_one(db)
+        .await
+}
+
+/// Locks the cursor for advancing it; `None` while another process holds it.
+pub async fn lock_cursor(conn: &mut PgConnection) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("select last_event_id from upstream_event_cursor for update skip locked")
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn advance_cursor(conn: &mut PgConnection, to: i64) -> sqlx::Result<()> {
+    sqlx::query("update upstream_event_cursor set last_event_id = $1, updated_at = now()")
+        .bind(to)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records that a guarded account was listed again, on the original request (its counters, its
+/// advice, its audit entries: the receipt shows them).
+pub async fn record_resurrection(
+    conn: &mut PgConnection,
+    guard: &Guarded,
+    source: &str,
+    listed_status: Option<&str>,
+    re_erasure: Option<Uuid>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into resurrections (guard_id, root_request_id, connection_ref, source, \
+             listed_status, re_erasure_id) values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(guard.id)
+    .bind(guard.root_request_id)
+    .bind(&guard.connection_ref)
+    .bind(source)
+    .bind(listed_status)
+    .bind(re_erasure)
+    .execute(&mut *conn)
+    .await?;
+    let root_ref: String = sqlx::query_scalar(
+        "update erasure_requests set resurrections = resurrections + 1, updated_at = now() \
+         where id = $1 returning subject_ref",
+    )
+    .bind(guard.root_request_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut recurring = false;
+    if let Some(connection) = &guard.connection_ref {
+        let on_connection: i64 =
+            sqlx::query_scalar("select count(*) from resurrections where connection_ref = $1")
+                .bind(connection)
+                .fetch_one(&mut *conn)
+                .await?;
+        if on_connection >= RECURRING {
+            recurring = true;
+            sqlx::query(
+                "update erasure_requests set advice = 'erase_connection', updated_at = now() \
+                 where advice is null and id in \
+                     (select root_request_id from erased_accounts where connection_ref = $1)",
+            )
+            .bind(connection)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    audit::append(
+        conn,
+        Entry {
+            request_id: Some(guard.root_request_id),
+            subject_ref: Some(&root_ref),
+            actor: GUARD,
+            event: "resurrection_detected",
+            data: json!({
+                "source": source,
+                "listed_status": listed_status,
+                "erased_by_request": guard.request_id,
+                "re_erasure_request": re_erasure,
+                "recurring_on_connection": recurring,
+            }),
+        },
+    )
+    .await
+}
+
+/// Lifts guards for accounts a deliberate restoration brought back. Returns how many.
+pub async fn lift(
+    conn: &mut PgConnection,
+    guard_ids: &[i64],
+    restoration_id: Uuid,
+) -> sqlx::Result<u64> {
+    let lifted: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
+        "update erased_accounts g set lifted_at = now(), lifted_by = $2 \
+         from erasure_requests r \
+         where g.id = any($1) and g.lifted_at is null and r.id = g.root_request_id \
+         returning g.root_request_id, g.request_id, r.subject_ref",
+    )
+    .bind(guard_ids)
+    .bind(restoration_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (root, request, subject_ref) in &lifted {
+        audit::append(
+            conn,
+            Entry {
+                request_id: Some(*root),
+                subject_ref: Some(subject_ref),
+                actor: GUARD,
+                event: "guard_lifted",
+                data: json!({"restoration": restoration_id, "erased_by_request": request}),
+            },
+        )
+        .await?;
+    }
+    Ok(lifted.len() as u64)
+}

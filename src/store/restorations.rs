@@ -1,0 +1,357 @@
+//! Deliberate restorations: a LIST_ACCOUNTS synchronisation of a connection, asked for by an
+//! approver, that lifts the resurrection guard for the accounts it brings back.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::Db;
+use super::audit::{self, Entry};
+use super::guard::GUARD;
+
+/// Open request states (as in the `one open request per target` index).
+const OPEN_REQUEST_STATES: &str =
+    "('pending_approval', 'queued', 'in_progress', 'failed', 'on_hold')";
+
+/// A restoration as the API shows it. Never holds the connection id.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Restoration {
+    pub id: Uuid,
+    /// `pending` (to be started upstream), `waiting` (synchronisation started, reading events),
+    /// `completed`, `failed` (with `failure_reason`) or `timed_out`.
+    pub state: String,
+    /// Pseudonym of the connection.
+    pub connection_ref: String,
+    pub reason: String,
+    pub requested_by: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When waiting for the synchronisation's events stops.
+    pub deadline: Option<DateTime<Utc>>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub failure_reason: Option<String>,
+    /// Channels of the connection the synchronisation lists (those with credentials).
+    pub expected_channels: Option<i32>,
+    /// Channels whose LIST_ACCOUNTS_SUCCESS was read.
+    pub channels_listed: i32,
+    /// Accounts listed `NEW` (re-added, deleted ones among them), `PRESENT` and `MISSING`.
+    pub accounts_new: i32,
+    pub accounts_present: i32,
+    pub accounts_missing: i32,
+    /// Whether the `ALL` synchronisation that follows LIST_ACCOUNTS was seen.
+    pub all_sync_followed: bool,
+    /// Erased accounts brought back on purpose (the guard no longer re-erases them).
+    pub guards_lifted: i32,
+}
+
+const COLUMNS: &str = "id, state, connection_ref, reason, requested_by, created_at, updated_at, \
+    finished_at, deadline, attempts, last_error, failure_reason, expected_channels, \
+    channels_listed, accounts_new, accounts_present, accounts_missing, all_sync_followed, \
+    guards_lifted";
+
+/// Why a restoration cannot be accepted.
+#[derive(Debug)]
+pub enum Refused {
+    /// An erasure of the connection is open.
+    ErasureOpen(Uuid),
+    /// The connection was erased: it cannot come back.
+    ConnectionErased(Uuid),
+    /// A restoration of the connection is already under way.
+    RestorationOpen(Uuid),
+}
+
+/// What an erasure request says about a target, among `refs` (its pseudonyms).
+pub async fn erasure_blocking(
+    conn: &mut PgConnection,
+    refs: &[String],
+) -> sqlx::Result<Option<(Uuid, bool)>> {
+    let sql = format!(
+        "select id, state in {OPEN_REQUEST_STATES} from erasure_requests \
+         where subject_ref = any($1) and (state in {OPEN_REQUEST_STATES} or state = 'completed') \
+         order by state in {OPEN_REQUEST_STATES} desc limit 1"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(refs)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Records a new restoration (state `pending`) and its audit entry, unless refused.
+pub async fn create(
+    db: &Db,
+    id: Uuid,
+    connection_refs: &[String],
+    connection_sealed: &[u8],
+    reason: &str,
+    requested_by: Uuid,
+    actor: &str,
+) -> sqlx::Result<Result<Restoration, Refused>> {
+    let mut tx = db.begin().await?;
+    if let Some((request, open)) = erasure_blocking(&mut tx, connection_refs).await? {
+        return Ok(Err(if open {
+            Refused::ErasureOpen(request)
+        } else {
+            Refused::ConnectionErased(request)
+        }));
+    }
+    let sql = format!(
+        "insert into restorations (id, connection_ref, connection_sealed, reason, state, requested_by) \
+         values ($1, $2, $3, $4, 'pending', $5) \
+         on conflict (connection_ref) where state in ('pending', 'waiting') do nothing \
+         returning {COLUMNS}"
+    );
+    let created: Option<Restoration> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(&connection_refs[0])
+        .bind(connection_sealed)
+        .bind(reason)
+        .bind(requested_by)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(created) = created else {
+        let existing: Uuid = sqlx::query_scalar(
+            "select id from restorations where connection_ref = any($1) \
+             and state in ('pending', 'waiting')",
+        )
+        .bind(connection_refs)
+        .fetch_one(&mut *tx)
+        .await?;
+        return Ok(Err(Refused::RestorationOpen(existing)));
+    };
+    append(&mut tx, &created, actor, "restoration_requested", json!({})).await?;
+    tx.commit().await?;
+    Ok(Ok(created))
+}
+
+pub async fn get(db: &Db, id: Uuid) -> sqlx::Result<Option<Restoration>> {
+    let sql = format!("select {COLUMNS} from restorations where id = $1");
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// A pending restoration taken by a worker, with its sealed connection id.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub connection_ref: String,
+    pub connection_sealed: Option<Vec<u8>>,
+    pub attempts: i32,
+}
+
+/// Takes one pending restoration that is due; it is not offered again for `lease`.
+pub async fn claim(db: &Db, lease: std::time::Duration) -> sqlx::Result<Option<Claimed>> {
+    sqlx::query_as(
+        "update restorations set attempts = attempts + 1, run_at = now() + $1, updated_at = now() \
+         where id = (select id from restorations where state = 'pending' and run_at <= now() \
+                     order by run_at limit 1 for update skip locked) \
+         returning id, connection_ref, connection_sealed, attempts",
+    )
+    .bind(lease)
+    .fetch_optional(db)
+    .await
+}
+
+/// The synchronisation is about to be started: events of the connection now belong to this
+/// restoration. False when it is no longer pending.
+pub async fn start_waiting(
+    db: &Db,
+    id: Uuid,
+    expected_channels: i32,
+    timeout: std::time::Duration,
+) -> sqlx::Result<bool> {
+    let mut tx = db.begin().await?;
+    let sql = format!(
+        "update restorations set state = 'waiting', expected_channels = $2, \
+             deadline = now() + $3, updated_at = now() \
+         where id = $1 and state = 'pending' returning {COLUMNS}"
+    );
+    let started: Option<Restoration> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(expected_channels)
+        .bind(timeout)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(r) = started else {
+        return Ok(false);
+    };
+    append(
+        &mut tx,
+        &r,
+        GUARD,
+        "restoration_started",
+        json!({"expected_channels": expected_channels}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The synchronisation could not be started yet: pending again, tried at `at`.
+pub async fn retry_later(db: &Db, id: Uuid, error: &str, at: DateTime<Utc>) -> sqlx::Result<()> {
+    sqlx::query(
+        "update restorations set state = 'pending', deadline = null, last_error = $2, run_at = $3, \
+             updated_at = now() \
+         where id = $1 and state in ('pending', 'waiting')",
+    )
+    .bind(id)
+    .bind(error)
+    .bind(at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Ends a restoration (`completed`, `failed` or `timed_out`), wiping the connection id.
+pub async fn finish(
+    conn: &mut PgConnection,
+    id: Uuid,
+    state: &str,
+    failure_reason: Option<&str>,
+) -> sqlx::Result<()> {
+    let sql = format!(
+        "update restorations set state = $2, failure_reason = $3, connection_sealed = null, \
+             finished_at = now(), updated_at = now() \
+         where id = $1 and state in ('pending', 'waiting') returning {COLUMNS}"
+    );
+    let ended: Option<Restoration> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(state)
+        .bind(failure_reason)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(r) = ended {
+        let event = match state {
+            "completed" => "restoration_completed",
+            "timed_out" => "restoration_timed_out",
+            _ => "restoration_failed",
+        };
+        let data = json!({
+            "failure_reason": failure_reason,
+            "channels_listed": r.channels_listed,
+            "expected_channels": r.expected_channels,
+            "accounts": {"new": r.accounts_new, "present": r.accounts_present, "missing": r.accounts_missing},
+            "all_sync_followed": r.all_sync_followed,
+            "guards_lifted": r.guards_lifted,
+        });
+        append(conn, &r, GUARD, event, data).await?;
+    }
+    Ok(())
+}
+
+/// Ends, as timed out, the restorations whose events did not all come in time.
+pub async fn time_out(db: &Db) -> sqlx::Result<u64> {
+    let mut tx = db.begin().await?;
+    let late: Vec<Uuid> = sqlx::query_scalar(
+        "select id from restorations where state = 'waiting' and deadline < now() \
+         for update skip locked",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for id in &late {
+        finish(
+            &mut tx,
+            *id,
+            "timed_out",
+            Some("the synchronisation's events did not all arrive before the deadline"),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(late.len() as u64)
+}
+
+/// The restoration waiting for events of the connection (any of its pseudonyms), locked.
+pub async fn waiting_for(
+    conn: &mut PgConnection,
+    connection_refs: &[String],
+) -> sqlx::Result<Option<Restoration>> {
+    let sql = format!(
+        "select {COLUMNS} from restorations where connection_ref = any($1) and state = 'waiting' \
+         for update"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(connection_refs)
+        .fetch_optional(conn)
+        .await
+}
+
+/// What one LIST_ACCOUNTS_SUCCESS event of the connection showed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Listed {
+    pub new: i32,
+    pub present: i32,
+    pub missing: i32,
+    pub guards_lifted: i32,
+}
+
+/// Counts one channel's listing; completes the restoration when every channel was listed and the
+/// ALL synchronisation was seen.
+pub async fn count_listing(conn: &mut PgConnection, id: Uuid, listed: Listed) -> sqlx::Result<()> {
+    sqlx::query(
+        "update restorations set channels_listed = channels_listed + 1, \
+             accounts_new = accounts_new + $2, accounts_present = accounts_present + $3, \
+             accounts_missing = accounts_missing + $4, guards_lifted = guards_lifted + $5, \
+             updated_at = now() where id = $1",
+    )
+    .bind(id)
+    .bind(listed.new)
+    .bind(listed.present)
+    .bind(listed.missing)
+    .bind(listed.guards_lifted)
+    .execute(&mut *conn)
+    .await?;
+    complete_if_done(conn, id).await
+}
+
+/// The ALL synchronisation that follows LIST_ACCOUNTS was seen.
+pub async fn all_sync_seen(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "update restorations set all_sync_followed = true, updated_at = now() where id = $1",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    complete_if_done(conn, id).await
+}
+
+async fn complete_if_done(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    let done: bool = sqlx::query_scalar(
+        "select all_sync_followed and channels_listed >= coalesce(expected_channels, 1) \
+         from restorations where id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if done {
+        finish(conn, id, "completed", None).await?;
+    }
+    Ok(())
+}
+
+async fn append(
+    conn: &mut PgConnection,
+    r: &Restoration,
+    actor: &str,
+    event: &str,
+    mut data: Value,
+) -> sqlx::Result<()> {
+    data["restoration"] = json!(r.id);
+    audit::append(
+        conn,
+        Entry {
+            request_id: None,
+            subject_ref: Some(&r.connection_ref),
+            actor,
+            event,
+            data,
+        },
+    )
+    .await
+}
