@@ -408,6 +408,59 @@ async fn no_personal_data_in_the_database_dump_or_the_logs() {
     for id in &ids {
         app.wait_state(id, "completed", 30).await;
     }
+    // A resynchronisation lists the erased account again (the guard re-erases it), and an
+    // approver restores another connection on purpose: both read account lists full of personal
+    // data from the event stream.
+    let (resync, _) = app
+        .upstream(
+            reqwest::Method::POST,
+            &format!(
+                "/connections/{}/synchronize?type=LIST_ACCOUNTS",
+                users[2].connections[0].id
+            ),
+        )
+        .await;
+    let restored = users[5].connections[0].id.clone();
+    let (s, restoration) = app
+        .post(
+            "/v1/restorations",
+            &app.approver,
+            json!({"connection_id": restored, "reason": "audit of the canary test"}),
+        )
+        .await;
+    assert_eq!(s, 202, "{restoration}");
+    let restoration = format!("/v1/restorations/{}", restoration["id"].as_str().unwrap());
+    for _ in 0..200 {
+        let (_, r) = app.get(&restoration, &app.auditor).await;
+        if r["state"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.get(&restoration, &app.auditor).await.1["state"],
+        "completed"
+    );
+    if resync == 204 {
+        // The channel kept other accounts: the erased one comes back and is erased again.
+        for _ in 0..200 {
+            let (_, r) = app
+                .get(&format!("/v1/erasure-requests/{}", ids[2]), &app.auditor)
+                .await;
+            if r["resurrections"] == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let re: String = sqlx::query_scalar(
+            "select id::text from erasure_requests where resurrection_of = $1::uuid",
+        )
+        .bind(&ids[2])
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        app.wait_state(&re, "completed", 30).await;
+    }
     app.sim
         .set_faults(Faults {
             error_rate: 1.0,
@@ -451,7 +504,7 @@ async fn no_personal_data_in_the_database_dump_or_the_logs() {
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(logs.len() > 1000, "trace logs were written");
     assert!(dump.contains("k1:"), "the dump holds pseudonyms");
-    let mut paths_with_ids = vec![];
+    let mut paths_with_ids = vec![format!("/connections/{restored}")];
     for u in &users[..4] {
         paths_with_ids.push(format!("/users/{}", u.id));
         for c in &u.connections {
@@ -478,7 +531,7 @@ async fn no_personal_data_in_the_database_dump_or_the_logs() {
     assert!(sealed.is_some());
     let _ = std::fs::remove_file(&log_path);
     println!(
-        "searched {} canaries and {} paths in {} bytes of dump and {} bytes of logs",
+        "searched {} canaries and {} paths in {} bytes of dump and {} bytes of logs (resync: {resync})",
         canaries.len(),
         paths_with_ids.len(),
         dump.len(),

@@ -614,3 +614,95 @@ async fn re_verification_finds_an_erased_account_back_upstream_and_raises_the_al
     worker.stop().await.unwrap();
     app.stop().await;
 }
+
+/// A restoration of the first seeded connection, waiting until it is `waiting` (synchronising).
+async fn restoration_waiting(app: &TestApp, connection: &str) -> String {
+    let (status, r) = app
+        .post(
+            "/v1/restorations",
+            &app.approver,
+            json!({"connection_id": connection, "reason": "restore after review"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    for _ in 0..100 {
+        let (_, r) = app
+            .get(&format!("/v1/restorations/{id}"), &app.auditor)
+            .await;
+        if r["state"] == "waiting" {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("restoration {id} never started");
+}
+
+async fn restoration_state(app: &TestApp, id: &str) -> (String, Option<String>, i32) {
+    sqlx::query_as(
+        "select state, failure_reason, guards_lifted from restorations where id = $1::uuid",
+    )
+    .bind(id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restoration_survives_a_restart_while_it_waits_for_events() {
+    let mut options = Options::empty_sim();
+    options.sim.sync_duration = Duration::from_millis(1500);
+    let mut app = TestApp::spawn(options).await;
+    let (connection, accounts) = seed(&app, 2);
+    let original = app.submit("account", &accounts[0]).await;
+    app.wait_state(&original, "completed", 20).await;
+    let id = restoration_waiting(&app, &connection).await;
+    app.running.take().unwrap().stop().await.unwrap();
+    // The synchronisation ends (and its events are written) while no process runs.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+
+    let worker = app.extra_process(fast_engine(), Some(fast_guard())).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (state, why, lifted) = restoration_state(&app, &id).await;
+        if state == "completed" {
+            assert_eq!(lifted, 1);
+            break;
+        }
+        assert_eq!(state, "waiting", "{why:?}");
+        assert!(tokio::time::Instant::now() < deadline, "never completed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(re_erasures(&app, &original).await.is_empty());
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restoration_whose_events_do_not_come_in_time_times_out_and_lifts_nothing() {
+    let mut options = Options::empty_sim();
+    options.sim.sync_duration = Duration::from_millis(2500);
+    let mut guard = fast_guard();
+    guard.restoration_timeout = Duration::from_millis(500);
+    options.guard = Some(guard);
+    let app = TestApp::spawn(options).await;
+    let (connection, accounts) = seed(&app, 2);
+    let original = app.submit("account", &accounts[0]).await;
+    app.wait_state(&original, "completed", 20).await;
+    let id = restoration_waiting(&app, &connection).await;
+    let done = wait_restoration(&app, &id, 10).await;
+    assert_eq!(done["state"], "timed_out", "{done:#}");
+    assert_eq!(done["guards_lifted"], 0);
+    let sealed: Option<Vec<u8>> =
+        sqlx::query_scalar("select connection_sealed from restorations where id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert!(sealed.is_none());
+    // The late synchronisation re-adds the account: with no restoration to claim it, the guard
+    // erases it again (safe by default; start another restoration to bring it back).
+    let re = wait_re_erasures(&app, &original, 1, 20).await;
+    app.wait_state(&re[0], "completed", 20).await;
+    app.stop().await;
+}
