@@ -86,6 +86,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let running = service::start(ServiceConfig {
         database_url: args.db.database_url.clone(),
         bind: Some(args.bind.clone()),
+        metrics_bind: None,
         keys,
         upstream: Some(UpstreamSettings {
             api_url: sim.api_url(),

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod guard;
+pub mod metrics;
 pub mod service;
 pub mod sim;
 pub mod store;

@@ -107,6 +107,9 @@ struct ServeArgs {
 struct WorkerArgs {
     #[command(flatten)]
     db: DbArgs,
+    /// Where this worker serves `/metrics` and health (e.g. 0.0.0.0:9090); nowhere by default.
+    #[arg(long, env = "ERASURE_METRICS_BIND")]
+    metrics_bind: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -151,6 +154,7 @@ impl CommonArgs {
         Ok(ServiceConfig {
             database_url,
             bind,
+            metrics_bind: None,
             keys: Keys::from_env()?,
             upstream,
             guard: Some(guard),
@@ -190,7 +194,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             running.until_signal().await?;
         }
         Command::Worker(args) => {
-            let config = args.common.config(args.db.database_url, None, true)?;
+            let mut config = args.common.config(args.db.database_url, None, true)?;
+            config.metrics_bind = args.metrics_bind;
             service::start(config).await?.until_signal().await?;
         }
         Command::Migrate(db) => {

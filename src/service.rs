@@ -28,6 +28,8 @@ pub struct ServiceConfig {
     pub database_url: String,
     /// Where the API listens; `None` runs workers only.
     pub bind: Option<String>,
+    /// Where a process without the API serves `/metrics` and health; `None`: nowhere.
+    pub metrics_bind: Option<String>,
     pub keys: Keys,
     /// Where the workers erase; `None` runs the API only.
     pub upstream: Option<UpstreamSettings>,
@@ -52,6 +54,7 @@ pub struct Running {
 
 pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
     let db = store::connect(&config.database_url, config.db_pool).await?;
+    store::check_migrated(&db).await?;
     let sealer = Sealer::new(&config.keys.data);
     let pseudonyms =
         Pseudonymizer::new(config.keys.pseudonym.clone(), config.keys.pseudonym_version);
@@ -73,18 +76,29 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
             Ok(())
         }));
     }
-    if let Some(bind) = &config.bind {
-        let listener = std::net::TcpListener::bind(bind)
-            .with_context(|| format!("cannot listen on {bind}"))?;
-        addr = Some(listener.local_addr()?);
-        let state = AppState {
-            db: db.clone(),
-            pseudonyms: pseudonyms.clone(),
-            sealer: sealer.clone(),
-            approval: config.approval,
-            audit,
-        };
-        let http = api::serve(listener, state, config.http_workers)?;
+    let state = || AppState {
+        db: db.clone(),
+        pseudonyms: pseudonyms.clone(),
+        sealer: sealer.clone(),
+        approval: config.approval,
+        audit: audit.clone(),
+    };
+    let http = match (&config.bind, &config.metrics_bind) {
+        (Some(bind), _) => {
+            let listener = std::net::TcpListener::bind(bind)
+                .with_context(|| format!("cannot listen on {bind}"))?;
+            addr = Some(listener.local_addr()?);
+            Some(api::serve(listener, state(), config.http_workers)?)
+        }
+        (None, Some(bind)) => {
+            let listener = std::net::TcpListener::bind(bind)
+                .with_context(|| format!("cannot listen on {bind} (metrics)"))?;
+            addr = Some(listener.local_addr()?);
+            Some(api::serve_metrics(listener, state())?)
+        }
+        (None, None) => None,
+    };
+    if let Some(http) = http {
         server = Some(http.handle());
         tasks.push(tokio::spawn(async move {
             http.await.map_err(anyhow::Error::from)

@@ -230,6 +230,7 @@ async fn a_refused_token_is_a_permanent_failure_with_its_reason() {
     let worker = erasure::service::start(erasure::service::ServiceConfig {
         database_url: app.db_url.clone(),
         bind: None,
+        metrics_bind: None,
         keys: app.keys.clone(),
         upstream: Some(upstream),
         engine: fast_engine(),
@@ -482,5 +483,28 @@ async fn sigterm_stops_a_worker_process_cleanly() {
         completed_once(&app, id).await;
     }
     worker.stop().await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_refuses_a_database_that_lacks_a_migration() {
+    let app = TestApp::spawn(Options {
+        worker: false,
+        ..Options::empty_sim()
+    })
+    .await;
+    sqlx::query(
+        "delete from _sqlx_migrations where version = (select max(version) from _sqlx_migrations)",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let out = app.command("worker").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lacks migration") && err.contains("erasure migrate"),
+        "{err}"
+    );
     app.stop().await;
 }

@@ -1,5 +1,6 @@
-//! `GET /metrics` in the Prometheus text format, read from the database at scrape time (so every
-//! process reports the same figures). Labels are states and results only: never personal data.
+//! `GET /metrics` in the Prometheus text format: figures read from the database at scrape time
+//! (the same from every process), then this process's own (upstream calls, attempts, limiter,
+//! breaker; see `crate::metrics`). Labels are states and results only: never personal data.
 
 use std::fmt::Write;
 
@@ -7,6 +8,7 @@ use actix_web::{HttpResponse, get, web};
 
 use super::AppState;
 use super::error::ApiError;
+use crate::metrics::header;
 use crate::store::guard::RECURRING;
 
 /// Metrics for Prometheus.
@@ -33,6 +35,83 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
             out,
             "erasure_requests{{state=\"{state}\",scope=\"{scope}\"}} {n}"
         );
+    }
+
+    let (overdue, due_soon): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where due_at < now()), \
+                count(*) filter (where due_at >= now() and due_at < now() + interval '7 days') \
+         from erasure_requests where state not in ('completed', 'cancelled')",
+    )
+    .fetch_one(db)
+    .await?;
+    header(
+        &mut out,
+        "erasure_requests_overdue",
+        "gauge",
+        "Open requests past their due date (one month after receipt, moved by extensions).",
+    );
+    let _ = writeln!(out, "erasure_requests_overdue {overdue}");
+    header(
+        &mut out,
+        "erasure_requests_due_within_7_days",
+        "gauge",
+        "Open requests due within the next 7 days.",
+    );
+    let _ = writeln!(out, "erasure_requests_due_within_7_days {due_soon}");
+
+    let (queued, running, retrying, paused): (i64, i64, i64, i64) = sqlx::query_as(
+        "select count(*) filter (where state = 'ready' and last_error is null), \
+                count(*) filter (where state = 'running'), \
+                count(*) filter (where state = 'ready' and last_error is not null), \
+                count(*) filter (where state = 'paused') \
+         from steps where state in ('ready', 'running', 'paused')",
+    )
+    .fetch_one(db)
+    .await?;
+    header(
+        &mut out,
+        "erasure_jobs",
+        "gauge",
+        "Step jobs: queued (ready, never failed), running (leased), retrying (ready again after a failure), paused (held or awaiting approval).",
+    );
+    for (state, n) in [
+        ("queued", queued),
+        ("running", running),
+        ("retrying", retrying),
+        ("paused", paused),
+    ] {
+        let _ = writeln!(out, "erasure_jobs{{state=\"{state}\"}} {n}");
+    }
+
+    let (entries, leaves, checkpoint_age): (i64, i64, Option<f64>) = sqlx::query_as(
+        "select (select coalesce(max(id), 0) from audit_entries), \
+                (select coalesce(max(leaf_index) + 1, 0) from audit_leaves), \
+                (select extract(epoch from now() - max(created_at))::float8 from audit_checkpoints)",
+    )
+    .fetch_one(db)
+    .await?;
+    header(
+        &mut out,
+        "erasure_audit_entries",
+        "gauge",
+        "Audit entries written (highest entry id).",
+    );
+    let _ = writeln!(out, "erasure_audit_entries {entries}");
+    header(
+        &mut out,
+        "erasure_audit_tree_size",
+        "gauge",
+        "Audit entries sequenced into the Merkle tree.",
+    );
+    let _ = writeln!(out, "erasure_audit_tree_size {leaves}");
+    if let Some(age) = checkpoint_age {
+        header(
+            &mut out,
+            "erasure_audit_checkpoint_age_seconds",
+            "gauge",
+            "Seconds since the last signed checkpoint.",
+        );
+        let _ = writeln!(out, "erasure_audit_checkpoint_age_seconds {age}");
     }
 
     let (resurrections, recurring): (i64, i64) = sqlx::query_as(
@@ -119,12 +198,9 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     );
     let _ = writeln!(out, "erasure_upstream_event_cursor {cursor}");
 
+    crate::metrics::global().render(&mut out);
+
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out))
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
 }

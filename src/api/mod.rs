@@ -8,6 +8,7 @@ pub mod input;
 pub mod metrics;
 pub mod requests;
 pub mod restorations;
+pub mod status;
 pub mod subjects;
 
 use actix_web::dev::Server;
@@ -100,6 +101,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(restorations::create)
         .service(restorations::get_one)
         .service(metrics::metrics)
+        .service(status::status)
+        .service(status::login)
+        .service(status::logout)
+        .service(status::request)
         .service(
             SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()),
         );
@@ -115,7 +120,7 @@ pub fn serve(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .wrap(tracing_actix())
+            .wrap_fn(request_span)
             .configure(routes)
             .default_service(web::to(not_found))
     })
@@ -128,11 +133,79 @@ pub fn serve(
     Ok(server)
 }
 
-/// A span per HTTP request with its own id, so every log line of a request can be found. The
-/// path is not logged: it may carry identifiers.
-fn tracing_actix() -> actix_web::middleware::Logger {
-    actix_web::middleware::Logger::new("%s %{route}xi %Dms")
-        .custom_request_replace("route", |req| {
-            req.match_pattern().unwrap_or_else(|| "unmatched".into())
+/// A worker process's own small server: `/metrics` (its upstream calls, attempts, limiter and
+/// breaker) and health, nothing else.
+pub fn serve_metrics(listener: std::net::TcpListener, state: AppState) -> anyhow::Result<Server> {
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .service(health::healthz)
+            .service(health::readyz)
+            .service(metrics::metrics)
+            .default_service(web::to(not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// A span per HTTP request with its own id (the client's `X-Request-Id` when it is a plain token,
+/// otherwise a new UUID), returned in `X-Request-Id`: every log line of the request carries it.
+/// The path is not logged (it may carry identifiers): only the route template.
+fn request_span<S, B>(
+    req: actix_web::dev::ServiceRequest,
+    srv: &S,
+) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>>
++ use<S, B>
+where
+    S: actix_web::dev::Service<
+            actix_web::dev::ServiceRequest,
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+        >,
+{
+    use tracing::Instrument;
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let span = tracing::info_span!("http", request_id = %id);
+    let started = std::time::Instant::now();
+    let call = {
+        let _entered = span.enter();
+        srv.call(req)
+    };
+    async move {
+        let mut res = call.await?;
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into());
+        tracing::info!(
+            method = %res.request().method(),
+            route = %route,
+            status = res.status().as_u16(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "http request"
+        );
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
+            res.headers_mut().insert(
+                actix_web::http::header::HeaderName::from_static("x-request-id"),
+                value,
+            );
+        }
+        Ok(res)
+    }
+    .instrument(span)
 }

@@ -163,6 +163,17 @@ pub enum StepKind {
     CascadeCheck,
 }
 
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Inventory => "inventory",
+            StepKind::Delete => "delete",
+            StepKind::Verify => "verify",
+            StepKind::CascadeCheck => "cascade_check",
+        }
+    }
+}
+
 /// The life of a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
 #[serde(rename_all = "snake_case")]

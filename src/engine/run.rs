@@ -63,6 +63,7 @@ impl Engine {
             return false;
         };
         tracing::debug!(request = %step.request_id, step = ?step.kind, attempt = step.attempts, outcome = outcome_name(&outcome), "step attempt ended");
+        crate::metrics::global().attempt(step.kind.as_str(), outcome_name(&outcome));
         let done = matches!(outcome, Outcome::Done { .. });
         for delay_ms in [50u64, 200, 1000, 3000] {
             match steps::finish(&self.db, &step, outcome.clone(), &calls).await {

@@ -96,6 +96,28 @@ pub async fn migrate(db: &Db) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses to run against a database that lacks a migration this build needs (an older database
+/// with a newer process). A newer database with an older process is fine: migrations only add.
+pub async fn check_migrated(db: &Db) -> anyhow::Result<()> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar("select version from _sqlx_migrations where success")
+            .fetch_all(db)
+            .await
+            .unwrap_or_default();
+    let missing: Vec<String> = sqlx::migrate!("./migrations")
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .map(|m| format!("{} ({})", m.version, m.description))
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "the database lacks migration(s) {}: run `erasure migrate` first",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// True when the error is a violation of the named constraint.
 pub fn violates(e: &sqlx::Error, constraint: &str) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.constraint() == Some(constraint))

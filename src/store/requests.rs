@@ -144,7 +144,7 @@ pub async fn insert_many(
         for (n, step) in item_steps.iter().enumerate() {
             s_req.push(item.id);
             s_ord.push(n as i16);
-            s_kind.push(step_kind_str(step.kind));
+            s_kind.push(step.kind.as_str());
             s_state.push(step_state_str(step.state));
             s_run.push(step.run_at);
         }
@@ -243,15 +243,6 @@ fn as_stored(t: DateTime<Utc>) -> DateTime<Utc> {
     (t - epoch)
         .num_microseconds()
         .map_or(t, |us| epoch + chrono::Duration::microseconds(us))
-}
-
-fn step_kind_str(kind: StepKind) -> &'static str {
-    match kind {
-        StepKind::Inventory => "inventory",
-        StepKind::Delete => "delete",
-        StepKind::Verify => "verify",
-        StepKind::CascadeCheck => "cascade_check",
-    }
 }
 
 fn step_state_str(state: StepState) -> &'static str {

@@ -209,12 +209,16 @@ impl Upstream {
                 .send()
                 .await;
             let method_name = method_name(&method);
-            let record = |status: Option<u16>, error: Option<&'static str>| CallRecord {
-                method: method_name,
-                path: template,
-                status,
-                error,
-                duration_ms: started.elapsed().as_millis() as u64,
+            let record = |status: Option<u16>, error: Option<&'static str>| {
+                let took = started.elapsed();
+                crate::metrics::global().upstream_call(method_name, status, took);
+                CallRecord {
+                    method: method_name,
+                    path: template,
+                    status,
+                    error,
+                    duration_ms: took.as_millis() as u64,
+                }
             };
             let reply = match result {
                 Ok(reply) => reply,

@@ -1,6 +1,7 @@
 //! Treating the upstream with care: a rate limiter, and a circuit breaker that pauses dispatch
 //! while the upstream fails. (The concurrency cap is a semaphore in the client.)
 
+use crate::metrics::BreakerGauge;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,10 @@ impl RateLimiter {
             *next = slot + self.interval;
             slot
         };
+        let wait = slot.saturating_duration_since(tokio::time::Instant::now());
+        if !wait.is_zero() {
+            crate::metrics::global().limiter_wait(wait);
+        }
         tokio::time::sleep_until(slot).await;
     }
 }
@@ -96,6 +101,7 @@ impl Breaker {
             Mode::Probing { since } if now < since + PROBE_TIMEOUT => Admission::Wait(PROBE_POLL),
             Mode::Open { .. } | Mode::Probing { .. } => {
                 state.mode = Mode::Probing { since: now };
+                crate::metrics::global().breaker(BreakerGauge::Probing);
                 Admission::Probe
             }
         }
@@ -108,6 +114,7 @@ impl Breaker {
             state.mode = Mode::Open {
                 until: Instant::now(),
             };
+            crate::metrics::global().breaker(BreakerGauge::Open);
         }
     }
 
@@ -123,6 +130,7 @@ impl Breaker {
         let mut state = self.state.lock().expect("breaker lock");
         if !matches!(state.mode, Mode::Closed { .. }) {
             tracing::info!("upstream answers again: circuit closed");
+            crate::metrics::global().breaker(BreakerGauge::Closed);
         }
         state.mode = Mode::Closed { failures: 0 };
         state.cooldown = MIN_COOLDOWN;
@@ -140,6 +148,7 @@ impl Breaker {
                     cooldown_secs = state.cooldown.as_secs_f64(),
                     "upstream failing: circuit opened"
                 );
+                crate::metrics::global().breaker(BreakerGauge::Open);
             }
             Mode::Closed { failures } => {
                 state.mode = Mode::Closed {
@@ -153,6 +162,7 @@ impl Breaker {
                 state.mode = Mode::Open {
                     until: now + state.cooldown,
                 };
+                crate::metrics::global().breaker(BreakerGauge::Open);
             }
         }
     }

@@ -153,6 +153,7 @@ impl TestApp {
         let config = ServiceConfig {
             database_url: db_url.clone(),
             bind: Some("127.0.0.1:0".into()),
+            metrics_bind: None,
             keys: keys.clone(),
             upstream: options.worker.then(|| upstream.clone()),
             engine: options.engine.clone(),
@@ -200,6 +201,7 @@ impl TestApp {
         service::start(ServiceConfig {
             database_url: self.db_url.clone(),
             bind: None,
+            metrics_bind: None,
             keys: self.keys.clone(),
             upstream: Some(self.options_upstream.clone()),
             engine,

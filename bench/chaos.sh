@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Proven under failure: submits N account erasures to `erasure serve --no-worker`, runs WORKERS
+# `erasure worker` processes against one PostgreSQL and the simulator (loopback only), injects one
+# kind of failure, waits until everything settles, then checks the outcome against the database,
+# the simulator's call journal and the audit log (bench/chaos_check.py) and prints a verdict.
+#
+#   bench/chaos.sh kill        # kill -9 of a random worker every 0.5-3 s, at least KILLS (20) times
+#   bench/chaos.sh pg-restart  # PostgreSQL restarted mid-run (pg_ctlcluster restart); the service
+#                              # reconnects by itself. Restarts the machine's cluster: other users
+#                              # of it see their connections dropped.
+#   bench/chaos.sh faults      # upstream: 30% 5xx, 10% 429 + Retry-After, 5% hanging past the time-out
+#   bench/chaos.sh outage      # upstream down for DOWN_SECS (120) seconds, then back
+#   bench/chaos.sh sigterm     # SIGTERM of every worker with a full queue, then a restart
+#   bench/chaos.sh all         # each of the above in turn (fresh database and simulator each)
+#
+# Settings: N (10000), WORKERS (2), MAX_RPS per worker (200), CONCURRENCY per worker (16),
+# KILLS (20), DOWN_SECS (120), SETTLE_SECS (1800: give up waiting after this), ERASURE_BIN.
+# Exit status 0 only when every check of every scenario run holds.
+source "$(dirname "$0")/lib.sh"
+
+N=${N:-10000}
+WORKERS=${WORKERS:-2}
+MAX_RPS=${MAX_RPS:-200}
+CONCURRENCY=${CONCURRENCY:-16}
+KILLS=${KILLS:-20}
+DOWN_SECS=${DOWN_SECS:-120}
+SETTLE_SECS=${SETTLE_SECS:-1800}
+TIMEOUT_SECS=2
+
+require_tools psql curl jq python3 openssl pg_ctlcluster
+
+declare -A WPID
+
+start_workers() {
+    local i
+    for ((i = 0; i < WORKERS; i++)); do start_worker_n "$i"; done
+}
+
+start_worker_n() {
+    local i=$1
+    "$ERASURE_BIN" worker >>"$BENCH_OUT/worker.$i.out" 2>>"$BENCH_OUT/worker.$i.log" &
+    WPID[$i]=$!
+    _BENCH_PIDS+=("${WPID[$i]}")
+}
+
+open_requests() {
+    q "select count(*) from erasure_requests where state not in ('completed', 'failed', 'cancelled')" 2>/dev/null || echo -1
+}
+
+# Waits until no request is open (or SETTLE_SECS). Prints nothing; sets DRAIN_SECS.
+settle() {
+    local t0 left
+    t0=$(now)
+    while :; do
+        left=$(open_requests)
+        [[ $left == 0 ]] && break
+        if (($(calc "int($(now) - $T_START)") > SETTLE_SECS)); then
+            log "still $left open after ${SETTLE_SECS}s: giving up waiting"
+            break
+        fi
+        sleep 1
+    done
+    DRAIN_SECS=$(fmt "$(now) - $T_START" 1)
+}
+
+run_scenario() {
+    local scenario=$1
+    BENCH_OUT=$(mktemp -d "/tmp/erasure-chaos-$scenario.XXXXXX")
+    bench_init "chaos_${scenario//-/_}"
+    export ERASURE_UPSTREAM_MAX_RPS=$MAX_RPS ERASURE_UPSTREAM_MAX_CONCURRENCY=$CONCURRENCY
+    export ERASURE_UPSTREAM_TIMEOUT_SECS=$TIMEOUT_SECS ERASURE_WORKER_CONCURRENCY=$((CONCURRENCY * 2))
+    export ERASURE_LEASE_SECS=5 ERASURE_POLL_MS=200 ERASURE_RETRY_BASE_SECS=0.2 ERASURE_RETRY_CAP_SECS=10
+    export ERASURE_MAX_ATTEMPTS=100 ERASURE_CHECKPOINT_SECS=2 ERASURE_SHUTDOWN_GRACE_SECS=5
+    export ERASURE_EVENTS_POLL_MS=1000 ERASURE_REVERIFY_EVERY_HOURS=0
+    fresh_db 0
+    start_sim --journal-capacity 2000000
+    seed_accounts "$N" "$BENCH_OUT/accounts"
+    start_api --no-worker
+    local key auditor
+    key=$(make_key requester)
+    auditor=$(make_key auditor)
+    "$ERASURE_BIN" audit public-key >"$BENCH_OUT/audit.vkey" 2>>"$BENCH_OUT/keys.log"
+    batch_files "$BENCH_OUT/accounts" "$BENCH_OUT/batches" json account
+    local f accepted=0
+    for f in "$BENCH_OUT"/batches/batch-*; do
+        read -r created _ < <(post_batch "$f" "$key")
+        accepted=$((accepted + created))
+    done
+    log "$accepted erasures accepted"
+    curl -fsS -X DELETE "$SIM_URL/_sim/calls" >/dev/null
+
+    KILL_COUNT=0
+    T_START=$(now)
+    case $scenario in
+    kill)
+        start_workers
+        while [[ $(open_requests) != 0 ]] || ((KILL_COUNT < KILLS)); do
+            [[ $(open_requests) == 0 ]] && break
+            sleep "$(calc "0.5 + __import__('random').random() * 2.5")"
+            local victim=$((RANDOM % WORKERS))
+            kill -KILL "${WPID[$victim]}" 2>/dev/null || true
+            wait "${WPID[$victim]}" 2>/dev/null || true
+            KILL_COUNT=$((KILL_COUNT + 1))
+            start_worker_n "$victim"
+        done
+        log "$KILL_COUNT kills"
+        ;;
+    pg-restart)
+        start_workers
+        while (($(q "select count(*) from erasure_requests where state = 'completed'") < accepted / 3)); do sleep 0.5; done
+        log "restarting PostgreSQL"
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main restart
+        KILL_COUNT=1
+        ;;
+    faults)
+        curl -fsS -X PUT "$SIM_URL/_sim/faults" -H 'content-type: application/json' -d "{
+            \"error_rate\": 0.30, \"error_statuses\": [500, 502, 503],
+            \"throttle_rate\": 0.10, \"throttle_retry_after_secs\": 1,
+            \"hang_rate\": 0.05, \"hang_ms\": $((TIMEOUT_SECS * 1000 + 3000))}" >/dev/null
+        start_workers
+        ;;
+    outage)
+        curl -fsS -X PUT "$SIM_URL/_sim/faults" -H 'content-type: application/json' \
+            -d '{"error_rate": 1.0, "error_statuses": [503]}' >/dev/null
+        start_workers
+        log "upstream down for ${DOWN_SECS}s"
+        sleep "$DOWN_SECS"
+        curl -fsS -X PUT "$SIM_URL/_sim/faults" -H 'content-type: application/json' -d '{}' >/dev/null
+        log "upstream back"
+        ;;
+    sigterm)
+        start_workers
+        while (($(q "select count(*) from erasure_requests where state = 'completed'") < accepted / 4)); do sleep 0.5; done
+        local i t0
+        t0=$(now)
+        for ((i = 0; i < WORKERS; i++)); do kill -TERM "${WPID[$i]}"; done
+        for ((i = 0; i < WORKERS; i++)); do wait "${WPID[$i]}" 2>/dev/null || true; done
+        log "workers stopped in $(fmt "$(now) - $t0" 1)s after SIGTERM; $(open_requests) open; restarting"
+        KILL_COUNT=$WORKERS
+        start_workers
+        ;;
+    *) die "unknown scenario $scenario" ;;
+    esac
+    settle
+    sleep 3 # a last checkpoint
+    local check=0
+    python3 "$BENCH_DIR/chaos_check.py" --scenario "$scenario" --db "$BENCH_DB" --sim "$SIM_URL" \
+        --api "$API_URL" --auditor-key "$auditor" --public-key "$BENCH_OUT/audit.vkey" \
+        --erasure-bin "$ERASURE_BIN" --accepted "$accepted" --accounts "$BENCH_OUT/accounts" \
+        --max-rps "$(calc "$MAX_RPS * $WORKERS")" --max-concurrency "$((CONCURRENCY * WORKERS))" \
+        --kills "$KILL_COUNT" --drain-secs "$DRAIN_SECS" --out "$BENCH_OUT" || check=$?
+    local i
+    for ((i = 0; i < WORKERS; i++)); do stop_pid "${WPID[$i]}"; done
+    return $check
+}
+
+scenarios=("$@")
+[[ ${#scenarios[@]} -eq 0 || ${scenarios[0]} == all ]] && scenarios=(kill pg-restart faults outage sigterm)
+failed=0
+for s in "${scenarios[@]}"; do
+    (run_scenario "$s") || failed=1
+done
+exit $failed

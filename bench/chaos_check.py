@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""The verdict of a chaos run (bench/chaos.sh): checks the database, the simulator's call journal
+and the audit log after everything settled, prints each check and the figures, and exits 1 when
+any check fails.
+
+Checks: every accepted request completed or failed with a reason (none lost, none still open);
+exactly one `completed` audit entry per completed request (none completed twice); each target
+deleted upstream; the audit export verifies offline against the signed checkpoint, with one
+completion per request; no upstream call earlier than a `Retry-After` it was given; the upstream
+rate (any one-second window) and concurrency never above the caps.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import urllib.request
+from collections import defaultdict
+
+
+def psql(db, sql):
+    out = subprocess.run(["psql", "-XAtq", "-d", db, "-c", sql], check=True,
+                         capture_output=True, text=True).stdout
+    return [line.split("|") for line in out.splitlines() if line]
+
+
+def get(url, key=None):
+    req = urllib.request.Request(url)
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return r.read()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    for name in ["scenario", "db", "sim", "api", "auditor-key", "public-key", "erasure-bin",
+                 "accounts", "out"]:
+        p.add_argument("--" + name, required=True)
+    p.add_argument("--accepted", type=int, required=True)
+    p.add_argument("--max-rps", type=float, required=True)
+    p.add_argument("--max-concurrency", type=int, required=True)
+    p.add_argument("--kills", type=int, default=0)
+    p.add_argument("--drain-secs", type=float, default=0)
+    a = p.parse_args()
+    results = []
+
+    def check(name, ok, detail=""):
+        results.append(ok)
+        print(f"  [{'PASS' if ok else 'FAIL'}] {name}{': ' + detail if detail else ''}")
+
+    print(f"chaos scenario {a.scenario}: verdict")
+    states = dict((s, int(n)) for s, n in psql(a.db, "select state, count(*) from erasure_requests group by state"))
+    total = sum(states.values())
+    completed, failed = states.get("completed", 0), states.get("failed", 0)
+    check("none lost", total == a.accepted, f"{total} requests in the database, {a.accepted} accepted")
+    check("every request completed or failed", completed + failed == total, f"states {states}")
+    no_reason = int(psql(a.db, "select count(*) from erasure_requests where state = 'failed' and coalesce(failure_reason, '') = ''")[0][0])
+    check("every failure has a reason", no_reason == 0, f"{failed} failed, {no_reason} without a reason")
+    twice = psql(a.db, "select count(*) from (select request_id from audit_entries where event = 'completed' group by request_id having count(*) > 1) t")[0][0]
+    missing = psql(a.db, "select count(*) from erasure_requests r where state = 'completed' and not exists (select 1 from audit_entries e where e.request_id = r.id and e.event = 'completed')")[0][0]
+    check("exactly one completion per completed request", twice == "0" and missing == "0",
+          f"{twice} completed twice, {missing} without a completion entry")
+
+    stats = json.loads(get(a.sim + "/_sim/stats"))
+    seeded = sum(1 for line in open(a.accounts) if line.strip())
+    check("each target deleted upstream", stats["accounts"] == seeded - completed,
+          f"{stats['accounts']} accounts left upstream of {seeded} seeded, {completed} erasures completed")
+
+    export = get(f"{a.api}/v1/audit/export?format=jsonl", a.auditor_key)
+    path = f"{a.out}/audit-export.jsonl"
+    with open(path, "wb") as f:
+        f.write(export)
+    verify = subprocess.run([a.erasure_bin, "audit", "verify", "--export", path, "--public-key",
+                             open(a.public_key).read().strip()], capture_output=True, text=True)
+    check("audit export verifies against the signed checkpoint", verify.returncode == 0,
+          (verify.stdout + verify.stderr).strip().splitlines()[-1] if (verify.stdout + verify.stderr).strip() else "")
+    completions = defaultdict(int)
+    entries = 0
+    for line in export.splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        leaf = item.get("leaf")
+        if isinstance(leaf, str):
+            try:
+                leaf = json.loads(leaf)
+            except ValueError:
+                continue
+        if isinstance(leaf, dict):
+            entries += 1
+            if leaf.get("event") == "completed":
+                completions[leaf.get("request_id")] += 1
+    check("one completion per request in the export",
+          len(completions) == completed and all(n == 1 for n in completions.values()),
+          f"{len(completions)} requests with a completion among {entries} entries")
+
+    calls = json.loads(get(a.sim + "/_sim/calls?limit=2000000"))
+    if isinstance(calls, dict):
+        calls = calls.get("calls", [])
+    api_calls = [c for c in calls if c["route"].startswith("/v2.1")]
+    by_path = defaultdict(list)
+    for c in api_calls:
+        by_path[(c["method"], c["path"])].append(c)
+    early = 0
+    for seq in by_path.values():
+        seq.sort(key=lambda c: c["started_at_ms"])
+        for prev, nxt in zip(seq, seq[1:]):
+            ra = prev.get("retry_after_secs")
+            if ra and nxt["started_at_ms"] < prev["ended_at_ms"] + ra * 1000:
+                early += 1
+    told = sum(1 for c in api_calls if c.get("retry_after_secs"))
+    check("no call earlier than its Retry-After", early == 0, f"{told} answers carried Retry-After, {early} calls came early")
+
+    starts = sorted(c["started_at_ms"] for c in api_calls)
+    max_window, j = 0, 0
+    for i, t in enumerate(starts):
+        while starts[j] <= t - 1000:
+            j += 1
+        max_window = max(max_window, i - j + 1)
+    # GCRA: at most `rate` calls in a one-second window, plus one at its edge, per process.
+    rate_ok = max_window <= a.max_rps + 2
+    check("upstream rate within the cap", rate_ok, f"max {max_window} calls in any 1 s window, cap {a.max_rps:g}/s in all")
+    events = sorted([(c["started_at_ms"], 1) for c in api_calls] + [(c["ended_at_ms"], -1) for c in api_calls],
+                    key=lambda e: (e[0], e[1]))
+    cur = peak = 0
+    for _, d in events:
+        cur += d
+        peak = max(peak, cur)
+    check("upstream concurrency within the cap", peak <= a.max_concurrency,
+          f"max {peak} calls in flight at the simulator, cap {a.max_concurrency} in all")
+
+    retries = psql(a.db, "select count(*) from audit_entries where event = 'attempt_failed'")[0][0]
+    faults = defaultdict(int)
+    for c in api_calls:
+        if c.get("fault"):
+            faults[c["fault"]] += 1
+    print(f"  figures: requests {a.accepted}, completed {completed}, failed {failed}, "
+          f"kills/restarts {a.kills}, upstream calls {len(api_calls)}, injected faults {dict(faults)}, "
+          f"retried attempts {retries}, time to drain {a.drain_secs:.1f} s, "
+          f"max observed rate {max_window}/s, max in flight {peak}")
+    ok = all(results)
+    print(f"  VERDICT {a.scenario}: {'PASS' if ok else 'FAIL'}")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,432 @@
+//! The status page for compliance officers: server-rendered HTML with inline CSS and SVG (no
+//! scripts, no external assets). `/` asks for an API key once (any role), kept in an HttpOnly,
+//! SameSite=Strict cookie, then shows counts by state, what is overdue and due soon (linking to
+//! each request), recent failures by reason, daily intake and completions, and running batches.
+
+use std::fmt::Write;
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use chrono::{DateTime, NaiveDate, Utc};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::store::keys;
+
+const COOKIE: &str = "erasure_key";
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#1b1f24;max-width:72rem}\
+h1{font-size:1.5rem}h2{font-size:1.1rem;margin-top:2rem}table{border-collapse:collapse;width:100%}\
+th,td{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #ddd;font-size:.9rem}\
+.cards{display:flex;flex-wrap:wrap;gap:.8rem}.card{border:1px solid #ccd;border-radius:6px;padding:.6rem 1rem;min-width:7rem}\
+.card b{display:block;font-size:1.4rem}.late{color:#b00020}.muted{color:#667}\
+.bar{background:#e8e8f0;border-radius:4px;height:.8rem;width:16rem}.bar span{display:block;height:100%;background:#2b6cb0;border-radius:4px}\
+form.inline{display:inline}";
+
+/// HTML-escapes text.
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(title: &str, body: &str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'"))
+        .insert_header(("Cache-Control", "no-store"))
+        .body(format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\
+             <link rel=\"icon\" href=\"data:,\"><style>{STYLE}</style></head><body>{body}</body></html>",
+            esc(title)
+        ))
+}
+
+fn login_page(message: Option<&str>) -> HttpResponse {
+    let note = message
+        .map(|m| format!("<p class=\"late\">{}</p>", esc(m)))
+        .unwrap_or_default();
+    let mut response = page(
+        "erasure: sign in",
+        &format!(
+            "<h1>erasure status</h1>{note}<form method=\"post\" action=\"/login\">\
+             <label>API key <input type=\"password\" name=\"key\" autocomplete=\"off\" size=\"60\"></label> \
+             <button type=\"submit\">Sign in</button></form>\
+             <p class=\"muted\">Any role may read this page. The key is kept in an HttpOnly cookie for 8 hours.</p>"
+        ),
+    );
+    if message.is_some() {
+        *response.status_mut() = actix_web::http::StatusCode::UNAUTHORIZED;
+    }
+    response
+}
+
+/// Whether the request's cookie holds a valid key.
+async fn signed_in(state: &AppState, req: &HttpRequest) -> Result<bool, ApiError> {
+    let Some(cookie) = req.cookie(COOKIE) else {
+        return Ok(false);
+    };
+    Ok(keys::authenticate(&state.db, cookie.value())
+        .await?
+        .is_some())
+}
+
+fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to))
+        .finish()
+}
+
+/// Signs in with an API key sent by the form.
+#[post("/login")]
+pub async fn login(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    if body.len() > 4096 {
+        return Ok(login_page(Some("That is not an API key.")));
+    }
+    let key = form_urlencoded::parse(&body)
+        .find(|(name, _)| name == "key")
+        .map(|(_, value)| value.trim().to_string())
+        .unwrap_or_default();
+    if keys::authenticate(&state.db, &key).await?.is_none() {
+        return Ok(login_page(Some("Unknown, revoked or expired API key.")));
+    }
+    let cookie = Cookie::build(COOKIE, key)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .max_age(actix_web::cookie::time::Duration::hours(8))
+        .finish();
+    let mut response = see_other("/");
+    response
+        .add_cookie(&cookie)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(response)
+}
+
+#[post("/logout")]
+pub async fn logout() -> HttpResponse {
+    let mut response = see_other("/");
+    let mut cookie = Cookie::new(COOKIE, "");
+    cookie.set_path("/");
+    cookie.make_removal();
+    let _ = response.add_cookie(&cookie);
+    response
+}
+
+type Listed = (Uuid, String, String, DateTime<Utc>, DateTime<Utc>);
+
+fn request_rows(rows: &[Listed], now: DateTime<Utc>) -> String {
+    if rows.is_empty() {
+        return "<p class=\"muted\">None.</p>".into();
+    }
+    let mut html = String::from(
+        "<table><tr><th>request</th><th>scope</th><th>state</th><th>received</th><th>due</th></tr>",
+    );
+    for (id, scope, state, received, due) in rows {
+        let days = (*due - now).num_days();
+        let due_text = if *due < now {
+            format!(
+                "<span class=\"late\">{} ({} days late)</span>",
+                due.format("%Y-%m-%d"),
+                -days
+            )
+        } else {
+            format!("{} (in {days} days)", due.format("%Y-%m-%d"))
+        };
+        let _ = write!(
+            html,
+            "<tr><td><a href=\"/requests/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{due_text}</td></tr>",
+            esc(scope),
+            esc(state),
+            received.format("%Y-%m-%d %H:%M")
+        );
+    }
+    html.push_str("</table>");
+    html
+}
+
+/// A bar chart of daily intake and completions over the last 30 days.
+fn daily_chart(days: &[(NaiveDate, i64, i64)]) -> String {
+    let max = days
+        .iter()
+        .map(|(_, r, c)| (*r).max(*c))
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let (w, h, step) = (720.0, 120.0, 24.0);
+    let mut svg = format!(
+        "<svg role=\"img\" aria-label=\"daily intake and completions\" width=\"{w}\" height=\"{}\" viewBox=\"0 0 {w} {}\">",
+        h + 20.0,
+        h + 20.0
+    );
+    for (i, (day, received, completed)) in days.iter().enumerate() {
+        let x = i as f64 * step;
+        let rh = *received as f64 / max * h;
+        let ch = *completed as f64 / max * h;
+        let _ = write!(
+            svg,
+            "<rect x=\"{x}\" y=\"{}\" width=\"10\" height=\"{rh}\" fill=\"#2b6cb0\"><title>{day}: {received} received</title></rect>\
+             <rect x=\"{}\" y=\"{}\" width=\"10\" height=\"{ch}\" fill=\"#38a169\"><title>{day}: {completed} completed</title></rect>",
+            h - rh,
+            x + 11.0,
+            h - ch
+        );
+        if i % 7 == 0 {
+            let _ = write!(
+                svg,
+                "<text x=\"{x}\" y=\"{}\" font-size=\"10\" fill=\"#667\">{}</text>",
+                h + 14.0,
+                day.format("%m-%d")
+            );
+        }
+    }
+    svg.push_str("</svg><p class=\"muted\">blue: received, green: completed (last 30 days)</p>");
+    svg
+}
+
+/// The status page (or the sign-in form).
+#[get("/")]
+pub async fn status(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if !signed_in(&state, &req).await? {
+        return Ok(login_page(None));
+    }
+    let db = &state.db;
+    let now = Utc::now();
+    let mut body = String::from(
+        "<h1>erasure status</h1><form class=\"inline\" method=\"post\" action=\"/logout\"><button>Sign out</button></form>",
+    );
+
+    let counts: Vec<(String, i64)> =
+        sqlx::query_as("select state, count(*) from erasure_requests group by state")
+            .fetch_all(db)
+            .await?;
+    let count = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+    body.push_str("<h2>Requests by state</h2><div class=\"cards\">");
+    for s in [
+        "pending_approval",
+        "queued",
+        "in_progress",
+        "on_hold",
+        "failed",
+        "completed",
+        "cancelled",
+    ] {
+        let _ = write!(
+            body,
+            "<div class=\"card\" id=\"count-{s}\"><b>{}</b>{}</div>",
+            count(s),
+            s.replace('_', " ")
+        );
+    }
+    body.push_str("</div>");
+
+    let open = "state not in ('completed', 'cancelled')";
+    let overdue: Vec<Listed> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select id, scope, state, received_at, due_at from erasure_requests \
+         where {open} and due_at < now() order by due_at limit 100"
+    )))
+    .fetch_all(db)
+    .await?;
+    let _ = write!(
+        body,
+        "<h2 id=\"overdue\">Overdue ({})</h2>{}",
+        overdue.len(),
+        request_rows(&overdue, now)
+    );
+    let soon: Vec<Listed> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select id, scope, state, received_at, due_at from erasure_requests \
+         where {open} and due_at >= now() and due_at < now() + interval '7 days' \
+         order by due_at limit 100"
+    )))
+    .fetch_all(db)
+    .await?;
+    let _ = write!(
+        body,
+        "<h2 id=\"due-soon\">Due within 7 days ({})</h2>{}",
+        soon.len(),
+        request_rows(&soon, now)
+    );
+
+    let failures: Vec<(String, i64)> = sqlx::query_as(
+        "select coalesce(failure_reason, 'no reason recorded'), count(*) from erasure_requests \
+         where state = 'failed' group by 1 order by 2 desc limit 20",
+    )
+    .fetch_all(db)
+    .await?;
+    let retrying: Vec<(String, i64)> = sqlx::query_as(
+        "select last_error, count(*) from steps where state = 'ready' and last_error is not null \
+         group by 1 order by 2 desc limit 20",
+    )
+    .fetch_all(db)
+    .await?;
+    body.push_str("<h2 id=\"failures\">Failures by reason</h2>");
+    if failures.is_empty() && retrying.is_empty() {
+        body.push_str("<p class=\"muted\">None.</p>");
+    } else {
+        body.push_str(
+            "<table><tr><th>reason</th><th>failed requests</th><th>steps retrying</th></tr>",
+        );
+        for (reason, n) in &failures {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{n}</td><td></td></tr>",
+                esc(reason)
+            );
+        }
+        for (reason, n) in &retrying {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td></td><td>{n}</td></tr>",
+                esc(reason)
+            );
+        }
+        body.push_str("</table>");
+    }
+
+    let days: Vec<(NaiveDate, i64, i64)> = sqlx::query_as(
+        "select d::date, \
+             (select count(*) from erasure_requests where received_at >= d and received_at < d + interval '1 day'), \
+             (select count(*) from erasure_requests where completed_at >= d and completed_at < d + interval '1 day') \
+         from generate_series(date_trunc('day', now()) - interval '29 days', date_trunc('day', now()), interval '1 day') d \
+         order by d",
+    )
+    .fetch_all(db)
+    .await?;
+    body.push_str("<h2>Daily intake and completions</h2>");
+    body.push_str(&daily_chart(&days));
+
+    let batches: Vec<(Uuid, i64, i64, DateTime<Utc>)> = sqlx::query_as(
+        "select batch_id, count(*), count(*) filter (where state in ('completed', 'failed', 'cancelled')), \
+             min(received_at) \
+         from erasure_requests where batch_id in \
+             (select distinct batch_id from erasure_requests where batch_id is not null \
+              and state not in ('completed', 'failed', 'cancelled')) \
+         group by batch_id order by 4 desc limit 20",
+    )
+    .fetch_all(db)
+    .await?;
+    body.push_str("<h2 id=\"batches\">Running batches</h2>");
+    if batches.is_empty() {
+        body.push_str("<p class=\"muted\">None.</p>");
+    }
+    for (batch, total, done, received) in batches {
+        let pct = done as f64 * 100.0 / total.max(1) as f64;
+        let _ = write!(
+            body,
+            "<p>batch {batch} (received {}): {done} of {total} done \
+             <span class=\"bar\" style=\"display:inline-block\"><span style=\"width:{pct:.1}%\"></span></span></p>",
+            received.format("%Y-%m-%d %H:%M")
+        );
+    }
+
+    let resurrections: i64 = sqlx::query_scalar("select count(*) from resurrections")
+        .fetch_one(db)
+        .await?;
+    let last_check: Option<(String, DateTime<Utc>)> = sqlx::query_as(
+        "select state, finished_at from reverifications where finished_at is not null \
+         order by id desc limit 1",
+    )
+    .fetch_optional(db)
+    .await?;
+    let _ = write!(
+        body,
+        "<h2>Erasures that stay erased</h2><p>Resurrections detected and erased again: {resurrections}. \
+         Last re-verification: {}.</p>",
+        match last_check {
+            Some((state, at)) => format!("{} at {}", esc(&state), at.format("%Y-%m-%d %H:%M UTC")),
+            None => "not yet run".into(),
+        }
+    );
+    let _ = write!(
+        body,
+        "<p class=\"muted\">As of {} UTC. Machine-readable: <code>/v1/erasure-requests</code>, <code>/metrics</code>.</p>",
+        now.format("%Y-%m-%d %H:%M:%S")
+    );
+    Ok(page("erasure status", &body))
+}
+
+/// One request, for people: its state, steps, attempts and audit events (no personal data).
+#[get("/requests/{id}")]
+pub async fn request(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if !signed_in(&state, &req).await? {
+        return Ok(see_other("/"));
+    }
+    let Ok(id) = Uuid::parse_str(&path) else {
+        return Ok(HttpResponse::NotFound()
+            .content_type("text/html; charset=utf-8")
+            .body("not found"));
+    };
+    let Some(r) = crate::store::requests::get(&state.db, id).await? else {
+        return Ok(HttpResponse::NotFound()
+            .content_type("text/html; charset=utf-8")
+            .body("not found"));
+    };
+    let mut body = format!(
+        "<p><a href=\"/\">&larr; status</a></p><h1>request {}</h1><table>\
+         <tr><th>scope</th><td>{}</td></tr><tr><th>state</th><td>{}</td></tr>\
+         <tr><th>subject</th><td><code>{}</code></td></tr>\
+         <tr><th>received</th><td>{}</td></tr><tr><th>due</th><td>{}</td></tr>\
+         <tr><th>completed</th><td>{}</td></tr><tr><th>failure</th><td>{}</td></tr>\
+         <tr><th>resurrections</th><td>{}</td></tr></table><h2>Steps</h2><table>\
+         <tr><th>step</th><th>state</th><th>attempts</th><th>last error</th></tr>",
+        r.id,
+        r.scope.as_str(),
+        r.state.as_str(),
+        esc(&r.subject_ref),
+        r.received_at.format("%Y-%m-%d %H:%M UTC"),
+        r.due_at.format("%Y-%m-%d %H:%M UTC"),
+        r.completed_at
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_default(),
+        esc(r.failure_reason.as_deref().unwrap_or("")),
+        r.resurrections,
+    );
+    for s in &r.steps {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{:?}</td><td>{}</td><td>{}</td></tr>",
+            s.kind.as_str(),
+            s.state,
+            s.attempts,
+            esc(s.last_error.as_deref().unwrap_or(""))
+        );
+    }
+    body.push_str(
+        "</table><h2>Audit events</h2><table><tr><th>time</th><th>event</th><th>actor</th></tr>",
+    );
+    let events: Vec<(DateTime<Utc>, String, String)> = sqlx::query_as(
+        "select at, event, actor from audit_entries where request_id = $1 order by id limit 500",
+    )
+    .bind(id)
+    .fetch_all(&state.db)
+    .await?;
+    for (at, event, actor) in events {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            at.format("%Y-%m-%d %H:%M:%S%.3f"),
+            esc(&event),
+            esc(&actor)
+        );
+    }
+    body.push_str("</table>");
+    Ok(page(&format!("request {id}"), &body))
+}

@@ -1,0 +1,334 @@
+//! The status page and /metrics as people and Prometheus see them: the page in real headless
+//! Chromium (through chromedriver's WebDriver protocol), signed in with an API key, showing the
+//! numbers the API reports, with no console errors.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{KillOnDrop, Options, TestApp};
+use serde_json::{Value, json};
+
+/// A headless Chromium session driven by chromedriver.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    session: String,
+    _driver: KillOnDrop,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver; .ci/run installs it)");
+        let driver = KillOnDrop(driver);
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http.get(format!("{base}/status")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+            },
+            "goog:loggingPrefs": {"browser": "ALL"}
+        }}});
+        let created: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {created}"))
+            .to_string();
+        Browser {
+            http,
+            base,
+            session,
+            _driver: driver,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut request = self.http.request(method.clone(), url);
+        if method != reqwest::Method::GET {
+            request = request.json(&body);
+        }
+        let reply: Value = request.send().await.unwrap().json().await.unwrap();
+        reply["value"].clone()
+    }
+
+    async fn open(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", json!({"url": url}))
+            .await;
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        found
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_string()
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let id = self.element(css).await;
+        self.call(
+            reqwest::Method::GET,
+            &format!("/element/{id}/text"),
+            json!(null),
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_string()
+    }
+
+    async fn source(&self) -> String {
+        let value = self
+            .call(reqwest::Method::GET, "/source", json!(null))
+            .await;
+        value
+            .as_str()
+            .unwrap_or_else(|| panic!("no page source: {value}"))
+            .to_string()
+    }
+
+    /// The page source once it contains `text` (navigations finish in their own time).
+    async fn wait_for(&self, text: &str) -> String {
+        for _ in 0..100 {
+            let source = self.source().await;
+            if source.contains(text) {
+                return source;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the page never showed {text:?}: {}", self.source().await);
+    }
+
+    /// Console messages of level SEVERE (errors) since the last call.
+    async fn console_errors(&self) -> Vec<String> {
+        let logs = self
+            .call(reqwest::Method::POST, "/se/log", json!({"type": "browser"}))
+            .await;
+        logs.as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|e| e["level"] == "SEVERE")
+                    .map(|e| e["message"].to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn quit(self) {
+        let _ = self
+            .http
+            .delete(format!("{}/session/{}", self.base, self.session))
+            .send()
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_what_the_api_reports_in_a_real_browser() {
+    let app = TestApp::spawn(Options::default()).await;
+    let users = app.sim.seeded().users.clone();
+    let done = app.submit("user", &users[0].id).await;
+    app.wait_state(&done, "completed", 20).await;
+    // One held (on_hold), one waiting for a later start (queued), a batch still running.
+    let later = (chrono::Utc::now() + chrono::Duration::days(40)).to_rfc3339();
+    let (_, held) = app
+        .post(
+            "/v1/erasure-requests",
+            &app.requester,
+            json!({"scope": "user", "target_id": users[1].id, "not_before": later}),
+        )
+        .await;
+    let held = held["id"].as_str().unwrap().to_string();
+    let (status, _) = app
+        .post(
+            &format!("/v1/erasure-requests/{held}/hold"),
+            &app.approver,
+            json!({"legal_basis": "art17_3_e", "note": "litigation"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, batch) = app
+        .post(
+            "/v1/erasure-requests/batch",
+            &app.requester,
+            json!([
+                {"scope": "user", "target_id": users[2].id, "not_before": later},
+                {"scope": "user", "target_id": users[3].id, "not_before": later}
+            ]),
+        )
+        .await;
+    assert!(status < 300, "{batch}");
+
+    // What the API says.
+    let (_, listed) = app
+        .get("/v1/erasure-requests?limit=100", &app.auditor)
+        .await;
+    let items = listed["items"]
+        .as_array()
+        .or(listed.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let api_count = |state: &str| items.iter().filter(|r| r["state"] == state).count();
+    assert_eq!(api_count("completed"), 1, "{listed}");
+    assert_eq!(api_count("on_hold"), 1);
+    assert_eq!(api_count("queued"), 2);
+
+    let browser = Browser::start().await;
+    browser.open(&app.url("/")).await;
+    assert!(
+        browser.source().await.contains("API key"),
+        "the sign-in form"
+    );
+    // A wrong key is refused.
+    let input = browser.element("input[name=key]").await;
+    browser
+        .call(
+            reqwest::Method::POST,
+            &format!("/element/{input}/value"),
+            json!({"text": "ek_00000000_nope"}),
+        )
+        .await;
+    let button = browser.element("button[type=submit]").await;
+    browser
+        .call(
+            reqwest::Method::POST,
+            &format!("/element/{button}/click"),
+            json!({}),
+        )
+        .await;
+    assert!(
+        browser
+            .source()
+            .await
+            .contains("Unknown, revoked or expired API key")
+    );
+    // The auditor's key signs in.
+    let input = browser.element("input[name=key]").await;
+    browser
+        .call(
+            reqwest::Method::POST,
+            &format!("/element/{input}/value"),
+            json!({"text": app.auditor}),
+        )
+        .await;
+    let button = browser.element("button[type=submit]").await;
+    browser
+        .call(
+            reqwest::Method::POST,
+            &format!("/element/{button}/click"),
+            json!({}),
+        )
+        .await;
+    let page = browser.wait_for("Requests by state").await;
+    for (state, n) in [
+        ("completed", 1),
+        ("on_hold", 1),
+        ("queued", 2),
+        ("failed", 0),
+    ] {
+        let text = browser.text(&format!("#count-{state} b")).await;
+        assert_eq!(text, n.to_string(), "{state} on the page");
+        assert_eq!(api_count(state), n, "{state} in the API");
+    }
+    assert!(page.contains("Running batches"));
+    assert!(page.contains("0 of 2 done"), "the batch's progress");
+    assert!(page.contains("<svg"), "the daily chart");
+    assert!(!page.contains(&users[1].id), "no upstream id on the page");
+    assert!(!page.contains(&app.auditor), "the key is not in the page");
+
+    // A request's own page, by its link.
+    browser.open(&app.url(&format!("/requests/{done}"))).await;
+    let detail = browser.source().await;
+    assert!(
+        detail.contains("verified_absent") && detail.contains("completed"),
+        "{detail}"
+    );
+    // The refused sign-in answered 401, which the console reports; nothing else may.
+    let errors: Vec<String> = browser
+        .console_errors()
+        .await
+        .into_iter()
+        .filter(|e| !(e.contains("/login") && e.contains("401")))
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.quit().await;
+
+    // Without the cookie: the sign-in form, never the data.
+    let (status, text) = app.get_text("/", "").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("API key") && !text.contains("Requests by state"));
+    let (status, _) = app.get_text(&format!("/requests/{done}"), "").await;
+    assert!(status == 303 || status == 200);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_report_requests_jobs_upstream_calls_and_the_audit_log_without_ids() {
+    let app = TestApp::spawn(Options::default()).await;
+    let user = app.sim.seeded().users[0].id.clone();
+    let id = app.submit("user", &user).await;
+    app.wait_state(&id, "completed", 20).await;
+    let (status, text) = app.get_text("/metrics", "").await;
+    assert_eq!(status, 200);
+    for needed in [
+        "erasure_requests{state=\"completed\",scope=\"user\"} 1",
+        "erasure_requests_overdue 0",
+        "erasure_requests_due_within_7_days 0",
+        "erasure_jobs{state=\"running\"}",
+        "erasure_jobs{state=\"retrying\"}",
+        "erasure_audit_entries ",
+        "erasure_audit_tree_size ",
+        "erasure_upstream_calls_total{method=\"DELETE\",status_class=\"2xx\"}",
+        "erasure_upstream_call_duration_seconds_bucket{le=\"+Inf\"}",
+        "erasure_step_attempts_total{step=\"delete\",outcome=\"done\"}",
+        "erasure_rate_limiter_waits_total",
+        "erasure_circuit_breaker_state 0",
+        "erasure_resurrections_total 0",
+    ] {
+        assert!(text.contains(needed), "{needed} missing from:\n{text}");
+    }
+    assert!(!text.contains(&user), "no upstream id in the metrics");
+    assert!(!text.contains(&id), "no request id in the metrics");
+    // Every sample line parses as `name{labels} number`.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+    app.stop().await;
+}
