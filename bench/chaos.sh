@@ -148,7 +148,7 @@ run_scenario() {
         --api "$API_URL" --auditor-key "$auditor" --public-key "$BENCH_OUT/audit.vkey" \
         --erasure-bin "$ERASURE_BIN" --accepted "$accepted" --accounts "$BENCH_OUT/accounts" \
         --max-rps "$(calc "$MAX_RPS * $WORKERS")" --max-concurrency "$((CONCURRENCY * WORKERS))" \
-        --kills "$KILL_COUNT" --drain-secs "$DRAIN_SECS" --out "$BENCH_OUT" || check=$?
+        --kills "$KILL_COUNT" --timeout-secs "$TIMEOUT_SECS" --drain-secs "$DRAIN_SECS" --out "$BENCH_OUT" || check=$?
     local i
     for ((i = 0; i < WORKERS; i++)); do stop_pid "${WPID[$i]}"; done
     return $check

@@ -70,14 +70,16 @@ impl Guard {
         })
     }
 
-    /// Runs until `shutdown`: restorations, the event stream, then re-verification when due.
+    /// Runs until `shutdown`: restorations, the event stream (when this process leads), then
+    /// re-verification when due.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!("resurrection guard started");
+        let mut leader = None;
         while !shutdown.is_cancelled() {
             if let Err(e) = self.restorations().await {
                 tracing::warn!(error = %e, "starting or timing out restorations failed; retrying");
             }
-            loop {
+            while self.leads(&mut leader).await {
                 match self.consume().await {
                     Ok(true) if !shutdown.is_cancelled() => continue,
                     Ok(_) => break,
@@ -98,4 +100,35 @@ impl Guard {
         tracing::info!("resurrection guard stopped");
         Ok(())
     }
+
+    /// Whether this process reads the event stream: one process at a time does, the holder of a
+    /// session advisory lock on its own connection. When that connection goes (the process died,
+    /// the database restarted) the lock goes with it and another process takes over. (The
+    /// cursor's row lock keeps events applied once even if two processes read at once.)
+    async fn leads(&self, held: &mut Option<sqlx::PgConnection>) -> bool {
+        if let Some(conn) = held {
+            if sqlx::query("select 1").execute(&mut *conn).await.is_ok() {
+                return true;
+            }
+            *held = None;
+        }
+        let Ok(conn) = self.db.acquire().await else {
+            return false;
+        };
+        let mut conn = conn.detach();
+        let got: Result<bool, _> = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+            .bind(EVENTS_LOCK)
+            .fetch_one(&mut conn)
+            .await;
+        if matches!(got, Ok(true)) {
+            tracing::info!("this process now reads the upstream event stream");
+            *held = Some(conn);
+            true
+        } else {
+            false
+        }
+    }
 }
+
+/// The advisory lock of the event stream reader ("erasure" and 2; the audit log writer holds 1).
+const EVENTS_LOCK: i64 = 0x6572_6173_7572_6502;

@@ -343,6 +343,7 @@ struct Pending {
     route: Cow<'static, str>,
     started_at_ms: f64,
     token_kind: &'static str,
+    client: Option<String>,
     fault: Option<&'static str>,
     done: bool,
 }
@@ -360,6 +361,7 @@ impl Pending {
             ended_at_ms: now_ms(),
             token_kind: self.token_kind,
             retry_after_secs,
+            client: self.client.take(),
             fault: self.fault,
         });
     }
@@ -475,6 +477,11 @@ pub(crate) async fn gate(
         route: route_of(path),
         started_at_ms: now_ms(),
         token_kind: "none",
+        client: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(100).collect()),
         fault: None,
         done: false,
     };

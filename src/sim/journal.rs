@@ -29,6 +29,10 @@ pub struct CallRecord {
     pub token_kind: String,
     /// The `Retry-After` sent, if any.
     pub retry_after_secs: Option<u64>,
+    /// The caller's `User-Agent`, if any (erasure sends `erasure/<version> pid/<pid>`, so calls
+    /// of different processes can be told apart).
+    #[serde(default)]
+    pub client: Option<String>,
     /// The injected fault, if any: `5xx`, `429`, `hang`, `drop`, `latency`, `slow_delete`.
     /// A 429 of the `max_rps` rate limit is not a fault: `null` with status 429.
     pub fault: Option<String>,
@@ -45,6 +49,7 @@ pub(crate) struct NewCall {
     pub ended_at_ms: f64,
     pub token_kind: &'static str,
     pub retry_after_secs: Option<u64>,
+    pub client: Option<String>,
     pub fault: Option<&'static str>,
 }
 
@@ -61,6 +66,7 @@ impl NewCall {
             ended_at_ms: self.ended_at_ms,
             token_kind: self.token_kind.to_string(),
             retry_after_secs: self.retry_after_secs,
+            client: self.client.clone(),
             fault: self.fault.map(str::to_string),
         }
     }

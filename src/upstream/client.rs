@@ -61,6 +61,9 @@ pub struct Upstream {
     limiter: RateLimiter,
     slots: Semaphore,
     pub breaker: Breaker,
+    /// Paths (with ids) the upstream answered with a `Retry-After`: no call to them before then,
+    /// whichever step or task makes it.
+    held: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 impl Upstream {
@@ -69,6 +72,11 @@ impl Upstream {
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::none())
+            .user_agent(format!(
+                "erasure/{} pid/{}",
+                env!("CARGO_PKG_VERSION"),
+                std::process::id()
+            ))
             .pool_max_idle_per_host(settings.max_concurrency)
             .build()?;
         Ok(Self {
@@ -76,6 +84,7 @@ impl Upstream {
             limiter: RateLimiter::new(settings.max_rps),
             slots: Semaphore::new(settings.max_concurrency),
             breaker: Breaker::new(),
+            held: std::sync::Mutex::new(std::collections::HashMap::new()),
             settings,
             token: Mutex::new(None),
         })
@@ -192,6 +201,10 @@ impl Upstream {
             .unwrap_or(template)
             .replace("{id}", id);
         let url = format!("{}{}", self.settings.api_url, path);
+        let held = self.held.lock().expect("held lock").get(&path).copied();
+        if let Some(until) = held {
+            tokio::time::sleep_until(until.into()).await;
+        }
         let mut stale: Option<Arc<Token>> = None;
         for attempt in 0..2 {
             // A concurrency slot first, then the rate slot: calls that waited for a slot must not
@@ -253,7 +266,18 @@ impl Upstream {
             if status.is_server_error() {
                 self.breaker.failure();
             }
-            return Err(classify(status, reply.headers(), "upstream"));
+            let err = classify(status, reply.headers(), "upstream");
+            if let CallError::Transient {
+                retry_after: Some(wait),
+                ..
+            } = &err
+            {
+                let mut held = self.held.lock().expect("held lock");
+                let now = Instant::now();
+                held.retain(|_, until| *until > now);
+                held.insert(path.clone(), now + *wait);
+            }
+            return Err(err);
         }
         Err(CallError::Permanent {
             reason:
