@@ -13,8 +13,8 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::input;
+use crate::audit::log;
 use crate::audit::receipt::{self as receipts, NoReceipt};
-use crate::audit::{log, merkle};
 use crate::domain::{Role, State};
 use crate::store::requests;
 
@@ -100,8 +100,8 @@ pub async fn consistency(
     if q.from == 0 || q.from > to {
         return Err(ApiError::field("from", "must be between 1 and `to`"));
     }
-    let hashes = log::leaf_hashes(&state.db, to).await?;
-    let proof = merkle::consistency_proof(&hashes, q.from as usize)
+    let proof = log::consistency_proof(&state.db, q.from, to)
+        .await?
         .iter()
         .map(|h| STANDARD.encode(h))
         .collect();
@@ -256,8 +256,8 @@ pub async fn export(
     let head = if csv {
         "leaf_index,at,request_id,subject_ref,actor,event,data,leaf_sha256\n".to_string()
     } else {
-        let hashes = log::leaf_hashes(&state.db, size).await?;
-        let proof: Vec<String> = merkle::range_proof(&hashes, start as usize, end as usize)
+        let proof: Vec<String> = log::range_proof(&state.db, start as u64, end as u64, size)
+            .await?
             .iter()
             .map(|h| STANDARD.encode(h))
             .collect();

@@ -7,4 +7,5 @@ pub mod merkle;
 pub mod pseudonym;
 pub mod receipt;
 pub mod seal;
+pub mod tree;
 pub mod verify;

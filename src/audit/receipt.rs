@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::log::{self, AuditLog};
-use super::merkle;
 use crate::store::Db;
 
 /// Why a receipt cannot be given (yet).
@@ -47,14 +46,13 @@ pub async fn build(
     if leaves.len() as i64 != total {
         return Err(NoReceipt::NotSealed);
     }
-    let hashes = log::leaf_hashes(db, checkpoint.size).await?;
+    let indexes: Vec<u64> = leaves.iter().map(|leaf| leaf.index).collect();
+    let proofs = log::inclusion_proofs(db, &indexes, checkpoint.size).await?;
     let entries: Vec<Value> = leaves
         .iter()
-        .map(|leaf| {
-            let proof: Vec<String> = merkle::inclusion_proof(&hashes, leaf.index as usize)
-                .iter()
-                .map(|h| STANDARD.encode(h))
-                .collect();
+        .zip(proofs)
+        .map(|(leaf, proof)| {
+            let proof: Vec<String> = proof.iter().map(|h| STANDARD.encode(h)).collect();
             json!({"leaf_index": leaf.index, "leaf": leaf.leaf, "inclusion_proof": proof})
         })
         .collect();
