@@ -36,3 +36,39 @@ begin
     end loop;
 end
 $$;
+
+-- Privileges (DESIGN invariant 3: the database refuses UPDATE, DELETE and TRUNCATE on the audit
+-- log by trigger AND by privilege). The tables belong to the role that migrates; the service can
+-- run as a separate login role that is a member of the group role erasure_app, which may change
+-- the operational tables but only read and append to the audit tables:
+--     create role erasure_svc login password '...' in role erasure_app;
+--     DATABASE_URL=postgres://erasure_svc:...@host/erasure erasure serve
+-- (`erasure migrate` keeps running as the owner). erasure_app is created here when the migrating
+-- role may create roles; otherwise create it first (`create role erasure_app nologin`).
+-- A later migration that adds a table gets the same operational privileges by default; one that
+-- adds an audit table must revoke update, delete and truncate on it from erasure_app.
+do $$
+begin
+    if not exists (select from pg_roles where rolname = 'erasure_app') then
+        begin
+            create role erasure_app nologin;
+        exception
+            when duplicate_object or unique_violation then null; -- created meanwhile by another database's migration
+            when insufficient_privilege then
+                raise notice 'no role erasure_app and no right to create it: the service runs as the owner';
+                return;
+        end;
+    end if;
+    execute format('grant connect on database %I to erasure_app', current_database());
+    grant usage on schema public to erasure_app;
+    grant select, insert, update, delete on all tables in schema public to erasure_app;
+    grant usage, select on all sequences in schema public to erasure_app;
+    alter default privileges in schema public grant select, insert, update, delete on tables to erasure_app;
+    alter default privileges in schema public grant usage, select on sequences to erasure_app;
+    -- The audit log: read and append only. The sequencer's horizon is the one row it moves.
+    revoke update, delete, truncate on audit_entries, audit_leaves, audit_checkpoints, audit_tree
+        from erasure_app;
+    revoke insert, delete, truncate on audit_sequencer from erasure_app;
+    revoke all on _sqlx_migrations from erasure_app;
+end
+$$;

@@ -144,3 +144,51 @@ async fn the_sequencer_keeps_the_rfc6962_tree_and_proofs_read_it() {
     );
     db.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_comes_after_m_entries_without_waiting_n_seconds() {
+    let url = common::fresh_database().await;
+    let db = store::connect(&url, 4).await.unwrap();
+    let signer = Signer::new("test", &rand::random());
+    let audit = std::sync::Arc::new(AuditLog::new(db.clone(), signer, "test/log"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(audit.clone().run(
+        std::time::Duration::from_secs(3600),
+        50,
+        stop.clone(),
+    ));
+    // The first round runs at once, on the empty log.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let size = || async {
+        let size: Option<i64> = sqlx::query_scalar("select max(size) from audit_checkpoints")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        size.unwrap_or(0)
+    };
+    append(&db, 49).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        size().await,
+        0,
+        "49 entries wait: below the bound, an hour to go"
+    );
+    append(&db, 1).await;
+    let t0 = std::time::Instant::now();
+    while size().await < 50 {
+        assert!(t0.elapsed().as_secs() < 5, "no checkpoint at 50 entries");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    append(&db, 20).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(size().await, 50, "20 more wait for the next bound");
+    append(&db, 30).await;
+    let t0 = std::time::Instant::now();
+    while size().await < 100 {
+        assert!(t0.elapsed().as_secs() < 5, "no checkpoint at 100 entries");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    task.await.unwrap();
+    db.close().await;
+}

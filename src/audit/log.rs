@@ -2,7 +2,7 @@
 //! reading proofs. One process at a time does the writing (a PostgreSQL advisory lock); any
 //! process can read.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -93,17 +93,51 @@ impl AuditLog {
         latest(&self.db).await
     }
 
-    /// Keeps the log sequenced and checkpointed every `every` until `stop`.
-    pub async fn run(self: std::sync::Arc<Self>, every: Duration, stop: CancellationToken) {
+    /// Keeps the log sequenced and checkpointed until `stop`: at least every `every`, and sooner
+    /// once `every_entries` entries wait (looked at every quarter second at most).
+    pub async fn run(
+        self: std::sync::Arc<Self>,
+        every: Duration,
+        every_entries: u64,
+        stop: CancellationToken,
+    ) {
+        let tick = every.min(Duration::from_millis(250));
+        let mut last: Option<Instant> = None;
         loop {
-            if let Err(e) = self.sync(false).await {
-                tracing::warn!(error = %e, "audit log round failed; retrying");
+            let due = match last {
+                Some(at) if at.elapsed() < every => match self.waiting(every_entries).await {
+                    Ok(n) => n >= every_entries,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "audit log backlog unknown");
+                        false
+                    }
+                },
+                _ => true,
+            };
+            if due {
+                if let Err(e) = self.sync(false).await {
+                    tracing::warn!(error = %e, "audit log round failed; retrying");
+                }
+                last = Some(Instant::now());
             }
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(tick) => {}
                 _ = stop.cancelled() => return,
             }
         }
+    }
+
+    /// How many committed entries are not sequenced yet, counting up to `limit`: those above the
+    /// highest sequenced entry id (two index look-ups).
+    async fn waiting(&self, limit: u64) -> anyhow::Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from (select 1 from audit_entries \
+             where id > coalesce((select max(entry_id) from audit_leaves), 0) limit $1) as w",
+        )
+        .bind(limit.min(i64::MAX as u64) as i64)
+        .fetch_one(&self.db)
+        .await?;
+        Ok(n as u64)
     }
 }
 
@@ -411,6 +445,19 @@ async fn latest_in(conn: &mut PgConnection) -> anyhow::Result<Option<StoredCheck
 pub async fn latest(db: &Db) -> anyhow::Result<Option<StoredCheckpoint>> {
     let mut conn = db.acquire().await?;
     latest_in(&mut conn).await
+}
+
+/// The newest checkpoint signed before `t`.
+pub async fn latest_before(db: &Db, t: DateTime<Utc>) -> anyhow::Result<Option<StoredCheckpoint>> {
+    sqlx::query(
+        "select size, root, note, created_at from audit_checkpoints where created_at < $1 \
+         order by size desc limit 1",
+    )
+    .bind(t)
+    .fetch_optional(db)
+    .await?
+    .map(stored)
+    .transpose()
 }
 
 /// A leaf as stored.
