@@ -41,6 +41,7 @@ pub struct AppState {
         requests::create, requests::batch, requests::list, requests::get_one, requests::act,
         subjects::lookup,
         audit::receipt, audit::checkpoint, audit::consistency, audit::entries, audit::export,
+        audit::report,
         health::healthz, health::readyz,
     ),
     components(schemas(requests::HoldBody, requests::ExtendBody, requests::NoteBody)),
@@ -93,6 +94,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(audit::consistency)
         .service(audit::entries)
         .service(audit::export)
+        .service(audit::report)
         .service(subjects::lookup)
         .service(
             SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()),
