@@ -49,12 +49,18 @@ bench_append() {
     log "inserting $APPEND_N entries"
     t0=$(now); fill_entries "$APPEND_N"; t1=$(now)
     figure audit_bulk_insert_rate "$(fmt "$APPEND_N / ($t1 - $t0)")" entries/s "one INSERT ... SELECT of $APPEND_N entries (not sequenced)"
+    # What autovacuum does after such an insert; a log that grows steadily has its statistics.
+    q "analyze audit_entries"
     log "sequencing them (one round)"
+    local api0 pg0 busy0 load
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    api0=$(cpu_secs "$API_PID"); pg0=$(pg_cpu_secs); busy0=$(machine_busy_secs)
     t0=$(now)
     size=$(curl -fsS "$API_URL/v1/audit/checkpoint" -H "authorization: Bearer $key" | jq .size)
     t1=$(now)
     [[ $size == "$APPEND_N" ]] || die "checkpoint size $size, not $APPEND_N"
     figure audit_sequencer_rate "$(fmt "$APPEND_N / ($t1 - $t0)")" entries/s "leaves + tree nodes + signed checkpoint, $APPEND_N entries in $(fmt "$t1 - $t0" 1) s"
+    figure audit_sequencer_cpu "$(fmt "($(cpu_secs "$API_PID") - $api0) * 1e6 / $APPEND_N" 1)" us/entry "service CPU; postgres $(fmt "($(pg_cpu_secs) - $pg0) * 1e6 / $APPEND_N" 1) us/entry; machine busy $(fmt "($(machine_busy_secs) - $busy0) / ($t1 - $t0) * 100 / $(nproc)")% of $(nproc) cores; load average before $load"
     figure audit_tree_rows "$(q "select count(*) from audit_tree")" rows "for $APPEND_N leaves"
     figure audit_tree_size "$(q "select pg_total_relation_size('audit_tree') / 1048576")" MiB "audit_leaves: $(q "select pg_total_relation_size('audit_leaves') / 1048576") MiB"
 
@@ -73,6 +79,8 @@ bench_append() {
     curl -fsS -o "$BENCH_OUT/export-tenth.jsonl" "$API_URL/v1/audit/export?format=jsonl&to=$cut" -H "authorization: Bearer $key"
     verify_export "$BENCH_OUT/export-tenth.jsonl" "$vkey" "$(($(wc -l <"$BENCH_OUT/export-tenth.jsonl") - 1))"
     rm -f "$BENCH_OUT"/export*.jsonl
+    stop_pid "$API_PID"
+    stop_pid "$SIM_PID"
 }
 
 # verify_export FILE VKEY N

@@ -105,7 +105,7 @@ impl AuditLog {
         let mut last: Option<Instant> = None;
         loop {
             let due = match last {
-                Some(at) if at.elapsed() < every => match self.waiting(every_entries).await {
+                Some(at) if at.elapsed() < every => match self.waiting().await {
                     Ok(n) => n >= every_entries,
                     Err(e) => {
                         tracing::warn!(error = %e, "audit log backlog unknown");
@@ -127,17 +127,17 @@ impl AuditLog {
         }
     }
 
-    /// How many committed entries are not sequenced yet, counting up to `limit`: those above the
-    /// highest sequenced entry id (two index look-ups).
-    async fn waiting(&self, limit: u64) -> anyhow::Result<u64> {
+    /// About how many committed entries wait to be sequenced: identity values above the highest
+    /// sequenced entry id (two index look-ups, whatever the backlog; ids of rolled-back inserts
+    /// count until the next round, entries committed late below that id wait for the timer).
+    async fn waiting(&self) -> anyhow::Result<u64> {
         let n: i64 = sqlx::query_scalar(
-            "select count(*) from (select 1 from audit_entries \
-             where id > coalesce((select max(entry_id) from audit_leaves), 0) limit $1) as w",
+            "select coalesce((select max(id) from audit_entries), 0) \
+                  - coalesce((select max(entry_id) from audit_leaves), 0)",
         )
-        .bind(limit.min(i64::MAX as u64) as i64)
         .fetch_one(&self.db)
         .await?;
-        Ok(n as u64)
+        Ok(n.max(0) as u64)
     }
 }
 
@@ -190,7 +190,7 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
     let mut after: (String, i64) = (horizon.clone(), 0);
     loop {
         let rows = sqlx::query(
-            "select id, xid::text as xid, at, request_id, subject_ref, actor, event, data, nonce \
+            "select id, xid::text as xid_text, at, request_id, subject_ref, actor, event, data, nonce \
              from audit_entries \
              where xid >= $1::xid8 and xid < $2::xid8 and (xid, id) > ($3::xid8, $4) \
              order by xid, id limit $5",
@@ -207,10 +207,12 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
         }
         // Each leaf says its place among its request's leaves, so a receipt with an entry
         // removed shows a hole.
-        let request_ids: Vec<Uuid> = rows
+        let mut request_ids: Vec<Uuid> = rows
             .iter()
             .filter_map(|r| r.get::<Option<Uuid>, _>("request_id"))
             .collect();
+        request_ids.sort_unstable();
+        request_ids.dedup();
         let mut seq: std::collections::HashMap<Uuid, i64> = sqlx::query_as(
             "select request_id, count(*) from audit_leaves where request_id = any($1) group by request_id",
         )
@@ -250,7 +252,7 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
             ats.push(at);
             leaves.push(leaf);
             next += 1;
-            after = (row.get("xid"), id);
+            after = (row.get("xid_text"), id);
         }
         sqlx::query(
             "insert into audit_leaves (leaf_index, entry_id, request_id, subject_ref, at, leaf, leaf_hash) \

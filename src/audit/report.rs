@@ -77,8 +77,10 @@ fn time(t: DateTime<Utc>) -> String {
 
 /// A duration for people: minutes, hours or days.
 pub fn duration(secs: f64) -> String {
-    if secs < 3_600.0 {
-        format!("{:.0} min", (secs / 60.0).max(0.0))
+    if secs < 60.0 {
+        format!("{:.0} s", secs.max(0.0))
+    } else if secs < 3_600.0 {
+        format!("{:.0} min", secs / 60.0)
     } else if secs < 2.0 * 86_400.0 {
         format!("{:.1} h", secs / 3_600.0)
     } else {
@@ -256,12 +258,13 @@ fn chart(days: &[Day]) -> String {
          <line x1=\"{LEFT}\" y1=\"{base}\" x2=\"{right}\" y2=\"{base}\" stroke=\"#9aa7b5\"/>\
          <text x=\"{lx}\" y=\"{ty}\" text-anchor=\"end\">{max_count}</text>\
          <text x=\"{lx}\" y=\"{base}\" text-anchor=\"end\">0</text>\
-         <text x=\"{rx}\" y=\"{ty}\">{max_days:.2} d</text>",
+         <text x=\"{rx}\" y=\"{ty}\">{top}</text>",
         base = TOP + ph,
         right = LEFT + pw,
         lx = LEFT - 6.0,
         rx = LEFT + pw + 6.0,
         ty = TOP + 10.0,
+        top = duration(max_days * 86_400.0),
     );
     if let (Some(first), Some(last)) = (days.first(), days.last()) {
         let _ = write!(
@@ -392,6 +395,7 @@ mod tests {
 
     #[test]
     fn durations_read_well() {
+        assert_eq!(duration(12.4), "12 s");
         assert_eq!(duration(90.0), "2 min");
         assert_eq!(duration(5_400.0), "1.5 h");
         assert_eq!(duration(3.0 * 86_400.0), "3.0 days");
