@@ -94,6 +94,9 @@ pub fn secret_from_env(name: &str) -> anyhow::Result<Option<String>> {
 pub struct Keys {
     pub pseudonym: Key32,
     pub pseudonym_version: u32,
+    /// Older pseudonym keys `(version, key)`, still used for look-ups after a rotation
+    /// (`ERASURE_PSEUDONYM_OLD_KEYS`).
+    pub pseudonym_old: Vec<(u32, Key32)>,
     pub signing: Key32,
     pub data: Key32,
 }
@@ -102,6 +105,7 @@ impl Keys {
     pub const PSEUDONYM: &'static str = "ERASURE_PSEUDONYM_KEY";
     pub const SIGNING: &'static str = "ERASURE_SIGNING_KEY";
     pub const DATA: &'static str = "ERASURE_DATA_KEY";
+    pub const PSEUDONYM_OLD: &'static str = "ERASURE_PSEUDONYM_OLD_KEYS";
 
     /// Loads every key from the environment; a missing or weak key is an error that says how to
     /// make one.
@@ -115,9 +119,16 @@ impl Keys {
                 ),
             }
         };
+        let pseudonym = load(Self::PSEUDONYM)?;
+        let pseudonym_version = pseudonym_version_from_env()?;
+        let pseudonym_old = match secret_from_env(Self::PSEUDONYM_OLD)? {
+            Some(text) => parse_old_keys(&text, pseudonym_version, &pseudonym)?,
+            None => Vec::new(),
+        };
         Ok(Self {
-            pseudonym: load(Self::PSEUDONYM)?,
-            pseudonym_version: pseudonym_version_from_env()?,
+            pseudonym,
+            pseudonym_version,
+            pseudonym_old,
             signing: load(Self::SIGNING)?,
             data: load(Self::DATA)?,
         })
@@ -127,10 +138,47 @@ impl Keys {
         Self {
             pseudonym: Key32::random(),
             pseudonym_version: 1,
+            pseudonym_old: Vec::new(),
             signing: Key32::random(),
             data: Key32::random(),
         }
     }
+}
+
+/// `ERASURE_PSEUDONYM_OLD_KEYS`: `version:hexkey` items separated by commas or white space, the
+/// retired pseudonym keys with the version each was used under. Errors never show a key.
+fn parse_old_keys(
+    text: &str,
+    current: u32,
+    current_key: &Key32,
+) -> anyhow::Result<Vec<(u32, Key32)>> {
+    const NAME: &str = Keys::PSEUDONYM_OLD;
+    let mut out: Vec<(u32, Key32)> = Vec::new();
+    for (n, item) in text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|i| !i.is_empty())
+        .enumerate()
+    {
+        let (version, key) = item
+            .split_once(':')
+            .with_context(|| format!("{NAME}: item {} is not `version:hexkey`", n + 1))?;
+        let version = version
+            .parse::<u32>()
+            .ok()
+            .filter(|v| *v > 0)
+            .with_context(|| format!("{NAME}: item {} has no positive version", n + 1))?;
+        let key = Key32::from_hex(&format!("{NAME} (version {version})"), key)?;
+        if version == current || out.iter().any(|(v, _)| *v == version) {
+            bail!(
+                "{NAME}: version {version} appears twice (or is the current ERASURE_PSEUDONYM_KEY_VERSION)"
+            );
+        }
+        if key == *current_key {
+            bail!("{NAME}: version {version} has the current ERASURE_PSEUDONYM_KEY");
+        }
+        out.push((version, key));
+    }
+    Ok(out)
 }
 
 fn pseudonym_version_from_env() -> anyhow::Result<u32> {
@@ -142,6 +190,27 @@ fn pseudonym_version_from_env() -> anyhow::Result<u32> {
             .filter(|v| *v > 0)
             .context("ERASURE_PSEUDONYM_KEY_VERSION must be a positive integer"),
         _ => Ok(1),
+    }
+}
+
+/// `ERASURE_CHECKPOINT_EVERY_ENTRIES` (default 1000): a checkpoint is signed as soon as this many
+/// audit entries wait, even before `ERASURE_CHECKPOINT_SECS` have passed.
+pub fn checkpoint_every_entries() -> anyhow::Result<u64> {
+    parse_checkpoint_every_entries(
+        std::env::var("ERASURE_CHECKPOINT_EVERY_ENTRIES")
+            .ok()
+            .as_deref(),
+    )
+}
+
+fn parse_checkpoint_every_entries(value: Option<&str>) -> anyhow::Result<u64> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(1000),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .context("ERASURE_CHECKPOINT_EVERY_ENTRIES must be a positive integer"),
     }
 }
 
@@ -326,4 +395,40 @@ impl GuardArgs {
 pub struct DbArgs {
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_pseudonym_keys_parse_and_never_show_in_errors() {
+        let (current, a, b) = (Key32::random(), Key32::random(), Key32::random());
+        let text = format!("1:{}, 2:{}\n", a.to_hex(), b.to_hex());
+        let old = parse_old_keys(&text, 3, &current).unwrap();
+        assert_eq!(old, vec![(1, a.clone()), (2, b)]);
+        assert!(parse_old_keys("", 3, &current).unwrap().is_empty());
+        for bad in [
+            a.to_hex(),
+            format!("0:{}", a.to_hex()),
+            format!("3:{}", a.to_hex()),
+            format!("1:{0},1:{0}", a.to_hex()),
+            format!("1:{}", current.to_hex()),
+            format!("1:{}", &a.to_hex()[..60]),
+        ] {
+            let err = parse_old_keys(&bad, 3, &current).unwrap_err().to_string();
+            assert!(err.contains("ERASURE_PSEUDONYM_OLD_KEYS"), "{err}");
+            assert!(!err.contains(&a.to_hex()[..16]), "a key in an error: {err}");
+        }
+    }
+
+    #[test]
+    fn checkpoint_every_entries_is_a_positive_count() {
+        assert_eq!(parse_checkpoint_every_entries(None).unwrap(), 1000);
+        assert_eq!(parse_checkpoint_every_entries(Some(" 50 ")).unwrap(), 50);
+        for bad in ["0", "-3", "many", "1.5"] {
+            let err = parse_checkpoint_every_entries(Some(bad)).unwrap_err();
+            assert!(err.to_string().contains("ERASURE_CHECKPOINT_EVERY_ENTRIES"));
+        }
+    }
 }

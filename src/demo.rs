@@ -39,6 +39,7 @@ fn demo_keys(dir: &Path) -> anyhow::Result<Keys> {
     let keys = Keys {
         pseudonym: find(Keys::PSEUDONYM).unwrap_or_else(Key32::random),
         pseudonym_version: 1,
+        pseudonym_old: Vec::new(),
         signing: find(Keys::SIGNING).unwrap_or_else(Key32::random),
         data: find(Keys::DATA).unwrap_or_else(Key32::random),
     };

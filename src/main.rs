@@ -247,12 +247,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 (None, Some(p)) => (p, false),
                 (None, None) => anyhow::bail!("give --receipt FILE or --export FILE"),
             };
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let cannot_read =
+                |e: std::io::Error| anyhow::anyhow!("cannot read {}: {e}", path.display());
             let verdict = if is_receipt {
+                let text = std::fs::read_to_string(&path).map_err(cannot_read)?;
                 verify::verify_receipt(&text, &key).map(|s| s.to_string())
             } else {
-                verify::verify_export(&text, &key).map(|s| s.to_string())
+                // Streamed: memory stays flat whatever the size of the export.
+                let file = std::fs::File::open(&path).map_err(cannot_read)?;
+                verify::verify_export_reader(std::io::BufReader::new(file), &key)
+                    .map(|s| s.to_string())
             };
             match verdict {
                 Ok(summary) => println!("OK: {summary}"),

@@ -39,7 +39,8 @@ pub struct ServiceConfig {
     pub approval: ApprovalPolicy,
     pub db_pool: u32,
     pub http_workers: usize,
-    /// How often the audit log is sequenced and a checkpoint signed (when it grew).
+    /// How often the audit log is sequenced and a checkpoint signed (when it grew); sooner when
+    /// `ERASURE_CHECKPOINT_EVERY_ENTRIES` entries wait (`config::checkpoint_every_entries`).
     pub checkpoint_every: std::time::Duration,
 }
 
@@ -57,7 +58,8 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
     store::check_migrated(&db).await?;
     let sealer = Sealer::new(&config.keys.data);
     let pseudonyms =
-        Pseudonymizer::new(config.keys.pseudonym.clone(), config.keys.pseudonym_version);
+        Pseudonymizer::new(config.keys.pseudonym.clone(), config.keys.pseudonym_version)
+            .with_old_keys(&config.keys.pseudonym_old);
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
     let mut addr = None;
@@ -71,8 +73,9 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
         let audit = audit.clone();
         let stop = shutdown.clone();
         let every = config.checkpoint_every;
+        let every_entries = crate::config::checkpoint_every_entries()?;
         tasks.push(tokio::spawn(async move {
-            audit.run(every, stop).await;
+            audit.run(every, every_entries, stop).await;
             Ok(())
         }));
     }

@@ -45,6 +45,7 @@ pub struct AppState {
         subjects::lookup,
         restorations::create, restorations::get_one,
         audit::receipt, audit::checkpoint, audit::consistency, audit::entries, audit::export,
+        audit::report,
         health::healthz, health::readyz, metrics::metrics,
     ),
     components(schemas(requests::HoldBody, requests::ExtendBody, requests::NoteBody)),
@@ -97,6 +98,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(audit::consistency)
         .service(audit::entries)
         .service(audit::export)
+        .service(audit::report)
         .service(subjects::lookup)
         .service(restorations::create)
         .service(restorations::get_one)

@@ -14,6 +14,7 @@ use super::AppState;
 use super::auth::{Caller, READERS};
 use super::error::{ApiError, ErrorBody};
 use super::input;
+use super::subjects;
 use crate::config::ApprovalPolicy;
 use crate::domain::validate::{self, TargetId};
 use crate::domain::{Action, LegalBasis, Role, Scope, State};
@@ -132,11 +133,18 @@ pub async fn create(
         }
     };
     let item: CreateRequest = input::json_object(&bytes)?;
+    let (scope, target_id) = (item.scope, item.target_id.clone());
     let new = state.prepare(item).map_err(ApiError::fields)?;
+    // An open request recorded under an older pseudonym key version is the same target (checked
+    // before inserting, after an idempotent replay).
+    let old_duplicate = subjects::open_under_old_keys(&state, scope, &target_id).await?;
     let digest = state.pseudonyms.digest(&bytes);
 
     let actor = audit::key_actor(principal.key_id);
     let Some(key) = idempotency_key else {
+        if let Some(existing) = old_duplicate {
+            return Err(duplicate(existing));
+        }
         // One statement: atomic on its own.
         let mut conn = state.db.acquire().await?;
         let inserted = requests::insert_many(
@@ -168,7 +176,7 @@ pub async fn create(
         .bind(&key)
         .fetch_one(&mut *tx)
         .await?;
-        if stored_digest != digest {
+        if !state.pseudonyms.digests(&bytes).contains(&stored_digest) {
             return Err(ApiError::client(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
@@ -187,6 +195,9 @@ pub async fn create(
         }
         reply.insert_header(("Idempotent-Replayed", "true"));
         return Ok(reply.json(response));
+    }
+    if let Some(existing) = old_duplicate {
+        return Err(duplicate(existing));
     }
     let inserted = requests::insert_many(
         &mut tx,

@@ -39,6 +39,8 @@ pub struct LookupResult {
     pub erased: bool,
     /// When the first completed erasure of this target finished.
     pub erased_at: Option<DateTime<Utc>>,
+    /// The pseudonym under the current key version (requests recorded under older versions
+    /// are found too).
     pub subject_ref: String,
     /// Every request for this target, newest first.
     pub requests: Vec<LookupRequest>,
@@ -61,7 +63,8 @@ pub async fn lookup(
     let body: LookupBody = input::json_object(&bytes)?;
     let target =
         TargetId::parse(&body.target_id).map_err(|why| ApiError::field("target_id", why))?;
-    let subject_ref = state.pseudonyms.subject_ref(body.scope, target.as_str());
+    // Every key version: what was recorded before a rotation is found too.
+    let refs = state.pseudonyms.subject_refs(body.scope, target.as_str());
     type Row = (
         Uuid,
         State,
@@ -71,9 +74,9 @@ pub async fn lookup(
     );
     let rows: Vec<Row> = sqlx::query_as(
         "select id, state, received_at, completed_at, outcome from erasure_requests \
-         where subject_ref = $1 order by received_at desc limit 100",
+         where subject_ref = any($1) order by received_at desc limit 100",
     )
-    .bind(&subject_ref)
+    .bind(&refs)
     .fetch_all(&state.db)
     .await?;
     let requests: Vec<LookupRequest> = rows
@@ -98,7 +101,30 @@ pub async fn lookup(
     Ok(HttpResponse::Ok().json(LookupResult {
         erased: erased_at.is_some(),
         erased_at,
-        subject_ref,
+        subject_ref: refs[0].clone(),
         requests,
     }))
+}
+
+/// The open request for this target recorded under an older pseudonym key version, if any (the
+/// unique index only sees pseudonyms of one version). Nothing to look up before a rotation.
+pub async fn open_under_old_keys(
+    state: &AppState,
+    scope: Scope,
+    target_id: &str,
+) -> Result<Option<Uuid>, ApiError> {
+    let Ok(target) = TargetId::parse(target_id) else {
+        return Ok(None);
+    };
+    let refs = state.pseudonyms.subject_refs(scope, target.as_str());
+    if refs.len() < 2 {
+        return Ok(None);
+    }
+    Ok(sqlx::query_scalar(
+        "select id from erasure_requests where subject_ref = any($1) \
+         and state in ('pending_approval', 'queued', 'in_progress', 'failed', 'on_hold') limit 1",
+    )
+    .bind(&refs[1..])
+    .fetch_optional(&state.db)
+    .await?)
 }

@@ -2,7 +2,7 @@
 //! reading proofs. One process at a time does the writing (a PostgreSQL advisory lock); any
 //! process can read.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::checkpoint::{Checkpoint, Signer};
 use super::merkle::{self, Hash};
+use super::tree::{self, NodeId, Nodes};
 use crate::store::Db;
 
 /// The advisory lock of the log writer.
@@ -73,8 +74,9 @@ impl AuditLog {
         let last = latest_in(&mut tx).await?;
         let grew = last.as_ref().is_none_or(|c| c.size < size);
         if grew && size > 0 {
-            let hashes = leaf_hashes_in(&mut tx, size).await?;
-            let root = merkle::root(&hashes);
+            let root = fetch_nodes(&mut tx, &tree::cover(0, size))
+                .await?
+                .hash(0, size)?;
             let note = self.signer.sign(&Checkpoint {
                 origin: self.origin.clone(),
                 size,
@@ -91,17 +93,51 @@ impl AuditLog {
         latest(&self.db).await
     }
 
-    /// Keeps the log sequenced and checkpointed every `every` until `stop`.
-    pub async fn run(self: std::sync::Arc<Self>, every: Duration, stop: CancellationToken) {
+    /// Keeps the log sequenced and checkpointed until `stop`: at least every `every`, and sooner
+    /// once `every_entries` entries wait (looked at every quarter second at most).
+    pub async fn run(
+        self: std::sync::Arc<Self>,
+        every: Duration,
+        every_entries: u64,
+        stop: CancellationToken,
+    ) {
+        let tick = every.min(Duration::from_millis(250));
+        let mut last: Option<Instant> = None;
         loop {
-            if let Err(e) = self.sync(false).await {
-                tracing::warn!(error = %e, "audit log round failed; retrying");
+            let due = match last {
+                Some(at) if at.elapsed() < every => match self.waiting().await {
+                    Ok(n) => n >= every_entries,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "audit log backlog unknown");
+                        false
+                    }
+                },
+                _ => true,
+            };
+            if due {
+                if let Err(e) = self.sync(false).await {
+                    tracing::warn!(error = %e, "audit log round failed; retrying");
+                }
+                last = Some(Instant::now());
             }
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(tick) => {}
                 _ = stop.cancelled() => return,
             }
         }
+    }
+
+    /// About how many committed entries wait to be sequenced: identity values above the highest
+    /// sequenced entry id (two index look-ups, whatever the backlog; ids of rolled-back inserts
+    /// count until the next round, entries committed late below that id wait for the timer).
+    async fn waiting(&self) -> anyhow::Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "select coalesce((select max(id) from audit_entries), 0) \
+                  - coalesce((select max(entry_id) from audit_leaves), 0)",
+        )
+        .fetch_one(&self.db)
+        .await?;
+        Ok(n.max(0) as u64)
     }
 }
 
@@ -146,10 +182,15 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
         sqlx::query_scalar("select coalesce(max(leaf_index) + 1, 0) from audit_leaves")
             .fetch_one(&mut *tx)
             .await?;
+    // The peaks of the tree so far: the only old nodes that new nodes can have as children.
+    let peak_ids = tree::cover(0, next as u64);
+    let mut peaks = fetch_nodes(&mut *tx, &peak_ids)
+        .await?
+        .hashes(&ranges_of(&peak_ids))?;
     let mut after: (String, i64) = (horizon.clone(), 0);
     loop {
         let rows = sqlx::query(
-            "select id, xid::text as xid, at, request_id, subject_ref, actor, event, data, nonce \
+            "select id, xid::text as xid_text, at, request_id, subject_ref, actor, event, data, nonce \
              from audit_entries \
              where xid >= $1::xid8 and xid < $2::xid8 and (xid, id) > ($3::xid8, $4) \
              order by xid, id limit $5",
@@ -166,10 +207,12 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
         }
         // Each leaf says its place among its request's leaves, so a receipt with an entry
         // removed shows a hole.
-        let request_ids: Vec<Uuid> = rows
+        let mut request_ids: Vec<Uuid> = rows
             .iter()
             .filter_map(|r| r.get::<Option<Uuid>, _>("request_id"))
             .collect();
+        request_ids.sort_unstable();
+        request_ids.dedup();
         let mut seq: std::collections::HashMap<Uuid, i64> = sqlx::query_as(
             "select request_id, count(*) from audit_leaves where request_id = any($1) group by request_id",
         )
@@ -201,7 +244,7 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
                 row.get("data"),
                 row.get("nonce"),
             );
-            hashes.push(merkle::leaf_hash(leaf.as_bytes()).to_vec());
+            hashes.push(merkle::leaf_hash(leaf.as_bytes()));
             idx.push(next);
             ids.push(id);
             reqs.push(request_id);
@@ -209,7 +252,7 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
             ats.push(at);
             leaves.push(leaf);
             next += 1;
-            after = (row.get("xid"), id);
+            after = (row.get("xid_text"), id);
         }
         sqlx::query(
             "insert into audit_leaves (leaf_index, entry_id, request_id, subject_ref, at, leaf, leaf_hash) \
@@ -222,9 +265,10 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
         .bind(&subjects)
         .bind(&ats)
         .bind(&leaves)
-        .bind(&hashes)
+        .bind(hashes.iter().map(|h| h.as_slice()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
+        peaks = extend_tree(&mut *tx, idx[0] as u64, &peaks, &hashes).await?;
     }
     sqlx::query("update audit_sequencer set horizon = $1::xid8")
         .bind(&new_horizon)
@@ -264,21 +308,120 @@ fn to_hash(bytes: &[u8]) -> anyhow::Result<Hash> {
     bytes.try_into().context("a stored hash is not 32 bytes")
 }
 
-async fn leaf_hashes_in(conn: &mut PgConnection, size: u64) -> anyhow::Result<Vec<Hash>> {
-    let rows: Vec<Vec<u8>> = sqlx::query_scalar(
-        "select leaf_hash from audit_leaves where leaf_index < $1 order by leaf_index",
+/// Writes the tree nodes that the leaves `hashes` (from index `size`) complete; returns the peaks
+/// of the grown tree.
+async fn extend_tree(
+    tx: &mut PgConnection,
+    size: u64,
+    peaks: &[Hash],
+    hashes: &[Hash],
+) -> anyhow::Result<Vec<Hash>> {
+    let grown = tree::grow(size, peaks, hashes)?;
+    let levels: Vec<i16> = grown.iter().map(|((level, _), _)| *level as i16).collect();
+    let idx: Vec<i64> = grown.iter().map(|((_, i), _)| *i as i64).collect();
+    let node_hashes: Vec<&[u8]> = grown.iter().map(|(_, h)| h.as_slice()).collect();
+    sqlx::query(
+        "insert into audit_tree (level, idx, hash) \
+         select * from unnest($1::int2[], $2::int8[], $3::bytea[])",
     )
-    .bind(size as i64)
-    .fetch_all(&mut *conn)
+    .bind(&levels)
+    .bind(&idx)
+    .bind(&node_hashes)
+    .execute(&mut *tx)
     .await?;
-    anyhow::ensure!(rows.len() as u64 == size, "the log has a gap below {size}");
-    rows.iter().map(|h| to_hash(h)).collect()
+    // Every peak of the grown tree is an old peak, a new leaf or a new node.
+    let new_size = size + hashes.len() as u64;
+    let mut known = Nodes::default();
+    known
+        .0
+        .extend(tree::cover(0, size).into_iter().zip(peaks.iter().copied()));
+    known.0.extend(
+        hashes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| ((0, size + i as u64), *h)),
+    );
+    known.0.extend(grown);
+    known.hashes(&ranges_of(&tree::cover(0, new_size)))
 }
 
-/// Every leaf hash of the tree of `size` leaves.
-pub async fn leaf_hashes(db: &Db, size: u64) -> anyhow::Result<Vec<Hash>> {
+/// The leaf range of each node.
+fn ranges_of(ids: &[NodeId]) -> Vec<(u64, u64)> {
+    ids.iter()
+        .map(|&(level, i)| (i << level, (i + 1) << level))
+        .collect()
+}
+
+/// Reads the given nodes: leaves from `audit_leaves`, the others from `audit_tree`.
+async fn fetch_nodes(conn: &mut PgConnection, ids: &[NodeId]) -> anyhow::Result<Nodes> {
+    let leaves: Vec<i64> = ids
+        .iter()
+        .filter(|(l, _)| *l == 0)
+        .map(|(_, i)| *i as i64)
+        .collect();
+    let (levels, idx): (Vec<i16>, Vec<i64>) = ids
+        .iter()
+        .filter(|(l, _)| *l > 0)
+        .map(|(l, i)| (*l as i16, *i as i64))
+        .unzip();
+    let rows: Vec<(i16, i64, Vec<u8>)> = sqlx::query_as(
+        "select 0::int2, leaf_index, leaf_hash from audit_leaves where leaf_index = any($1) \
+         union all \
+         select t.level, t.idx, t.hash from unnest($2::int2[], $3::int8[]) as u(level, idx) \
+         join audit_tree t on t.level = u.level and t.idx = u.idx",
+    )
+    .bind(&leaves)
+    .bind(&levels)
+    .bind(&idx)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut nodes = Nodes::default();
+    for (level, i, h) in rows {
+        nodes.0.insert((level as u8, i as u64), to_hash(&h)?);
+    }
+    Ok(nodes)
+}
+
+/// The hashes of each list of subtrees (proofs), reading only the nodes they need.
+async fn subtree_hashes(db: &Db, lists: &[Vec<(u64, u64)>]) -> anyhow::Result<Vec<Vec<Hash>>> {
+    let ids = tree::nodes_for(&lists.concat());
     let mut conn = db.acquire().await?;
-    leaf_hashes_in(&mut conn, size).await
+    let nodes = fetch_nodes(&mut conn, &ids).await?;
+    lists.iter().map(|ranges| nodes.hashes(ranges)).collect()
+}
+
+/// The inclusion proof of each leaf index in the tree of `size` leaves.
+pub async fn inclusion_proofs(
+    db: &Db,
+    indexes: &[u64],
+    size: u64,
+) -> anyhow::Result<Vec<Vec<Hash>>> {
+    let lists: Vec<_> = indexes
+        .iter()
+        .map(|&i| tree::inclusion_ranges(i, size))
+        .collect();
+    subtree_hashes(db, &lists).await
+}
+
+/// The consistency proof from the tree of `old_size` leaves to the tree of `size` leaves.
+pub async fn consistency_proof(db: &Db, old_size: u64, size: u64) -> anyhow::Result<Vec<Hash>> {
+    let lists = [tree::consistency_ranges(old_size, size)];
+    Ok(subtree_hashes(db, &lists).await?.remove(0))
+}
+
+/// The range proof of leaves `start..end` in the tree of `size` leaves.
+pub async fn range_proof(db: &Db, start: u64, end: u64, size: u64) -> anyhow::Result<Vec<Hash>> {
+    let lists = [tree::range_ranges(start, end, size)];
+    Ok(subtree_hashes(db, &lists).await?.remove(0))
+}
+
+/// The root of the tree of `size` leaves.
+pub async fn root(db: &Db, size: u64) -> anyhow::Result<Hash> {
+    let lists = [vec![(0, size)]];
+    let mut conn = db.acquire().await?;
+    fetch_nodes(&mut conn, &tree::nodes_for(&lists[0]))
+        .await?
+        .hash(0, size)
 }
 
 fn stored(row: sqlx::postgres::PgRow) -> anyhow::Result<StoredCheckpoint> {
@@ -304,6 +447,19 @@ async fn latest_in(conn: &mut PgConnection) -> anyhow::Result<Option<StoredCheck
 pub async fn latest(db: &Db) -> anyhow::Result<Option<StoredCheckpoint>> {
     let mut conn = db.acquire().await?;
     latest_in(&mut conn).await
+}
+
+/// The newest checkpoint signed before `t`.
+pub async fn latest_before(db: &Db, t: DateTime<Utc>) -> anyhow::Result<Option<StoredCheckpoint>> {
+    sqlx::query(
+        "select size, root, note, created_at from audit_checkpoints where created_at < $1 \
+         order by size desc limit 1",
+    )
+    .bind(t)
+    .fetch_optional(db)
+    .await?
+    .map(stored)
+    .transpose()
 }
 
 /// A leaf as stored.

@@ -476,7 +476,7 @@ where
 }
 
 /// The largest power of two below `n` (`n >= 2`).
-fn split(n: u64) -> u64 {
+pub(crate) fn split(n: u64) -> u64 {
     debug_assert!(n >= 2);
     1 << (u64::BITS - 1 - (n - 1).leading_zeros())
 }

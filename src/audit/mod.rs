@@ -6,5 +6,7 @@ pub mod log;
 pub mod merkle;
 pub mod pseudonym;
 pub mod receipt;
+pub mod report;
 pub mod seal;
+pub mod tree;
 pub mod verify;

@@ -1,8 +1,13 @@
 //! Appending to the audit log. Always inside the transaction of the change it records.
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
+
+use crate::audit::report::{Day, Figures};
 
 /// One entry about a request.
 pub struct Entry<'a> {
@@ -35,3 +40,124 @@ pub fn key_actor(key_id: Uuid) -> String {
 
 /// The actor name of the engine.
 pub const ENGINE: &str = "engine";
+
+/// Seconds from receipt to completion.
+macro_rules! elapsed {
+    () => {
+        "extract(epoch from completed_at - received_at)::float8"
+    };
+}
+
+/// The requests completed in `[$1, $2)`.
+macro_rules! completed_in {
+    () => {
+        "from erasure_requests where state = 'completed' and completed_at >= $1 and completed_at < $2"
+    };
+}
+
+/// The figures of the compliance report for `[from, to)` (see `audit::report`): counts and
+/// durations only.
+pub async fn report_figures(
+    db: &super::Db,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Figures> {
+    let (received, completed, failed, on_hold, cancelled, overdue_open, completed_late): (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    ) = sqlx::query_as(
+        "select count(*), count(*) filter (where state = 'completed'), \
+                count(*) filter (where state = 'failed'), count(*) filter (where state = 'on_hold'), \
+                count(*) filter (where state = 'cancelled'), \
+                count(*) filter (where state not in ('completed', 'cancelled') and due_at < now()), \
+                count(*) filter (where state = 'completed' and completed_at > due_at) \
+         from erasure_requests where received_at >= $1 and received_at < $2",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(db)
+    .await?;
+    let (completed_in_period, within_deadline, median_secs, p95_secs, worst_secs): (
+        i64,
+        i64,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+    ) = sqlx::query_as(concat!(
+        "select count(*), count(*) filter (where completed_at <= due_at), ",
+        "percentile_cont(0.5) within group (order by ",
+        elapsed!(),
+        "), percentile_cont(0.95) within group (order by ",
+        elapsed!(),
+        "), max(",
+        elapsed!(),
+        ") ",
+        completed_in!()
+    ))
+    .bind(from)
+    .bind(to)
+    .fetch_one(db)
+    .await?;
+    let received_by_day: HashMap<NaiveDate, i64> = sqlx::query_as(
+        "select (received_at at time zone 'UTC')::date, count(*) from erasure_requests \
+         where received_at >= $1 and received_at < $2 group by 1",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .collect();
+    let completed_by_day: HashMap<NaiveDate, (i64, Option<f64>)> =
+        sqlx::query_as::<_, (NaiveDate, i64, Option<f64>)>(concat!(
+            "select (completed_at at time zone 'UTC')::date, count(*), ",
+            "percentile_cont(0.5) within group (order by ",
+            elapsed!(),
+            ") ",
+            completed_in!(),
+            " group by 1"
+        ))
+        .bind(from)
+        .bind(to)
+        .fetch_all(db)
+        .await?
+        .into_iter()
+        .map(|(day, n, median)| (day, (n, median)))
+        .collect();
+    let last = (to - chrono::Duration::microseconds(1)).date_naive();
+    let days = from
+        .date_naive()
+        .iter_days()
+        .take_while(|d| *d <= last)
+        .map(|date| {
+            let (completed, median_secs) =
+                completed_by_day.get(&date).copied().unwrap_or((0, None));
+            Day {
+                date,
+                received: received_by_day.get(&date).copied().unwrap_or(0),
+                completed,
+                median_secs,
+            }
+        })
+        .collect();
+    Ok(Figures {
+        received,
+        completed,
+        failed,
+        on_hold,
+        cancelled,
+        overdue_open,
+        completed_late,
+        completed_in_period,
+        within_deadline,
+        median_secs,
+        p95_secs,
+        worst_secs,
+        days,
+    })
+}
