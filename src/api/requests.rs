@@ -64,11 +64,7 @@ impl AppState {
             return Err(fields);
         }
         let id = Uuid::new_v4();
-        let needs_approval = match self.approval {
-            ApprovalPolicy::None => false,
-            ApprovalPolicy::UserScope => item.scope == Scope::User,
-            ApprovalPolicy::All => true,
-        };
+        let needs_approval = second_person_decides(self.approval, item.scope);
         Ok(NewRequest {
             id,
             scope: item.scope,
@@ -83,6 +79,49 @@ impl AppState {
             },
         })
     }
+}
+
+/// Whether the approval policy wants a second person to decide about requests of `scope`: to
+/// approve them, and to hold, release or extend them.
+fn second_person_decides(policy: ApprovalPolicy, scope: Scope) -> bool {
+    match policy {
+        ApprovalPolicy::None => false,
+        ApprovalPolicy::UserScope => scope == Scope::User,
+        ApprovalPolicy::All => true,
+    }
+}
+
+/// Refuses hold, release and extend by the key that submitted the request when the policy says
+/// a second person decides (approve is refused the same way by the store).
+async fn refuse_own_decision(
+    state: &AppState,
+    id: Uuid,
+    action: Action,
+    key_id: Uuid,
+) -> Result<(), ApiError> {
+    if !matches!(action, Action::Hold | Action::Release | Action::Extend) {
+        return Ok(());
+    }
+    let row: Option<(Uuid, String)> =
+        sqlx::query_as("select requested_by, scope from erasure_requests where id = $1")
+            .bind(id)
+            .fetch_optional(&state.db)
+            .await?;
+    let Some((requested_by, scope)) = row else {
+        return Ok(()); // the store answers 404
+    };
+    let decides = Scope::parse(&scope).is_some_and(|s| second_person_decides(state.approval, s));
+    if decides && requested_by == key_id {
+        return Err(ApiError::client(
+            StatusCode::FORBIDDEN,
+            "approver_is_requester",
+            format!(
+                "a second person must {}: this key submitted the request",
+                action.as_str()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn duplicate(existing: Uuid) -> ApiError {
@@ -780,6 +819,7 @@ pub async fn act(
             }
         }
     }
+    refuse_own_decision(&state, id, action, principal.key_id).await?;
     match requests::act(&state.db, id, action, principal.key_id, input_data).await? {
         Ok(()) => {}
         Err(Refusal::NotFound) => return Err(ApiError::not_found("erasure request")),
