@@ -327,3 +327,97 @@ pub struct DbArgs {
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
 }
+
+/// Limits of the HTTP API (besides the body and batch sizes of `api::input`).
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Time a client has to send a request's head (line and headers); 408 after it.
+    pub request_timeout: Duration,
+    /// Time a client has to send a request's body once its head arrived; 408 after it.
+    pub body_timeout: Duration,
+    /// Open connections from one client IP address (0: no cap). The connections beyond the cap
+    /// get 429 `too_many_connections` and are closed.
+    pub max_connections_per_ip: usize,
+    /// Requests per second of one API key, per process (0: no limit); 429 with `Retry-After`.
+    pub rate_per_key: f64,
+    /// Requests one key may send at once before the rate applies.
+    pub burst_per_key: f64,
+    /// Largest request head (target and headers), in bytes; 431 beyond it.
+    pub max_head_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            max_connections_per_ip: 64,
+            rate_per_key: 50.0,
+            burst_per_key: 100.0,
+            max_head_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// The limits of the HTTP API as flags and variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpLimitArgs {
+    /// Seconds a client has to send a request's head.
+    #[arg(
+        long,
+        env = "ERASURE_HTTP_REQUEST_TIMEOUT_SECS",
+        default_value_t = 10.0
+    )]
+    pub http_request_timeout_secs: f64,
+    /// Seconds a client has to send a request's body.
+    #[arg(long, env = "ERASURE_HTTP_BODY_TIMEOUT_SECS", default_value_t = 60.0)]
+    pub http_body_timeout_secs: f64,
+    /// Open connections from one client IP address (0: no cap).
+    #[arg(
+        long,
+        env = "ERASURE_HTTP_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 64
+    )]
+    pub http_max_connections_per_ip: usize,
+    /// Requests per second of one API key, per process (0: no limit).
+    #[arg(long, env = "ERASURE_API_RATE_PER_KEY", default_value_t = 50.0)]
+    pub api_rate_per_key: f64,
+    /// Requests one key may send at once before its rate applies (default: twice the rate).
+    #[arg(long, env = "ERASURE_API_BURST_PER_KEY")]
+    pub api_burst_per_key: Option<f64>,
+}
+
+impl HttpLimitArgs {
+    pub fn settings(&self) -> anyhow::Result<HttpLimits> {
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                bail!("{name} must be between 0 and 86400 seconds")
+            }
+        };
+        if !self.api_rate_per_key.is_finite() || self.api_rate_per_key < 0.0 {
+            bail!("ERASURE_API_RATE_PER_KEY must be 0 (no limit) or more");
+        }
+        let burst = self
+            .api_burst_per_key
+            .unwrap_or((self.api_rate_per_key * 2.0).max(1.0));
+        if !burst.is_finite() || burst < 1.0 {
+            bail!("ERASURE_API_BURST_PER_KEY must be at least 1");
+        }
+        Ok(HttpLimits {
+            request_timeout: positive(
+                "ERASURE_HTTP_REQUEST_TIMEOUT_SECS",
+                self.http_request_timeout_secs,
+            )?,
+            body_timeout: positive(
+                "ERASURE_HTTP_BODY_TIMEOUT_SECS",
+                self.http_body_timeout_secs,
+            )?,
+            max_connections_per_ip: self.http_max_connections_per_ip,
+            rate_per_key: self.api_rate_per_key,
+            burst_per_key: burst,
+            ..HttpLimits::default()
+        })
+    }
+}

@@ -3,7 +3,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use erasure::audit::checkpoint::Signer;
 use erasure::audit::verify;
-use erasure::config::{ApprovalPolicy, DbArgs, EngineArgs, GuardArgs, Keys, UpstreamArgs};
+use erasure::config::{
+    ApprovalPolicy, DbArgs, EngineArgs, GuardArgs, HttpLimitArgs, Keys, UpstreamArgs,
+};
 use erasure::domain::Role;
 use erasure::service::{self, ServiceConfig};
 use erasure::telemetry::{self, LogFormat};
@@ -126,6 +128,8 @@ struct ServeArgs {
     #[arg(long)]
     no_worker: bool,
     #[command(flatten)]
+    limits: HttpLimitArgs,
+    #[command(flatten)]
     common: CommonArgs,
 }
 
@@ -209,7 +213,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let config =
                 args.common
                     .config(args.db.database_url, Some(args.bind), !args.no_worker)?;
-            let running = service::start(config).await?;
+            let running = service::start_with(config, args.limits.settings()?).await?;
             if let Some(addr) = running.addr {
                 tracing::info!(%addr, "API listening");
             }

@@ -11,7 +11,7 @@ use crate::audit::checkpoint::Signer;
 use crate::audit::log::AuditLog;
 use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
-use crate::config::{ApprovalPolicy, Keys, UpstreamSettings};
+use crate::config::{ApprovalPolicy, HttpLimits, Keys, UpstreamSettings};
 use crate::engine::{Engine, EngineSettings};
 use crate::guard::{Guard, GuardSettings};
 use crate::store::{self, Db};
@@ -51,6 +51,11 @@ pub struct Running {
 }
 
 pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
+    start_with(config, HttpLimits::default()).await
+}
+
+/// `start` with the given limits of the HTTP API.
+pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Result<Running> {
     let db = store::connect(&config.database_url, config.db_pool).await?;
     let sealer = Sealer::new(&config.keys.data);
     let pseudonyms =
@@ -83,6 +88,8 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
             sealer: sealer.clone(),
             approval: config.approval,
             audit,
+            rates: api::limits::KeyRates::new(limits.rate_per_key, limits.burst_per_key),
+            limits,
         };
         let http = api::serve(listener, state, config.http_workers)?;
         server = Some(http.handle());

@@ -184,3 +184,279 @@ async fn keys_create_list_revoke_rotate() {
     assert!(!err.contains("0123456789abcdef"));
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Limits
+// ---------------------------------------------------------------------------------------------
+
+use std::time::Duration;
+
+use erasure::config::HttpLimits;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn limited(limits: HttpLimits) -> Options {
+    Options {
+        worker: false,
+        guard: None,
+        limits,
+        ..Options::empty_sim()
+    }
+}
+
+fn addr(app: &TestApp) -> String {
+    app.base.trim_start_matches("http://").to_string()
+}
+
+/// Reads what the server sends until it closes the connection or `wait` passes (then panics:
+/// the server must not leave a client hanging).
+async fn read_until_closed(stream: &mut TcpStream, wait: Duration) -> String {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the server kept the connection open: {out:?}");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One HTTP/1.1 request on an open connection; the status and body of its response.
+async fn exchange(stream: &mut TcpStream, request: &str) -> (u16, String) {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut chunk))
+            .await
+            .expect("an answer")
+            .unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                let status = head[9..12].parse().unwrap();
+                return (status, body.to_string());
+            }
+        }
+        if n == 0 {
+            panic!("connection closed mid-answer: {text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_heads_get_431() {
+    let app = TestApp::spawn(limited(HttpLimits::default())).await;
+    // Many headers within actix's count, over our 16 KiB.
+    let mut req = app
+        .http
+        .get(app.url("/v1/erasure-requests"))
+        .bearer_auth(&app.auditor);
+    for i in 0..40 {
+        req = req.header(format!("x-filler-{i}"), "f".repeat(500));
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 431);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "headers_too_large", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("16384"));
+    // A long query string counts too.
+    let r = app
+        .http
+        .get(app.url(&format!(
+            "/v1/erasure-requests?cursor={}",
+            "9".repeat(20_000)
+        )))
+        .bearer_auth(&app.auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 431);
+    // Beyond what actix buffers at all (128 KiB) or more than 96 headers: 431 as well, and the
+    // service carries on.
+    let r = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-huge", "h".repeat(200_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 431);
+    let mut req = app.http.get(app.url("/healthz"));
+    for i in 0..120 {
+        req = req.header(format!("x-n-{i}"), "1");
+    }
+    assert_eq!(req.send().await.unwrap().status().as_u16(), 431);
+    assert_eq!(app.get("/v1/erasure-requests", &app.auditor).await.0, 200);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off() {
+    let app = TestApp::spawn(limited(HttpLimits {
+        request_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        ..HttpLimits::default()
+    }))
+    .await;
+
+    // A head that drips in a byte every 200 ms never completes: 408 and the connection closes.
+    let mut stream = TcpStream::connect(addr(&app)).await.unwrap();
+    stream
+        .write_all(b"GET /v1/erasure-requests HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let drip = async {
+        for _ in 0..100 {
+            if stream.write_all(b"X").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let mut probe = TcpStream::connect(addr(&app)).await.unwrap();
+    let (_, health) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(15), drip),
+        exchange(
+            &mut probe,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+    );
+    assert_eq!(health.0, 200, "others are served meanwhile");
+    let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+
+    // A body that drips: 408 with the JSON error, nothing stored.
+    let mut stream = TcpStream::connect(addr(&app)).await.unwrap();
+    let head = format!(
+        "POST /v1/erasure-requests HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{",
+        app.requester
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        let _ = stream.write_all(b" ").await;
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"}") {
+                    break;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"error\":\"body_timeout\""), "{text}");
+    let n: i64 = sqlx::query_scalar("select count(*) from erasure_requests")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_client_address_are_capped() {
+    let app = TestApp::spawn(limited(HttpLimits {
+        max_connections_per_ip: 2,
+        ..HttpLimits::default()
+    }))
+    .await;
+    let get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut one = TcpStream::connect(addr(&app)).await.unwrap();
+    let mut two = TcpStream::connect(addr(&app)).await.unwrap();
+    assert_eq!(exchange(&mut one, get).await.0, 200);
+    assert_eq!(exchange(&mut two, get).await.0, 200);
+    // The third open connection is refused (429, JSON) and closed.
+    let mut three = TcpStream::connect(addr(&app)).await.unwrap();
+    let (status, body) = exchange(&mut three, get).await;
+    assert_eq!(status, 429, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "too_many_connections");
+    read_until_closed(&mut three, Duration::from_secs(10)).await;
+    // The first two keep working; once one closes, a new connection is served.
+    assert_eq!(exchange(&mut one, get).await.0, 200);
+    drop(two);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = TcpStream::connect(addr(&app)).await.unwrap();
+        if exchange(&mut again, get).await.0 == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a closed connection was never counted out"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_has_a_request_rate() {
+    // 3 at once, then one every 10 s: the test cannot refill a bucket by being slow.
+    let app = TestApp::spawn(limited(HttpLimits {
+        rate_per_key: 0.1,
+        burst_per_key: 3.0,
+        ..HttpLimits::default()
+    }))
+    .await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/v1/erasure-requests", &app.auditor).await.0, 200);
+    }
+    let r = app
+        .http
+        .get(app.url("/v1/erasure-requests"))
+        .bearer_auth(&app.auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry_after), "{retry_after}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    assert!(body["message"].as_str().unwrap().contains("0.1"), "{body}");
+    // Writes are limited the same way, and nothing is stored.
+    let (status, _) = app
+        .post(
+            "/v1/subjects/lookup",
+            &app.auditor,
+            json!({"scope": "user", "target_id": "1"}),
+        )
+        .await;
+    assert_eq!(status, 429);
+    // Another key has its own bucket; a request without a valid key is refused as before (401).
+    assert_eq!(app.get("/v1/erasure-requests", &app.approver).await.0, 200);
+    assert_eq!(app.get("/v1/erasure-requests", "ek_nope").await.0, 401);
+    // Public routes are not keyed.
+    for _ in 0..5 {
+        assert_eq!(
+            app.http
+                .get(app.url("/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    app.stop().await;
+}

@@ -39,6 +39,12 @@ pub enum ApiError {
         message: String,
         details: Option<serde_json::Value>,
     },
+    /// 429: this key sent more than its rate; `Retry-After` says when to come back.
+    #[error("rate limited")]
+    RateLimited {
+        retry_after: std::time::Duration,
+        per_second: f64,
+    },
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -116,6 +122,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Invalid { status, .. } | ApiError::Client { status, .. } => *status,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(e) => {
                 if is_unavailable(e) {
                     StatusCode::SERVICE_UNAVAILABLE
@@ -151,6 +158,15 @@ impl ResponseError for ApiError {
                 fields: None,
                 details: details.clone(),
             },
+            ApiError::RateLimited { per_second, .. } => ErrorBody {
+                error: "rate_limited".into(),
+                message: format!(
+                    "this API key sent more than {per_second} requests per second; \
+                     retry after the time in Retry-After"
+                ),
+                fields: None,
+                details: None,
+            },
             ApiError::Internal(e) => {
                 // Errors from sqlx or the engine never carry request bodies, but keep the detail
                 // in the log only.
@@ -177,6 +193,10 @@ impl ResponseError for ApiError {
         let mut reply = HttpResponse::build(status);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             reply.insert_header(("Retry-After", "5"));
+        }
+        if let ApiError::RateLimited { retry_after, .. } = self {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            reply.insert_header(("Retry-After", secs.to_string()));
         }
         reply.json(body)
     }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod input;
+pub mod limits;
 pub mod metrics;
 pub mod requests;
 pub mod restorations;
@@ -19,7 +20,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::audit::log::AuditLog;
 use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
-use crate::config::ApprovalPolicy;
+use crate::config::{ApprovalPolicy, HttpLimits};
 use crate::store::Db;
 use error::ApiError;
 
@@ -30,6 +31,9 @@ pub struct AppState {
     pub sealer: Sealer,
     pub approval: ApprovalPolicy,
     pub audit: std::sync::Arc<AuditLog>,
+    pub limits: HttpLimits,
+    /// Request rate per API key.
+    pub rates: limits::KeyRates,
 }
 
 #[derive(OpenApi)]
@@ -111,16 +115,21 @@ pub fn serve(
     state: AppState,
     workers: usize,
 ) -> anyhow::Result<Server> {
+    let request_timeout = state.limits.request_timeout;
+    let cap = state.limits.max_connections_per_ip;
+    let connections = limits::Connections::default();
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(actix_web::middleware::from_fn(limits::check))
             .wrap(tracing_actix())
             .configure(routes)
             .default_service(web::to(not_found))
     })
     .workers(workers.max(1))
-    .client_request_timeout(std::time::Duration::from_secs(10))
+    .client_request_timeout(request_timeout)
+    .on_connect(move |conn, ext| limits::on_connect(&connections, cap, conn, ext))
     .shutdown_timeout(10)
     .disable_signals()
     .listen(listener)?
