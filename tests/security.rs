@@ -460,3 +460,145 @@ async fn each_key_has_a_request_rate() {
     }
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile upstream answers
+// ---------------------------------------------------------------------------------------------
+
+use erasure::sim::Faults;
+
+/// Each hostile answer on every upstream GET: the request fails after its attempts with a reason
+/// that names what was wrong (never hangs, never reads more than the cap); once the upstream
+/// behaves, `retry` completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_upstream_answers_fail_cleanly_and_retry_completes() {
+    let mut engine = common::fast_engine();
+    engine.retry.max_attempts = 3;
+    let app = TestApp::spawn(Options {
+        engine,
+        guard: None,
+        ..Options::default()
+    })
+    .await;
+    let gets = || vec!["GET".to_string()];
+    let cases: Vec<(&str, Faults, &str)> = vec![
+        (
+            "huge_body",
+            Faults {
+                huge_body_rate: 1.0,
+                methods: gets(),
+                ..Faults::default()
+            },
+            "exceeds 8 MiB",
+        ),
+        (
+            "bad_json",
+            Faults {
+                bad_json_rate: 1.0,
+                methods: gets(),
+                ..Faults::default()
+            },
+            "invalid JSON",
+        ),
+        (
+            "wrong_content_type",
+            Faults {
+                wrong_content_type_rate: 1.0,
+                methods: gets(),
+                ..Faults::default()
+            },
+            "text/html instead of JSON",
+        ),
+        (
+            "redirect",
+            Faults {
+                redirect_rate: 1.0,
+                methods: gets(),
+                ..Faults::default()
+            },
+            "redirects are not followed",
+        ),
+        (
+            "drip",
+            Faults {
+                drip_rate: 1.0,
+                drip_ms: 200,
+                methods: gets(),
+                ..Faults::default()
+            },
+            "timeout",
+        ),
+    ];
+    let users = app.sim.seeded().users.clone();
+    for (i, (name, faults, reason)) in cases.into_iter().enumerate() {
+        let since = app.sim.calls(0).last().map_or(0, |c| c.seq);
+        app.sim.set_faults(faults).unwrap();
+        let id = app.submit("user", &users[i].id).await;
+        let failed = app.wait_state(&id, "failed", 60).await;
+        let text = failed.to_string();
+        assert!(text.contains(reason), "{name}: {failed:#}");
+        let calls = app.sim.calls(since);
+        assert!(
+            calls.iter().any(|c| c.fault.as_deref() == Some(name)),
+            "{name} was injected"
+        );
+        app.sim.set_faults(Faults::default()).unwrap();
+        // The user is still there: nothing was deleted on a hostile answer.
+        assert_eq!(
+            app.upstream_status(&format!("/users/{}", users[i].id))
+                .await,
+            200
+        );
+        let (status, body) = app
+            .post(
+                &format!("/v1/erasure-requests/{id}/retry"),
+                &app.approver,
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        app.wait_state(&id, "completed", 30).await;
+        assert_eq!(
+            app.upstream_status(&format!("/users/{}", users[i].id))
+                .await,
+            404
+        );
+    }
+    app.stop().await;
+}
+
+/// A mix of every hostile answer at 30 %: every erasure still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasures_complete_through_a_mix_of_hostile_answers() {
+    let app = TestApp::spawn(Options {
+        guard: None,
+        ..Options::default()
+    })
+    .await;
+    app.sim
+        .set_faults(Faults {
+            huge_body_rate: 0.1,
+            bad_json_rate: 0.1,
+            wrong_content_type_rate: 0.1,
+            drip_rate: 0.05,
+            drip_ms: 100,
+            ..Faults::default()
+        })
+        .unwrap();
+    let users = app.sim.seeded().users.clone();
+    let mut ids = Vec::new();
+    for u in &users {
+        ids.push(app.submit("user", &u.id).await);
+    }
+    for id in &ids {
+        app.wait_state(id, "completed", 120).await;
+    }
+    let injected = app
+        .sim
+        .calls(0)
+        .iter()
+        .filter(|c| c.fault.is_some())
+        .count();
+    assert!(injected > 0, "faults were injected");
+    app.stop().await;
+}

@@ -20,6 +20,7 @@ use anyhow::Context;
 
 mod fake;
 pub mod faults;
+mod hostile;
 mod http;
 mod journal;
 mod store;
