@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use zeroize::{Zeroize, Zeroizing};
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/erasure";
 
@@ -17,18 +18,27 @@ impl Key32 {
     /// Parses 64 hex characters.
     pub fn from_hex(name: &str, text: &str) -> anyhow::Result<Self> {
         let text = text.trim();
-        let bytes = hex::decode(text).map_err(|_| {
+        let bytes = Zeroizing::new(hex::decode(text).map_err(|_| {
+            anyhow::anyhow!(
+                "{name} must be 64 hex characters (32 bytes); make one with `openssl rand -hex 32`"
+            )
+        })?);
+        let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
             anyhow::anyhow!(
                 "{name} must be 64 hex characters (32 bytes); make one with `openssl rand -hex 32`"
             )
         })?;
-        let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
-            anyhow::anyhow!(
-                "{name} must be 64 hex characters (32 bytes); make one with `openssl rand -hex 32`"
-            )
-        })?;
-        if bytes.iter().all(|b| *b == bytes[0]) {
-            bail!("{name} is a weak key (one repeated byte); make one with `openssl rand -hex 32`");
+        // 32 random bytes have almost always more than 25 distinct values; fewer than 16 is a
+        // pattern (a repeated byte, a repeated short string), not a key.
+        let distinct = bytes
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if distinct < 16 {
+            bail!(
+                "{name} is a weak key (a repeated pattern, not random); make one with \
+                 `openssl rand -hex 32`"
+            );
         }
         Ok(Self(bytes))
     }
@@ -43,6 +53,12 @@ impl Key32 {
 
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
+    }
+}
+
+impl Drop for Key32 {
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 
@@ -62,6 +78,12 @@ impl Secret {
     }
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 
@@ -419,5 +441,55 @@ impl HttpLimitArgs {
             burst_per_key: burst,
             ..HttpLimits::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_or_malformed_keys_are_refused_with_the_way_to_make_one() {
+        for (text, why) in [
+            ("", "64 hex characters"),
+            ("abcd", "64 hex characters"),
+            (&"zz".repeat(32), "64 hex characters"),
+            (&"00".repeat(32), "weak key"),
+            (&"0123456789abcdef".repeat(4), "weak key"),
+            (&"deadbeef".repeat(8), "weak key"),
+        ] {
+            let e = Key32::from_hex("ERASURE_DATA_KEY", text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{text}: {e}");
+            assert!(e.contains("openssl rand -hex 32"), "{e}");
+            assert!(e.contains("ERASURE_DATA_KEY"), "{e}");
+        }
+        let good = Key32::random().to_hex();
+        assert_eq!(Key32::from_hex("K", &good).unwrap().to_hex(), good);
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let keys = Keys::random();
+        let settings = UpstreamSettings {
+            api_url: "https://api.example/v2.1".into(),
+            auth_url: "https://auth.example".into(),
+            client_id: "app".into(),
+            client_secret: Secret::new("s3cr3t-value"),
+            max_rps: 1.0,
+            max_concurrency: 1,
+            timeout: Duration::from_secs(1),
+        };
+        let shown = format!("{keys:?} {keys:#?} {settings:?} {settings:#?}");
+        for secret in [
+            keys.pseudonym.to_hex(),
+            keys.signing.to_hex(),
+            keys.data.to_hex(),
+            "s3cr3t-value".to_string(),
+        ] {
+            assert!(!shown.contains(&secret), "{shown}");
+        }
+        assert!(shown.contains("<redacted>"));
     }
 }

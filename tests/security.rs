@@ -602,3 +602,201 @@ async fn erasures_complete_through_a_mix_of_hostile_answers() {
     assert!(injected > 0, "faults were injected");
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Secrets
+// ---------------------------------------------------------------------------------------------
+
+/// The real binary at RUST_LOG=trace (API and workers, both log formats' worth of detail): the
+/// upstream client secret, the bearer tokens the simulator issued, the API keys (used, refused,
+/// unknown) and the three service keys never appear in its logs nor in any error body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_of_trace_logs_and_error_bodies() {
+    let mut app = TestApp::spawn(Options {
+        worker: false,
+        guard: None,
+        ..Options::default()
+    })
+    .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log_path = std::env::temp_dir().join(format!("erasure-secrets-{}.log", std::process::id()));
+    let service = app
+        .command("serve")
+        .env("ERASURE_BIND", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "trace")
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut service = common::KillOnDrop(service);
+    app.base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if app.http.get(app.url("/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Work that takes tokens upstream and keys through every path of authentication.
+    let user = app.sim.seeded().users[0].id.clone();
+    let id = app.submit("user", &user).await;
+    app.wait_state(&id, "completed", 60).await;
+    let unknown = "ek_cafebabe_5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e7";
+    let mut wrong_secret = app.requester.clone();
+    wrong_secret.replace_range(12..16, "ffff");
+    let mut bodies = String::new();
+    for header in [
+        format!("Bearer {unknown}"),
+        format!("Bearer {wrong_secret}"),
+        format!("Basic {}", app.admin),
+        app.admin.clone(),
+        format!("Bearer {}", app.approver), // valid, wrong role below
+    ] {
+        let r = app
+            .http
+            .post(app.url("/v1/erasure-requests"))
+            .header("authorization", header)
+            .json(&json!({"scope": "user", "target_id": "5"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(matches!(r.status().as_u16(), 401 | 403));
+        bodies.push_str(&r.text().await.unwrap());
+    }
+    let (_, page) = app.get("/v1/erasure-requests", &app.auditor).await;
+    bodies.push_str(&page.to_string());
+    service.0.kill().unwrap();
+    let _ = service.0.wait();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(
+        logs.lines().count() > 100 && logs.contains("TRACE"),
+        "trace logs were written"
+    );
+
+    let tokens = app.sim.issued_tokens();
+    assert!(!tokens.is_empty(), "the service took a token");
+    let mut secrets: Vec<(String, String)> = vec![
+        (
+            "client secret".into(),
+            erasure::sim::DEFAULT_CLIENT_SECRET.into(),
+        ),
+        ("pseudonym key".into(), app.keys.pseudonym.to_hex()),
+        ("signing key".into(), app.keys.signing.to_hex()),
+        ("data key".into(), app.keys.data.to_hex()),
+        ("unknown key".into(), unknown[12..].to_string()),
+        ("wrong secret".into(), wrong_secret[12..].to_string()),
+    ];
+    for t in tokens {
+        secrets.push(("bearer token".into(), t));
+    }
+    for (name, key) in [
+        ("requester", &app.requester),
+        ("requester2", &app.requester2),
+        ("approver", &app.approver),
+        ("auditor", &app.auditor),
+        ("admin", &app.admin),
+    ] {
+        // The secret part of a key (after `ek_<prefix>_`); the prefix may be named.
+        secrets.push((format!("{name} key"), key[12..].to_string()));
+    }
+    for (name, secret) in &secrets {
+        assert!(!logs.contains(secret.as_str()), "the {name} is in the logs");
+        assert!(
+            !bodies.contains(secret.as_str()),
+            "the {name} is in a response"
+        );
+    }
+    app.stop().await;
+}
+
+/// Outside `demo` the service refuses to start with a missing, malformed or weak key, and says
+/// how to make one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_missing_or_weak_keys() {
+    let app = TestApp::spawn(Options {
+        worker: false,
+        guard: None,
+        ..Options::empty_sim()
+    })
+    .await;
+    let weak = "00".repeat(32);
+    let pattern = "0123456789abcdef".repeat(4);
+    let cases: Vec<(&str, Option<&str>, &str)> = vec![
+        ("ERASURE_DATA_KEY", None, "ERASURE_DATA_KEY is not set"),
+        ("ERASURE_SIGNING_KEY", Some("abc"), "64 hex characters"),
+        ("ERASURE_PSEUDONYM_KEY", Some(&weak), "weak key"),
+        ("ERASURE_DATA_KEY", Some(&pattern), "weak key"),
+    ];
+    for (name, value, why) in cases {
+        let mut cmd = app.command("serve");
+        cmd.env("ERASURE_BIND", "127.0.0.1:0")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::piped());
+        match value {
+            None => cmd.env_remove(name),
+            Some(v) => cmd.env(name, v),
+        };
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}={value:?} started");
+        assert!(err.contains(why), "{name}: {err}");
+        assert!(err.contains("openssl rand -hex 32"), "{name}: {err}");
+        if let Some(v) = value {
+            assert!(
+                !err.contains(v) || v.len() < 8,
+                "the refused key is echoed: {err}"
+            );
+        }
+    }
+    app.stop().await;
+}
+
+/// The OpenAPI document holds no key, token or secret (only the shape of a bearer key).
+#[test]
+fn the_openapi_document_holds_no_secret() {
+    let doc = erasure::api::openapi_json();
+    assert!(!doc.contains(erasure::sim::DEFAULT_CLIENT_SECRET));
+    let hexes = doc
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .filter(|w| w.len() >= 32)
+        .count();
+    assert_eq!(hexes, 0, "a key-like hex string in the document");
+    assert!(!doc.contains("ek_"), "an API key in the document");
+}
+
+/// Certificate verification cannot be switched off: nothing in the source calls reqwest's
+/// `danger_accept_invalid_*`, and only rustls is compiled in (no native TLS).
+#[test]
+fn tls_verification_has_no_off_switch() {
+    fn scan(dir: &std::path::Path, hits: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                scan(&path, hits);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if text.contains(concat!("danger_", "accept_invalid")) {
+                    hits.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    let mut hits = Vec::new();
+    scan(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut hits,
+    );
+    assert!(hits.is_empty(), "{hits:?}");
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let reqwest = manifest.lines().find(|l| l.starts_with("reqwest")).unwrap();
+    assert!(
+        reqwest.contains("default-features = false") && reqwest.contains("rustls-tls"),
+        "{reqwest}"
+    );
+    assert!(!reqwest.contains("native-tls"));
+}

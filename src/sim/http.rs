@@ -186,6 +186,12 @@ impl Shared {
         *self.faults.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(faults);
     }
 
+    /// Every token issued and not revoked (tests look for them in logs).
+    pub(crate) fn token_values(&self) -> Vec<String> {
+        let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
+        tokens.keys().cloned().collect()
+    }
+
     pub(crate) fn revoke_tokens(&self) {
         self.tokens
             .write()

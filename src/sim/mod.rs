@@ -168,6 +168,11 @@ impl Sim {
         Ok(self.shared.write().seed(req))
     }
 
+    /// Every bearer token issued and not revoked (tests look for them in logs).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.token_values()
+    }
+
     /// The fault settings in force.
     pub fn faults(&self) -> Faults {
         (*self.shared.faults()).clone()

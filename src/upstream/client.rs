@@ -49,7 +49,8 @@ impl CallError {
 }
 
 struct Token {
-    value: String,
+    /// Wiped from memory when dropped.
+    value: zeroize::Zeroizing<String>,
     refresh_at: Instant,
 }
 
@@ -125,7 +126,7 @@ impl Upstream {
             .unwrap_or(300.0);
         let margin = (expires_in * 0.1).min(30.0);
         let token = Arc::new(Token {
-            value: access.to_string(),
+            value: zeroize::Zeroizing::new(access.to_string()),
             refresh_at: started + Duration::from_secs_f64((expires_in - margin).max(0.0)),
         });
         *cached = Some(token.clone());
@@ -205,7 +206,7 @@ impl Upstream {
                 .http
                 .request(method.clone(), &url)
                 .query(query)
-                .bearer_auth(&token.value)
+                .bearer_auth(token.value.as_str())
                 .send()
                 .await;
             let method_name = method_name(&method);
