@@ -107,6 +107,20 @@ fn query_for(path: &str) -> &'static str {
     }
 }
 
+/// The statuses the OpenAPI document lists for an operation of the matrix.
+fn documented_statuses(doc: &Value, method: &str, template: &str) -> BTreeSet<u16> {
+    let template = ACTIONS
+        .iter()
+        .find(|a| template.ends_with(&format!("/{a}")))
+        .map_or(template.to_string(), |a| {
+            template.replace(&format!("/{a}"), "/{action}")
+        });
+    doc["paths"][template.as_str()][method.to_lowercase()]["responses"]
+        .as_object()
+        .map(|r| r.keys().map(|k| k.parse().unwrap()).collect())
+        .unwrap_or_default()
+}
+
 struct Call {
     status: u16,
     body: Value,
@@ -203,6 +217,7 @@ async fn every_route_every_role_every_bad_key() {
     assert_eq!(status, 202, "{restoration}");
     let restoration_id = restoration["id"].as_str().unwrap().to_string();
 
+    let doc: Value = serde_json::from_str(&erasure::api::openapi_json()).unwrap();
     let mut n = 0;
     let mut checked = 0;
     for (method, template, allowed) in &rows {
@@ -236,6 +251,12 @@ async fn every_route_every_role_every_bad_key() {
             n += 1;
             let auth = format!("Bearer {key}");
             let r = call(&app, method, &path, Some(&auth), body_for(template, n)).await;
+            let documented = documented_statuses(&doc, method, template);
+            assert!(
+                documented.contains(&r.status),
+                "{method} {template}: {} undocumented",
+                r.status
+            );
             let may = match allowed {
                 Allowed::Public => true,
                 Allowed::Roles(roles) => *role == Role::Admin || roles.contains(role),

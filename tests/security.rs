@@ -800,3 +800,162 @@ fn tls_verification_has_no_off_switch() {
     );
     assert!(!reqwest.contains("native-tls"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Regressions found by schema-driven fuzzing (fuzz/run.sh)
+// ---------------------------------------------------------------------------------------------
+
+/// The statuses each operation documents, from the served OpenAPI document.
+fn documented_statuses(method: &str, template: &str) -> Vec<u16> {
+    let doc: Value = serde_json::from_str(&erasure::api::openapi_json()).unwrap();
+    doc["paths"][template][method.to_lowercase()]["responses"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{method} {template} is not documented"))
+        .keys()
+        .map(|k| k.parse().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzzing_regressions() {
+    let app = TestApp::spawn(Options {
+        worker: false,
+        guard: None,
+        ..Options::empty_sim()
+    })
+    .await;
+    let send = |req: reqwest::RequestBuilder| async move {
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let allow = r
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        (status, allow, body)
+    };
+
+    // Undocumented statuses (ST103): errors every operation can give are in the document, and
+    // the JSON error shape comes with them.
+    let cases: Vec<(&str, &str, reqwest::RequestBuilder, u16)> = vec![
+        (
+            "GET",
+            "/v1/audit/checkpoint",
+            app.http.get(app.url("/v1/audit/checkpoint")),
+            401,
+        ),
+        (
+            "GET",
+            "/v1/erasure-requests/{id}",
+            app.http
+                .get(app.url("/v1/erasure-requests/%C2%AA%C3%85"))
+                .bearer_auth(&app.admin),
+            422,
+        ),
+        (
+            "POST",
+            "/v1/subjects/lookup",
+            app.http
+                .post(app.url("/v1/subjects/lookup"))
+                .bearer_auth(&app.admin),
+            415,
+        ),
+        (
+            "POST",
+            "/v1/subjects/lookup",
+            app.http
+                .post(app.url("/v1/subjects/lookup"))
+                .bearer_auth(&app.admin)
+                .header("content-type", "application/json")
+                .body("\u{0}"),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/erasure-requests",
+            app.http
+                .post(app.url("/v1/erasure-requests"))
+                .bearer_auth(&app.admin)
+                .header("content-type", "application/json")
+                .body(vec![0xff]),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/erasure-requests/batch",
+            app.http
+                .post(app.url("/v1/erasure-requests/batch"))
+                .bearer_auth(&app.admin)
+                .header("content-type", "text/csv")
+                .body(b";\xf2\x98\xbd\xa5{~\x08\xfe".to_vec()),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/erasure-requests/batch",
+            app.http
+                .post(app.url("/v1/erasure-requests/batch"))
+                .bearer_auth(&app.admin)
+                .header("content-type", "text/csv")
+                .body(";\u{f8b65}\u{683b4}\u{bf}\u{eb}{~\u{8}\u{fe}w9\n1\n"),
+            422,
+        ),
+        (
+            "POST",
+            "/v1/restorations",
+            app.http
+                .post(app.url("/v1/restorations"))
+                .bearer_auth(&app.admin),
+            415,
+        ),
+        (
+            "POST",
+            "/v1/erasure-requests/{id}/{action}",
+            app.http
+                .post(app.url(&format!(
+                    "/v1/erasure-requests/{}/approve",
+                    uuid::Uuid::new_v4()
+                )))
+                .json(&json!({})),
+            401,
+        ),
+    ];
+    for (method, template, req, expected) in cases {
+        let (status, _, body) = send(req).await;
+        assert_eq!(status, expected, "{method} {template}: {body}");
+        assert!(
+            body["error"].is_string() && body["message"].is_string(),
+            "{body}"
+        );
+        assert!(
+            documented_statuses(method, template).contains(&status),
+            "{method} {template} does not document {status}"
+        );
+    }
+
+    // Undeclared methods (ST204, ST205): 405 with the route's documented methods in Allow.
+    for (method, path, allow) in [
+        ("TRACE", "/healthz", "GET"),
+        ("PUT", "/metrics", "GET"),
+        ("OPTIONS", "/v1/erasure-requests/batch", "POST"),
+        ("GET", "/v1/erasure-requests/batch", "POST"),
+        ("DELETE", "/v1/erasure-requests", "GET, POST"),
+        (
+            "OPTIONS",
+            "/v1/erasure-requests/0b8e7c3e-4d9f-4f4e-9a8e-111111111111/receipt",
+            "GET",
+        ),
+    ] {
+        let req = app
+            .http
+            .request(method.parse().unwrap(), app.url(path))
+            .bearer_auth(&app.admin);
+        let (status, got, body) = send(req).await;
+        assert_eq!(status, 405, "{method} {path}: {body}");
+        assert_eq!(got.as_deref(), Some(allow), "{method} {path}");
+        assert_eq!(body["error"], "method_not_allowed");
+    }
+    let (status, allow, _) = send(app.http.get(app.url("/v2/nothing"))).await;
+    assert_eq!((status, allow), (404, None));
+    app.stop().await;
+}

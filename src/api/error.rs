@@ -208,3 +208,64 @@ fn is_unavailable(e: &anyhow::Error) -> bool {
         Some(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
     )
 }
+
+/// Documents, on every operation, the errors any request can meet before its handler decides:
+/// the limits (429, 431), authentication (401, 403), unreadable or oversized bodies (400, 408,
+/// 413, 415), invalid parameters (422) and an unreachable database (503).
+pub struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let with_body = op.request_body.is_some();
+                let mut add = |code: &str, description: &str| {
+                    op.responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| error(description).into());
+                };
+                add(
+                    "429",
+                    "Too many requests from this API key (see Retry-After) or too many open \
+                     connections from this address",
+                );
+                add("431", "The request line and headers are too large");
+                if secured {
+                    add("401", "No API key, or an unknown, revoked or expired one");
+                    add("403", "The API key's role may not do this");
+                    add("422", "An invalid parameter or field, named in `fields`");
+                    add("503", "The database is unreachable; nothing was recorded");
+                }
+                if with_body {
+                    add("400", "The body cannot be read (not JSON, truncated)");
+                    add("408", "The body took too long to arrive");
+                    add("413", "The body is too large");
+                    add("415", "The body is not of a supported media type");
+                }
+            }
+        }
+    }
+}

@@ -22,7 +22,7 @@ use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
 use crate::config::{ApprovalPolicy, HttpLimits};
 use crate::store::Db;
-use error::ApiError;
+use error::{ApiError, CommonResponses};
 
 /// What every handler shares.
 pub struct AppState {
@@ -51,7 +51,7 @@ pub struct AppState {
         health::healthz, health::readyz, metrics::metrics,
     ),
     components(schemas(requests::HoldBody, requests::ExtendBody, requests::NoteBody)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses),
     tags((name = "erasure requests"), (name = "subjects"), (name = "restorations"), (name = "audit"), (name = "operations"))
 )]
 pub struct ApiDoc;
@@ -82,8 +82,84 @@ pub fn openapi_json() -> String {
     text
 }
 
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found("route"))
+async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    unrouted(&req)
+}
+
+/// Unknown routes: 405 with `Allow` when the path is documented with other methods, else 404.
+pub(crate) fn unrouted(req: &actix_web::HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    let allowed = documented_methods(req.path());
+    if allowed.is_empty() {
+        return ApiError::not_found("route").error_response();
+    }
+    let allow = allowed.join(", ");
+    let mut reply = ApiError::client(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route answers {allow}"),
+    )
+    .error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        reply
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    reply
+}
+
+/// The methods the OpenAPI document lists for a path (`{param}` matches one segment).
+fn documented_methods(path: &str) -> Vec<String> {
+    static ROUTES: std::sync::OnceLock<Vec<(String, Vec<String>)>> = std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        let doc: serde_json::Value =
+            serde_json::from_str(&openapi_json()).expect("the OpenAPI document is JSON");
+        doc["paths"]
+            .as_object()
+            .map(|paths| {
+                paths
+                    .iter()
+                    .map(|(template, item)| {
+                        let methods = item
+                            .as_object()
+                            .map(|ops| ops.keys().map(|m| m.to_uppercase()).collect())
+                            .unwrap_or_default();
+                        (template.clone(), methods)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let segments: Vec<&str> = path.split('/').collect();
+    // How well a template matches: the number of literal segments, as actix prefers literal
+    // routes (`/batch`) over parameters (`/{id}`); `None` when it does not match.
+    let score = |template: &str| -> Option<usize> {
+        let parts: Vec<&str> = template.split('/').collect();
+        if parts.len() != segments.len() {
+            return None;
+        }
+        let mut literal = 0;
+        for (p, s) in parts.iter().zip(&segments) {
+            if p == s {
+                literal += 1;
+            } else if !p.starts_with('{') || s.is_empty() {
+                return None;
+            }
+        }
+        Some(literal)
+    };
+    let scored: Vec<(usize, &Vec<String>)> = routes
+        .iter()
+        .filter_map(|(template, methods)| score(template).map(|n| (n, methods)))
+        .collect();
+    let best = scored.iter().map(|(n, _)| *n).max();
+    scored
+        .into_iter()
+        .filter(|(n, _)| Some(*n) == best)
+        .flat_map(|(_, methods)| methods.iter().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// Adds every route to an actix app.

@@ -29,9 +29,10 @@ pub struct CreateRequest {
     #[serde(deserialize_with = "input::from_string")]
     pub scope: Scope,
     /// The aggregator's id of the user, connection or account (digits).
-    #[schema(example = "1042")]
+    #[schema(example = "1042", pattern = "^(0|[1-9][0-9]{0,31})$")]
     pub target_id: String,
     /// An opaque ticket id of yours. Refused when it looks like personal data.
+    #[schema(min_length = 1, max_length = 128)]
     pub external_reference: Option<String>,
     /// Do not start before this time.
     pub not_before: Option<DateTime<Utc>>,
@@ -593,11 +594,13 @@ pub struct ListQuery {
     /// Only open requests past their due date.
     pub overdue: Option<bool>,
     /// Only open requests due within this many days (overdue ones included).
+    #[param(maximum = 3660)]
     pub due_within_days: Option<u32>,
     pub batch_id: Option<Uuid>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -705,9 +708,14 @@ fn request_id(path: &str) -> Result<Uuid, ApiError> {
 pub async fn get_one(
     state: web::Data<AppState>,
     caller: Caller,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
+    if path.as_str() == "batch" {
+        // `/batch` is POST only (405), not a request id.
+        return Ok(super::unrouted(&req));
+    }
     let id = request_id(&path)?;
     let request = requests::get(&state.db, id)
         .await?
@@ -723,6 +731,7 @@ pub struct HoldBody {
     #[serde(deserialize_with = "input::from_string")]
     pub legal_basis: LegalBasis,
     /// Why, in a few words (no personal data).
+    #[schema(min_length = 1, max_length = 500)]
     pub note: String,
 }
 
@@ -731,7 +740,9 @@ pub struct HoldBody {
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
     /// 1 or 2; at most 2 months in total (3 months with the first).
+    #[schema(minimum = 1, maximum = 2)]
     pub months: u32,
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
 }
 
@@ -740,6 +751,7 @@ pub struct ExtendBody {
 #[serde(deny_unknown_fields)]
 pub struct NoteBody {
     /// An optional note for the audit log (no personal data).
+    #[schema(min_length = 1, max_length = 500)]
     pub note: Option<String>,
 }
 
