@@ -72,6 +72,8 @@ export ERASURE_UPSTREAM_CLIENT_ID=erasure-sim ERASURE_UPSTREAM_CLIENT_SECRET=sim
 # The fuzzer is one client sending as fast as it can: no per-key rate, no cap per address.
 export ERASURE_API_RATE_PER_KEY=0 ERASURE_HTTP_MAX_CONNECTIONS_PER_IP=0
 export ERASURE_RETRY_CAP_SECS=2 ERASURE_MAX_ATTEMPTS=3
+# Requests wait for approval, so that the actions have a request to act on.
+export ERASURE_APPROVAL=all
 API_PORT=$(free_port)
 RUST_LOG=warn "$ERASURE_BIN" serve --bind "127.0.0.1:$API_PORT" >"$OUT/serve.out" 2>"$OUT/serve.log" &
 PIDS+=($!)
@@ -84,11 +86,23 @@ curl -fsS "$API/healthz" >/dev/null
 
 KEY=$("$ERASURE_BIN" keys create --role admin --label fuzz)
 
+# A request submitted by another key, for POST /v1/erasure-requests/{id}/{action}: random ids
+# would only ever reach the 404.
+REQUESTER=$("$ERASURE_BIN" keys create --role requester --label fuzz-requester)
+REQUEST_ID=$(curl -fsS -X POST "$API/v1/erasure-requests" -H "Authorization: Bearer $REQUESTER" \
+    -H 'Content-Type: application/json' -d '{"scope": "user", "target_id": "999999001"}' |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+cat >"$OUT/schemathesis.toml" <<TOML
+[[operations]]
+include-path = "/v1/erasure-requests/{id}/{action}"
+parameters = { "path.id" = "$REQUEST_ID" }
+TOML
+
 log "schemathesis $("$ST" --version | awk '{print $NF}'): $EXAMPLES examples per operation, seed $SEED, against $API"
 # schemathesis keeps a cache in its working directory: keep it out of the repository.
 cd "$OUT"
 set +e
-"$ST" run "$ROOT/openapi/openapi.json" \
+"$ST" --config-file "$OUT/schemathesis.toml" run "$ROOT/openapi/openapi.json" \
     --url "$API" \
     -H "Authorization: Bearer $KEY" \
     --checks "${FUZZ_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,ignored_auth,unsupported_method,allow_header_conformance,missing_required_header}" \

@@ -50,7 +50,7 @@ pub struct AppState {
         audit::receipt, audit::checkpoint, audit::consistency, audit::entries, audit::export,
         health::healthz, health::readyz, metrics::metrics,
     ),
-    components(schemas(requests::HoldBody, requests::ExtendBody, requests::NoteBody)),
+    components(schemas(requests::HoldBody, requests::ExtendBody, requests::NoteBody, requests::ActionName)),
     modifiers(&BearerAuth, &CommonResponses),
     tags((name = "erasure requests"), (name = "subjects"), (name = "restorations"), (name = "audit"), (name = "operations"))
 )]
