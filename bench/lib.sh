@@ -69,6 +69,8 @@ bench_init() {
     ERASURE_SIGNING_KEY=$(openssl rand -hex 32)
     ERASURE_DATA_KEY=$(openssl rand -hex 32)
     export ERASURE_UPSTREAM_CLIENT_ID=erasure-sim ERASURE_UPSTREAM_CLIENT_SECRET=sim-secret
+    # Load generators send far more than a person: no per-key rate, no cap per address.
+    export ERASURE_API_RATE_PER_KEY=0 ERASURE_HTTP_MAX_CONNECTIONS_PER_IP=0
     export RUST_LOG="$BENCH_LOG"
     log "$BENCH_NAME: logs and files in $BENCH_OUT"
 }

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use zeroize::{Zeroize, Zeroizing};
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/erasure";
 
@@ -17,18 +18,27 @@ impl Key32 {
     /// Parses 64 hex characters.
     pub fn from_hex(name: &str, text: &str) -> anyhow::Result<Self> {
         let text = text.trim();
-        let bytes = hex::decode(text).map_err(|_| {
+        let bytes = Zeroizing::new(hex::decode(text).map_err(|_| {
+            anyhow::anyhow!(
+                "{name} must be 64 hex characters (32 bytes); make one with `openssl rand -hex 32`"
+            )
+        })?);
+        let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
             anyhow::anyhow!(
                 "{name} must be 64 hex characters (32 bytes); make one with `openssl rand -hex 32`"
             )
         })?;
-        let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
-            anyhow::anyhow!(
-                "{name} must be 64 hex characters (32 bytes); make one with `openssl rand -hex 32`"
-            )
-        })?;
-        if bytes.iter().all(|b| *b == bytes[0]) {
-            bail!("{name} is a weak key (one repeated byte); make one with `openssl rand -hex 32`");
+        // 32 random bytes have almost always more than 25 distinct values; fewer than 16 is a
+        // pattern (a repeated byte, a repeated short string), not a key.
+        let distinct = bytes
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if distinct < 16 {
+            bail!(
+                "{name} is a weak key (a repeated pattern, not random); make one with \
+                 `openssl rand -hex 32`"
+            );
         }
         Ok(Self(bytes))
     }
@@ -43,6 +53,12 @@ impl Key32 {
 
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
+    }
+}
+
+impl Drop for Key32 {
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 
@@ -62,6 +78,12 @@ impl Secret {
     }
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 
@@ -397,6 +419,100 @@ pub struct DbArgs {
     pub database_url: String,
 }
 
+/// Limits of the HTTP API (besides the body and batch sizes of `api::input`).
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Time a client has to send a request's head (line and headers); 408 after it.
+    pub request_timeout: Duration,
+    /// Time a client has to send a request's body once its head arrived; 408 after it.
+    pub body_timeout: Duration,
+    /// Open connections from one client IP address (0: no cap). The connections beyond the cap
+    /// get 429 `too_many_connections` and are closed.
+    pub max_connections_per_ip: usize,
+    /// Requests per second of one API key, per process (0: no limit); 429 with `Retry-After`.
+    pub rate_per_key: f64,
+    /// Requests one key may send at once before the rate applies.
+    pub burst_per_key: f64,
+    /// Largest request head (target and headers), in bytes; 431 beyond it.
+    pub max_head_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            max_connections_per_ip: 64,
+            rate_per_key: 50.0,
+            burst_per_key: 100.0,
+            max_head_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// The limits of the HTTP API as flags and variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpLimitArgs {
+    /// Seconds a client has to send a request's head.
+    #[arg(
+        long,
+        env = "ERASURE_HTTP_REQUEST_TIMEOUT_SECS",
+        default_value_t = 10.0
+    )]
+    pub http_request_timeout_secs: f64,
+    /// Seconds a client has to send a request's body.
+    #[arg(long, env = "ERASURE_HTTP_BODY_TIMEOUT_SECS", default_value_t = 60.0)]
+    pub http_body_timeout_secs: f64,
+    /// Open connections from one client IP address (0: no cap).
+    #[arg(
+        long,
+        env = "ERASURE_HTTP_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 64
+    )]
+    pub http_max_connections_per_ip: usize,
+    /// Requests per second of one API key, per process (0: no limit).
+    #[arg(long, env = "ERASURE_API_RATE_PER_KEY", default_value_t = 50.0)]
+    pub api_rate_per_key: f64,
+    /// Requests one key may send at once before its rate applies (default: twice the rate).
+    #[arg(long, env = "ERASURE_API_BURST_PER_KEY")]
+    pub api_burst_per_key: Option<f64>,
+}
+
+impl HttpLimitArgs {
+    pub fn settings(&self) -> anyhow::Result<HttpLimits> {
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                bail!("{name} must be between 0 and 86400 seconds")
+            }
+        };
+        if !self.api_rate_per_key.is_finite() || self.api_rate_per_key < 0.0 {
+            bail!("ERASURE_API_RATE_PER_KEY must be 0 (no limit) or more");
+        }
+        let burst = self
+            .api_burst_per_key
+            .unwrap_or((self.api_rate_per_key * 2.0).max(1.0));
+        if !burst.is_finite() || burst < 1.0 {
+            bail!("ERASURE_API_BURST_PER_KEY must be at least 1");
+        }
+        Ok(HttpLimits {
+            request_timeout: positive(
+                "ERASURE_HTTP_REQUEST_TIMEOUT_SECS",
+                self.http_request_timeout_secs,
+            )?,
+            body_timeout: positive(
+                "ERASURE_HTTP_BODY_TIMEOUT_SECS",
+                self.http_body_timeout_secs,
+            )?,
+            max_connections_per_ip: self.http_max_connections_per_ip,
+            rate_per_key: self.api_rate_per_key,
+            burst_per_key: burst,
+            ..HttpLimits::default()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,5 +546,50 @@ mod tests {
             let err = parse_checkpoint_every_entries(Some(bad)).unwrap_err();
             assert!(err.to_string().contains("ERASURE_CHECKPOINT_EVERY_ENTRIES"));
         }
+    }
+
+    #[test]
+    fn weak_or_malformed_keys_are_refused_with_the_way_to_make_one() {
+        for (text, why) in [
+            ("", "64 hex characters"),
+            ("abcd", "64 hex characters"),
+            (&"zz".repeat(32), "64 hex characters"),
+            (&"00".repeat(32), "weak key"),
+            (&"0123456789abcdef".repeat(4), "weak key"),
+            (&"deadbeef".repeat(8), "weak key"),
+        ] {
+            let e = Key32::from_hex("ERASURE_DATA_KEY", text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{text}: {e}");
+            assert!(e.contains("openssl rand -hex 32"), "{e}");
+            assert!(e.contains("ERASURE_DATA_KEY"), "{e}");
+        }
+        let good = Key32::random().to_hex();
+        assert_eq!(Key32::from_hex("K", &good).unwrap().to_hex(), good);
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let keys = Keys::random();
+        let settings = UpstreamSettings {
+            api_url: "https://api.example/v2.1".into(),
+            auth_url: "https://auth.example".into(),
+            client_id: "app".into(),
+            client_secret: Secret::new("s3cr3t-value"),
+            max_rps: 1.0,
+            max_concurrency: 1,
+            timeout: Duration::from_secs(1),
+        };
+        let shown = format!("{keys:?} {keys:#?} {settings:?} {settings:#?}");
+        for secret in [
+            keys.pseudonym.to_hex(),
+            keys.signing.to_hex(),
+            keys.data.to_hex(),
+            "s3cr3t-value".to_string(),
+        ] {
+            assert!(!shown.contains(&secret), "{shown}");
+        }
+        assert!(shown.contains("<redacted>"));
     }
 }

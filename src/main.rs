@@ -3,7 +3,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use erasure::audit::checkpoint::Signer;
 use erasure::audit::verify;
-use erasure::config::{ApprovalPolicy, DbArgs, EngineArgs, GuardArgs, Keys, UpstreamArgs};
+use erasure::config::{
+    ApprovalPolicy, DbArgs, EngineArgs, GuardArgs, HttpLimitArgs, Keys, UpstreamArgs,
+};
 use erasure::domain::Role;
 use erasure::service::{self, ServiceConfig};
 use erasure::telemetry::{self, LogFormat};
@@ -69,6 +71,32 @@ enum KeysCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// List keys: id, prefix, role, label, created, expires, revoked (never the key itself).
+    List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a key at once, in every process, by its id or its prefix.
+    Revoke {
+        /// The key's id (UUID) or its 8-character prefix (`ek_<prefix>_...`).
+        key: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Replace a key: a new key with the same role, label and expiry is printed alone on stdout;
+    /// the old one is revoked at once, or expires after --grace-minutes.
+    Rotate {
+        /// The key's id (UUID) or its 8-character prefix.
+        key: String,
+        /// Minutes the old key keeps working, so its users can switch (default 0: revoked now).
+        #[arg(long, default_value_t = 0)]
+        grace_minutes: u32,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -99,6 +127,8 @@ struct ServeArgs {
     /// Run the API only.
     #[arg(long)]
     no_worker: bool,
+    #[command(flatten)]
+    limits: HttpLimitArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -187,7 +217,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let config =
                 args.common
                     .config(args.db.database_url, Some(args.bind), !args.no_worker)?;
-            let running = service::start(config).await?;
+            let running = service::start_with(config, args.limits.settings()?).await?;
             if let Some(addr) = running.addr {
                 tracing::info!(%addr, "API listening");
             }
@@ -204,25 +234,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!("migrations applied");
         }
         Command::Openapi => print!("{}", api::openapi_json()),
-        Command::Keys {
-            command:
-                KeysCommand::Create {
-                    role,
-                    label,
-                    expires_in_days,
-                    db,
-                },
-        } => {
-            let label = label.trim();
-            if label.is_empty() || label.len() > 100 {
-                anyhow::bail!("--label must be 1 to 100 characters");
-            }
-            let pool = store::connect(&db.database_url, 2).await?;
-            let expires =
-                expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(d as i64));
-            let (_, key) = store::keys::create(&pool, role, label, expires).await?;
-            println!("{key}");
-        }
+        Command::Keys { command } => keys(command).await?,
         Command::Audit {
             command: AuditCommand::PublicKey,
         } => {
@@ -269,4 +281,93 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Sim(args) => sim::run(args).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create {
+            role,
+            label,
+            expires_in_days,
+            db,
+        } => {
+            let label = label.trim();
+            if label.is_empty() || label.len() > 100 {
+                anyhow::bail!("--label must be 1 to 100 characters");
+            }
+            let expires = match expires_in_days {
+                None => None,
+                Some(0) => anyhow::bail!("--expires-in-days must be at least 1"),
+                Some(d) if d > 3660 => anyhow::bail!("--expires-in-days must be at most 3660"),
+                Some(d) => Some(chrono::Utc::now() + chrono::Duration::days(d as i64)),
+            };
+            let pool = store::connect(&db.database_url, 2).await?;
+            let (_, key) = store::keys::create(&pool, role, label, expires).await?;
+            println!("{key}");
+        }
+        KeysCommand::List { json, db } => {
+            let pool = store::connect(&db.database_url, 2).await?;
+            let keys = store::keys::list(&pool).await?;
+            let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or("-".to_string(), |t| {
+                    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+                })
+            };
+            if !json {
+                println!("id\tprefix\trole\tlabel\tcreated\texpires\trevoked");
+            }
+            for k in keys {
+                if json {
+                    println!("{}", serde_json::to_string(&k)?);
+                } else {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        k.id,
+                        k.prefix,
+                        k.role,
+                        k.label,
+                        time(Some(k.created_at)),
+                        time(k.expires_at),
+                        time(k.revoked_at)
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { key, db } => {
+            let pool = store::connect(&db.database_url, 2).await?;
+            let found = store::keys::find(&pool, &key).await?.ok_or_else(|| {
+                anyhow::anyhow!("no key has that id or prefix (see `erasure keys list`)")
+            })?;
+            if store::keys::revoke(&pool, found.id).await? {
+                eprintln!("revoked key {} ({})", found.id, found.prefix);
+            } else {
+                eprintln!("key {} ({}) was revoked already", found.id, found.prefix);
+            }
+        }
+        KeysCommand::Rotate {
+            key,
+            grace_minutes,
+            db,
+        } => {
+            let pool = store::connect(&db.database_url, 2).await?;
+            let found = store::keys::find(&pool, &key).await?.ok_or_else(|| {
+                anyhow::anyhow!("no key has that id or prefix (see `erasure keys list`)")
+            })?;
+            if grace_minutes > 7 * 24 * 60 {
+                anyhow::bail!("--grace-minutes must be at most 10080 (a week)");
+            }
+            let grace = std::time::Duration::from_secs(u64::from(grace_minutes) * 60);
+            let (id, new_key) = store::keys::rotate(&pool, &found, grace).await?;
+            println!("{new_key}");
+            if grace.is_zero() {
+                eprintln!("new key {id}; old key {} revoked", found.id);
+            } else {
+                eprintln!(
+                    "new key {id}; old key {} expires in {grace_minutes} minute(s)",
+                    found.id
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@ use crate::audit::checkpoint::Signer;
 use crate::audit::log::AuditLog;
 use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
-use crate::config::{ApprovalPolicy, Keys, UpstreamSettings};
+use crate::config::{ApprovalPolicy, HttpLimits, Keys, UpstreamSettings};
 use crate::engine::{Engine, EngineSettings};
 use crate::guard::{Guard, GuardSettings};
 use crate::store::{self, Db};
@@ -54,6 +54,11 @@ pub struct Running {
 }
 
 pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
+    start_with(config, HttpLimits::default()).await
+}
+
+/// `start` with the given limits of the HTTP API.
+pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Result<Running> {
     let db = store::connect(&config.database_url, config.db_pool).await?;
     store::check_migrated(&db).await?;
     let sealer = Sealer::new(&config.keys.data);
@@ -85,6 +90,8 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
         sealer: sealer.clone(),
         approval: config.approval,
         audit: audit.clone(),
+        rates: api::limits::KeyRates::new(limits.rate_per_key, limits.burst_per_key),
+        limits: limits.clone(),
     };
     let http = match (&config.bind, &config.metrics_bind) {
         (Some(bind), _) => {

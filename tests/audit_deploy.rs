@@ -28,9 +28,11 @@ async fn restart(app: &mut TestApp, database_url: String, keys: Keys) {
     let running = service::start(ServiceConfig {
         database_url,
         bind: Some("127.0.0.1:0".into()),
+        metrics_bind: None,
         keys,
         upstream: None,
         engine: common::fast_engine(),
+        guard: None,
         approval: ApprovalPolicy::None,
         db_pool: 10,
         http_workers: 2,

@@ -60,10 +60,17 @@ impl FromRequest for Caller {
                 .or_else(|| header.strip_prefix("bearer "))
                 .map(str::trim)
                 .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <key>`"))?;
-            match keys::authenticate(&state.db, key).await? {
-                Some(principal) => Ok(Caller(principal)),
-                None => Err(unauthorized("unknown, revoked or expired API key")),
-            }
+            let principal = keys::authenticate(&state.db, key)
+                .await?
+                .ok_or_else(|| unauthorized("unknown, revoked or expired API key"))?;
+            state
+                .rates
+                .take(principal.key_id)
+                .map_err(|wait| ApiError::RateLimited {
+                    retry_after: wait,
+                    per_second: state.rates.rate(),
+                })?;
+            Ok(Caller(principal))
         })
     }
 }

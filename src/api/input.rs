@@ -18,8 +18,16 @@ pub const MAX_BATCH_BODY: usize = 16 * 1024 * 1024;
 pub async fn body(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
     let mut out = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| {
-            ApiError::bad_request("unreadable_body", "the request body could not be read")
+        let chunk = chunk.map_err(|e| {
+            if super::limits::is_body_timeout(&e) {
+                ApiError::client(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the request body took too long to arrive",
+                )
+            } else {
+                ApiError::bad_request("unreadable_body", "the request body could not be read")
+            }
         })?;
         if out.len() + chunk.len() > limit {
             return Err(ApiError::client(

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod input;
+pub mod limits;
 pub mod metrics;
 pub mod requests;
 pub mod restorations;
@@ -20,9 +21,9 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::audit::log::AuditLog;
 use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
-use crate::config::ApprovalPolicy;
+use crate::config::{ApprovalPolicy, HttpLimits};
 use crate::store::Db;
-use error::ApiError;
+use error::{ApiError, CommonResponses};
 
 /// What every handler shares.
 pub struct AppState {
@@ -31,6 +32,9 @@ pub struct AppState {
     pub sealer: Sealer,
     pub approval: ApprovalPolicy,
     pub audit: std::sync::Arc<AuditLog>,
+    pub limits: HttpLimits,
+    /// Request rate per API key.
+    pub rates: limits::KeyRates,
 }
 
 #[derive(OpenApi)]
@@ -48,8 +52,8 @@ pub struct AppState {
         audit::report,
         health::healthz, health::readyz, metrics::metrics,
     ),
-    components(schemas(requests::HoldBody, requests::ExtendBody, requests::NoteBody)),
-    modifiers(&BearerAuth),
+    components(schemas(requests::HoldBody, requests::ExtendBody, requests::NoteBody, requests::ActionName)),
+    modifiers(&BearerAuth, &CommonResponses),
     tags((name = "erasure requests"), (name = "subjects"), (name = "restorations"), (name = "audit"), (name = "operations"))
 )]
 pub struct ApiDoc;
@@ -80,8 +84,84 @@ pub fn openapi_json() -> String {
     text
 }
 
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found("route"))
+async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    unrouted(&req)
+}
+
+/// Unknown routes: 405 with `Allow` when the path is documented with other methods, else 404.
+pub(crate) fn unrouted(req: &actix_web::HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    let allowed = documented_methods(req.path());
+    if allowed.is_empty() {
+        return ApiError::not_found("route").error_response();
+    }
+    let allow = allowed.join(", ");
+    let mut reply = ApiError::client(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route answers {allow}"),
+    )
+    .error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        reply
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    reply
+}
+
+/// The methods the OpenAPI document lists for a path (`{param}` matches one segment).
+fn documented_methods(path: &str) -> Vec<String> {
+    static ROUTES: std::sync::OnceLock<Vec<(String, Vec<String>)>> = std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        let doc: serde_json::Value =
+            serde_json::from_str(&openapi_json()).expect("the OpenAPI document is JSON");
+        doc["paths"]
+            .as_object()
+            .map(|paths| {
+                paths
+                    .iter()
+                    .map(|(template, item)| {
+                        let methods = item
+                            .as_object()
+                            .map(|ops| ops.keys().map(|m| m.to_uppercase()).collect())
+                            .unwrap_or_default();
+                        (template.clone(), methods)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let segments: Vec<&str> = path.split('/').collect();
+    // How well a template matches: the number of literal segments, as actix prefers literal
+    // routes (`/batch`) over parameters (`/{id}`); `None` when it does not match.
+    let score = |template: &str| -> Option<usize> {
+        let parts: Vec<&str> = template.split('/').collect();
+        if parts.len() != segments.len() {
+            return None;
+        }
+        let mut literal = 0;
+        for (p, s) in parts.iter().zip(&segments) {
+            if p == s {
+                literal += 1;
+            } else if !p.starts_with('{') || s.is_empty() {
+                return None;
+            }
+        }
+        Some(literal)
+    };
+    let scored: Vec<(usize, &Vec<String>)> = routes
+        .iter()
+        .filter_map(|(template, methods)| score(template).map(|n| (n, methods)))
+        .collect();
+    let best = scored.iter().map(|(n, _)| *n).max();
+    scored
+        .into_iter()
+        .filter(|(n, _)| Some(*n) == best)
+        .flat_map(|(_, methods)| methods.iter().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// Adds every route to an actix app.
@@ -118,16 +198,21 @@ pub fn serve(
     state: AppState,
     workers: usize,
 ) -> anyhow::Result<Server> {
+    let request_timeout = state.limits.request_timeout;
+    let cap = state.limits.max_connections_per_ip;
+    let connections = limits::Connections::default();
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(actix_web::middleware::from_fn(limits::check))
             .wrap_fn(request_span)
             .configure(routes)
             .default_service(web::to(not_found))
     })
     .workers(workers.max(1))
-    .client_request_timeout(std::time::Duration::from_secs(10))
+    .client_request_timeout(request_timeout)
+    .on_connect(move |conn, ext| limits::on_connect(&connections, cap, conn, ext))
     .shutdown_timeout(10)
     .disable_signals()
     .listen(listener)?

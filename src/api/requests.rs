@@ -30,9 +30,10 @@ pub struct CreateRequest {
     #[serde(deserialize_with = "input::from_string")]
     pub scope: Scope,
     /// The aggregator's id of the user, connection or account (digits).
-    #[schema(example = "1042")]
+    #[schema(example = "1042", pattern = "^(0|[1-9][0-9]{0,31})$")]
     pub target_id: String,
     /// An opaque ticket id of yours. Refused when it looks like personal data.
+    #[schema(min_length = 1, max_length = 128)]
     pub external_reference: Option<String>,
     /// Do not start before this time.
     pub not_before: Option<DateTime<Utc>>,
@@ -65,11 +66,7 @@ impl AppState {
             return Err(fields);
         }
         let id = Uuid::new_v4();
-        let needs_approval = match self.approval {
-            ApprovalPolicy::None => false,
-            ApprovalPolicy::UserScope => item.scope == Scope::User,
-            ApprovalPolicy::All => true,
-        };
+        let needs_approval = second_person_decides(self.approval, item.scope);
         Ok(NewRequest {
             id,
             scope: item.scope,
@@ -84,6 +81,49 @@ impl AppState {
             },
         })
     }
+}
+
+/// Whether the approval policy wants a second person to decide about requests of `scope`: to
+/// approve them, and to hold, release or extend them.
+fn second_person_decides(policy: ApprovalPolicy, scope: Scope) -> bool {
+    match policy {
+        ApprovalPolicy::None => false,
+        ApprovalPolicy::UserScope => scope == Scope::User,
+        ApprovalPolicy::All => true,
+    }
+}
+
+/// Refuses hold, release and extend by the key that submitted the request when the policy says
+/// a second person decides (approve is refused the same way by the store).
+async fn refuse_own_decision(
+    state: &AppState,
+    id: Uuid,
+    action: Action,
+    key_id: Uuid,
+) -> Result<(), ApiError> {
+    if !matches!(action, Action::Hold | Action::Release | Action::Extend) {
+        return Ok(());
+    }
+    let row: Option<(Uuid, String)> =
+        sqlx::query_as("select requested_by, scope from erasure_requests where id = $1")
+            .bind(id)
+            .fetch_optional(&state.db)
+            .await?;
+    let Some((requested_by, scope)) = row else {
+        return Ok(()); // the store answers 404
+    };
+    let decides = Scope::parse(&scope).is_some_and(|s| second_person_decides(state.approval, s));
+    if decides && requested_by == key_id {
+        return Err(ApiError::client(
+            StatusCode::FORBIDDEN,
+            "approver_is_requester",
+            format!(
+                "a second person must {}: this key submitted the request",
+                action.as_str()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn duplicate(existing: Uuid) -> ApiError {
@@ -565,11 +605,13 @@ pub struct ListQuery {
     /// Only open requests past their due date.
     pub overdue: Option<bool>,
     /// Only open requests due within this many days (overdue ones included).
+    #[param(maximum = 3660)]
     pub due_within_days: Option<u32>,
     pub batch_id: Option<Uuid>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -677,9 +719,14 @@ fn request_id(path: &str) -> Result<Uuid, ApiError> {
 pub async fn get_one(
     state: web::Data<AppState>,
     caller: Caller,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
+    if path.as_str() == "batch" {
+        // `/batch` is POST only (405), not a request id.
+        return Ok(super::unrouted(&req));
+    }
     let id = request_id(&path)?;
     let request = requests::get(&state.db, id)
         .await?
@@ -695,6 +742,7 @@ pub struct HoldBody {
     #[serde(deserialize_with = "input::from_string")]
     pub legal_basis: LegalBasis,
     /// Why, in a few words (no personal data).
+    #[schema(min_length = 1, max_length = 500)]
     pub note: String,
 }
 
@@ -703,7 +751,9 @@ pub struct HoldBody {
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
     /// 1 or 2; at most 2 months in total (3 months with the first).
+    #[schema(minimum = 1, maximum = 2)]
     pub months: u32,
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
 }
 
@@ -712,7 +762,22 @@ pub struct ExtendBody {
 #[serde(deny_unknown_fields)]
 pub struct NoteBody {
     /// An optional note for the audit log (no personal data).
+    #[schema(min_length = 1, max_length = 500)]
     pub note: Option<String>,
+}
+
+/// The actions of `POST /v1/erasure-requests/{id}/{action}` (for the document: the handler
+/// answers 404 for any other).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ActionName {
+    Approve,
+    Cancel,
+    Retry,
+    Hold,
+    Release,
+    Extend,
 }
 
 /// Act on a request: approve, cancel, retry, hold, release or extend.
@@ -721,7 +786,7 @@ pub struct NoteBody {
 /// hold takes `{legal_basis, note}`, extend `{months, reason}`; the others an optional `{note}`.
 #[utoipa::path(
     post, path = "/v1/erasure-requests/{id}/{action}", tag = "erasure requests",
-    params(("id" = Uuid, Path), ("action" = String, Path, description = "approve | cancel | retry | hold | release | extend")),
+    params(("id" = Uuid, Path), ("action" = ActionName, Path, description = "approve | cancel | retry | hold | release | extend")),
     request_body(content = Object, description = "HoldBody for hold, ExtendBody for extend, NoteBody otherwise"),
     responses(
         (status = 200, body = ErasureRequest),
@@ -791,6 +856,7 @@ pub async fn act(
             }
         }
     }
+    refuse_own_decision(&state, id, action, principal.key_id).await?;
     match requests::act(&state.db, id, action, principal.key_id, input_data).await? {
         Ok(()) => {}
         Err(Refusal::NotFound) => return Err(ApiError::not_found("erasure request")),

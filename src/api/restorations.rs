@@ -20,9 +20,10 @@ use crate::store::restorations::{self, Refused, Restoration};
 #[serde(deny_unknown_fields)]
 pub struct RestorationBody {
     /// The aggregator's id of the connection whose deleted accounts should come back (digits).
-    #[schema(example = "2001")]
+    #[schema(example = "2001", pattern = "^(0|[1-9][0-9]{0,31})$")]
     pub connection_id: String,
     /// Why, in a few words (no personal data).
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
 }
 

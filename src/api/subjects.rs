@@ -19,6 +19,7 @@ use crate::domain::{Scope, State};
 pub struct LookupBody {
     #[serde(deserialize_with = "input::from_string")]
     pub scope: Scope,
+    #[schema(pattern = "^(0|[1-9][0-9]{0,31})$")]
     pub target_id: String,
 }
 

@@ -36,6 +36,24 @@ pub struct Faults {
     /// When > 0, a DELETE answers 204 (and does delete) but a GET of the deleted resource keeps
     /// answering 200 with the old body for this many seconds (eventual consistency).
     pub slow_delete_secs: f64,
+    /// Probability (0..=1) that a call answers 200 with a body of `huge_body_bytes` (nothing done).
+    pub huge_body_rate: f64,
+    /// Size of a huge body (default 9 MiB, over the client's 8 MiB cap).
+    pub huge_body_bytes: usize,
+    /// Probability (0..=1) that a 2xx answer with a body carries truncated JSON instead (the
+    /// call itself is done).
+    pub bad_json_rate: f64,
+    /// Probability (0..=1) that a 2xx answer with a body carries an HTML page as `text/html`
+    /// instead (the call itself is done).
+    pub wrong_content_type_rate: f64,
+    /// Probability (0..=1) that a call answers `307` to the same path on another host (nothing
+    /// done).
+    pub redirect_rate: f64,
+    /// Probability (0..=1) that a call answers 200 at once, then sends its JSON body one byte
+    /// every `drip_ms` (nothing done).
+    pub drip_rate: f64,
+    /// Pause between the bytes of a dripping body.
+    pub drip_ms: u64,
     /// Restricts the faults above (not `slow_delete_secs`) to these HTTP methods, e.g. `["DELETE"]`.
     /// Empty means every method.
     pub methods: Vec<String>,
@@ -55,6 +73,13 @@ impl Default for Faults {
             hang_ms: 30_000,
             drop_rate: 0.0,
             slow_delete_secs: 0.0,
+            huge_body_rate: 0.0,
+            huge_body_bytes: 9 * 1024 * 1024,
+            bad_json_rate: 0.0,
+            wrong_content_type_rate: 0.0,
+            redirect_rate: 0.0,
+            drip_rate: 0.0,
+            drip_ms: 200,
             methods: Vec::new(),
         }
     }
@@ -73,6 +98,11 @@ pub(crate) enum Decision {
     Throttle {
         retry_after: u64,
     },
+    HugeBody(usize),
+    BadJson,
+    WrongContentType,
+    Redirect,
+    Drip(Duration),
 }
 
 impl Faults {
@@ -83,6 +113,11 @@ impl Faults {
             ("throttle_rate", self.throttle_rate),
             ("hang_rate", self.hang_rate),
             ("drop_rate", self.drop_rate),
+            ("huge_body_rate", self.huge_body_rate),
+            ("bad_json_rate", self.bad_json_rate),
+            ("wrong_content_type_rate", self.wrong_content_type_rate),
+            ("redirect_rate", self.redirect_rate),
+            ("drip_rate", self.drip_rate),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return Err(format!("{name} must be between 0 and 1, got {p}"));
@@ -101,6 +136,12 @@ impl Faults {
         if !self.slow_delete_secs.is_finite() || self.slow_delete_secs < 0.0 {
             return Err("slow_delete_secs must be >= 0".into());
         }
+        if self.huge_body_bytes > 256 * 1024 * 1024 {
+            return Err("huge_body_bytes must be at most 256 MiB".into());
+        }
+        if self.drip_ms > 60_000 {
+            return Err("drip_ms must be at most 60000".into());
+        }
         if self.slow_delete_secs > 86_400.0 {
             return Err("slow_delete_secs must be at most one day".into());
         }
@@ -115,6 +156,11 @@ impl Faults {
             && self.latency_jitter_ms == 0
             && self.hang_rate <= 0.0
             && self.drop_rate <= 0.0
+            && self.huge_body_rate <= 0.0
+            && self.bad_json_rate <= 0.0
+            && self.wrong_content_type_rate <= 0.0
+            && self.redirect_rate <= 0.0
+            && self.drip_rate <= 0.0
     }
 
     fn applies_to(&self, method: &str) -> bool {
@@ -151,6 +197,16 @@ impl Faults {
             Decision::Throttle {
                 retry_after: self.throttle_retry_after_secs,
             }
+        } else if hit(&mut rng, self.huge_body_rate) {
+            Decision::HugeBody(self.huge_body_bytes)
+        } else if hit(&mut rng, self.bad_json_rate) {
+            Decision::BadJson
+        } else if hit(&mut rng, self.wrong_content_type_rate) {
+            Decision::WrongContentType
+        } else if hit(&mut rng, self.redirect_rate) {
+            Decision::Redirect
+        } else if hit(&mut rng, self.drip_rate) {
+            Decision::Drip(Duration::from_millis(self.drip_ms))
         } else {
             Decision::Pass
         };

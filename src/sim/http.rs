@@ -186,6 +186,12 @@ impl Shared {
         *self.faults.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(faults);
     }
 
+    /// Every token issued and not revoked (tests look for them in logs).
+    pub(crate) fn token_values(&self) -> Vec<String> {
+        let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
+        tokens.keys().cloned().collect()
+    }
+
     pub(crate) fn revoke_tokens(&self) {
         self.tokens
             .write()
@@ -511,7 +517,7 @@ pub(crate) async fn gate(
         pending.fault = Some("latency");
         actix_web::rt::time::sleep(latency).await;
     }
-    let injected = match decision {
+    let injected = match decision.clone() {
         Decision::Pass => None,
         Decision::Drop => {
             pending.fault = Some("drop");
@@ -554,6 +560,23 @@ pub(crate) async fn gate(
             e.retry_after = Some(retry_after);
             Some(e)
         }
+        Decision::HugeBody(bytes) => {
+            pending.fault = Some("huge_body");
+            pending.finish(200, None);
+            return Ok(req.into_response(super::hostile::huge_body(bytes)));
+        }
+        Decision::Redirect => {
+            pending.fault = Some("redirect");
+            pending.finish(307, None);
+            let reply = super::hostile::redirect(req.path());
+            return Ok(req.into_response(reply));
+        }
+        Decision::Drip(every) => {
+            pending.fault = Some("drip");
+            pending.finish(200, None);
+            return Ok(req.into_response(super::hostile::drip(every)));
+        }
+        Decision::BadJson | Decision::WrongContentType => None,
     };
     if let Some(e) = injected {
         pending.finish(e.status, e.retry_after);
@@ -566,8 +589,20 @@ pub(crate) async fn gate(
     if let Some(f) = note.0.get() {
         pending.fault = Some(f);
     }
+    let corrupt = match decision {
+        Decision::BadJson => Some(super::hostile::Corruption::BadJson),
+        Decision::WrongContentType => Some(super::hostile::Corruption::Html),
+        _ => None,
+    }
+    .filter(|_| res.status().is_success() && res.status().as_u16() != 204);
+    if let Some(how) = corrupt {
+        pending.fault = Some(how.name());
+    }
     pending.finish(res.status().as_u16(), retry_after_of(res.headers()));
-    Ok(res.map_into_boxed_body())
+    match corrupt {
+        Some(how) => Ok(super::hostile::corrupt(res.map_into_boxed_body(), how)),
+        None => Ok(res.map_into_boxed_body()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

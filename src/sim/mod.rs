@@ -20,6 +20,7 @@ use anyhow::Context;
 
 mod fake;
 pub mod faults;
+mod hostile;
 mod http;
 mod journal;
 mod store;
@@ -165,6 +166,11 @@ impl Sim {
     pub fn seed(&self, req: &SeedRequest) -> anyhow::Result<SeedResponse> {
         req.validate().map_err(|e| anyhow::anyhow!(e))?;
         Ok(self.shared.write().seed(req))
+    }
+
+    /// Every bearer token issued and not revoked (tests look for them in logs).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.token_values()
     }
 
     /// The fault settings in force.

@@ -26,6 +26,16 @@ pub async fn create(
     label: &str,
     expires_at: Option<DateTime<Utc>>,
 ) -> anyhow::Result<(Uuid, String)> {
+    let mut conn = db.acquire().await?;
+    insert(&mut conn, role, label, expires_at).await
+}
+
+async fn insert(
+    conn: &mut sqlx::PgConnection,
+    role: Role,
+    label: &str,
+    expires_at: Option<DateTime<Utc>>,
+) -> anyhow::Result<(Uuid, String)> {
     let prefix = hex::encode(rand::random::<[u8; 4]>());
     let secret = hex::encode(rand::random::<[u8; 24]>());
     let key = format!("ek_{prefix}_{secret}");
@@ -39,7 +49,7 @@ pub async fn create(
     .bind(role.as_str())
     .bind(label)
     .bind(expires_at)
-    .execute(db)
+    .execute(conn)
     .await?;
     Ok((id, key))
 }
@@ -74,4 +84,91 @@ pub async fn authenticate(db: &Db, key: &str) -> sqlx::Result<Option<Principal>>
         let role = Role::parse(&role)?;
         same.then_some(Principal { key_id, role })
     }))
+}
+
+/// A key as `erasure keys list` shows it: never the key nor its digest.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct KeyInfo {
+    pub id: Uuid,
+    pub prefix: String,
+    pub role: String,
+    pub label: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+const INFO: &str = "id, prefix, role, label, created_at, expires_at, revoked_at";
+
+/// Every key, oldest first.
+pub async fn list(db: &Db) -> sqlx::Result<Vec<KeyInfo>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {INFO} from api_keys order by created_at, id"
+    )))
+    .fetch_all(db)
+    .await
+}
+
+/// Finds a key by its id (a UUID) or its 8-character prefix.
+pub async fn find(db: &Db, id_or_prefix: &str) -> sqlx::Result<Option<KeyInfo>> {
+    let text = id_or_prefix.trim();
+    let text = text
+        .strip_prefix("ek_")
+        .map(|rest| rest.split('_').next().unwrap_or(rest))
+        .unwrap_or(text);
+    let id = Uuid::parse_str(text).ok();
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {INFO} from api_keys where id = $1 or prefix = $2"
+    )))
+    .bind(id)
+    .bind(text)
+    .fetch_optional(db)
+    .await
+}
+
+/// Revokes a key at once (the next request with it gets 401, in every process: authentication
+/// reads the database on each request). Returns false when it was revoked already.
+pub async fn revoke(db: &Db, id: Uuid) -> sqlx::Result<bool> {
+    let done =
+        sqlx::query("update api_keys set revoked_at = now() where id = $1 and revoked_at is null")
+            .bind(id)
+            .execute(db)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Rotation: a new key with the old one's role, label and remaining lifetime; the old key is
+/// revoked now (`grace` zero) or expires after `grace`. One transaction: never both lost.
+pub async fn rotate(
+    db: &Db,
+    old: &KeyInfo,
+    grace: std::time::Duration,
+) -> anyhow::Result<(Uuid, String)> {
+    let role =
+        Role::parse(&old.role).ok_or_else(|| anyhow::anyhow!("unknown role {}", old.role))?;
+    if old.revoked_at.is_some() || old.expires_at.is_some_and(|t| t <= Utc::now()) {
+        anyhow::bail!(
+            "key {} is revoked or expired already; create a new one",
+            old.id
+        );
+    }
+    let mut tx = db.begin().await?;
+    let (id, key) = insert(&mut tx, role, &old.label, old.expires_at).await?;
+    if grace.is_zero() {
+        sqlx::query("update api_keys set revoked_at = now() where id = $1 and revoked_at is null")
+            .bind(old.id)
+            .execute(&mut *tx)
+            .await?;
+    } else {
+        let at = Utc::now() + chrono::Duration::from_std(grace)?;
+        sqlx::query(
+            "update api_keys set expires_at = least(coalesce(expires_at, $2), $2) where id = $1",
+        )
+        .bind(old.id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok((id, key))
 }

@@ -105,23 +105,34 @@ pub async fn create(
          on conflict (connection_ref) where state in ('pending', 'waiting') do nothing \
          returning {COLUMNS}"
     );
-    let created: Option<Restoration> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .bind(&connection_refs[0])
-        .bind(connection_sealed)
-        .bind(reason)
-        .bind(requested_by)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some(created) = created else {
-        let existing: Uuid = sqlx::query_scalar(
+    // The open restoration we collided with may end between the two statements (each sees the
+    // latest commits): then insert again rather than find nothing.
+    let mut attempts = 0;
+    let created = loop {
+        attempts += 1;
+        let created: Option<Restoration> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(id)
+            .bind(&connection_refs[0])
+            .bind(connection_sealed)
+            .bind(reason)
+            .bind(requested_by)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(created) = created {
+            break created;
+        }
+        let existing: Option<Uuid> = sqlx::query_scalar(
             "select id from restorations where connection_ref = any($1) \
              and state in ('pending', 'waiting')",
         )
         .bind(connection_refs)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        return Ok(Err(Refused::RestorationOpen(existing)));
+        match existing {
+            Some(existing) => return Ok(Err(Refused::RestorationOpen(existing))),
+            None if attempts < 5 => continue,
+            None => return Err(sqlx::Error::RowNotFound),
+        }
     };
     append(&mut tx, &created, actor, "restoration_requested", json!({})).await?;
     tx.commit().await?;

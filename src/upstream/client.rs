@@ -49,7 +49,8 @@ impl CallError {
 }
 
 struct Token {
-    value: String,
+    /// Wiped from memory when dropped.
+    value: zeroize::Zeroizing<String>,
     refresh_at: Instant,
 }
 
@@ -134,7 +135,7 @@ impl Upstream {
             .unwrap_or(300.0);
         let margin = (expires_in * 0.1).min(30.0);
         let token = Arc::new(Token {
-            value: access.to_string(),
+            value: zeroize::Zeroizing::new(access.to_string()),
             refresh_at: started + Duration::from_secs_f64((expires_in - margin).max(0.0)),
         });
         *cached = Some(token.clone());
@@ -218,7 +219,7 @@ impl Upstream {
                 .http
                 .request(method.clone(), &url)
                 .query(query)
-                .bearer_auth(&token.value)
+                .bearer_auth(token.value.as_str())
                 .send()
                 .await;
             let method_name = method_name(&method);
@@ -249,7 +250,11 @@ impl Upstream {
                 continue;
             }
             if status.is_success() {
-                let body = read_body(reply).await;
+                let empty = status == StatusCode::NO_CONTENT || reply.content_length() == Some(0);
+                let body = match not_json(reply.headers()).filter(|_| !empty) {
+                    Some(refused) => Err(refused),
+                    None => read_body(reply).await,
+                };
                 calls.push(record(
                     Some(status.as_u16()),
                     body.as_ref().err().map(|_| "body"),
@@ -314,9 +319,46 @@ fn transport_error(what: &str, e: &reqwest::Error) -> CallError {
     ))
 }
 
-/// 409, 429 and 5xx are transient (with their Retry-After); other statuses need a person.
+/// A 2xx answer that says it is not JSON (no content type is let through to the parser).
+fn not_json(headers: &reqwest::header::HeaderMap) -> Option<CallError> {
+    let value = headers.get(reqwest::header::CONTENT_TYPE)?;
+    let media = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match media.as_deref() {
+        Some("application/json") => None,
+        Some(m) if m.ends_with("+json") => None,
+        // The upstream's text is not echoed unless it is a plain media type.
+        Some(m)
+            if m.len() <= 64
+                && m.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/+.-".contains(&b)) =>
+        {
+            Some(CallError::transient(format!(
+                "upstream answered {m} instead of JSON"
+            )))
+        }
+        _ => Some(CallError::transient(
+            "upstream answered an unreadable content type instead of JSON",
+        )),
+    }
+}
+
+/// 409, 429 and 5xx are transient (with their Retry-After); redirects are never followed (the
+/// client's policy is none: a redirect off the configured host could leak the bearer token or
+/// act elsewhere); other statuses need a person.
 fn classify(status: StatusCode, headers: &reqwest::header::HeaderMap, what: &str) -> CallError {
     let code = status.as_u16();
+    if status.is_redirection() {
+        return CallError::Permanent {
+            reason: format!(
+                "{what} answered a redirect ({code}); redirects are not followed: check the \
+                 configured upstream URLs"
+            ),
+        };
+    }
     if code == 409 || code == 429 || status.is_server_error() {
         CallError::Transient {
             reason: format!("{what} answered {code}"),
@@ -350,6 +392,9 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 async fn read_body(mut reply: reqwest::Response) -> Result<Vec<u8>, CallError> {
+    if reply.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(CallError::transient("upstream answer exceeds 8 MiB"));
+    }
     let mut body = Vec::new();
     while let Some(chunk) = reply
         .chunk()
@@ -365,6 +410,9 @@ async fn read_body(mut reply: reqwest::Response) -> Result<Vec<u8>, CallError> {
 }
 
 async fn read_json(reply: reqwest::Response) -> Result<Value, CallError> {
+    if let Some(refused) = not_json(reply.headers()) {
+        return Err(refused);
+    }
     let body = read_body(reply).await?;
     serde_json::from_slice(&body)
         .map_err(|_| CallError::transient("upstream answered with invalid JSON"))
@@ -373,7 +421,30 @@ async fn read_json(reply: reqwest::Response) -> Result<Value, CallError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+    use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+
+    #[test]
+    fn only_json_is_read() {
+        let mut h = HeaderMap::new();
+        assert_eq!(not_json(&h), None, "no content type: the parser decides");
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/problem+json",
+        ] {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(ok));
+            assert_eq!(not_json(&h), None, "{ok}");
+        }
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        let e = not_json(&h).unwrap().to_string();
+        assert!(e.contains("text/html instead of JSON"), "{e}");
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/x<script>"));
+        let e = not_json(&h).unwrap().to_string();
+        assert!(!e.contains("script"), "{e}");
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {
@@ -398,7 +469,7 @@ mod tests {
                 "{code}"
             );
         }
-        for code in [400, 403, 422] {
+        for code in [301, 302, 307, 308, 400, 403, 422] {
             let s = StatusCode::from_u16(code).unwrap();
             assert!(
                 matches!(classify(s, &h, "x"), CallError::Permanent { .. }),

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use erasure::config::{ApprovalPolicy, Keys, Secret, UpstreamSettings};
+use erasure::config::{ApprovalPolicy, HttpLimits, Keys, Secret, UpstreamSettings};
 use erasure::domain::Role;
 use erasure::engine::{EngineSettings, RetryPolicy};
 use erasure::guard::GuardSettings;
@@ -81,6 +81,9 @@ pub struct Options {
     pub worker: bool,
     /// The resurrection guard beside the workers (`None`: not run).
     pub guard: Option<GuardSettings>,
+    /// Limits of the HTTP API (by default: no rate per key and no cap of connections per
+    /// address, so that tests sending many requests at once are not throttled).
+    pub limits: HttpLimits,
 }
 
 /// A guard that reads events often and never re-verifies by itself.
@@ -116,6 +119,11 @@ impl Default for Options {
             max_concurrency: 8,
             worker: true,
             guard: Some(fast_guard()),
+            limits: HttpLimits {
+                rate_per_key: 0.0,
+                max_connections_per_ip: 0,
+                ..HttpLimits::default()
+            },
         }
     }
 }
@@ -163,7 +171,9 @@ impl TestApp {
             http_workers: 2,
             checkpoint_every: std::time::Duration::from_secs(10),
         };
-        let running = service::start(config).await.unwrap();
+        let running = service::start_with(config, options.limits.clone())
+            .await
+            .unwrap();
         let base = format!("http://{}", running.addr.unwrap());
         let db = store::connect(&db_url, 4).await.unwrap();
         let key = |role, label: &'static str| {
@@ -381,6 +391,8 @@ impl TestApp {
             .env("ERASURE_RETRY_BASE_SECS", "0.05")
             .env("ERASURE_RETRY_CAP_SECS", "0.5")
             .env("RUST_LOG", "warn")
+            .env("ERASURE_API_RATE_PER_KEY", "0")
+            .env("ERASURE_HTTP_MAX_CONNECTIONS_PER_IP", "0")
             .stdout(std::process::Stdio::null());
         cmd
     }
