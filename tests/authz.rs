@@ -49,6 +49,7 @@ fn matrix() -> Vec<(&'static str, String, Allowed)> {
         ("GET", "/v1/audit/consistency".to_string(), AUDITOR),
         ("GET", "/v1/audit/entries".to_string(), AUDITOR),
         ("GET", "/v1/audit/export".to_string(), AUDITOR),
+        ("GET", "/v1/audit/report".to_string(), AUDITOR),
     ];
     for action in ACTIONS {
         let allowed = if action == "cancel" {
