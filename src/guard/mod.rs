@@ -79,7 +79,9 @@ impl Guard {
             if let Err(e) = self.restorations().await {
                 tracing::warn!(error = %e, "starting or timing out restorations failed; retrying");
             }
-            while self.leads(&mut leader).await {
+            // While the upstream is down (circuit open) the events wait: the workers' probe
+            // finds out when it is back.
+            while !self.upstream.breaker.is_open() && self.leads(&mut leader).await {
                 match self.consume().await {
                     Ok(true) if !shutdown.is_cancelled() => continue,
                     Ok(_) => break,
