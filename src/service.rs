@@ -84,8 +84,13 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
             Ok(())
         }));
     }
+    let upstream = match &config.upstream {
+        Some(settings) => Some(Arc::new(Upstream::new(settings.clone())?)),
+        None => None,
+    };
     let state = || AppState {
         db: db.clone(),
+        upstream: upstream.clone(),
         pseudonyms: pseudonyms.clone(),
         sealer: sealer.clone(),
         approval: config.approval,
@@ -114,8 +119,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
             http.await.map_err(anyhow::Error::from)
         }));
     }
-    if let Some(upstream) = &config.upstream {
-        let upstream = Arc::new(Upstream::new(upstream.clone())?);
+    if let Some(upstream) = upstream {
         if let Some(settings) = &config.guard {
             let guard = Guard::new(
                 db.clone(),

@@ -436,7 +436,7 @@ async fn restorations_are_refused_when_the_connection_or_its_user_is_being_or_wa
     }
     wait_restoration(&app, first["id"].as_str().unwrap(), 20).await;
 
-    // The connection's user is being erased: the worker refuses before synchronising.
+    // The connection's user is being erased: 409 at once.
     let user: String = {
         let (_, c) = app
             .upstream(Method::GET, &format!("/connections/{other_connection}"))
@@ -451,23 +451,25 @@ async fn restorations_are_refused_when_the_connection_or_its_user_is_being_or_wa
         )
         .await;
     assert_eq!(status, 202);
-    let (status, r) = app
+    let (status, err) = app
         .post(
             "/v1/restorations",
             &app.approver,
             json!({"connection_id": other_connection, "reason": reason}),
         )
         .await;
-    assert_eq!(status, 202, "{r}");
-    let done = wait_restoration(&app, r["id"].as_str().unwrap(), 20).await;
-    assert_eq!(done["state"], "failed");
-    assert!(
-        done["failure_reason"]
-            .as_str()
-            .unwrap()
-            .contains("erasure of the connection's user is open"),
-        "{done:#}"
-    );
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(err["error"], "user_erasure_open");
+    // A connection that does not exist upstream: 409 too.
+    let (status, err) = app
+        .post(
+            "/v1/restorations",
+            &app.approver,
+            json!({"connection_id": "999999999", "reason": reason}),
+        )
+        .await;
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(err["error"], "connection_gone");
     app.stop().await;
 }
 
@@ -704,5 +706,48 @@ async fn a_restoration_whose_events_do_not_come_in_time_times_out_and_lifts_noth
     // erases it again (safe by default; start another restoration to bring it back).
     let re = wait_re_erasures(&app, &original, 1, 20).await;
     app.wait_state(&re[0], "completed", 20).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_only_process_leaves_the_user_check_to_the_worker() {
+    // The API without workers cannot look the connection's user up: the worker refuses instead.
+    let app = TestApp::spawn(Options {
+        worker: false,
+        ..Options::empty_sim()
+    })
+    .await;
+    let (connection, _) = seed(&app, 2);
+    let (_, c) = app
+        .upstream(Method::GET, &format!("/connections/{connection}"))
+        .await;
+    let user = c["user_id"].as_str().unwrap().to_string();
+    let (status, _) = app
+        .post(
+            "/v1/erasure-requests",
+            &app.requester,
+            json!({"scope": "user", "target_id": user, "not_before": later()}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let (status, r) = app
+        .post(
+            "/v1/restorations",
+            &app.approver,
+            json!({"connection_id": connection, "reason": "restore after review"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{r}");
+    let worker = app.extra_process(fast_engine(), Some(fast_guard())).await;
+    let done = wait_restoration(&app, r["id"].as_str().unwrap(), 20).await;
+    assert_eq!(done["state"], "failed");
+    assert!(
+        done["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("erasure of the connection's user is open"),
+        "{done:#}"
+    );
+    worker.stop().await.unwrap();
     app.stop().await;
 }

@@ -28,6 +28,8 @@ use error::{ApiError, CommonResponses};
 /// What every handler shares.
 pub struct AppState {
     pub db: Db,
+    /// The upstream client, in processes that run workers (`None` for `serve --no-worker`).
+    pub upstream: Option<std::sync::Arc<crate::upstream::Upstream>>,
     pub pseudonyms: Pseudonymizer,
     pub sealer: Sealer,
     pub approval: ApprovalPolicy,

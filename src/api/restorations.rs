@@ -28,15 +28,15 @@ pub struct RestorationBody {
 }
 
 /// Starts a LIST_ACCOUNTS restoration of a connection. Accounts it brings back are not erased
-/// again by the resurrection guard. Refused while an erasure of the connection is open or when
-/// the connection was erased; the worker checks the connection's user the same way before it
-/// starts the synchronisation (the restoration then fails with the reason).
+/// again by the resurrection guard. Refused (409) while an erasure of the connection or of its
+/// user is open, or when either was erased. An API-only process (`serve --no-worker`) cannot look
+/// the user up: the worker checks it before it synchronises and fails the restoration instead.
 #[utoipa::path(
     post, path = "/v1/restorations", tag = "restorations",
     request_body = RestorationBody,
     responses(
         (status = 202, description = "Accepted; follow it at Location", body = Restoration, headers(("Location" = String))),
-        (status = 409, description = "An erasure of the connection is open, the connection was erased, or a restoration of it is under way", body = ErrorBody),
+        (status = 409, description = "An erasure of the connection or its user is open, the connection or its user was erased, or a restoration of it is under way", body = ErrorBody),
         (status = 422, description = "Invalid field", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -56,6 +56,9 @@ pub async fn create(
         .map_err(|why| ApiError::field("connection_id", why))?;
     let reason =
         validate::free_text(&body.reason, 500).map_err(|why| ApiError::field("reason", why))?;
+    if let Some(refusal) = refused_for_the_user(&state, connection.as_str()).await? {
+        return Err(refusal);
+    }
     let id = Uuid::new_v4();
     let refs = state
         .pseudonyms
@@ -114,4 +117,57 @@ pub async fn get_one(
         .await?
         .ok_or_else(|| ApiError::not_found("restoration"))?;
     Ok(HttpResponse::Ok().json(restoration))
+}
+
+/// Where this process can reach the upstream: the connection must still exist and its user must
+/// not be being, or have been, erased. (Without an upstream client, or when the upstream does not
+/// answer, the worker checks the same before it synchronises and fails the restoration instead.)
+async fn refused_for_the_user(
+    state: &AppState,
+    connection: &str,
+) -> Result<Option<ApiError>, ApiError> {
+    let Some(upstream) = &state.upstream else {
+        return Ok(None);
+    };
+    let found = match upstream.connection(connection).await {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            // Erased by this service: `create` names the erasure.
+            let refs = state.pseudonyms.subject_refs(Scope::Connection, connection);
+            let mut conn = state.db.acquire().await?;
+            if restorations::erasure_blocking(&mut conn, &refs)
+                .await?
+                .is_some()
+            {
+                return Ok(None);
+            }
+            return Ok(Some(ApiError::conflict(
+                "connection_gone",
+                "this connection does not exist upstream (an erased connection cannot come back)",
+            )));
+        }
+        Err(_) => return Ok(None),
+    };
+    let Some(user) = crate::upstream::id_field(&found, "user_id") else {
+        return Ok(None);
+    };
+    let refs = state.pseudonyms.subject_refs(Scope::User, &user);
+    let mut conn = state.db.acquire().await?;
+    Ok(restorations::erasure_blocking(&mut conn, &refs)
+        .await?
+        .map(|(request, open)| {
+            if open {
+                ApiError::conflict(
+                    "user_erasure_open",
+                    format!("an erasure of this connection's user is open (request {request})"),
+                )
+            } else {
+                ApiError::conflict(
+                    "user_erased",
+                    format!(
+                        "this connection's user was erased (request {request}); it cannot come back"
+                    ),
+                )
+            }
+        }))
 }

@@ -188,6 +188,12 @@ impl Upstream {
 
     /// Sends one call (re-sending once with a fresh token after a 401). `Ok(Some(body))` on 2xx,
     /// `Ok(None)` on 404. Records every HTTP exchange in `calls`.
+    /// When a `Retry-After` given for this path ends, if it has not yet.
+    fn held_until(&self, path: &str) -> Option<Instant> {
+        let until = *self.held.lock().expect("held lock").get(path)?;
+        (until > Instant::now()).then_some(until)
+    }
+
     pub(super) async fn send(
         &self,
         method: Method,
@@ -202,16 +208,21 @@ impl Upstream {
             .unwrap_or(template)
             .replace("{id}", id);
         let url = format!("{}{}", self.settings.api_url, path);
-        let held = self.held.lock().expect("held lock").get(&path).copied();
-        if let Some(until) = held {
-            tokio::time::sleep_until(until.into()).await;
-        }
         let mut stale: Option<Arc<Token>> = None;
         for attempt in 0..2 {
             // A concurrency slot first, then the rate slot: calls that waited for a slot must not
-            // leave together in a burst.
-            let _slot = self.slots.acquire().await.expect("semaphore never closed");
-            self.limiter.acquire().await;
+            // leave together in a burst. A Retry-After given meanwhile for this path is honoured
+            // after the waits, without holding the slot.
+            let _slot = loop {
+                if let Some(until) = self.held_until(&path) {
+                    tokio::time::sleep_until(until.into()).await;
+                }
+                let slot = self.slots.acquire().await.expect("semaphore never closed");
+                self.limiter.acquire().await;
+                if self.held_until(&path).is_none() {
+                    break slot;
+                }
+            };
             // The token is taken after the waits, so it cannot expire while queued.
             let token = self.token(stale.is_some(), stale.as_ref()).await?;
             let started = Instant::now();
