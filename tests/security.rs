@@ -962,10 +962,19 @@ async fn fuzzing_regressions() {
 
 /// Found by fuzzing (seed 3): a restoration asked for while another of the same connection was
 /// ending answered 500 (the open one it collided with was gone when it was looked up). Many at
-/// once, while the guard ends them (the connection does not exist): only 202 or 409.
+/// once, while the guard ends them (the connection does not exist): only 202 or 409. The API runs
+/// without workers, as `serve --no-worker` does, so it accepts them without asking the upstream
+/// and a separate worker's guard ends them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_restorations_of_one_connection_never_fail() {
-    let app = TestApp::spawn(Options::empty_sim()).await;
+    let app = TestApp::spawn(Options {
+        worker: false,
+        ..Options::empty_sim()
+    })
+    .await;
+    let worker = app
+        .extra_process(common::fast_engine(), Some(common::fast_guard()))
+        .await;
     let mut statuses = std::collections::BTreeMap::new();
     for _ in 0..40 {
         let calls = (0..8).map(|_| {
@@ -981,5 +990,6 @@ async fn concurrent_restorations_of_one_connection_never_fail() {
         }
     }
     assert!(statuses.contains_key(&202), "{statuses:?}");
+    worker.stop().await.unwrap();
     app.stop().await;
 }
