@@ -93,12 +93,9 @@ impl Metrics {
     }
 
     pub fn breaker(&self, state: BreakerGauge) {
-        if matches!(state, BreakerGauge::Open)
-            && self.breaker_state.swap(state as u64, Ordering::Relaxed) != BreakerGauge::Open as u64
-        {
+        let before = self.breaker_state.swap(state as u64, Ordering::Relaxed);
+        if matches!(state, BreakerGauge::Open) && before != BreakerGauge::Open as u64 {
             self.breaker_opened.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.breaker_state.store(state as u64, Ordering::Relaxed);
         }
     }
 

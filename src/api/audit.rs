@@ -179,7 +179,7 @@ pub async fn receipt(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(AUDITORS)?;
-    let id = uuid::Uuid::parse_str(&path).map_err(|_| ApiError::field("id", "must be a UUID"))?;
+    let id = input::path_id(&path)?;
     let request = requests::get(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("erasure request"))?;

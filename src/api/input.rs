@@ -226,3 +226,8 @@ mod tests {
         assert!(r.contains("expected one of"));
     }
 }
+
+/// A UUID from a path segment (`{id}`), or 422 naming `id`.
+pub fn path_id(path: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(path).map_err(|_| ApiError::field("id", "must be a UUID"))
+}

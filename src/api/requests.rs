@@ -704,10 +704,6 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(RequestPage { items, next_cursor }))
 }
 
-fn request_id(path: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(path).map_err(|_| ApiError::field("id", "must be a UUID"))
-}
-
 /// One erasure request with its steps.
 #[utoipa::path(
     get, path = "/v1/erasure-requests/{id}", tag = "erasure requests",
@@ -727,7 +723,7 @@ pub async fn get_one(
         // `/batch` is POST only (405), not a request id.
         return Ok(super::unrouted(&req));
     }
-    let id = request_id(&path)?;
+    let id = input::path_id(&path)?;
     let request = requests::get(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("erasure request"))?;
@@ -823,7 +819,7 @@ pub async fn act(
         Action::Cancel => &[Role::Requester],
         _ => &[Role::Approver],
     })?;
-    let id = request_id(&id)?;
+    let id = input::path_id(&id)?;
     let bytes = input::body(payload, input::MAX_BODY).await?;
     let optional = !matches!(action, Action::Hold | Action::Extend);
     input::require_json(&req, &bytes, optional)?;

@@ -112,7 +112,7 @@ pub async fn get_one(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
-    let id = Uuid::parse_str(&path).map_err(|_| ApiError::field("id", "must be a UUID"))?;
+    let id = input::path_id(&path)?;
     let restoration = restorations::get(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("restoration"))?;

@@ -8,12 +8,13 @@ use std::fmt::Write;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::store::keys;
+use crate::audit::report::{self, esc};
+use crate::store::{self, keys};
 
 const COOKIE: &str = "erasure_key";
 
@@ -23,23 +24,8 @@ th,td{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #ddd;font-size
 .cards{display:flex;flex-wrap:wrap;gap:.8rem}.card{border:1px solid #ccd;border-radius:6px;padding:.6rem 1rem;min-width:7rem}\
 .card b{display:block;font-size:1.4rem}.late{color:#b00020}.muted{color:#667}\
 .bar{background:#e8e8f0;border-radius:4px;height:.8rem;width:16rem}.bar span{display:block;height:100%;background:#2b6cb0;border-radius:4px}\
-form.inline{display:inline}";
-
-/// HTML-escapes text.
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+form.inline{display:inline}svg{width:100%;max-width:48rem;height:auto}\
+.legend span{display:inline-block;width:.9em;height:.9em;margin:0 .3em 0 1em;vertical-align:-.1em}";
 
 fn page(title: &str, body: &str) -> HttpResponse {
     HttpResponse::Ok()
@@ -156,45 +142,6 @@ fn request_rows(rows: &[Listed], now: DateTime<Utc>) -> String {
     html
 }
 
-/// A bar chart of daily intake and completions over the last 30 days.
-fn daily_chart(days: &[(NaiveDate, i64, i64)]) -> String {
-    let max = days
-        .iter()
-        .map(|(_, r, c)| (*r).max(*c))
-        .max()
-        .unwrap_or(0)
-        .max(1) as f64;
-    let (w, h, step) = (720.0, 120.0, 24.0);
-    let mut svg = format!(
-        "<svg role=\"img\" aria-label=\"daily intake and completions\" width=\"{w}\" height=\"{}\" viewBox=\"0 0 {w} {}\">",
-        h + 20.0,
-        h + 20.0
-    );
-    for (i, (day, received, completed)) in days.iter().enumerate() {
-        let x = i as f64 * step;
-        let rh = *received as f64 / max * h;
-        let ch = *completed as f64 / max * h;
-        let _ = write!(
-            svg,
-            "<rect x=\"{x}\" y=\"{}\" width=\"10\" height=\"{rh}\" fill=\"#2b6cb0\"><title>{day}: {received} received</title></rect>\
-             <rect x=\"{}\" y=\"{}\" width=\"10\" height=\"{ch}\" fill=\"#38a169\"><title>{day}: {completed} completed</title></rect>",
-            h - rh,
-            x + 11.0,
-            h - ch
-        );
-        if i % 7 == 0 {
-            let _ = write!(
-                svg,
-                "<text x=\"{x}\" y=\"{}\" font-size=\"10\" fill=\"#667\">{}</text>",
-                h + 14.0,
-                day.format("%m-%d")
-            );
-        }
-    }
-    svg.push_str("</svg><p class=\"muted\">blue: received, green: completed (last 30 days)</p>");
-    svg
-}
-
 /// The status page (or the sign-in form).
 #[get("/")]
 pub async fn status(
@@ -297,17 +244,14 @@ pub async fn status(
         body.push_str("</table>");
     }
 
-    let days: Vec<(NaiveDate, i64, i64)> = sqlx::query_as(
-        "select d::date, \
-             (select count(*) from erasure_requests where received_at >= d and received_at < d + interval '1 day'), \
-             (select count(*) from erasure_requests where completed_at >= d and completed_at < d + interval '1 day') \
-         from generate_series(date_trunc('day', now()) - interval '29 days', date_trunc('day', now()), interval '1 day') d \
-         order by d",
-    )
-    .fetch_all(db)
-    .await?;
+    let midnight = now
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc();
+    let days = store::audit::daily(db, midnight - chrono::Duration::days(29), now).await?;
     body.push_str("<h2>Daily intake and completions</h2>");
-    body.push_str(&daily_chart(&days));
+    body.push_str(&report::chart(&days));
 
     let batches: Vec<(Uuid, i64, i64, DateTime<Utc>)> = sqlx::query_as(
         "select batch_id, count(*), count(*) filter (where state in ('completed', 'failed', 'cancelled')), \

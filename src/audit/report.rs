@@ -56,7 +56,7 @@ pub struct Report {
 const MONTH_SECS: f64 = 30.436_875 * 86_400.0;
 
 /// Escapes text for HTML content and attribute values.
-fn esc(text: &str) -> String {
+pub fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -227,7 +227,7 @@ pub fn render(r: &Report) -> String {
 
 /// An inline SVG: bars of requests received and completed per day, and a line of the median
 /// time to completion (right axis, days).
-fn chart(days: &[Day]) -> String {
+pub fn chart(days: &[Day]) -> String {
     const W: f64 = 760.0;
     const H: f64 = 240.0;
     const LEFT: f64 = 44.0;

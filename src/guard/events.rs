@@ -7,13 +7,12 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Guard;
-use crate::domain::validate::TargetId;
 use crate::domain::{Scope, State};
 use crate::store::audit::{self, Entry};
 use crate::store::guard::{self, GUARD, Guarded};
 use crate::store::requests::{self, Inserted, NewRequest};
 use crate::store::restorations::{self, Listed};
-use crate::upstream::{BankReferences, id_field};
+use crate::upstream::id_field;
 
 /// Events read per page (the upstream's maximum).
 const PAGE: u32 = 100;
@@ -109,16 +108,10 @@ impl Guard {
                 }
                 _ => "OTHER",
             };
-            let Some(listed_id) = id_field(account, "id").filter(|i| TargetId::parse(i).is_ok())
-            else {
+            let Some(listed) = self.pseudonymise(account) else {
                 continue;
             };
-            let id_refs = self.pseudonyms.subject_refs(Scope::Account, &listed_id);
-            let mut refs = id_refs.clone();
-            for (kind, value) in &BankReferences::of(account).0 {
-                refs.extend(self.pseudonyms.account_refs(kind, value));
-            }
-            let guards = guard::matching(tx, &refs).await?;
+            let guards = guard::matching(tx, &listed.refs).await?;
             if guards.is_empty() {
                 continue;
             }
@@ -127,12 +120,15 @@ impl Guard {
                 counts.guards_lifted += guard::lift(tx, &ids, restoration).await? as i32;
                 continue;
             }
-            let Some(g) = guards.iter().find(|g| !stale(g, created_at, &id_refs)) else {
+            let Some(g) = guards
+                .iter()
+                .find(|g| !stale(g, created_at, &listed.id_refs))
+            else {
                 continue;
             };
             // Already being erased again (listed once more meanwhile): nothing new.
             let Some(re_erasure) = self
-                .re_erase(tx, g.root_request_id, Scope::Account, &listed_id)
+                .re_erase(tx, g.root_request_id, Scope::Account, &listed.id)
                 .await?
             else {
                 continue;

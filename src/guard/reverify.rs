@@ -14,7 +14,7 @@ use crate::domain::Scope;
 use crate::domain::validate::TargetId;
 use crate::store::audit::{self, Entry};
 use crate::store::guard::{self, GUARD};
-use crate::upstream::{BankReferences, Listing, id_field};
+use crate::upstream::{Listing, id_field};
 
 /// Items per listing page.
 const PAGE: u32 = 500;
@@ -221,14 +221,10 @@ impl Guard {
         account: &Value,
         source: &str,
     ) -> anyhow::Result<i64> {
-        let Some(id) = valid_id(account, "id") else {
+        let Some(listed) = self.pseudonymise(account) else {
             return Ok(0);
         };
-        let mut refs = self.pseudonyms.subject_refs(Scope::Account, &id);
-        for (kind, value) in &BankReferences::of(account).0 {
-            refs.extend(self.pseudonyms.account_refs(kind, value));
-        }
-        let guards = guard::matching(tx, &refs).await?;
+        let guards = guard::matching(tx, &listed.refs).await?;
         let Some(g) = guards.first() else {
             return Ok(0);
         };
@@ -246,7 +242,7 @@ impl Guard {
             }
         }
         let Some(re_erasure) = self
-            .re_erase(tx, g.root_request_id, Scope::Account, &id)
+            .re_erase(tx, g.root_request_id, Scope::Account, &listed.id)
             .await?
         else {
             // Already being erased again.

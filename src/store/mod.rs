@@ -87,12 +87,12 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The migrations this build carries.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
 /// Applies the migrations.
 pub async fn migrate(db: &Db) -> anyhow::Result<()> {
-    sqlx::migrate!("./migrations")
-        .run(db)
-        .await
-        .context("applying migrations")?;
+    MIGRATOR.run(db).await.context("applying migrations")?;
     Ok(())
 }
 
@@ -112,7 +112,7 @@ pub async fn check_migrated(db: &Db) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let missing: Vec<String> = sqlx::migrate!("./migrations")
+    let missing: Vec<String> = MIGRATOR
         .iter()
         .filter(|m| !applied.contains(&m.version))
         .map(|m| format!("{} ({})", m.version, m.description))
