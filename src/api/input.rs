@@ -206,6 +206,11 @@ fn reason(message: &str) -> String {
     }
 }
 
+/// A UUID from a path segment (`{id}`), or 422 naming `id`.
+pub fn path_id(path: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(path).map_err(|_| ApiError::field("id", "must be a UUID"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,9 +230,4 @@ mod tests {
         assert!(!r.contains("jean"), "{r}");
         assert!(r.contains("expected one of"));
     }
-}
-
-/// A UUID from a path segment (`{id}`), or 422 naming `id`.
-pub fn path_id(path: &str) -> Result<uuid::Uuid, ApiError> {
-    uuid::Uuid::parse_str(path).map_err(|_| ApiError::field("id", "must be a UUID"))
 }
