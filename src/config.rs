@@ -277,6 +277,8 @@ pub struct UpstreamSettings {
     pub max_rps: f64,
     pub max_concurrency: usize,
     pub timeout: Duration,
+    /// How long a new process waits before its first upstream call (see `RateLimiter::new`).
+    pub quiet_start: Duration,
 }
 
 impl UpstreamArgs {
@@ -322,6 +324,7 @@ impl UpstreamArgs {
             max_rps: self.upstream_max_rps,
             max_concurrency: self.upstream_max_concurrency,
             timeout: Duration::from_secs_f64(self.upstream_timeout_secs.max(0.1)),
+            quiet_start: crate::upstream::RATE_WINDOW,
         })
     }
 }
@@ -580,6 +583,7 @@ mod tests {
             max_rps: 1.0,
             max_concurrency: 1,
             timeout: Duration::from_secs(1),
+            quiet_start: Duration::ZERO,
         };
         let shown = format!("{keys:?} {keys:#?} {settings:?} {settings:#?}");
         for secret in [

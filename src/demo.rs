@@ -97,6 +97,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             max_rps: 50.0,
             max_concurrency: 8,
             timeout: std::time::Duration::from_secs(10),
+            quiet_start: crate::upstream::RATE_WINDOW,
         }),
         engine: EngineSettings::default(),
         guard: Some(crate::guard::GuardSettings::default()),

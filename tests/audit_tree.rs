@@ -192,3 +192,34 @@ async fn a_checkpoint_comes_after_m_entries_without_waiting_n_seconds() {
     task.await.unwrap();
     db.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaves_sequenced_by_an_older_release_get_their_tree_nodes() {
+    let url = common::fresh_database().await;
+    let db = store::connect(&url, 4).await.unwrap();
+    let signer = Signer::new("test", &rand::random());
+    let audit = AuditLog::new(db.clone(), signer, "test/log");
+    append(&db, 37).await;
+    audit.sync(true).await.unwrap().unwrap();
+    // A process of the release before 0005 appended leaves without tree nodes during a rolling
+    // upgrade: here, the nodes above leaf 20 are removed (the owner disables the append-only
+    // triggers for the test only).
+    sqlx::raw_sql(
+        "alter table audit_tree disable trigger user; \
+         delete from audit_tree where ((idx + 1) << level) > 20; \
+         alter table audit_tree enable trigger user",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    append(&db, 3).await;
+    let cp = audit.sync(true).await.unwrap().unwrap();
+    let leaves = leaf_hashes(&db).await;
+    assert_eq!(cp.size, 40);
+    assert_eq!(cp.root, merkle::root(&leaves));
+    assert_eq!(nodes(&db, "audit_tree").await, expected_nodes(&leaves));
+    let proofs = log::inclusion_proofs(&db, &[25, 39], 40).await.unwrap();
+    assert_eq!(proofs[0], merkle::inclusion_proof(&leaves, 25));
+    assert_eq!(proofs[1], merkle::inclusion_proof(&leaves, 39));
+    db.close().await;
+}

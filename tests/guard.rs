@@ -745,7 +745,7 @@ async fn an_api_only_process_leaves_the_user_check_to_the_worker() {
         done["failure_reason"]
             .as_str()
             .unwrap()
-            .contains("erasure of the connection's user is open"),
+            .contains("an erasure of this connection's user is open"),
         "{done:#}"
     );
     worker.stop().await.unwrap();

@@ -79,22 +79,7 @@ pub async fn create(
         Ok(r) => Ok(HttpResponse::Accepted()
             .insert_header(("Location", format!("/v1/restorations/{}", r.id)))
             .json(r)),
-        Err(Refused::ErasureOpen(request)) => Err(ApiError::conflict(
-            "erasure_open",
-            format!(
-                "an erasure of this connection is open (request {request}); restore after it ends, or cancel it"
-            ),
-        )),
-        Err(Refused::ConnectionErased(request)) => Err(ApiError::conflict(
-            "connection_erased",
-            format!(
-                "this connection was erased (request {request}); an erased connection cannot come back"
-            ),
-        )),
-        Err(Refused::RestorationOpen(existing)) => Err(ApiError::conflict(
-            "restoration_open",
-            format!("a restoration of this connection is under way ({existing})"),
-        )),
+        Err(refused) => Err(ApiError::conflict(refused.code(), refused.message())),
     }
 }
 
@@ -129,22 +114,20 @@ async fn refused_for_the_user(
     let Some(upstream) = &state.upstream else {
         return Ok(None);
     };
+    let refusal = |r: Refused| ApiError::conflict(r.code(), r.message());
     let found = match upstream.connection(connection).await {
         Ok(Some(found)) => found,
         Ok(None) => {
             // Erased by this service: `create` names the erasure.
             let refs = state.pseudonyms.subject_refs(Scope::Connection, connection);
             let mut conn = state.db.acquire().await?;
-            if restorations::erasure_blocking(&mut conn, &refs)
+            if restorations::connection_refusal(&mut conn, &refs)
                 .await?
                 .is_some()
             {
                 return Ok(None);
             }
-            return Ok(Some(ApiError::conflict(
-                "connection_gone",
-                "this connection does not exist upstream (an erased connection cannot come back)",
-            )));
+            return Ok(Some(refusal(Refused::ConnectionGone)));
         }
         Err(_) => return Ok(None),
     };
@@ -153,21 +136,7 @@ async fn refused_for_the_user(
     };
     let refs = state.pseudonyms.subject_refs(Scope::User, &user);
     let mut conn = state.db.acquire().await?;
-    Ok(restorations::erasure_blocking(&mut conn, &refs)
+    Ok(restorations::user_refusal(&mut conn, &refs)
         .await?
-        .map(|(request, open)| {
-            if open {
-                ApiError::conflict(
-                    "user_erasure_open",
-                    format!("an erasure of this connection's user is open (request {request})"),
-                )
-            } else {
-                ApiError::conflict(
-                    "user_erased",
-                    format!(
-                        "this connection's user was erased (request {request}); it cannot come back"
-                    ),
-                )
-            }
-        }))
+        .map(refusal))
 }

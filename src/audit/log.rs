@@ -182,6 +182,7 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
         sqlx::query_scalar("select coalesce(max(leaf_index) + 1, 0) from audit_leaves")
             .fetch_one(&mut *tx)
             .await?;
+    complete_tree(&mut *tx, next as u64).await?;
     // The peaks of the tree so far: the only old nodes that new nodes can have as children.
     let peak_ids = tree::cover(0, next as u64);
     let mut peaks = fetch_nodes(&mut *tx, &peak_ids)
@@ -306,6 +307,44 @@ fn leaf_text(
 
 fn to_hash(bytes: &[u8]) -> anyhow::Result<Hash> {
     bytes.try_into().context("a stored hash is not 32 bytes")
+}
+
+/// Adds the tree nodes of leaves that have none: those a process of a release before the stored
+/// tree (migration 0005) sequenced while the migration ran or after it, during a rolling upgrade.
+/// The nodes are written in order, so the tree is whole for the leaves below twice the number of
+/// level-1 nodes, and a whole tree of `size` leaves leaves at most one leaf without a parent.
+async fn complete_tree(tx: &mut PgConnection, size: u64) -> anyhow::Result<()> {
+    let pairs: i64 =
+        sqlx::query_scalar("select coalesce(max(idx) + 1, 0) from audit_tree where level = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+    let whole = 2 * pairs as u64;
+    if size < whole + 2 {
+        return Ok(());
+    }
+    let leaves: Vec<Vec<u8>> = sqlx::query_scalar(
+        "select leaf_hash from audit_leaves where leaf_index >= $1 and leaf_index < $2 \
+         order by leaf_index",
+    )
+    .bind(whole as i64)
+    .bind(size as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    let hashes = leaves
+        .iter()
+        .map(|h| to_hash(h))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let peak_ids = tree::cover(0, whole);
+    let peaks = fetch_nodes(&mut *tx, &peak_ids)
+        .await?
+        .hashes(&ranges_of(&peak_ids))?;
+    extend_tree(tx, whole, &peaks, &hashes).await?;
+    tracing::info!(
+        from = whole,
+        to = size,
+        "audit tree completed for leaves sequenced without it (an older release)"
+    );
+    Ok(())
 }
 
 /// Writes the tree nodes that the leaves `hashes` (from index `size`) complete; returns the peaks

@@ -4,7 +4,7 @@ use chrono::Utc;
 
 use super::Guard;
 use crate::domain::Scope;
-use crate::store::restorations::{self, Claimed};
+use crate::store::restorations::{self, Claimed, Refused};
 use crate::upstream::{CallError, id_field};
 
 /// A claimed restoration is not offered to another worker for this long.
@@ -36,36 +36,18 @@ impl Guard {
         let connection = String::from_utf8(self.sealer.open(c.id, sealed)?)?;
         let mut conn = self.db.acquire().await?;
         let refs = self.pseudonyms.subject_refs(Scope::Connection, &connection);
-        if let Some((request, open)) = restorations::erasure_blocking(&mut conn, &refs).await? {
-            let why = if open {
-                format!("refused: an erasure of the connection is open (request {request})")
-            } else {
-                format!(
-                    "refused: the connection was erased (request {request}) and cannot come back"
-                )
-            };
-            return self.fail(&c, &why).await;
+        if let Some(refused) = restorations::connection_refusal(&mut conn, &refs).await? {
+            return self.refuse(&c, refused).await;
         }
         let found = match self.upstream.connection(&connection).await {
             Ok(Some(found)) => found,
-            Ok(None) => {
-                return self
-                    .fail(&c, "refused: the connection no longer exists upstream")
-                    .await;
-            }
+            Ok(None) => return self.refuse(&c, Refused::ConnectionGone).await,
             Err(e) => return self.later(&c, e).await,
         };
         if let Some(user) = id_field(&found, "user_id") {
             let refs = self.pseudonyms.subject_refs(Scope::User, &user);
-            if let Some((request, open)) = restorations::erasure_blocking(&mut conn, &refs).await? {
-                let why = if open {
-                    format!(
-                        "refused: an erasure of the connection's user is open (request {request})"
-                    )
-                } else {
-                    format!("refused: the connection's user was erased (request {request})")
-                };
-                return self.fail(&c, &why).await;
+            if let Some(refused) = restorations::user_refusal(&mut conn, &refs).await? {
+                return self.refuse(&c, refused).await;
             }
         }
         drop(conn);
@@ -101,6 +83,11 @@ impl Guard {
             }
             Err(e) => self.later(&c, e).await,
         }
+    }
+
+    async fn refuse(&self, c: &Claimed, refused: Refused) -> anyhow::Result<()> {
+        self.fail(c, &format!("refused: {}", refused.message()))
+            .await
     }
 
     async fn fail(&self, c: &Claimed, why: &str) -> anyhow::Result<()> {

@@ -54,7 +54,8 @@ const COLUMNS: &str = "id, state, connection_ref, reason, requested_by, created_
     channels_listed, accounts_new, accounts_present, accounts_missing, all_sync_followed, \
     guards_lifted";
 
-/// Why a restoration cannot be accepted.
+/// Why a connection may not come back: the one list of refusals, for the API's 409s and the
+/// worker's `failure_reason`.
 #[derive(Debug)]
 pub enum Refused {
     /// An erasure of the connection is open.
@@ -63,10 +64,82 @@ pub enum Refused {
     ConnectionErased(Uuid),
     /// A restoration of the connection is already under way.
     RestorationOpen(Uuid),
+    /// An erasure of the connection's user is open.
+    UserErasureOpen(Uuid),
+    /// The connection's user was erased.
+    UserErased(Uuid),
+    /// The upstream does not know the connection.
+    ConnectionGone,
 }
 
-/// What an erasure request says about a target, among `refs` (its pseudonyms).
-pub async fn erasure_blocking(
+impl Refused {
+    /// The API's error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refused::ErasureOpen(_) => "erasure_open",
+            Refused::ConnectionErased(_) => "connection_erased",
+            Refused::RestorationOpen(_) => "restoration_open",
+            Refused::UserErasureOpen(_) => "user_erasure_open",
+            Refused::UserErased(_) => "user_erased",
+            Refused::ConnectionGone => "connection_gone",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Refused::ErasureOpen(r) => format!(
+                "an erasure of this connection is open (request {r}); restore after it ends, or cancel it"
+            ),
+            Refused::ConnectionErased(r) => format!(
+                "this connection was erased (request {r}); an erased connection cannot come back"
+            ),
+            Refused::RestorationOpen(r) => {
+                format!("a restoration of this connection is under way ({r})")
+            }
+            Refused::UserErasureOpen(r) => {
+                format!("an erasure of this connection's user is open (request {r})")
+            }
+            Refused::UserErased(r) => {
+                format!("this connection's user was erased (request {r}); it cannot come back")
+            }
+            Refused::ConnectionGone => "this connection does not exist upstream \
+                 (an erased connection cannot come back)"
+                .into(),
+        }
+    }
+}
+
+/// The refusal an erasure of the connection (`refs`: its pseudonyms) gives, if any.
+pub async fn connection_refusal(
+    conn: &mut PgConnection,
+    refs: &[String],
+) -> sqlx::Result<Option<Refused>> {
+    Ok(erasure_of(conn, refs).await?.map(|(request, open)| {
+        if open {
+            Refused::ErasureOpen(request)
+        } else {
+            Refused::ConnectionErased(request)
+        }
+    }))
+}
+
+/// The refusal an erasure of the connection's user (`refs`: the user's pseudonyms) gives, if any.
+pub async fn user_refusal(
+    conn: &mut PgConnection,
+    refs: &[String],
+) -> sqlx::Result<Option<Refused>> {
+    Ok(erasure_of(conn, refs).await?.map(|(request, open)| {
+        if open {
+            Refused::UserErasureOpen(request)
+        } else {
+            Refused::UserErased(request)
+        }
+    }))
+}
+
+/// The open (first) or completed erasure request of a target, among `refs` (its pseudonyms), and
+/// whether it is open.
+async fn erasure_of(
     conn: &mut PgConnection,
     refs: &[String],
 ) -> sqlx::Result<Option<(Uuid, bool)>> {
@@ -92,12 +165,8 @@ pub async fn create(
     actor: &str,
 ) -> sqlx::Result<Result<Restoration, Refused>> {
     let mut tx = db.begin().await?;
-    if let Some((request, open)) = erasure_blocking(&mut tx, connection_refs).await? {
-        return Ok(Err(if open {
-            Refused::ErasureOpen(request)
-        } else {
-            Refused::ConnectionErased(request)
-        }));
+    if let Some(refused) = connection_refusal(&mut tx, connection_refs).await? {
+        return Ok(Err(refused));
     }
     let sql = format!(
         "insert into restorations (id, connection_ref, connection_sealed, reason, state, requested_by) \

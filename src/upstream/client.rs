@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, Semaphore};
 
-use super::politeness::{Breaker, RateLimiter};
+use super::politeness::{Breaker, PathGates, RateLimiter};
 use crate::config::UpstreamSettings;
 use crate::store::steps::CallRecord;
 
@@ -65,6 +65,7 @@ pub struct Upstream {
     /// Paths (with ids) the upstream answered with a `Retry-After`: no call to them before then,
     /// whichever step or task makes it.
     held: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    in_flight: PathGates,
 }
 
 impl Upstream {
@@ -82,10 +83,11 @@ impl Upstream {
             .build()?;
         Ok(Self {
             http,
-            limiter: RateLimiter::new(settings.max_rps),
+            limiter: RateLimiter::new(settings.max_rps, settings.quiet_start),
             slots: Semaphore::new(settings.max_concurrency),
             breaker: Breaker::new(),
             held: std::sync::Mutex::new(std::collections::HashMap::new()),
+            in_flight: PathGates::default(),
             settings,
             token: Mutex::new(None),
         })
@@ -186,14 +188,14 @@ impl Upstream {
         Ok(all)
     }
 
-    /// Sends one call (re-sending once with a fresh token after a 401). `Ok(Some(body))` on 2xx,
-    /// `Ok(None)` on 404. Records every HTTP exchange in `calls`.
     /// When a `Retry-After` given for this path ends, if it has not yet.
     fn held_until(&self, path: &str) -> Option<Instant> {
         let until = *self.held.lock().expect("held lock").get(path)?;
         (until > Instant::now()).then_some(until)
     }
 
+    /// Sends one call (re-sending once with a fresh token after a 401). `Ok(Some(body))` on 2xx,
+    /// `Ok(None)` on 404. Records every HTTP exchange in `calls`. One call per path is in flight.
     pub(super) async fn send(
         &self,
         method: Method,
@@ -208,6 +210,7 @@ impl Upstream {
             .unwrap_or(template)
             .replace("{id}", id);
         let url = format!("{}{}", self.settings.api_url, path);
+        let _turn = self.in_flight.enter(&path).await;
         let mut stale: Option<Arc<Token>> = None;
         for attempt in 0..2 {
             // A concurrency slot first, then the rate slot: calls that waited for a slot must not

@@ -7,7 +7,7 @@ mod client;
 mod politeness;
 
 pub use client::{CallError, Upstream};
-pub use politeness::{Admission, Breaker, RateLimiter};
+pub use politeness::{Admission, Breaker, RATE_WINDOW, RateLimiter};
 
 use serde_json::Value;
 

@@ -2,38 +2,102 @@
 //! while the upstream fails. (The concurrency cap is a semaphore in the client.)
 
 use crate::metrics::BreakerGauge;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Spaces calls at least `1 / rate` apart (a GCRA with a burst of one), so that no one-second
-/// window ever holds more than `rate` calls (plus the one at its edge).
+/// The window the rate cap counts calls in.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// How late a caller may wake (the timer's granularity) and still keep its planned slot.
+const SLACK: Duration = Duration::from_millis(1);
+
+/// Spaces calls at least `1 / rate` apart, so that no one-second window ever holds more than
+/// `rate` calls (plus the one at its edge, plus `rate * SLACK`). Callers take turns (first come,
+/// first served). A caller that wakes later than `SLACK` after its slot (a busy machine) moves the
+/// schedule: the next slot is counted from when it actually went, so late calls cannot bunch up
+/// with the ones after them.
 pub struct RateLimiter {
     interval: Duration,
-    next: Mutex<tokio::time::Instant>,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
 }
 
 impl RateLimiter {
-    pub fn new(per_second: f64) -> Self {
+    /// The first call leaves `quiet_start` after now. A process that replaces one that died (or
+    /// was restarted) cannot know how many calls the other made in its last second: waiting one
+    /// rate window keeps the two together within the cap.
+    pub fn new(per_second: f64, quiet_start: Duration) -> Self {
         Self {
             interval: Duration::from_secs_f64(1.0 / per_second.max(0.001)),
-            next: Mutex::new(tokio::time::Instant::now()),
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now() + quiet_start),
         }
     }
 
-    /// Waits for this caller's slot.
+    /// Waits for this caller's turn.
     pub async fn acquire(&self) {
-        let slot = {
-            let mut next = self.next.lock().expect("limiter lock");
-            let now = tokio::time::Instant::now();
-            let slot = (*next).max(now);
-            *next = slot + self.interval;
-            slot
-        };
-        let wait = slot.saturating_duration_since(tokio::time::Instant::now());
-        if !wait.is_zero() {
-            crate::metrics::global().limiter_wait(wait);
+        let queued = tokio::time::Instant::now();
+        let mut next = self.next.lock().await;
+        tokio::time::sleep_until(*next).await;
+        let went = tokio::time::Instant::now();
+        let late_limit = went.checked_sub(SLACK).unwrap_or(went);
+        *next = (*next).max(late_limit) + self.interval;
+        drop(next);
+        let waited = went - queued;
+        if waited >= Duration::from_micros(100) {
+            crate::metrics::global().limiter_wait(waited);
         }
-        tokio::time::sleep_until(slot).await;
+    }
+}
+
+/// One call in flight per path (with its ids): a call to a path waits until the previous one to
+/// it has been answered, so a `Retry-After` in that answer holds the next call. (Without it, calls
+/// sent while a 429 was on its way back would reach the upstream before the time it asked for.)
+#[derive(Default)]
+pub struct PathGates {
+    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// This caller's turn on a path, until dropped.
+pub struct PathTurn<'a> {
+    gates: &'a PathGates,
+    path: String,
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl PathGates {
+    pub async fn enter(&self, path: &str) -> PathTurn<'_> {
+        let gate = self
+            .gates
+            .lock()
+            .expect("gates lock")
+            .entry(path.to_string())
+            .or_default()
+            .clone();
+        let turn = gate.lock_owned().await;
+        PathTurn {
+            gates: self,
+            path: path.to_string(),
+            turn: Some(turn),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.gates.lock().expect("gates lock").len()
+    }
+}
+
+impl Drop for PathTurn<'_> {
+    fn drop(&mut self) {
+        let mut gates = self.gates.gates.lock().expect("gates lock");
+        drop(self.turn.take());
+        // Nobody holds or waits for the gate: forget the path.
+        if gates
+            .get(&self.path)
+            .is_some_and(|gate| Arc::strong_count(gate) == 1)
+        {
+            gates.remove(&self.path);
+        }
     }
 }
 
@@ -174,7 +238,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn limiter_spaces_calls() {
-        let limiter = RateLimiter::new(10.0);
+        let limiter = RateLimiter::new(10.0, Duration::ZERO);
         let start = tokio::time::Instant::now();
         for _ in 0..21 {
             limiter.acquire().await;
@@ -182,6 +246,52 @@ mod tests {
         let elapsed = start.elapsed();
         assert!(elapsed >= Duration::from_millis(2000), "{elapsed:?}");
         assert!(elapsed < Duration::from_millis(2100), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_caller_moves_the_schedule_instead_of_bunching_with_the_next() {
+        let limiter = RateLimiter::new(10.0, Duration::ZERO);
+        limiter.acquire().await;
+        // This caller's slot was 100 ms after the first; it comes 300 ms late.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let late = tokio::time::Instant::now();
+        limiter.acquire().await;
+        assert_eq!(late.elapsed(), Duration::ZERO);
+        limiter.acquire().await;
+        assert_eq!(late.elapsed(), Duration::from_millis(100) - SLACK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_limiter_waits_its_quiet_start_before_the_first_call() {
+        let start = tokio::time::Instant::now();
+        let limiter = RateLimiter::new(10.0, Duration::from_secs(1));
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(1100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_call_in_flight_per_path() {
+        let gates = Arc::new(PathGates::default());
+        let first = gates.enter("/connections/1").await;
+        let other = gates.enter("/connections/2").await;
+        let waiting = tokio::spawn({
+            let gates = gates.clone();
+            async move {
+                let _turn = gates.enter("/connections/1").await;
+                tokio::time::Instant::now()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let released = tokio::time::Instant::now();
+        drop(first);
+        assert!(
+            waiting.await.unwrap() >= released,
+            "entered before the first call ended"
+        );
+        drop(other);
+        assert_eq!(gates.len(), 0, "idle paths are forgotten");
     }
 
     #[test]
