@@ -6,15 +6,22 @@
 #
 #   bench/chaos.sh kill        # kill -9 of a random worker every 0.5-3 s, at least KILLS (20) times
 #   bench/chaos.sh pg-restart  # PostgreSQL restarted mid-run (pg_ctlcluster restart); the service
-#                              # reconnects by itself. Restarts the machine's cluster: other users
-#                              # of it see their connections dropped.
+#                              # reconnects by itself. Restarts the cluster PG_CLUSTER (main) of
+#                              # PGPORT: other users of it see their connections dropped (a cluster
+#                              # of its own: `pg_createcluster 15 chaos --port 5433 -- -A trust`,
+#                              # then PGPORT=5433 PG_CLUSTER=chaos).
 #   bench/chaos.sh faults      # upstream: 30% 5xx, 10% 429 + Retry-After, 5% hanging past the time-out
 #   bench/chaos.sh outage      # upstream down for DOWN_SECS (120) seconds, then back
 #   bench/chaos.sh sigterm     # SIGTERM of every worker with a full queue, then a restart
+#   bench/chaos.sh upgrade     # OLD_BIN (a build of the previous release) migrates and serves;
+#                              # mid-run ERASURE_BIN's `migrate` runs while the old processes
+#                              # serve, the old API takes the second half of the batches, then
+#                              # each old worker is replaced by a new one (a rolling upgrade)
 #   bench/chaos.sh all         # each of the above in turn (fresh database and simulator each)
 #
 # Settings: N (10000), WORKERS (2), MAX_RPS per worker (200), CONCURRENCY per worker (16),
-# KILLS (20), DOWN_SECS (120), SETTLE_SECS (1800: give up waiting after this), ERASURE_BIN.
+# KILLS (20), DOWN_SECS (120), SETTLE_SECS (1800: give up waiting after this), ERASURE_BIN,
+# PGPORT and PG_CLUSTER (main), OLD_BIN (upgrade only).
 # Exit status 0 only when every check of every scenario run holds.
 source "$(dirname "$0")/lib.sh"
 
@@ -25,6 +32,7 @@ CONCURRENCY=${CONCURRENCY:-16}
 KILLS=${KILLS:-20}
 DOWN_SECS=${DOWN_SECS:-120}
 SETTLE_SECS=${SETTLE_SECS:-1800}
+PG_CLUSTER=${PG_CLUSTER:-main}
 TIMEOUT_SECS=2
 
 require_tools psql curl jq python3 openssl pg_ctlcluster
@@ -65,6 +73,12 @@ settle() {
 
 run_scenario() {
     local scenario=$1
+    local new_bin=$ERASURE_BIN
+    if [[ $scenario == upgrade ]]; then
+        [[ -x ${OLD_BIN:-} ]] || die "upgrade needs OLD_BIN, an erasure binary of the previous release"
+        ERASURE_BIN=$OLD_BIN
+        export SIM_BIN=$new_bin # the simulator is the harness, not the release under test
+    fi
     BENCH_OUT=$(mktemp -d "/tmp/erasure-chaos-$scenario.XXXXXX")
     bench_init "chaos_${scenario//-/_}"
     export ERASURE_UPSTREAM_MAX_RPS=$MAX_RPS ERASURE_UPSTREAM_MAX_CONCURRENCY=$CONCURRENCY
@@ -81,8 +95,10 @@ run_scenario() {
     auditor=$(make_key auditor)
     "$ERASURE_BIN" audit public-key >"$BENCH_OUT/audit.vkey" 2>>"$BENCH_OUT/keys.log"
     batch_files "$BENCH_OUT/accounts" "$BENCH_OUT/batches" json account
-    local f accepted=0
+    local f accepted=0 n=0 later=()
     for f in "$BENCH_OUT"/batches/batch-*; do
+        # upgrade: every other batch waits for the new schema
+        if [[ $scenario == upgrade ]] && ((n++ % 2 == 1)); then later+=("$f") && continue; fi
         read -r created _ < <(post_batch "$f" "$key")
         accepted=$((accepted + created))
     done
@@ -109,7 +125,7 @@ run_scenario() {
         start_workers
         while (($(q "select count(*) from erasure_requests where state = 'completed'") < accepted / 3)); do sleep 0.5; done
         log "restarting PostgreSQL"
-        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main restart
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" "$PG_CLUSTER" restart
         KILL_COUNT=1
         ;;
     faults)
@@ -139,8 +155,30 @@ run_scenario() {
         KILL_COUNT=$WORKERS
         start_workers
         ;;
+    upgrade)
+        start_workers
+        while (($(q "select count(*) from erasure_requests where state = 'completed'") < accepted / 2)); do sleep 0.5; done
+        local t0 i
+        t0=$(now)
+        "$new_bin" migrate 2>>"$BENCH_OUT/migrate.log"
+        log "new migrations applied in $(fmt "$(now) - $t0" 2)s while $OLD_BIN served"
+        for f in "${later[@]}"; do
+            read -r created _ < <(post_batch "$f" "$key")
+            accepted=$((accepted + created))
+        done
+        log "$accepted erasures accepted in all (the old API took the rest after the migration)"
+        ERASURE_BIN=$new_bin
+        for ((i = 0; i < WORKERS; i++)); do
+            stop_pid "${WPID[$i]}"
+            start_worker_n "$i"
+            KILL_COUNT=$((KILL_COUNT + 1))
+            sleep 2
+        done
+        log "workers replaced by $new_bin"
+        ;;
     *) die "unknown scenario $scenario" ;;
     esac
+    ERASURE_BIN=$new_bin
     settle
     sleep 3 # a last checkpoint
     local check=0

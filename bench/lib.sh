@@ -5,6 +5,7 @@
 #
 # Settings (environment):
 #   ERASURE_BIN   the binary (default: target/release/erasure of this checkout)
+#   SIM_BIN       the binary whose `sim` runs the simulator (default: ERASURE_BIN)
 #   PGHOST PGPORT PGUSER   PostgreSQL (default 127.0.0.1 5432 postgres)
 #   KEEP_DB=1     keep the database after the run (its name is printed)
 #   BENCH_LOG     RUST_LOG of the service processes (default: info, as in production)
@@ -105,7 +106,7 @@ wait_http() { # URL [seconds]
 # start_sim [erasure sim flags...]: sets SIM_URL, SIM_PID; exports the upstream URLs.
 start_sim() {
     local port; port=$(free_port)
-    "$ERASURE_BIN" sim --bind "127.0.0.1:$port" --users 0 "$@" \
+    "${SIM_BIN:-$ERASURE_BIN}" sim --bind "127.0.0.1:$port" --users 0 "$@" \
         >"$BENCH_OUT/sim.$port.out" 2>"$BENCH_OUT/sim.$port.log" &
     SIM_PID=$!
     _BENCH_PIDS+=("$SIM_PID")
