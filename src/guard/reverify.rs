@@ -4,6 +4,7 @@
 //! checks every erasure, not a sample. A target found again is an alert: an error log line, an
 //! audit entry, a failed run, and a new erasure linked to the original.
 
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
@@ -12,6 +13,7 @@ use uuid::Uuid;
 use super::Guard;
 use crate::domain::Scope;
 use crate::domain::validate::TargetId;
+use crate::store;
 use crate::store::audit::{self, Entry};
 use crate::store::guard::{self, GUARD};
 use crate::upstream::{Listing, id_field};
@@ -127,6 +129,7 @@ impl Guard {
             if shutdown.is_cancelled() {
                 anyhow::bail!("stopped by shutdown");
             }
+            let listed_at = store::db_now(&self.db).await?;
             let items = self
                 .upstream
                 .list_page(Listing::Connections, page, PAGE)
@@ -138,11 +141,11 @@ impl Guard {
                     continue;
                 };
                 run.found += self
-                    .found_again(&mut tx, Scope::Connection, &connection, &source)
+                    .found_again(&mut tx, Scope::Connection, &connection, listed_at, &source)
                     .await?;
                 if let Some(user) = valid_id(item, "user_id") {
                     run.found += self
-                        .found_again(&mut tx, Scope::User, &user, &source)
+                        .found_again(&mut tx, Scope::User, &user, listed_at, &source)
                         .await?;
                 }
             }
@@ -155,6 +158,7 @@ impl Guard {
             if shutdown.is_cancelled() {
                 anyhow::bail!("stopped by shutdown");
             }
+            let listed_at = store::db_now(&self.db).await?;
             let items = self
                 .upstream
                 .list_page(Listing::Accounts, page, PAGE)
@@ -162,7 +166,9 @@ impl Guard {
             run.accounts += items.len() as i64;
             let mut tx = self.db.begin().await?;
             for item in &items {
-                run.found += self.account_found_again(&mut tx, item, &source).await?;
+                run.found += self
+                    .account_found_again(&mut tx, item, listed_at, &source)
+                    .await?;
             }
             tx.commit().await?;
             if (items.len() as u32) < PAGE {
@@ -172,20 +178,24 @@ impl Guard {
         Ok(())
     }
 
-    /// A user or connection listed upstream whose erasure completed: 1 when found.
+    /// A user or connection listed upstream (the listing asked for at `listed_at`, by the
+    /// database's clock) whose erasure completed before: 1 when found. An erasure that completed
+    /// after the listing was asked for may have deleted the target after the upstream answered.
     async fn found_again(
         &self,
         tx: &mut PgConnection,
         scope: Scope,
         id: &str,
+        listed_at: DateTime<Utc>,
         source: &str,
     ) -> anyhow::Result<i64> {
         let refs = self.pseudonyms.subject_refs(scope, id);
         let erased: Option<(Uuid, String)> = sqlx::query_as(
             "select id, subject_ref from erasure_requests where subject_ref = any($1) \
-             and state = 'completed' order by completed_at limit 1",
+             and state = 'completed' and completed_at < $2 order by completed_at limit 1",
         )
         .bind(&refs)
+        .bind(listed_at)
         .fetch_optional(&mut *tx)
         .await?;
         let Some((original, subject_ref)) = erased else {
@@ -213,12 +223,15 @@ impl Guard {
         Ok(1)
     }
 
-    /// An account listed upstream that the guard recognises as erased: 1 when found. Accounts of
-    /// a connection being restored on purpose are left to the restoration.
+    /// An account listed upstream (asked for at `listed_at`) that the guard recognises as erased
+    /// before: 1 when found. A guard armed after the listing was asked for may belong to a
+    /// deletion the listing did not see yet, so it is left for the next run. Accounts of a
+    /// connection being restored on purpose are left to the restoration.
     async fn account_found_again(
         &self,
         tx: &mut PgConnection,
         account: &Value,
+        listed_at: DateTime<Utc>,
         source: &str,
     ) -> anyhow::Result<i64> {
         let Some(listed) = self.pseudonymise(account) else {
@@ -228,6 +241,9 @@ impl Guard {
         let Some(g) = guards.first() else {
             return Ok(0);
         };
+        if guards.iter().any(|g| g.armed_at >= listed_at) {
+            return Ok(0);
+        }
         if let Some(connection) = valid_id(account, "connection_id") {
             let connection_refs = self.pseudonyms.subject_refs(Scope::Connection, &connection);
             let restoring: bool = sqlx::query_scalar(

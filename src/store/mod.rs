@@ -126,6 +126,13 @@ pub async fn check_migrated(db: &Db) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The database's clock: what times written by `now()` compare with.
+pub async fn db_now(db: &Db) -> sqlx::Result<chrono::DateTime<chrono::Utc>> {
+    sqlx::query_scalar("select clock_timestamp()")
+        .fetch_one(db)
+        .await
+}
+
 /// True when the error is a violation of the named constraint.
 pub fn violates(e: &sqlx::Error, constraint: &str) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.constraint() == Some(constraint))
