@@ -373,7 +373,8 @@ fn classify(status: StatusCode, headers: &reqwest::header::HeaderMap, what: &str
             ),
         };
     }
-    if code == 409 || code == 429 || status.is_server_error() {
+    // 408: the upstream gave up waiting for our request (it was not acted on): send it again.
+    if code == 408 || code == 409 || code == 429 || status.is_server_error() {
         CallError::Transient {
             reason: format!("{what} answered {code}"),
             retry_after: retry_after(headers),
@@ -458,6 +459,19 @@ mod tests {
         h.insert(CONTENT_TYPE, HeaderValue::from_static("text/x<script>"));
         let e = not_json(&h).unwrap().to_string();
         assert!(!e.contains("script"), "{e}");
+    }
+
+    #[test]
+    fn time_outs_conflicts_throttling_and_server_errors_are_tried_again() {
+        let h = HeaderMap::new();
+        for code in [408, 409, 429, 500, 502, 503, 504] {
+            let e = classify(StatusCode::from_u16(code).unwrap(), &h, "upstream");
+            assert!(matches!(e, CallError::Transient { .. }), "{code}: {e}");
+        }
+        for code in [400, 401, 403, 410, 422, 301] {
+            let e = classify(StatusCode::from_u16(code).unwrap(), &h, "upstream");
+            assert!(matches!(e, CallError::Permanent { .. }), "{code}: {e}");
+        }
     }
 
     #[test]
