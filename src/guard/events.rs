@@ -91,8 +91,15 @@ impl Guard {
             .map(Vec::as_slice)
             .unwrap_or_default();
         let created_at = event.get("creation_date").and_then(Value::as_i64);
+        let pseudonymised: Vec<_> = accounts.iter().map(|a| self.pseudonymise(a)).collect();
+        let lists: Vec<&[String]> = pseudonymised
+            .iter()
+            .map(|l| l.as_ref().map_or(&[][..], |l| &l.refs[..]))
+            .collect();
+        let mut matches = guard::matching(tx, &lists).await?.into_iter();
         let mut counts = Listed::default();
-        for account in accounts {
+        for (account, listed) in accounts.iter().zip(&pseudonymised) {
+            let guards = matches.next().unwrap_or_default();
             let status = match account.get("status").and_then(Value::as_str) {
                 Some("NEW") => {
                     counts.new += 1;
@@ -108,10 +115,9 @@ impl Guard {
                 }
                 _ => "OTHER",
             };
-            let Some(listed) = self.pseudonymise(account) else {
+            let Some(listed) = listed else {
                 continue;
             };
-            let guards = guard::matching(tx, &listed.refs).await?;
             if guards.is_empty() {
                 continue;
             }

@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::Guard;
+use super::{Guard, ListedAccount};
 use crate::domain::Scope;
 use crate::domain::validate::TargetId;
 use crate::store;
@@ -164,10 +164,19 @@ impl Guard {
                 .list_page(Listing::Accounts, page, PAGE)
                 .await?;
             run.accounts += items.len() as i64;
+            let pseudonymised: Vec<_> = items.iter().map(|a| self.pseudonymise(a)).collect();
+            let lists: Vec<&[String]> = pseudonymised
+                .iter()
+                .map(|l| l.as_ref().map_or(&[][..], |l| &l.refs[..]))
+                .collect();
             let mut tx = self.db.begin().await?;
-            for item in &items {
+            let matches = guard::matching(&mut tx, &lists).await?;
+            for ((item, listed), guards) in items.iter().zip(&pseudonymised).zip(matches) {
+                let Some(listed) = listed else {
+                    continue;
+                };
                 run.found += self
-                    .account_found_again(&mut tx, item, listed_at, &source)
+                    .account_found_again(&mut tx, item, listed, &guards, listed_at, &source)
                     .await?;
             }
             tx.commit().await?;
@@ -231,13 +240,11 @@ impl Guard {
         &self,
         tx: &mut PgConnection,
         account: &Value,
+        listed: &ListedAccount,
+        guards: &[guard::Guarded],
         listed_at: DateTime<Utc>,
         source: &str,
     ) -> anyhow::Result<i64> {
-        let Some(listed) = self.pseudonymise(account) else {
-            return Ok(0);
-        };
-        let guards = guard::matching(tx, &listed.refs).await?;
         let Some(g) = guards.first() else {
             return Ok(0);
         };

@@ -48,15 +48,43 @@ pub struct Guarded {
     pub armed_at: DateTime<Utc>,
 }
 
-/// The armed guards any of `refs` matches, most recently armed first.
-pub async fn matching(conn: &mut PgConnection, refs: &[String]) -> sqlx::Result<Vec<Guarded>> {
-    sqlx::query_as(
-        "select id, request_id, root_request_id, connection_ref, refs, armed_at \
-         from erased_accounts where lifted_at is null and refs && $1 order by armed_at desc, id desc",
+/// For each list of pseudonyms (one listed account each), the armed guards any of them matches,
+/// most recently armed first: one query for a whole page of listed accounts.
+pub async fn matching(
+    conn: &mut PgConnection,
+    lists: &[&[String]],
+) -> sqlx::Result<Vec<Vec<Guarded>>> {
+    let (refs, owners): (Vec<&str>, Vec<i32>) = lists
+        .iter()
+        .enumerate()
+        .flat_map(|(n, refs)| refs.iter().map(move |r| (r.as_str(), n as i32)))
+        .unzip();
+    let rows: Vec<(i32, Guarded)> = sqlx::query_as::<_, MatchRow>(
+        "select distinct on (l.n, e.armed_at, e.id) l.n, e.id, e.request_id, e.root_request_id, \
+             e.connection_ref, e.refs, e.armed_at \
+         from unnest($1::text[], $2::int4[]) as l(ref, n) \
+         join erased_accounts e on e.lifted_at is null and e.refs @> array[l.ref] \
+         order by l.n, e.armed_at desc, e.id desc",
     )
-    .bind(refs)
+    .bind(&refs)
+    .bind(&owners)
     .fetch_all(conn)
-    .await
+    .await?
+    .into_iter()
+    .map(|m| (m.n, m.guard))
+    .collect();
+    let mut out: Vec<Vec<Guarded>> = (0..lists.len()).map(|_| Vec::new()).collect();
+    for (n, guard) in rows {
+        out[n as usize].push(guard);
+    }
+    Ok(out)
+}
+
+#[derive(sqlx::FromRow)]
+struct MatchRow {
+    n: i32,
+    #[sqlx(flatten)]
+    guard: Guarded,
 }
 
 /// The id of the last upstream event that took effect.
