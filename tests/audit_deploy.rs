@@ -46,11 +46,7 @@ async fn restart(app: &mut TestApp, database_url: String, keys: Keys) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_application_role_may_append_to_the_audit_log_but_not_change_it() {
-    let mut app = TestApp::spawn(Options {
-        worker: false,
-        ..Options::default()
-    })
-    .await;
+    let mut app = TestApp::spawn(Options::no_worker()).await;
     let role = format!("erasure_t_app_{}", std::process::id());
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "drop role if exists {role}; create role {role} login in role erasure_app"
@@ -235,11 +231,7 @@ async fn after_a_key_rotation_requests_recorded_under_the_old_key_are_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_key_rotation_batches_report_requests_open_under_the_old_key_as_duplicates() {
-    let mut app = TestApp::spawn(Options {
-        worker: false,
-        ..Options::default()
-    })
-    .await;
+    let mut app = TestApp::spawn(Options::no_worker()).await;
     // Open under key version 1 (no worker: they stay queued).
     let open_user = app.submit("user", "7001").await;
     let open_account = app.submit("account", "7002").await;
