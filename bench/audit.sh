@@ -115,6 +115,14 @@ PY
 )
     figure "audit_receipt_p50$suffix" "$p50" ms "GET receipt ($ERASURE_BIN), $RECEIPTS sequential curls at $size entries ($entries entries in the receipt); load average before $load"
     figure "audit_receipt_p95$suffix" "$p95" ms "worst $worst ms"
+    # The same requests as the service timed them (its `http request` log lines), without curl.
+    read -r p50 p95 worst < <(sed 's/\x1b\[[0-9;]*m//g' "$BENCH_OUT/api.${API_URL##*:}.log" |
+        grep 'route=/v1/erasure-requests/{id}/receipt' | tail -n "$RECEIPTS" |
+        sed -n 's/.*duration_ms=\([0-9.]*\).*/\1/p' | python3 -c '
+import sys
+t = sorted(float(l) for l in sys.stdin)
+print(f"{t[len(t) // 2]:.2f} {t[int(len(t) * 0.95)]:.2f} {t[-1]:.2f}")')
+    figure "audit_receipt_server_p50$suffix" "$p50" ms "in the service (its log's duration_ms); p95 $p95 ms, worst $worst ms"
 }
 
 bench_receipt() {
