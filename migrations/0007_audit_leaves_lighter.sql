@@ -11,3 +11,8 @@ drop index if exists audit_leaves_subject;
 -- leaf's entry_id from the entry it read in the same transaction, entries can never be deleted
 -- (trigger and privileges), and entry_id stays unique (one leaf per entry).
 alter table audit_leaves drop constraint if exists audit_leaves_entry_id_fkey;
+--
+-- Both statements only change the catalog (no rewrite, no scan), but they take exclusive locks
+-- on audit_leaves and (for the foreign key's triggers) audit_entries: the migration waits for
+-- transactions using them and holds new ones back until it commits (milliseconds once it has
+-- the locks).
