@@ -13,12 +13,15 @@
 #   bench/audit.sh                                  # APPEND_N=1000000 RECEIPT_N=10000000 RECEIPTS=200
 #   APPEND_N=100000 RECEIPT_N=1000000 bench/audit.sh   # quick
 #   ONLY=append|receipt bench/audit.sh
+#   COMPARE_BIN=path/to/older/erasure ONLY=receipt bench/audit.sh   # also time that build's receipt
+#                                                                   # on the same filled log
 source "$(dirname "$0")/lib.sh"
 
 APPEND_N=${APPEND_N:-1000000}
 RECEIPT_N=${RECEIPT_N:-10000000}
 RECEIPTS=${RECEIPTS:-200}
 ONLY=${ONLY:-}
+COMPARE_BIN=${COMPARE_BIN:-}
 
 require_tools psql curl jq python3 openssl /usr/bin/time
 bench_init audit
@@ -94,11 +97,48 @@ verify_export() {
     figure "audit_verify_rate_$n" "$(fmt "$n / ($t1 - $t0)")" entries/s "erasure audit verify --export, $n entries in $(fmt "$t1 - $t0" 2) s, max RSS $((rss / 1024)) MiB"
 }
 
+# time_receipts ID KEY SIZE ENTRIES SUFFIX: RECEIPTS sequential GETs of the receipt (after one to
+# warm up), as seen by curl (HTTP on localhost included); figures p50, p95 and worst.
+time_receipts() {
+    local id=$1 key=$2 size=$3 entries=$4 suffix=$5 p50 p95 worst load
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    curl -fsS -o /dev/null "$API_URL/v1/erasure-requests/$id/receipt" -H "authorization: Bearer $key" # warm
+    for _ in $(seq 1 "$RECEIPTS"); do
+        curl -fsS -o /dev/null -w '%{time_total}\n' "$API_URL/v1/erasure-requests/$id/receipt" \
+            -H "authorization: Bearer $key"
+    done >"$BENCH_OUT/receipt-times$suffix.txt"
+    read -r p50 p95 worst < <(python3 - "$BENCH_OUT/receipt-times$suffix.txt" <<'PY'
+import sys
+t = sorted(float(l) * 1000 for l in open(sys.argv[1]))
+print(f"{t[len(t) // 2]:.2f} {t[int(len(t) * 0.95)]:.2f} {t[-1]:.2f}")
+PY
+)
+    figure "audit_receipt_p50$suffix" "$p50" ms "GET receipt ($ERASURE_BIN), $RECEIPTS sequential curls at $size entries ($entries entries in the receipt); load average before $load"
+    figure "audit_receipt_p95$suffix" "$p95" ms "worst $worst ms"
+    # The same requests as the service timed them (its `http request` log lines), without curl.
+    read -r p50 p95 worst < <(sed 's/\x1b\[[0-9;]*m//g' "$BENCH_OUT/api.${API_URL##*:}.log" |
+        grep 'route=/v1/erasure-requests/{id}/receipt' | tail -n "$RECEIPTS" |
+        sed -n 's/.*duration_ms=\([0-9.]*\).*/\1/p' | python3 -c '
+import sys
+t = sorted(float(l) for l in sys.stdin)
+print(f"{t[len(t) // 2]:.2f} {t[int(len(t) * 0.95)]:.2f} {t[-1]:.2f}")')
+    figure "audit_receipt_server_p50$suffix" "$p50" ms "in the service (its log's duration_ms); p95 $p95 ms, worst $worst ms"
+}
+
 bench_receipt() {
     fresh_db receipt
     local t0 t1
     log "filling the log with $RECEIPT_N entries by SQL"
     t0=$(now)
+    # As pg_restore does: the secondary indexes of the two big tables are dropped for the bulk
+    # load and built afterwards (one sort each instead of 10 million random inserts).
+    local indexes
+    indexes=$(q "select pg_get_indexdef(i.indexrelid) || ';' from pg_index i
+                 where i.indrelid in ('audit_entries'::regclass, 'audit_leaves'::regclass)
+                   and not exists (select from pg_constraint where conindid = i.indexrelid)")
+    q "select 'drop index ' || string_agg(i.indexrelid::regclass::text, ', ') from pg_index i
+       where i.indrelid in ('audit_entries'::regclass, 'audit_leaves'::regclass)
+         and not exists (select from pg_constraint where conindid = i.indexrelid)" | psql -XAtq -v ON_ERROR_STOP=1 -d "$BENCH_DB"
     fill_entries "$RECEIPT_N"
     # Leaves as the sequencer would write them, hashed by PostgreSQL (leaf = H(0x00 || text)).
     q "insert into audit_leaves (leaf_index, entry_id, request_id, subject_ref, at, leaf, leaf_hash)
@@ -108,9 +148,13 @@ bench_receipt() {
                                        'subject_ref', subject_ref, 'actor', actor, 'event', event,
                                        'data', data, 'nonce', encode(nonce, 'hex'))::text as leaf
              from audit_entries) e"
+    t1=$(now)
+    log "entries and leaves in $(fmt "$t1 - $t0") s; building their indexes"
+    t0=$(now)
+    psql -XAtq -v ON_ERROR_STOP=1 -d "$BENCH_DB" <<<"$indexes"
     q "update audit_sequencer set horizon = pg_snapshot_xmax(pg_current_snapshot())"
     t1=$(now)
-    log "entries and leaves in $(fmt "$t1 - $t0") s; building the tree with the migration's backfill"
+    log "indexes in $(fmt "$t1 - $t0") s; building the tree with the migration's backfill"
     t0=$(now)
     sed -n '/^do \$\$/,$p' "$ROOT/migrations/0005_audit_tree.sql" | psql -XAtq -v ON_ERROR_STOP=1 -d "$BENCH_DB"
     t1=$(now)
@@ -146,20 +190,20 @@ bench_receipt() {
         >"$BENCH_OUT/verify-receipt.out" 2>&1 || die "the receipt does not verify: $(cat "$BENCH_OUT/verify-receipt.out")"
     log "receipt of $entries entries at tree size $size verifies offline"
 
-    curl -fsS -o /dev/null -w '%{time_total}\n' "$API_URL/v1/erasure-requests/$id/receipt" \
-        -H "authorization: Bearer $auditor" >/dev/null # warm
-    for _ in $(seq 1 "$RECEIPTS"); do
-        curl -fsS -o /dev/null -w '%{time_total}\n' "$API_URL/v1/erasure-requests/$id/receipt" \
-            -H "authorization: Bearer $auditor"
-    done >"$BENCH_OUT/receipt-times.txt"
-    read -r p50 p95 worst < <(python3 - "$BENCH_OUT/receipt-times.txt" <<'PY'
-import sys
-t = sorted(float(l) * 1000 for l in open(sys.argv[1]))
-print(f"{t[len(t) // 2]:.2f} {t[int(len(t) * 0.95)]:.2f} {t[-1]:.2f}")
-PY
-)
-    figure audit_receipt_p50 "$p50" ms "GET receipt, $RECEIPTS sequential curls at $size entries ($entries entries in the receipt)"
-    figure audit_receipt_p95 "$p95" ms "worst $worst ms"
+    # Timed on an API without the workers (the erasure is done), the same for COMPARE_BIN.
+    stop_pid "$API_PID"
+    start_api --no-worker
+    time_receipts "$id" "$auditor" "$size" "$entries" ""
+    if [[ -n $COMPARE_BIN ]]; then
+        # The same receipt from another build on the same log (an older build serves the newer
+        # schema: migrations are forward-compatible).
+        stop_pid "$API_PID"
+        local own=$ERASURE_BIN
+        ERASURE_BIN=$COMPARE_BIN
+        start_api --no-worker
+        time_receipts "$id" "$auditor" "$size" "$entries" "_compare"
+        ERASURE_BIN=$own
+    fi
     figure audit_receipt_proof_hashes "$hashes" hashes "per entry, ceil(log2($size)) = $(python3 -c "import math; print(math.ceil(math.log2($size)))"); receipt $(wc -c <"$BENCH_OUT/receipt.json") bytes"
     local cons
     cons=$(curl -fsS -o /dev/null -w '%{time_total}' "$API_URL/v1/audit/consistency?from=$((size / 3))" -H "authorization: Bearer $auditor")

@@ -46,11 +46,7 @@ async fn restart(app: &mut TestApp, database_url: String, keys: Keys) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_application_role_may_append_to_the_audit_log_but_not_change_it() {
-    let mut app = TestApp::spawn(Options {
-        worker: false,
-        ..Options::default()
-    })
-    .await;
+    let mut app = TestApp::spawn(Options::no_worker()).await;
     let role = format!("erasure_t_app_{}", std::process::id());
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "drop role if exists {role}; create role {role} login in role erasure_app"
@@ -230,5 +226,90 @@ async fn after_a_key_rotation_requests_recorded_under_the_old_key_are_found() {
         )
         .await;
     assert_eq!(lost["erased"], false, "{lost}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_key_rotation_batches_report_requests_open_under_the_old_key_as_duplicates() {
+    let mut app = TestApp::spawn(Options::no_worker()).await;
+    // Open under key version 1 (no worker: they stay queued).
+    let open_user = app.submit("user", "7001").await;
+    let open_account = app.submit("account", "7002").await;
+
+    let rotated = Keys {
+        pseudonym: Key32::random(),
+        pseudonym_version: 2,
+        pseudonym_old: vec![(1, app.keys.pseudonym.clone())],
+        ..app.keys.clone()
+    };
+    let url = app.db_url.clone();
+    restart(&mut app, url, rotated).await;
+
+    let (status, r) = app
+        .post(
+            "/v1/erasure-requests/batch",
+            &app.requester,
+            json!([
+                {"scope": "user", "target_id": "7001"},     // 0 open under k1
+                {"scope": "user", "target_id": "7003"},     // 1 new
+                {"scope": "account", "target_id": " 7002 "}, // 2 open under k1
+                {"scope": "user", "target_id": "7001"},     // 3 open under k1 again
+                {"scope": "connection", "target_id": "7001"} // 4 another scope: new
+            ]),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let items = r["items"].as_array().unwrap();
+    let got: Vec<(&str, &str)> = items
+        .iter()
+        .map(|i| (i["status"].as_str().unwrap(), i["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(got[0], ("duplicate", open_user.as_str()), "{r}");
+    assert_eq!(got[1].0, "created", "{r}");
+    assert_eq!(got[2], ("duplicate", open_account.as_str()), "{r}");
+    assert_eq!(got[3], ("duplicate", open_user.as_str()), "{r}");
+    assert_eq!(got[4].0, "created", "{r}");
+    assert_eq!(
+        (&r["created"], &r["duplicates"], &r["invalid"]),
+        (&json!(2), &json!(3), &json!(0)),
+        "{r}"
+    );
+
+    let csv = app
+        .http
+        .post(app.url("/v1/erasure-requests/batch"))
+        .bearer_auth(&app.requester)
+        .header("content-type", "text/csv")
+        .body("scope,target_id\nuser,7001\nuser,7005\naccount,7002\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.status().as_u16(), 200);
+    let csv: Value = csv.json().await.unwrap();
+    let got: Vec<(u64, &str, &str)> = csv["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["line"].as_u64().unwrap(),
+                i["status"].as_str().unwrap(),
+                i["id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got[0], (2, "duplicate", open_user.as_str()), "{csv}");
+    assert_eq!((got[1].0, got[1].1), (3, "created"), "{csv}");
+    assert_eq!(got[2], (4, "duplicate", open_account.as_str()), "{csv}");
+
+    // Nothing was inserted for the duplicates: one open request per target, across versions.
+    let by_version: Vec<(String, i64)> = sqlx::query_as(
+        "select left(subject_ref, 3), count(*) from erasure_requests \
+         where state = 'queued' group by 1 order by 1",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(by_version, [("k1:".to_string(), 2), ("k2:".to_string(), 3)]);
     app.stop().await;
 }

@@ -16,8 +16,7 @@ use super::input;
 use crate::audit::log;
 use crate::audit::receipt::{self as receipts, NoReceipt};
 use crate::audit::report::{self as page, Report};
-use crate::domain::{Role, State};
-use crate::store::requests;
+use crate::domain::Role;
 
 const AUDITORS: &[Role] = &[Role::Auditor];
 
@@ -180,20 +179,16 @@ pub async fn receipt(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(AUDITORS)?;
     let id = input::path_id(&path)?;
-    let request = requests::get(&state.db, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("erasure request"))?;
-    if request.state != State::Completed {
-        return Err(ApiError::conflict(
+    match receipts::build(&state.db, &state.audit, id).await {
+        Ok(body) => Ok(HttpResponse::Ok().json(body)),
+        Err(NoReceipt::NotFound) => Err(ApiError::not_found("erasure request")),
+        Err(NoReceipt::NotCompleted(now)) => Err(ApiError::conflict(
             "receipt_not_available",
             format!(
                 "the request is {}; a receipt proves a completed erasure",
-                request.state.as_str()
+                now.as_str()
             ),
-        ));
-    }
-    match receipts::build(&state.db, &state.audit, id, &request.subject_ref).await {
-        Ok(body) => Ok(HttpResponse::Ok().json(body)),
+        )),
         Err(NoReceipt::NotSealed) => Err(ApiError::client(
             StatusCode::CONFLICT,
             "not_sealed_yet",

@@ -177,7 +177,10 @@ pub async fn create(
     let new = state.prepare(item).map_err(ApiError::fields)?;
     // An open request recorded under an older pseudonym key version is the same target (checked
     // before inserting, after an idempotent replay).
-    let old_duplicate = subjects::open_under_old_keys(&state, scope, &target_id).await?;
+    let old_duplicate = subjects::open_under_old_keys(&state, &[(scope, &target_id)])
+        .await?
+        .pop()
+        .flatten();
     let digest = state.pseudonyms.digest(&bytes);
 
     let actor = audit::key_actor(principal.key_id);
@@ -315,6 +318,12 @@ impl BatchItem {
             fields: None,
         }
     }
+
+    /// A duplicate of the open request `existing`.
+    fn duplicate_of(&mut self, existing: Uuid) {
+        self.status = "duplicate".into();
+        self.id = Some(existing);
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -376,12 +385,18 @@ pub async fn batch(
     }
     let mut items = Vec::with_capacity(parsed.len());
     let mut news = Vec::new();
+    let mut targets = Vec::new();
     let mut slots = Vec::new();
     for (mut item, parsed) in parsed {
-        match parsed.and_then(|p| state.prepare(p)) {
-            Ok(new) => {
+        let prepared = parsed.and_then(|p| {
+            let target = (p.scope, p.target_id.clone());
+            state.prepare(p).map(|new| (new, target))
+        });
+        match prepared {
+            Ok((new, target)) => {
                 slots.push(items.len());
                 news.push(new);
+                targets.push(target);
                 items.push(item);
             }
             Err(fields) => {
@@ -391,12 +406,26 @@ pub async fn batch(
             }
         }
     }
+    // As for one request: a target with an open request recorded under an older pseudonym key
+    // version is a duplicate of it (the insert's conflict only sees the current version).
+    let targets: Vec<(Scope, &str)> = targets.iter().map(|(s, t)| (*s, t.as_str())).collect();
+    let old_duplicates = subjects::open_under_old_keys(&state, &targets).await?;
+    let (mut to_insert, mut insert_slots) = (Vec::with_capacity(news.len()), Vec::new());
+    for ((slot, new), old) in slots.into_iter().zip(news).zip(old_duplicates) {
+        match old {
+            Some(existing) => items[slot].duplicate_of(existing),
+            None => {
+                insert_slots.push(slot);
+                to_insert.push(new);
+            }
+        }
+    }
     let batch_id = Uuid::new_v4();
     let actor = audit::key_actor(principal.key_id);
     let mut tx = state.db.begin().await?;
     let inserted = requests::insert_many(
         &mut tx,
-        &news,
+        &to_insert,
         principal.key_id,
         &actor,
         Some(batch_id),
@@ -404,23 +433,18 @@ pub async fn batch(
     )
     .await?;
     tx.commit().await?;
-    let (mut created, mut duplicates) = (0, 0);
-    for (slot, outcome) in slots.into_iter().zip(inserted) {
+    for (slot, outcome) in insert_slots.into_iter().zip(inserted) {
         let item = &mut items[slot];
         match outcome {
             Inserted::Created(request) => {
-                created += 1;
                 item.status = "created".into();
                 item.id = Some(request.id);
             }
-            Inserted::DuplicateOf(id) => {
-                duplicates += 1;
-                item.status = "duplicate".into();
-                item.id = Some(id);
-            }
+            Inserted::DuplicateOf(id) => item.duplicate_of(id),
         }
     }
-    let invalid = items.len() - created - duplicates;
+    let count = |status: &str| items.iter().filter(|i| i.status == status).count();
+    let (created, duplicates, invalid) = (count("created"), count("duplicate"), count("invalid"));
     Ok(HttpResponse::Ok().json(BatchResult {
         batch_id,
         created,

@@ -107,25 +107,46 @@ pub async fn lookup(
     }))
 }
 
-/// The open request for this target recorded under an older pseudonym key version, if any (the
-/// unique index only sees pseudonyms of one version). Nothing to look up before a rotation.
+/// For each target (scope and upstream id), the open request recorded under an older pseudonym
+/// key version, if any: the unique index only sees pseudonyms of one version. One query for all
+/// the targets; nothing to look up before a rotation. An unparsable id has none.
 pub async fn open_under_old_keys(
     state: &AppState,
-    scope: Scope,
-    target_id: &str,
-) -> Result<Option<Uuid>, ApiError> {
-    let Ok(target) = TargetId::parse(target_id) else {
-        return Ok(None);
-    };
-    let refs = state.pseudonyms.subject_refs(scope, target.as_str());
-    if refs.len() < 2 {
-        return Ok(None);
+    targets: &[(Scope, &str)],
+) -> Result<Vec<Option<Uuid>>, ApiError> {
+    let mut found = vec![None; targets.len()];
+    // Each older pseudonym with the position of its target.
+    let (mut refs, mut positions): (Vec<String>, Vec<i32>) = (Vec::new(), Vec::new());
+    for (n, (scope, target_id)) in targets.iter().enumerate() {
+        let Ok(target) = TargetId::parse(target_id) else {
+            continue;
+        };
+        for old in state
+            .pseudonyms
+            .subject_refs(*scope, target.as_str())
+            .into_iter()
+            .skip(1)
+        {
+            refs.push(old);
+            positions.push(n as i32);
+        }
     }
-    Ok(sqlx::query_scalar(
-        "select id from erasure_requests where subject_ref = any($1) \
-         and state in ('pending_approval', 'queued', 'in_progress', 'failed', 'on_hold') limit 1",
+    if refs.is_empty() {
+        return Ok(found);
+    }
+    let rows: Vec<(i32, Uuid)> = sqlx::query_as(
+        "select distinct on (t.n) t.n, r.id \
+         from unnest($1::text[], $2::int4[]) as t(subject_ref, n) \
+         join erasure_requests r on r.subject_ref = t.subject_ref \
+         where r.state in ('pending_approval', 'queued', 'in_progress', 'failed', 'on_hold') \
+         order by t.n, r.received_at",
     )
-    .bind(&refs[1..])
-    .fetch_optional(&state.db)
-    .await?)
+    .bind(&refs)
+    .bind(&positions)
+    .fetch_all(&state.db)
+    .await?;
+    for (n, id) in rows {
+        found[n as usize] = Some(id);
+    }
+    Ok(found)
 }

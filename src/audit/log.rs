@@ -2,6 +2,7 @@
 //! reading proofs. One process at a time does the writing (a PostgreSQL advisory lock); any
 //! process can read.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -15,11 +16,14 @@ use super::checkpoint::{Checkpoint, Signer};
 use super::merkle::{self, Hash};
 use super::tree::{self, NodeId, Nodes};
 use crate::store::Db;
+use crate::store::copy::BinaryRows;
 
 /// The advisory lock of the log writer.
 const WRITER_LOCK: i64 = 0x6572_6173_7572_6501;
 /// Entries read per round trip while sequencing.
 const CHUNK: i64 = 5_000;
+/// Requests whose leaf count a sequencer round keeps in memory before reading counts again.
+const SEQ_MEMORY: usize = 100_000;
 
 /// A signed checkpoint as stored.
 #[derive(Debug, Clone)]
@@ -189,8 +193,14 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
         .await?
         .hashes(&ranges_of(&peak_ids))?;
     let mut after: (String, i64) = (horizon.clone(), 0);
+    // Each leaf says its place among its request's leaves (`request_seq`), so a receipt with an
+    // entry removed shows a hole: the count of every request seen in this round, read once.
+    let mut seq: HashMap<Uuid, i64> = HashMap::new();
+    // The chunk made but not written yet: chunk k is written while chunk k + 1 is made, on
+    // another thread (the service's CPU work beside PostgreSQL's).
+    let mut pending: Option<Chunk> = None;
     loop {
-        let rows = sqlx::query(
+        let entries: Vec<EntryRow> = sqlx::query_as(
             "select id, xid::text as xid_text, at, request_id, subject_ref, actor, event, data, nonce \
              from audit_entries \
              where xid >= $1::xid8 and xid < $2::xid8 and (xid, id) > ($3::xid8, $4) \
@@ -203,79 +213,138 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
         .bind(CHUNK)
         .fetch_all(&mut *tx)
         .await?;
-        if rows.is_empty() {
+        let Some(last) = entries.last() else {
             break;
+        };
+        after = (last.xid_text.clone(), last.id);
+        if seq.len() > SEQ_MEMORY {
+            // Forgotten counts are read again, which is right once every leaf made is written.
+            if let Some(chunk) = pending.take() {
+                peaks = write_chunk(&mut *tx, chunk, &peaks).await?;
+            }
+            seq.clear();
         }
-        // Each leaf says its place among its request's leaves, so a receipt with an entry
-        // removed shows a hole.
-        let mut request_ids: Vec<Uuid> = rows
+        // A request not seen in this round has all its leaves (from earlier rounds) stored.
+        let mut unseen: Vec<Uuid> = entries
             .iter()
-            .filter_map(|r| r.get::<Option<Uuid>, _>("request_id"))
+            .filter_map(|e| e.request_id)
+            .filter(|r| !seq.contains_key(r))
             .collect();
-        request_ids.sort_unstable();
-        request_ids.dedup();
-        let mut seq: std::collections::HashMap<Uuid, i64> = sqlx::query_as(
-            "select request_id, count(*) from audit_leaves where request_id = any($1) group by request_id",
-        )
-        .bind(&request_ids)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
-        let (mut idx, mut ids, mut reqs, mut subjects, mut ats, mut leaves, mut hashes) =
-            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-        for row in &rows {
-            let id: i64 = row.get("id");
-            let at: DateTime<Utc> = row.get("at");
-            let request_id: Option<Uuid> = row.get("request_id");
-            let subject_ref: Option<String> = row.get("subject_ref");
-            let request_seq = request_id.map(|r| {
-                let n = seq.entry(r).or_insert(0);
-                *n += 1;
-                *n - 1
-            });
-            let leaf = leaf_text(
-                id,
-                request_seq,
-                at,
-                request_id,
-                subject_ref.as_deref(),
-                row.get("actor"),
-                row.get("event"),
-                row.get("data"),
-                row.get("nonce"),
-            );
-            hashes.push(merkle::leaf_hash(leaf.as_bytes()));
-            idx.push(next);
-            ids.push(id);
-            reqs.push(request_id);
-            subjects.push(subject_ref);
-            ats.push(at);
-            leaves.push(leaf);
-            next += 1;
-            after = (row.get("xid_text"), id);
+        unseen.sort_unstable();
+        unseen.dedup();
+        if !unseen.is_empty() {
+            let stored: Vec<(Uuid, i64)> = sqlx::query_as(
+                "select request_id, count(*) from audit_leaves where request_id = any($1) group by request_id",
+            )
+            .bind(&unseen)
+            .fetch_all(&mut *tx)
+            .await?;
+            seq.extend(unseen.into_iter().map(|r| (r, 0)));
+            seq.extend(stored);
         }
-        sqlx::query(
-            "insert into audit_leaves (leaf_index, entry_id, request_id, subject_ref, at, leaf, leaf_hash) \
-             select * from unnest($1::int8[], $2::int8[], $3::uuid[], $4::text[], $5::timestamptz[], \
-                                  $6::text[], $7::bytea[])",
-        )
-        .bind(&idx)
-        .bind(&ids)
-        .bind(&reqs)
-        .bind(&subjects)
-        .bind(&ats)
-        .bind(&leaves)
-        .bind(hashes.iter().map(|h| h.as_slice()).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-        peaks = extend_tree(&mut *tx, idx[0] as u64, &peaks, &hashes).await?;
+        let first = next as u64;
+        next += entries.len() as i64;
+        let making = tokio::task::spawn_blocking(move || {
+            let chunk = make_leaves(entries, first, &mut seq);
+            (chunk, seq)
+        });
+        if let Some(chunk) = pending.take() {
+            peaks = write_chunk(&mut *tx, chunk, &peaks).await?;
+        }
+        let (chunk, counts) = making.await.context("making leaves")?;
+        seq = counts;
+        pending = Some(chunk);
+    }
+    if let Some(chunk) = pending.take() {
+        write_chunk(&mut *tx, chunk, &peaks).await?;
     }
     sqlx::query("update audit_sequencer set horizon = $1::xid8")
         .bind(&new_horizon)
         .execute(&mut *tx)
         .await?;
     Ok(next as u64)
+}
+
+/// An entry as the sequencer reads it.
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    id: i64,
+    xid_text: String,
+    at: DateTime<Utc>,
+    request_id: Option<Uuid>,
+    subject_ref: Option<String>,
+    actor: String,
+    event: String,
+    data: Value,
+    nonce: Vec<u8>,
+}
+
+/// Entries made leaves, from leaf index `first`: the rows for `audit_leaves` and their hashes.
+struct Chunk {
+    first: u64,
+    rows: BinaryRows,
+    hashes: Vec<Hash>,
+}
+
+/// Makes the leaves of `entries` (CPU only), counting each request's leaves in `seq`.
+fn make_leaves(entries: Vec<EntryRow>, first: u64, seq: &mut HashMap<Uuid, i64>) -> Chunk {
+    let mut rows = BinaryRows::with_capacity(entries.len() * 640);
+    let mut hashes = Vec::with_capacity(entries.len());
+    for (n, e) in entries.into_iter().enumerate() {
+        let request_seq = e.request_id.map(|r| {
+            let count = seq.entry(r).or_insert(0);
+            *count += 1;
+            *count - 1
+        });
+        let leaf = leaf_text(
+            e.id,
+            request_seq,
+            e.at,
+            e.request_id,
+            e.subject_ref.as_deref(),
+            &e.actor,
+            &e.event,
+            e.data,
+            e.nonce,
+        );
+        let hash = merkle::leaf_hash(leaf.as_bytes());
+        rows.row(7)
+            .int8((first + n as u64) as i64)
+            .int8(e.id)
+            .uuid(e.request_id)
+            .text(e.subject_ref.as_deref())
+            .timestamptz(e.at)
+            .text(Some(&leaf))
+            .bytea(&hash);
+        hashes.push(hash);
+    }
+    Chunk {
+        first,
+        rows,
+        hashes,
+    }
+}
+
+/// Writes a chunk's leaves and the tree nodes they complete; returns the peaks of the grown tree.
+async fn write_chunk(
+    tx: &mut PgConnection,
+    chunk: Chunk,
+    peaks: &[Hash],
+) -> anyhow::Result<Vec<Hash>> {
+    let written = chunk
+        .rows
+        .copy_in(
+            &mut *tx,
+            "copy audit_leaves (leaf_index, entry_id, request_id, subject_ref, at, leaf, leaf_hash) \
+             from stdin (format binary)",
+        )
+        .await?;
+    anyhow::ensure!(
+        written == chunk.hashes.len() as u64,
+        "{written} leaves written, not {}",
+        chunk.hashes.len()
+    );
+    extend_tree(tx, chunk.first, peaks, &chunk.hashes).await
 }
 
 /// The exact text of a leaf: a JSON object with sorted keys (serde_json's map is ordered).
@@ -356,18 +425,17 @@ async fn extend_tree(
     hashes: &[Hash],
 ) -> anyhow::Result<Vec<Hash>> {
     let grown = tree::grow(size, peaks, hashes)?;
-    let levels: Vec<i16> = grown.iter().map(|((level, _), _)| *level as i16).collect();
-    let idx: Vec<i64> = grown.iter().map(|((_, i), _)| *i as i64).collect();
-    let node_hashes: Vec<&[u8]> = grown.iter().map(|(_, h)| h.as_slice()).collect();
-    sqlx::query(
-        "insert into audit_tree (level, idx, hash) \
-         select * from unnest($1::int2[], $2::int8[], $3::bytea[])",
-    )
-    .bind(&levels)
-    .bind(&idx)
-    .bind(&node_hashes)
-    .execute(&mut *tx)
-    .await?;
+    let mut rows = BinaryRows::with_capacity(grown.len() * 56);
+    for ((level, i), hash) in &grown {
+        rows.row(3).int2(*level as i16).int8(*i as i64).bytea(hash);
+    }
+    if !rows.is_empty() {
+        rows.copy_in(
+            &mut *tx,
+            "copy audit_tree (level, idx, hash) from stdin (format binary)",
+        )
+        .await?;
+    }
     // Every peak of the grown tree is an old peak, a new leaf or a new node.
     let new_size = size + hashes.len() as u64;
     let mut known = Nodes::default();
@@ -506,22 +574,4 @@ pub async fn latest_before(db: &Db, t: DateTime<Utc>) -> anyhow::Result<Option<S
 pub struct Leaf {
     pub index: u64,
     pub leaf: String,
-}
-
-/// The leaves of one request below `size`, in order.
-pub async fn leaves_of_request(db: &Db, request_id: Uuid, size: u64) -> anyhow::Result<Vec<Leaf>> {
-    let rows: Vec<(i64, String)> = sqlx::query_as(
-        "select leaf_index, leaf from audit_leaves where request_id = $1 and leaf_index < $2 order by leaf_index",
-    )
-    .bind(request_id)
-    .bind(size as i64)
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(i, leaf)| Leaf {
-            index: i as u64,
-            leaf,
-        })
-        .collect())
 }

@@ -6,12 +6,19 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::log::{self, AuditLog};
+use sqlx::Row;
+
+use super::log::{self, AuditLog, Leaf, StoredCheckpoint};
+use crate::domain::State;
 use crate::store::Db;
 
 /// Why a receipt cannot be given (yet).
 #[derive(Debug)]
 pub enum NoReceipt {
+    /// No such request.
+    NotFound,
+    /// The request is in this state: a receipt proves a completed erasure.
+    NotCompleted(State),
     /// Some of the request's entries are not in a signed checkpoint yet (a transaction that began
     /// earlier is still open); try again shortly.
     NotSealed,
@@ -30,34 +37,99 @@ impl From<sqlx::Error> for NoReceipt {
     }
 }
 
-/// Builds the receipt of a request: its entries, their inclusion proofs and a signed checkpoint.
-pub async fn build(
-    db: &Db,
-    log: &AuditLog,
-    request_id: Uuid,
-    subject_ref: &str,
-) -> Result<Value, NoReceipt> {
-    let total: i64 = sqlx::query_scalar("select count(*) from audit_entries where request_id = $1")
-        .bind(request_id)
-        .fetch_one(db)
-        .await?;
-    // The newest checkpoint usually covers a completed request already (the sequencer runs
-    // every few seconds): only when it does not, sequence and sign now (a write and a commit).
-    let mut sealed = None;
-    for fresh in [false, true] {
-        let checkpoint = if fresh {
-            log.sync(true).await?
-        } else {
-            log::latest(db).await?
-        };
-        if let Some(checkpoint) = checkpoint {
-            let leaves = log::leaves_of_request(db, request_id, checkpoint.size).await?;
-            if leaves.len() as i64 == total {
-                sealed = Some((checkpoint, leaves));
-                break;
-            }
+/// What one statement (one snapshot) says about a request: its state and pseudonym, how many
+/// audit entries it has, the newest checkpoint and the request's leaves below its size.
+struct Seen {
+    state: State,
+    subject_ref: String,
+    total: i64,
+    checkpoint: Option<StoredCheckpoint>,
+    leaves: Vec<Leaf>,
+}
+
+impl Seen {
+    /// The checkpoint and leaves when every entry of the request is under the checkpoint.
+    fn sealed(self) -> Option<(StoredCheckpoint, Vec<Leaf>)> {
+        let checkpoint = self.checkpoint?;
+        (self.leaves.len() as i64 == self.total).then_some((checkpoint, self.leaves))
+    }
+}
+
+/// One round trip instead of one per question (request, entry count, checkpoint, leaves).
+async fn look(db: &Db, request_id: Uuid) -> Result<Option<Seen>, NoReceipt> {
+    let rows = sqlx::query(
+        "select r.state, r.subject_ref, \
+                (select count(*) from audit_entries e where e.request_id = r.id) as total, \
+                c.size, c.root, c.note, c.created_at, l.leaf_index, l.leaf \
+         from erasure_requests r \
+         left join lateral ( \
+             select size, root, note, created_at from audit_checkpoints order by size desc limit 1 \
+         ) c on true \
+         left join lateral ( \
+             select leaf_index, leaf from audit_leaves \
+             where r.state = 'completed' and request_id = r.id and leaf_index < c.size \
+         ) l on true \
+         where r.id = $1 \
+         order by l.leaf_index",
+    )
+    .bind(request_id)
+    .fetch_all(db)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let checkpoint = match first.try_get::<Option<i64>, _>("size")? {
+        None => None,
+        Some(size) => Some(StoredCheckpoint {
+            size: size as u64,
+            root: first
+                .try_get::<Vec<u8>, _>("root")?
+                .as_slice()
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("a stored root is not 32 bytes"))?,
+            note: first.try_get("note")?,
+            created_at: first.try_get("created_at")?,
+        }),
+    };
+    let mut leaves = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(index) = row.try_get::<Option<i64>, _>("leaf_index")? {
+            leaves.push(Leaf {
+                index: index as u64,
+                leaf: row.try_get("leaf")?,
+            });
         }
     }
+    Ok(Some(Seen {
+        state: first.try_get("state")?,
+        subject_ref: first.try_get("subject_ref")?,
+        total: first.try_get("total")?,
+        checkpoint,
+        leaves,
+    }))
+}
+
+/// Builds the receipt of a completed request: its entries, their inclusion proofs and a signed
+/// checkpoint. Two round trips when the newest checkpoint covers the request (what it reads
+/// about the request, then the proof nodes of all its entries at once).
+pub async fn build(db: &Db, log: &AuditLog, request_id: Uuid) -> Result<Value, NoReceipt> {
+    let seen = look(db, request_id).await?.ok_or(NoReceipt::NotFound)?;
+    if seen.state != State::Completed {
+        return Err(NoReceipt::NotCompleted(seen.state));
+    }
+    let subject_ref = seen.subject_ref.clone();
+    // The newest checkpoint usually covers a completed request already (the sequencer runs
+    // every few seconds): only when it does not, sequence and sign now (a write and a commit).
+    let sealed = match seen.sealed() {
+        Some(sealed) => Some(sealed),
+        None => {
+            log.sync(true).await?;
+            look(db, request_id)
+                .await?
+                .ok_or(NoReceipt::NotFound)?
+                .sealed()
+        }
+    };
     let (checkpoint, leaves) = sealed.ok_or(NoReceipt::NotSealed)?;
     let indexes: Vec<u64> = leaves.iter().map(|leaf| leaf.index).collect();
     let proofs = log::inclusion_proofs(db, &indexes, checkpoint.size).await?;

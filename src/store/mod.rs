@@ -1,6 +1,7 @@
 //! PostgreSQL through sqlx: connection, migrations, and one module per table family.
 
 pub mod audit;
+pub mod copy;
 pub mod guard;
 pub mod keys;
 pub mod requests;

@@ -97,6 +97,14 @@ pub fn fast_guard() -> GuardSettings {
 }
 
 impl Options {
+    /// No engine: requests stay where the API puts them.
+    pub fn no_worker() -> Self {
+        Self {
+            worker: false,
+            ..Self::default()
+        }
+    }
+
     /// A simulator with no users: the test seeds what it needs.
     pub fn empty_sim() -> Self {
         Self {
