@@ -13,6 +13,7 @@ use super::error::{ApiError, ErrorBody};
 use super::input;
 use crate::domain::validate::TargetId;
 use crate::domain::{Scope, State};
+use crate::store::requests::open_states;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -134,13 +135,14 @@ pub async fn open_under_old_keys(
     if refs.is_empty() {
         return Ok(found);
     }
-    let rows: Vec<(i32, Uuid)> = sqlx::query_as(
+    let rows: Vec<(i32, Uuid)> = sqlx::query_as(concat!(
         "select distinct on (t.n) t.n, r.id \
          from unnest($1::text[], $2::int4[]) as t(subject_ref, n) \
          join erasure_requests r on r.subject_ref = t.subject_ref \
-         where r.state in ('pending_approval', 'queued', 'in_progress', 'failed', 'on_hold') \
-         order by t.n, r.received_at",
-    )
+         where r.state in ",
+        open_states!(),
+        " order by t.n, r.received_at",
+    ))
     .bind(&refs)
     .bind(&positions)
     .fetch_all(&state.db)

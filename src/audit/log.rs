@@ -531,7 +531,8 @@ pub async fn root(db: &Db, size: u64) -> anyhow::Result<Hash> {
         .hash(0, size)
 }
 
-fn stored(row: sqlx::postgres::PgRow) -> anyhow::Result<StoredCheckpoint> {
+/// A checkpoint from a row with its `size`, `root`, `note` and `created_at`.
+pub(crate) fn stored(row: &sqlx::postgres::PgRow) -> anyhow::Result<StoredCheckpoint> {
     Ok(StoredCheckpoint {
         size: row.get::<i64, _>("size") as u64,
         root: to_hash(&row.get::<Vec<u8>, _>("root"))?,
@@ -546,7 +547,7 @@ async fn latest_in(conn: &mut PgConnection) -> anyhow::Result<Option<StoredCheck
     )
     .fetch_optional(&mut *conn)
     .await?
-    .map(stored)
+    .map(|row| stored(&row))
     .transpose()
 }
 
@@ -565,7 +566,7 @@ pub async fn latest_before(db: &Db, t: DateTime<Utc>) -> anyhow::Result<Option<S
     .bind(t)
     .fetch_optional(db)
     .await?
-    .map(stored)
+    .map(|row| stored(&row))
     .transpose()
 }
 

@@ -79,17 +79,8 @@ async fn look(db: &Db, request_id: Uuid) -> Result<Option<Seen>, NoReceipt> {
         return Ok(None);
     };
     let checkpoint = match first.try_get::<Option<i64>, _>("size")? {
+        Some(_) => Some(log::stored(first)?),
         None => None,
-        Some(size) => Some(StoredCheckpoint {
-            size: size as u64,
-            root: first
-                .try_get::<Vec<u8>, _>("root")?
-                .as_slice()
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("a stored root is not 32 bytes"))?,
-            note: first.try_get("note")?,
-            created_at: first.try_get("created_at")?,
-        }),
     };
     let mut leaves = Vec::with_capacity(rows.len());
     for row in &rows {

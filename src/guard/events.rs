@@ -91,15 +91,9 @@ impl Guard {
             .map(Vec::as_slice)
             .unwrap_or_default();
         let created_at = event.get("creation_date").and_then(Value::as_i64);
-        let pseudonymised: Vec<_> = accounts.iter().map(|a| self.pseudonymise(a)).collect();
-        let lists: Vec<&[String]> = pseudonymised
-            .iter()
-            .map(|l| l.as_ref().map_or(&[][..], |l| &l.refs[..]))
-            .collect();
-        let mut matches = guard::matching(tx, &lists).await?.into_iter();
+        let matches = self.match_listed(tx, accounts).await?;
         let mut counts = Listed::default();
-        for (account, listed) in accounts.iter().zip(&pseudonymised) {
-            let guards = matches.next().unwrap_or_default();
+        for (account, (listed, guards)) in accounts.iter().zip(matches) {
             let status = match account.get("status").and_then(Value::as_str) {
                 Some("NEW") => {
                     counts.new += 1;

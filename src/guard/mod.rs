@@ -154,6 +154,22 @@ impl Guard {
         }
         Some(ListedAccount { id, id_refs, refs })
     }
+
+    /// Each listed account pseudonymised (`None` without a target id) with the armed guards it
+    /// matches, most recently armed first: one query for the whole list.
+    pub(crate) async fn match_listed(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        accounts: &[serde_json::Value],
+    ) -> sqlx::Result<Vec<(Option<ListedAccount>, Vec<crate::store::guard::Guarded>)>> {
+        let listed: Vec<_> = accounts.iter().map(|a| self.pseudonymise(a)).collect();
+        let lists: Vec<&[String]> = listed
+            .iter()
+            .map(|l| l.as_ref().map_or(&[][..], |l| &l.refs[..]))
+            .collect();
+        let guards = crate::store::guard::matching(tx, &lists).await?;
+        Ok(listed.into_iter().zip(guards).collect())
+    }
 }
 
 /// The advisory lock of the event stream reader ("erasure" and 2; the audit log writer holds 1).

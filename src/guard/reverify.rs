@@ -164,19 +164,14 @@ impl Guard {
                 .list_page(Listing::Accounts, page, PAGE)
                 .await?;
             run.accounts += items.len() as i64;
-            let pseudonymised: Vec<_> = items.iter().map(|a| self.pseudonymise(a)).collect();
-            let lists: Vec<&[String]> = pseudonymised
-                .iter()
-                .map(|l| l.as_ref().map_or(&[][..], |l| &l.refs[..]))
-                .collect();
             let mut tx = self.db.begin().await?;
-            let matches = guard::matching(&mut tx, &lists).await?;
-            for ((item, listed), guards) in items.iter().zip(&pseudonymised).zip(matches) {
+            let matches = self.match_listed(&mut tx, &items).await?;
+            for (item, (listed, guards)) in items.iter().zip(matches) {
                 let Some(listed) = listed else {
                     continue;
                 };
                 run.found += self
-                    .account_found_again(&mut tx, item, listed, &guards, listed_at, &source)
+                    .account_found_again(&mut tx, item, &listed, &guards, listed_at, &source)
                     .await?;
             }
             tx.commit().await?;

@@ -61,6 +61,15 @@ pub struct Step {
     pub detail: Option<serde_json::Value>,
 }
 
+/// The states of an open request, as in the partial unique index
+/// `erasure_requests_one_open_per_subject` (a macro, so SQL literals take it with `concat!`).
+macro_rules! open_states {
+    () => {
+        "('pending_approval', 'queued', 'in_progress', 'failed', 'on_hold')"
+    };
+}
+pub(crate) use open_states;
+
 const COLUMNS: &str = "id, scope, state, subject_ref, external_reference, not_before, received_at, \
     due_at, extended_months, completed_at, outcome, failure_reason, hold_legal_basis, hold_note, \
     requested_by, approved_by, batch_id, resurrection_of, resurrections, advice";
@@ -150,16 +159,16 @@ pub async fn insert_many(
         }
         steps.push(item_steps);
     }
-    let created: Vec<Uuid> = sqlx::query_scalar(
+    let created: Vec<Uuid> = sqlx::query_scalar(concat!(
         "with ins as ( \
              insert into erasure_requests (id, scope, subject_ref, target_sealed, external_reference, \
                  state, not_before, received_at, due_at, requested_by, batch_id) \
              select u.id, u.scope, u.subject_ref, u.sealed, u.external, u.state, u.not_before, $8, $9, $10, $11 \
              from unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[], \
                          $7::timestamptz[]) as u(id, scope, subject_ref, sealed, external, state, not_before) \
-             on conflict (subject_ref) \
-                 where state in ('pending_approval', 'queued', 'in_progress', 'failed', 'on_hold') \
-                 do nothing \
+             on conflict (subject_ref) where state in ",
+        open_states!(),
+        " do nothing \
              returning id, scope, state, subject_ref \
          ), new_steps as ( \
              insert into steps (request_id, ordinal, kind, state, run_at) \
@@ -174,7 +183,7 @@ pub async fn insert_many(
              from ins \
          ) \
          select id from ins",
-    )
+    ))
     .bind(&ids)
     .bind(&scopes)
     .bind(&refs)
@@ -223,10 +232,10 @@ pub async fn insert_many(
                 steps,
             })));
         } else {
-            let existing: Uuid = sqlx::query_scalar(
-                "select id from erasure_requests where subject_ref = $1 \
-                 and state in ('pending_approval', 'queued', 'in_progress', 'failed', 'on_hold')",
-            )
+            let existing: Uuid = sqlx::query_scalar(concat!(
+                "select id from erasure_requests where subject_ref = $1 and state in ",
+                open_states!()
+            ))
             .bind(&item.subject_ref)
             .fetch_one(&mut *conn)
             .await?;

@@ -11,10 +11,7 @@ use uuid::Uuid;
 use super::Db;
 use super::audit::{self, Entry};
 use super::guard::GUARD;
-
-/// Open request states (as in the `one open request per target` index).
-const OPEN_REQUEST_STATES: &str =
-    "('pending_approval', 'queued', 'in_progress', 'failed', 'on_hold')";
+use super::requests::open_states;
 
 /// A restoration as the API shows it. Never holds the connection id.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -143,15 +140,18 @@ async fn erasure_of(
     conn: &mut PgConnection,
     refs: &[String],
 ) -> sqlx::Result<Option<(Uuid, bool)>> {
-    let sql = format!(
-        "select id, state in {OPEN_REQUEST_STATES} from erasure_requests \
-         where subject_ref = any($1) and (state in {OPEN_REQUEST_STATES} or state = 'completed') \
-         order by state in {OPEN_REQUEST_STATES} desc limit 1"
-    );
-    sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(refs)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(concat!(
+        "select id, state in ",
+        open_states!(),
+        " from erasure_requests where subject_ref = any($1) and (state in ",
+        open_states!(),
+        " or state = 'completed') order by state in ",
+        open_states!(),
+        " desc limit 1"
+    ))
+    .bind(refs)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Records a new restoration (state `pending`) and its audit entry, unless refused.

@@ -62,10 +62,9 @@ pub struct Upstream {
     limiter: RateLimiter,
     slots: Semaphore,
     pub breaker: Breaker,
-    /// Paths (with ids) the upstream answered with a `Retry-After`: no call to them before then,
+    /// Per path (with ids): one call in flight, and no call before a `Retry-After` given for it,
     /// whichever step or task makes it.
-    held: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
-    in_flight: PathGates,
+    paths: PathGates,
 }
 
 impl Upstream {
@@ -86,8 +85,7 @@ impl Upstream {
             limiter: RateLimiter::new(settings.max_rps, settings.quiet_start),
             slots: Semaphore::new(settings.max_concurrency),
             breaker: Breaker::new(),
-            held: std::sync::Mutex::new(std::collections::HashMap::new()),
-            in_flight: PathGates::default(),
+            paths: PathGates::default(),
             settings,
             token: Mutex::new(None),
         })
@@ -188,12 +186,6 @@ impl Upstream {
         Ok(all)
     }
 
-    /// When a `Retry-After` given for this path ends, if it has not yet.
-    fn held_until(&self, path: &str) -> Option<Instant> {
-        let until = *self.held.lock().expect("held lock").get(path)?;
-        (until > Instant::now()).then_some(until)
-    }
-
     /// Sends one call (re-sending once with a fresh token after a 401). `Ok(Some(body))` on 2xx,
     /// `Ok(None)` on 404. Records every HTTP exchange in `calls`. One call per path is in flight.
     pub(super) async fn send(
@@ -210,22 +202,17 @@ impl Upstream {
             .unwrap_or(template)
             .replace("{id}", id);
         let url = format!("{}{}", self.settings.api_url, path);
-        let _turn = self.in_flight.enter(&path).await;
+        let mut turn = self.paths.enter(&path).await;
         let mut stale: Option<Arc<Token>> = None;
         for attempt in 0..2 {
-            // A concurrency slot first, then the rate slot: calls that waited for a slot must not
-            // leave together in a burst. A Retry-After given meanwhile for this path is honoured
-            // after the waits, without holding the slot.
-            let _slot = loop {
-                if let Some(until) = self.held_until(&path) {
-                    tokio::time::sleep_until(until.into()).await;
-                }
-                let slot = self.slots.acquire().await.expect("semaphore never closed");
-                self.limiter.acquire().await;
-                if self.held_until(&path).is_none() {
-                    break slot;
-                }
-            };
+            // Nobody else calls this path while this call has its turn: only a `Retry-After`
+            // given to an earlier call can hold it. Then a concurrency slot, then the rate slot:
+            // calls that waited for a slot must not leave together in a burst.
+            if let Some(until) = turn.held_until() {
+                tokio::time::sleep_until(until.into()).await;
+            }
+            let _slot = self.slots.acquire().await.expect("semaphore never closed");
+            self.limiter.acquire().await;
             // The token is taken after the waits, so it cannot expire while queued.
             let token = self.token(stale.is_some(), stale.as_ref()).await?;
             let started = Instant::now();
@@ -291,10 +278,7 @@ impl Upstream {
                 ..
             } = &err
             {
-                let mut held = self.held.lock().expect("held lock");
-                let now = Instant::now();
-                held.retain(|_, until| *until > now);
-                held.insert(path.clone(), now + *wait);
+                turn.hold(Instant::now() + *wait);
             }
             return Err(err);
         }
@@ -360,7 +344,7 @@ fn not_json(headers: &reqwest::header::HeaderMap) -> Option<CallError> {
     }
 }
 
-/// 409, 429 and 5xx are transient (with their Retry-After); redirects are never followed (the
+/// 408, 409, 429 and 5xx are transient (with their Retry-After); redirects are never followed (the
 /// client's policy is none: a redirect off the configured host could leak the bearer token or
 /// act elsewhere); other statuses need a person.
 fn classify(status: StatusCode, headers: &reqwest::header::HeaderMap, what: &str) -> CallError {

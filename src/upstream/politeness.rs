@@ -49,19 +49,20 @@ impl RateLimiter {
     }
 }
 
-/// One call in flight per path (with its ids): a call to a path waits until the previous one to
-/// it has been answered, so a `Retry-After` in that answer holds the next call. (Without it, calls
-/// sent while a 429 was on its way back would reach the upstream before the time it asked for.)
+/// Per path (with its ids): one call in flight at a time, and the time before which no call may
+/// go (a `Retry-After` the upstream gave for it). A call to a path waits until the previous one
+/// has been answered, so a `Retry-After` in that answer holds the next call. (Without the turn,
+/// calls sent while a 429 was on its way back would reach the upstream before the time it asked
+/// for.)
 #[derive(Default)]
 pub struct PathGates {
-    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
 }
 
 /// This caller's turn on a path, until dropped.
 pub struct PathTurn<'a> {
     gates: &'a PathGates,
-    path: String,
-    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    turn: Option<tokio::sync::OwnedMutexGuard<Option<Instant>>>,
 }
 
 impl PathGates {
@@ -73,11 +74,9 @@ impl PathGates {
             .entry(path.to_string())
             .or_default()
             .clone();
-        let turn = gate.lock_owned().await;
         PathTurn {
             gates: self,
-            path: path.to_string(),
-            turn: Some(turn),
+            turn: Some(gate.lock_owned().await),
         }
     }
 
@@ -87,17 +86,34 @@ impl PathGates {
     }
 }
 
+impl PathTurn<'_> {
+    /// When a `Retry-After` given for this path ends, if it has not yet.
+    pub fn held_until(&self) -> Option<Instant> {
+        let until = (**self.turn.as_ref()?)?;
+        (until > Instant::now()).then_some(until)
+    }
+
+    /// No call to this path before `until`.
+    pub fn hold(&mut self, until: Instant) {
+        if let Some(turn) = self.turn.as_mut() {
+            **turn = Some(until);
+        }
+    }
+}
+
 impl Drop for PathTurn<'_> {
     fn drop(&mut self) {
         let mut gates = self.gates.gates.lock().expect("gates lock");
         drop(self.turn.take());
-        // Nobody holds or waits for the gate: forget the path.
-        if gates
-            .get(&self.path)
-            .is_some_and(|gate| Arc::strong_count(gate) == 1)
-        {
-            gates.remove(&self.path);
-        }
+        // Forget the paths nobody holds or waits for and no `Retry-After` holds any more. (Only
+        // the map holds such a gate, so it is not locked.)
+        let now = Instant::now();
+        gates.retain(|_, gate| {
+            Arc::strong_count(gate) > 1
+                || gate
+                    .try_lock()
+                    .map_or(true, |held| held.is_some_and(|until| until > now))
+        });
     }
 }
 
@@ -292,6 +308,22 @@ mod tests {
         );
         drop(other);
         assert_eq!(gates.len(), 0, "idle paths are forgotten");
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_holds_the_path_for_the_next_caller() {
+        let gates = PathGates::default();
+        let mut turn = gates.enter("/connections/1").await;
+        assert_eq!(turn.held_until(), None);
+        let until = Instant::now() + Duration::from_secs(60);
+        turn.hold(until);
+        drop(turn);
+        assert_eq!(gates.len(), 1, "kept while held");
+        let mut next = gates.enter("/connections/1").await;
+        assert_eq!(next.held_until(), Some(until));
+        next.hold(Instant::now());
+        drop(next);
+        assert_eq!(gates.len(), 0, "forgotten once the hold is over");
     }
 
     #[test]
