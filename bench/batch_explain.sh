@@ -8,7 +8,7 @@
 #   bench/batch_explain.sh      # ITEMS=10000 FILL=9
 #
 # Prints the statement's execution time, the time of each part (the three inserts, the triggers:
-# foreign-key checks and the NOTIFY trigger) and the WAL it wrote.
+# foreign-key checks) and the WAL it wrote.
 source "$(dirname "$0")/lib.sh"
 
 ITEMS=${ITEMS:-10000}

@@ -5,7 +5,6 @@
 #
 #   bench/intake.sh                 # DURATION=30 CONNECTIONS=64 THREADS=2 WARMUP=5
 #   PERF=1 bench/intake.sh          # also profiles the service with perf (top symbols printed)
-#   NO_NOTIFY=1 bench/intake.sh     # experiment: without the NOTIFY triggers (see lib.sh)
 #
 # Prints the service's rate (requests/s, from wrk and from the rows committed), its latency, the
 # CPU used by the service, PostgreSQL and wrk during the run, pgbench's rate and the ratio.
@@ -19,7 +18,6 @@ WARMUP=${WARMUP:-5}
 require_tools wrk pgbench psql curl jq python3
 bench_init intake
 fresh_db 0
-maybe_drop_notify
 start_api --no-worker
 KEY=$(make_key requester)
 export BENCH_KEY=$KEY
@@ -82,9 +80,9 @@ read -r walb3 walf3 _ < <(wal_stats)
 cat "$BENCH_OUT/pgbench.txt" >&2
 pg_tps=$(awk '/^tps = / { print $3; exit }' "$BENCH_OUT/pgbench.txt")
 
-# The same INSERT with a pg_notify in its transaction, as every intake transaction sends one
-# (src/store/requests.rs notify_ready): NOTIFY serialises commits (a database-wide lock held
-# through the WAL flush), which this isolates.
+# The same INSERT with a pg_notify in its transaction, as every intake transaction sent one
+# before migration 0008: NOTIFY serialises commits (a database-wide lock held through the WAL
+# flush), which this isolates. (Intake now leaves NOTIFY to src/store/ready.rs.)
 log "pgbench: the same INSERT plus pg_notify in one transaction"
 cat >"$BENCH_OUT/pgbench-insert-notify.sql" <<'SQL'
 \set v random(1, 1000000000)
@@ -98,7 +96,7 @@ pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" -T "$DURATION" -f "$BENCH
 pg_notify_tps=$(awk '/^tps = / { print $3; exit }' "$BENCH_OUT/pgbench-notify.txt")
 
 echo
-echo "== intake: single POST /v1/erasure-requests, $CONNECTIONS connections, ${DURATION}s$([[ ${NO_NOTIFY:-0} == 1 ]] && echo ", EXPERIMENT: NOTIFY triggers dropped") =="
+echo "== intake: single POST /v1/erasure-requests, $CONNECTIONS connections, ${DURATION}s =="
 figure intake.requests_per_s "$(fmt "$wrk_rps")" req/s "wrk (target >= 5,000)"
 figure intake.committed_per_s "$(fmt "$db_rps")" req/s "$committed rows committed in ${elapsed%.*}s"
 figure intake.non_2xx "$non2xx" responses "${errors:-no socket errors}"

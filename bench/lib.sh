@@ -230,18 +230,6 @@ post_batch() {
 # unique numeric ids: PREFIX * 10^9 + 1..N
 gen_ids() { seq -f "%.0f" "$(($1 * 1000000000 + 1))" "$(($1 * 1000000000 + $2))"; }
 
-# An experiment, not a figure of the service as shipped: with NO_NOTIFY=1 the scripts that call
-# this drop the triggers that send NOTIFY (migrations/0002_notify_ready_steps.sql) from the bench
-# database, to measure what the commit-serialising NOTIFY costs. Workers then rely on polling.
-maybe_drop_notify() {
-    [[ ${NO_NOTIFY:-0} == 1 ]] || return 0
-    local n
-    n=$(q "select count(*) from pg_trigger where tgname like 'steps_notify_ready%'")
-    ((n > 0)) || die "NO_NOTIFY=1: no steps_notify_ready triggers in this schema (NOTIFY is sent from code?)"
-    q "drop trigger steps_notify_ready_insert on steps; drop trigger steps_notify_ready_update on steps"
-    log "EXPERIMENT: NOTIFY triggers dropped from $BENCH_DB"
-}
-
 # WAL written by the whole cluster so far (pg_stat_wal): "bytes full_page_images records".
 # Cluster-wide: other databases' activity during a run is counted too.
 wal_stats() { q "select wal_bytes, wal_fpi, wal_records from pg_stat_wal" | tr '|' ' '; }

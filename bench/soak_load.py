@@ -7,7 +7,9 @@ usage: soak_load.py API_URL KEY IDS_FILE RATE DURATION SAMPLE DB SERVICE_PID SIM
 Each sample line (also written to stdout as it comes, so the curve can be watched):
   minute, POSTs sent in the interval, POST latency p50/p99 (client side), erasures completed in the
   interval, accepted -> completed p50/p99 of those (from the database: received_at, completed_at),
-  requests still open, VmRSS of the service and of the simulator, the machine's load average.
+  requests still open, VmRSS of the service, the service's live heap (`erasure_heap_bytes` with
+  kind="allocated" from /metrics: what its allocations hold, whatever the allocator keeps besides),
+  VmRSS of the simulator, the machine's load average.
 At the end: the figures of the first and last quarter and a verdict on whether memory and latency
 stayed flat.
 """
@@ -79,6 +81,20 @@ def rss_mib(pid):
     return float("nan")
 
 
+def heap_mib():
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        for line in conn.getresponse().read().decode().splitlines():
+            if line.startswith('erasure_heap_bytes{kind="allocated"}'):
+                return int(line.split()[1]) / 2**20
+    except (OSError, http.client.HTTPException, ValueError):
+        pass
+    finally:
+        conn.close()
+    return float("nan")
+
+
 def q(sql):
     out = subprocess.run(["psql", "-XAtq", "-d", db, "-c", sql], capture_output=True, text=True, check=True)
     return out.stdout.strip()
@@ -97,7 +113,7 @@ for t in threads:
 
 print(f"# {total} erasures at {rate:g}/s for {duration:g} s, a sample every {sample:g} s", flush=True)
 print(f"{'min':>5} {'posts':>6} {'post_p50':>9} {'post_p99':>9} {'done':>6} {'e2e_p50':>8} {'e2e_p99':>8}"
-      f" {'open':>6} {'svc_MiB':>8} {'sim_MiB':>8} {'load1':>6}", flush=True)
+      f" {'open':>6} {'svc_MiB':>8} {'heap_MiB':>8} {'sim_MiB':>8} {'load1':>6}", flush=True)
 rows = []
 interval_start = q("select now()")
 k = 0
@@ -119,10 +135,10 @@ while True:
     interval_start = now
     row = dict(minute=k * sample / 60, posts=len(lat), p50=pct(lat, 0.5) * 1000, p99=pct(lat, 0.99) * 1000,
                done=int(done), e50=float(e50), e99=float(e99), open=int(still_open),
-               svc=rss_mib(service_pid), sim=rss_mib(sim_pid), load=os.getloadavg()[0])
+               svc=rss_mib(service_pid), heap=heap_mib(), sim=rss_mib(sim_pid), load=os.getloadavg()[0])
     rows.append(row)
     print(f"{row['minute']:5.1f} {row['posts']:6d} {row['p50']:9.1f} {row['p99']:9.1f} {row['done']:6d}"
-          f" {row['e50']:8.1f} {row['e99']:8.1f} {row['open']:6d} {row['svc']:8.1f} {row['sim']:8.1f}"
+          f" {row['e50']:8.1f} {row['e99']:8.1f} {row['open']:6d} {row['svc']:8.1f} {row['heap']:8.1f} {row['sim']:8.1f}"
           f" {row['load']:6.2f}", flush=True)
     if k * sample >= duration and (row["open"] == 0 or k * sample >= duration + 120):
         break
@@ -138,7 +154,8 @@ def med(rs, field):
 quarter = max(1, len(rows) // 4)
 first, last = rows[1:1 + quarter], rows[-quarter - 1:-1] or rows[-quarter:]
 print(f"# errors: {len(errors)} {sorted(set(map(str, errors)))[:5]}")
-for name, field, unit in [("service RSS", "svc", "MiB"), ("simulator RSS", "sim", "MiB"),
+for name, field, unit in [("service RSS", "svc", "MiB"), ("service live heap", "heap", "MiB"),
+                          ("simulator RSS", "sim", "MiB"),
                           ("POST p50", "p50", "ms"), ("POST p99", "p99", "ms"),
                           ("accepted->completed p50", "e50", "ms"), ("accepted->completed p99", "e99", "ms"),
                           ("completed per interval", "done", ""), ("load average", "load", "")]:

@@ -6,7 +6,6 @@
 #
 #   bench/throughput.sh        # N=100000 MAX_RPS=100000 UPSTREAM_CONCURRENCY=64 WORKER_CONCURRENCY=64
 #                              # DB_POOL=40 (the default of ERASURE_DB_POOL) TIMEOUT=1200 (s)
-#   NO_NOTIFY=1 bench/throughput.sh   # experiment: without the NOTIFY triggers (see lib.sh)
 #
 # Prints completed erasures/s (all N over the time from the worker's start to the last completion),
 # steps/s, when the first erasure completed, failures, the CPU of the worker, the simulator and
@@ -23,7 +22,6 @@ TIMEOUT=${TIMEOUT:-1200}
 require_tools psql curl jq python3
 bench_init throughput
 fresh_db 0
-maybe_drop_notify
 start_sim
 seed_accounts "$N" "$BENCH_OUT/accounts"
 start_api --no-worker
@@ -76,7 +74,7 @@ IFS='|' read -r steps steps_p50 steps_max < <(q "
 steps_retried=$(q "select count(*) from steps where attempts > 1")
 calls=$(q "select count(*) from audit_entries where event = 'upstream_call'")
 echo
-echo "== throughput: $N queued account erasures, one worker, simulator without latency$([[ ${NO_NOTIFY:-0} == 1 ]] && echo ", EXPERIMENT: NOTIFY triggers dropped") =="
+echo "== throughput: $N queued account erasures, one worker, simulator without latency =="
 figure throughput.completed "$done" erasures "of $N in $(fmt "$elapsed" 1)s ($failed failed)"
 figure throughput.erasures_per_s "$(fmt "$done / $elapsed")" erasures/s "from the worker's start to the last completion seen (target >= 1,000)"
 figure throughput.first_completion_s "$first_done" s "after the worker's start (last: ${last_done}s): steps run oldest run_at first"

@@ -1,5 +1,10 @@
 //! erasure: GDPR erasure orchestration for the Oxlin (Linxo Connect) aggregator.
 
+// jemalloc returns freed memory to the system over time and reports what is live (`/metrics`,
+// `erasure_heap_bytes`), so a long run shows whether memory grows because of a leak or not.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod api;
 pub mod audit;
 pub mod config;

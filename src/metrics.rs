@@ -101,6 +101,16 @@ impl Metrics {
 
     /// Appends this process's metrics in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
+        if let Some((allocated, resident)) = heap() {
+            header(
+                out,
+                "erasure_heap_bytes",
+                "gauge",
+                "This process's heap: bytes in live allocations, and bytes the allocator holds in memory.",
+            );
+            let _ = writeln!(out, "erasure_heap_bytes{{kind=\"allocated\"}} {allocated}");
+            let _ = writeln!(out, "erasure_heap_bytes{{kind=\"resident\"}} {resident}");
+        }
         header(
             out,
             "erasure_upstream_calls_total",
@@ -202,6 +212,16 @@ impl Metrics {
 pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The allocator's figures (live bytes, resident bytes), refreshed now.
+fn heap() -> Option<(usize, usize)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some((
+        stats::allocated::read().ok()?,
+        stats::resident::read().ok()?,
+    ))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
@@ -14,6 +15,7 @@ use crate::audit::seal::Sealer;
 use crate::config::{ApprovalPolicy, HttpLimits, Keys, UpstreamSettings};
 use crate::engine::{Engine, EngineSettings};
 use crate::guard::{Guard, GuardSettings};
+use crate::store::ready::Ready;
 use crate::store::{self, Db};
 use crate::upstream::Upstream;
 
@@ -84,6 +86,10 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
             Ok(())
         }));
     }
+    let ready = Ready::new();
+    tasks.push(tokio::spawn(
+        ready.clone().run(db.clone(), shutdown.clone()).map(Ok),
+    ));
     let upstream = match &config.upstream {
         Some(settings) => Some(Arc::new(Upstream::new(settings.clone())?)),
         None => None,
@@ -97,6 +103,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
         audit: audit.clone(),
         rates: api::limits::KeyRates::new(limits.rate_per_key, limits.burst_per_key),
         limits: limits.clone(),
+        ready: ready.clone(),
     };
     let http = match (&config.bind, &config.metrics_bind) {
         (Some(bind), _) => {
@@ -136,6 +143,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
             sealer,
             pseudonyms,
             config.engine.clone(),
+            ready,
         );
         tasks.push(tokio::spawn(engine.run(shutdown.clone())));
     }

@@ -323,6 +323,15 @@ async fn metrics_report_requests_jobs_upstream_calls_and_the_audit_log_without_i
     ] {
         assert!(text.contains(needed), "{needed} missing from:\n{text}");
     }
+    // The process's live heap and what the allocator holds: figures, and the second the larger.
+    let heap = |kind: &str| -> f64 {
+        let prefix = format!("erasure_heap_bytes{{kind=\"{kind}\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&prefix));
+        line.unwrap_or_else(|| panic!("{prefix} missing from:\n{text}"))[prefix.len()..]
+            .parse()
+            .unwrap()
+    };
+    assert!(heap("allocated") > 0.0 && heap("resident") >= heap("allocated"));
     assert!(!text.contains(&user), "no upstream id in the metrics");
     assert!(!text.contains(&id), "no request id in the metrics");
     // Every sample line parses as `name{labels} number`.

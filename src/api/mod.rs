@@ -37,6 +37,8 @@ pub struct AppState {
     pub limits: HttpLimits,
     /// Request rate per API key.
     pub rates: limits::KeyRates,
+    /// Wakes the workers when requests are accepted.
+    pub ready: std::sync::Arc<crate::store::ready::Ready>,
 }
 
 #[derive(OpenApi)]

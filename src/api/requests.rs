@@ -199,7 +199,9 @@ pub async fn create(
             Utc::now(),
         )
         .await;
-        return accepted(inserted.map_err(duplicate_race)?);
+        let reply = accepted(inserted.map_err(duplicate_race)?)?;
+        state.ready.ring();
+        return Ok(reply);
     };
     let mut tx = state.db.begin().await?;
     let fresh = sqlx::query(
@@ -262,6 +264,7 @@ pub async fn create(
     }
     let reply = accepted(inserted)?;
     tx.commit().await?;
+    state.ready.ring();
     Ok(reply)
 }
 
@@ -433,6 +436,7 @@ pub async fn batch(
     )
     .await?;
     tx.commit().await?;
+    state.ready.ring();
     for (slot, outcome) in insert_slots.into_iter().zip(inserted) {
         let item = &mut items[slot];
         match outcome {

@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
+use crate::store::ready::Ready;
 use crate::store::{self, Db, steps};
 use crate::upstream::{Admission, Upstream};
 
@@ -48,6 +49,7 @@ pub struct Engine {
     pub(crate) sealer: Sealer,
     pub(crate) pseudonyms: Pseudonymizer,
     pub(crate) settings: EngineSettings,
+    pub(crate) ready: Arc<Ready>,
 }
 
 impl Engine {
@@ -57,6 +59,7 @@ impl Engine {
         sealer: Sealer,
         pseudonyms: Pseudonymizer,
         settings: EngineSettings,
+        ready: Arc<Ready>,
     ) -> Arc<Self> {
         Arc::new(Self {
             db,
@@ -64,16 +67,20 @@ impl Engine {
             sealer,
             pseudonyms,
             settings,
+            ready,
         })
     }
 
     /// Runs until `shutdown` is cancelled; then stops claiming, lets running steps finish within
     /// the grace period, and gives back (unleases) what is left.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let wake = Arc::new(Notify::new());
         let background = CancellationToken::new();
-        let listener = tokio::spawn(listen(self.db.clone(), wake.clone(), background.clone()));
-        let rescuer = tokio::spawn(rescue(self.clone(), wake.clone(), background.clone()));
+        let listener = tokio::spawn(listen(
+            self.db.clone(),
+            self.ready.clone(),
+            background.clone(),
+        ));
+        let rescuer = tokio::spawn(rescue(self.clone(), background.clone()));
         let hard_stop = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
         let mut running = JoinSet::new();
@@ -99,7 +106,7 @@ impl Engine {
                 _ => (1 + slots.available_permits()).min(64),
             };
             // Listen before claiming, so a wake-up that arrives during the claim is not lost.
-            let notified = wake.notified();
+            let notified = self.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let claimed = steps::claim(&self.db, wanted as i64, self.settings.lease).await;
@@ -133,15 +140,10 @@ impl Engine {
                 };
                 let engine = self.clone();
                 let stop = hard_stop.clone();
-                let wake = wake.clone();
+                let stopping = shutdown.clone();
                 running.spawn(async move {
-                    let next_ready = engine.run_step(step, stop).await;
+                    engine.run_step(step, stopping, stop).await;
                     drop(permit);
-                    if next_ready {
-                        // The request's next step is ready: this process takes it at once
-                        // (other processes are not notified for it; they poll).
-                        wake.notify_one();
-                    }
                 });
             }
         }
@@ -172,7 +174,7 @@ impl Engine {
 }
 
 /// LISTEN for ready steps; reconnects by itself. Polling covers any notification lost meanwhile.
-async fn listen(db: Db, wake: Arc<Notify>, stop: CancellationToken) {
+async fn listen(db: Db, ready: Arc<Ready>, stop: CancellationToken) {
     while !stop.is_cancelled() {
         let mut listener = match PgListener::connect_with(&db).await {
             Ok(l) => l,
@@ -188,9 +190,9 @@ async fn listen(db: Db, wake: Arc<Notify>, stop: CancellationToken) {
         loop {
             tokio::select! {
                 n = listener.try_recv() => match n {
-                    Ok(Some(_)) => wake.notify_waiters(),
+                    Ok(Some(_)) => ready.wake(),
                     // The connection dropped (Ok(None)) or failed: wake everyone to poll, reconnect.
-                    Ok(None) | Err(_) => { wake.notify_waiters(); break; }
+                    Ok(None) | Err(_) => { ready.wake(); break; }
                 },
                 _ = stop.cancelled() => return,
             }
@@ -199,7 +201,7 @@ async fn listen(db: Db, wake: Arc<Notify>, stop: CancellationToken) {
 }
 
 /// Returns steps whose lease expired (a worker died) to the queue.
-async fn rescue(engine: Arc<Engine>, wake: Arc<Notify>, stop: CancellationToken) {
+async fn rescue(engine: Arc<Engine>, stop: CancellationToken) {
     let every = (engine.settings.lease / 2).max(Duration::from_millis(100));
     loop {
         tokio::select! {
@@ -210,7 +212,7 @@ async fn rescue(engine: Arc<Engine>, wake: Arc<Notify>, stop: CancellationToken)
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(steps = n, "rescued steps whose lease expired");
-                wake.notify_waiters();
+                engine.ready.wake();
             }
             Err(e) => tracing::warn!(error = %e, "rescuing expired leases failed"),
         }

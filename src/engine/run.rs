@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::Engine;
 use crate::domain::{Scope, StepKind};
 use crate::store::guard::GuardArm;
-use crate::store::steps::{self, CallRecord, Claimed, Outcome};
+use crate::store::steps::{self, CallRecord, Claimed, Finished, Outcome};
 use crate::upstream::{CallError, Cascade};
 
 /// Upstream ids learnt at inventory, sealed on the request while it is open, and for an account
@@ -26,60 +26,73 @@ struct Context {
 }
 
 impl Engine {
-    /// Runs one attempt and records it. True when it made the request's next step ready.
+    /// Runs one attempt and records it, then the request's next steps back to back while they
+    /// succeed (unless the process is stopping or the circuit is open).
     pub(super) async fn run_step(
         self: Arc<Self>,
-        step: Claimed,
+        mut step: Claimed,
+        shutdown: CancellationToken,
         hard_stop: CancellationToken,
-    ) -> bool {
-        let mut calls = Vec::new();
-        // The lease is renewed by this same future (no detached task), so a worker that dies or
-        // is aborted stops renewing at once and the rescuer can hand the step to another.
-        let result = {
-            let work = self.attempt(&step, &mut calls);
-            tokio::pin!(work);
-            let mut renew = tokio::time::interval(self.settings.lease / 3);
-            renew.tick().await;
-            loop {
-                tokio::select! {
-                    r = &mut work => break Some(r),
-                    _ = hard_stop.cancelled() => break None,
-                    _ = renew.tick() => match steps::renew(&self.db, &step, self.settings.lease).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::warn!(request = %step.request_id, "lease lost; abandoning the attempt");
-                            break None;
-                        }
-                        Err(e) => tracing::warn!(request = %step.request_id, error = %e, "lease renewal failed; will retry"),
-                    },
+    ) {
+        'steps: loop {
+            let mut calls = Vec::new();
+            // The lease is renewed by this same future (no detached task), so a worker that dies
+            // or is aborted stops renewing at once and the rescuer can hand the step to another.
+            let result = {
+                let work = self.attempt(&step, &mut calls);
+                tokio::pin!(work);
+                let mut renew = tokio::time::interval(self.settings.lease / 3);
+                renew.tick().await;
+                loop {
+                    tokio::select! {
+                        r = &mut work => break Some(r),
+                        _ = hard_stop.cancelled() => break None,
+                        _ = renew.tick() => match steps::renew(&self.db, &step, self.settings.lease).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                tracing::warn!(request = %step.request_id, "lease lost; abandoning the attempt");
+                                break None;
+                            }
+                            Err(e) => tracing::warn!(request = %step.request_id, error = %e, "lease renewal failed; will retry"),
+                        },
+                    }
+                }
+            };
+            let Some(outcome) = result else {
+                // Shutdown past its grace, or the lease was lost: give it back (deletes are
+                // idempotent).
+                if let Err(e) = steps::release(&self.db, &step).await {
+                    tracing::warn!(request = %step.request_id, error = %e, "could not give a step back; its lease will expire");
+                }
+                return;
+            };
+            tracing::debug!(request = %step.request_id, step = ?step.kind, attempt = step.attempts, outcome = outcome_name(&outcome), "step attempt ended");
+            crate::metrics::global().attempt(step.kind.as_str(), outcome_name(&outcome));
+            let take_next = (!shutdown.is_cancelled() && !self.upstream.breaker.is_open())
+                .then_some(self.settings.lease);
+            for delay_ms in [50u64, 200, 1000, 3000] {
+                match steps::finish(&self.db, &step, outcome.clone(), &calls, take_next).await {
+                    Ok(Finished::Next(next)) => {
+                        step = next;
+                        continue 'steps;
+                    }
+                    // The request's next step is ready: this process takes it at once (other
+                    // processes are not notified for it; they poll).
+                    Ok(Finished::NextReady) => return self.ready.wake(),
+                    Ok(Finished::Recorded) => return,
+                    Ok(Finished::Lost) => {
+                        tracing::info!(request = %step.request_id, step = ?step.kind, "step was taken over by another worker; outcome dropped");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(request = %step.request_id, error = %e, "recording a step outcome failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                    }
                 }
             }
-        };
-        let Some(outcome) = result else {
-            // Shutdown past its grace, or the lease was lost: give it back (deletes are idempotent).
-            if let Err(e) = steps::release(&self.db, &step).await {
-                tracing::warn!(request = %step.request_id, error = %e, "could not give a step back; its lease will expire");
-            }
-            return false;
-        };
-        tracing::debug!(request = %step.request_id, step = ?step.kind, attempt = step.attempts, outcome = outcome_name(&outcome), "step attempt ended");
-        crate::metrics::global().attempt(step.kind.as_str(), outcome_name(&outcome));
-        let done = matches!(outcome, Outcome::Done { .. });
-        for delay_ms in [50u64, 200, 1000, 3000] {
-            match steps::finish(&self.db, &step, outcome.clone(), &calls).await {
-                Ok(true) => return done,
-                Ok(false) => {
-                    tracing::info!(request = %step.request_id, step = ?step.kind, "step was taken over by another worker; outcome dropped");
-                    return false;
-                }
-                Err(e) => {
-                    tracing::warn!(request = %step.request_id, error = %e, "recording a step outcome failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-                }
-            }
+            tracing::error!(request = %step.request_id, "could not record a step outcome; the lease will expire and the step run again");
+            return;
         }
-        tracing::error!(request = %step.request_id, "could not record a step outcome; the lease will expire and the step run again");
-        false
     }
 
     async fn attempt(&self, step: &Claimed, calls: &mut Vec<CallRecord>) -> Outcome {

@@ -19,15 +19,37 @@ pub struct Entry<'a> {
 }
 
 pub async fn append(conn: &mut PgConnection, entry: Entry<'_>) -> sqlx::Result<()> {
+    append_all(conn, vec![entry]).await
+}
+
+/// Appends entries in the order given, in one statement.
+pub async fn append_all(conn: &mut PgConnection, entries: Vec<Entry<'_>>) -> sqlx::Result<()> {
+    let n = entries.len();
+    let (mut request_ids, mut subject_refs, mut actors, mut events, mut data) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for e in entries {
+        request_ids.push(e.request_id);
+        subject_refs.push(e.subject_ref);
+        actors.push(e.actor);
+        events.push(e.event);
+        data.push(e.data);
+    }
     sqlx::query(
         "insert into audit_entries (request_id, subject_ref, actor, event, data) \
-         values ($1, $2, $3, $4, $5)",
+         select request_id, subject_ref, actor, event, data \
+         from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[]) \
+         with ordinality as e(request_id, subject_ref, actor, event, data, n) order by n",
     )
-    .bind(entry.request_id)
-    .bind(entry.subject_ref)
-    .bind(entry.actor)
-    .bind(entry.event)
-    .bind(entry.data)
+    .bind(request_ids)
+    .bind(subject_refs)
+    .bind(actors)
+    .bind(events)
+    .bind(data)
     .execute(conn)
     .await?;
     Ok(())

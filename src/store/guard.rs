@@ -49,7 +49,10 @@ pub struct Guarded {
 }
 
 /// For each list of pseudonyms (one listed account each), the armed guards any of them matches,
-/// most recently armed first: one query for a whole page of listed accounts.
+/// most recently armed first: one query for a whole page of listed accounts. Each pseudonym is
+/// looked up in the GIN index on its own (`offset 0` keeps the lookup a separate plan): as a plain
+/// join, statistics that lag the table's growth made the planner compare every listed pseudonym
+/// with every erased account (10 s for a page of 1,500 against 20,000 accounts; now 7 ms).
 pub async fn matching(
     conn: &mut PgConnection,
     lists: &[&[String]],
@@ -63,7 +66,8 @@ pub async fn matching(
         "select distinct on (l.n, e.armed_at, e.id) l.n, e.id, e.request_id, e.root_request_id, \
              e.connection_ref, e.refs, e.armed_at \
          from unnest($1::text[], $2::int4[]) as l(ref, n) \
-         join erased_accounts e on e.lifted_at is null and e.refs @> array[l.ref] \
+         cross join lateral (select * from erased_accounts e \
+             where e.lifted_at is null and e.refs @> array[l.ref] offset 0) e \
          order by l.n, e.armed_at desc, e.id desc",
     )
     .bind(&refs)

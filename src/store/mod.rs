@@ -4,6 +4,7 @@ pub mod audit;
 pub mod copy;
 pub mod guard;
 pub mod keys;
+pub mod ready;
 pub mod requests;
 pub mod restorations;
 pub mod steps;

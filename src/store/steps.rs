@@ -119,14 +119,29 @@ pub struct CallRecord {
     pub duration_ms: u64,
 }
 
-/// Records the outcome of an attempt, fenced by the lease token: false when the step is no longer
-/// held by this attempt (nothing is written then).
+/// What recording an attempt's outcome did.
+#[derive(Debug)]
+pub enum Finished {
+    /// The step is no longer held by this attempt: nothing was written.
+    Lost,
+    /// Recorded; nothing of the request is ready now (it completed or failed, or a retry waits).
+    Recorded,
+    /// Recorded; the request's next step is ready for any worker.
+    NextReady,
+    /// Recorded; the request's next step is leased to the caller, who runs it at once.
+    Next(Claimed),
+}
+
+/// Records the outcome of an attempt, fenced by the lease token (nothing is written when the
+/// step is no longer held by this attempt). With `take_next`, a success leases the request's next
+/// step to the caller in the same transaction: no claim, no wake-up between an erasure's steps.
 pub async fn finish(
     db: &Db,
     c: &Claimed,
     outcome: Outcome,
     calls: &[CallRecord],
-) -> sqlx::Result<bool> {
+    take_next: Option<Duration>,
+) -> sqlx::Result<Finished> {
     let mut tx = db.begin().await?;
     let (state, error, detail, run_at) = match &outcome {
         Outcome::Done { detail, .. } => ("succeeded", None, Some(detail.clone()), None),
@@ -147,22 +162,30 @@ pub async fn finish(
     .execute(&mut *tx)
     .await?;
     if fenced.rows_affected() != 1 {
-        return Ok(false);
+        return Ok(Finished::Lost);
     }
+    let entry = |event: &'static str, data: Value| Entry {
+        request_id: Some(c.request_id),
+        subject_ref: Some(&c.subject_ref),
+        actor: audit::ENGINE,
+        event,
+        data,
+    };
+    let mut entries: Vec<Entry> = calls
+        .iter()
+        .map(|call| {
+            entry(
+                "upstream_call",
+                json!({
+                    "step": c.kind, "attempt": c.attempts, "method": call.method, "path": call.path,
+                    "status": call.status, "error": call.error, "duration_ms": call.duration_ms,
+                }),
+            )
+        })
+        .collect();
     let step = json!({"step": c.kind, "attempt": c.attempts});
-    for call in calls {
-        append(
-            &mut tx,
-            c,
-            "upstream_call",
-            json!({
-                "step": c.kind, "attempt": c.attempts, "method": call.method, "path": call.path,
-                "status": call.status, "error": call.error, "duration_ms": call.duration_ms,
-            }),
-        )
-        .await?;
-    }
-    match outcome {
+    let mut original_ref = None;
+    let finished = match outcome {
         Outcome::Done {
             detail,
             context,
@@ -171,7 +194,7 @@ pub async fn finish(
             if let Some(guard) = guard {
                 super::guard::arm(&mut tx, c.request_id, &guard).await?;
             }
-            if let Some(context) = context {
+            if let Some(context) = &context {
                 sqlx::query("update erasure_requests set context_sealed = $2 where id = $1")
                     .bind(c.request_id)
                     .bind(context)
@@ -186,27 +209,42 @@ pub async fn finish(
             };
             let mut data = detail;
             data["attempt"] = json!(c.attempts);
-            append(&mut tx, c, event, data).await?;
-            // The next step keeps the request's place in the queue (its receipt time), so
-            // erasures already started finish before new ones start.
-            let next = sqlx::query(
-                "update steps set state = 'ready', updated_at = now(), \
-                     run_at = (select received_at from erasure_requests where id = $1) \
-                 where request_id = $1 and ordinal = $2 and state = 'waiting'",
-            )
-            .bind(c.request_id)
-            .bind(c.ordinal + 1)
-            .execute(&mut *tx)
-            .await?;
-            if next.rows_affected() == 0 {
-                complete_request(&mut tx, c).await?;
+            entries.push(entry(event, data));
+            let next = next_step(&mut tx, c, take_next).await?;
+            match next {
+                Some((step_id, kind, attempts, lease_token)) => match lease_token {
+                    Some(lease_token) => Finished::Next(Claimed {
+                        step_id,
+                        request_id: c.request_id,
+                        ordinal: c.ordinal + 1,
+                        kind,
+                        attempts,
+                        lease_token,
+                        scope: c.scope,
+                        subject_ref: c.subject_ref.clone(),
+                        target_sealed: c.target_sealed.clone(),
+                        context_sealed: context.or_else(|| c.context_sealed.clone()),
+                    }),
+                    None => Finished::NextReady,
+                },
+                None => {
+                    let (outcome, original, subject_ref) = complete_request(&mut tx, c).await?;
+                    entries.push(entry("completed", json!({"outcome": outcome})));
+                    // A re-erasure's completion is also told on the original, so its receipt
+                    // shows it.
+                    if let (Some(original), Some(subject_ref)) = (original, subject_ref) {
+                        original_ref = Some((original, subject_ref, outcome));
+                    }
+                    Finished::Recorded
+                }
             }
         }
         Outcome::RetryAt { error, at } => {
             let mut data = step;
             data["error"] = json!(error);
             data["retry_at"] = json!(at);
-            append(&mut tx, c, "attempt_failed", data).await?;
+            entries.push(entry("attempt_failed", data));
+            Finished::Recorded
         }
         Outcome::Fail { error } => {
             sqlx::query(
@@ -219,63 +257,69 @@ pub async fn finish(
             .await?;
             let mut data = step;
             data["error"] = json!(error);
-            append(&mut tx, c, "failed", data).await?;
+            entries.push(entry("failed", data));
+            Finished::Recorded
         }
+    };
+    if let Some((original, subject_ref, outcome)) = &original_ref {
+        entries.push(Entry {
+            request_id: Some(*original),
+            subject_ref: Some(subject_ref),
+            actor: audit::ENGINE,
+            event: "re_erasure_completed",
+            data: json!({"re_erasure_request": c.request_id, "outcome": outcome}),
+        });
     }
+    audit::append_all(&mut tx, entries).await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(finished)
 }
 
-async fn complete_request(tx: &mut Transaction<'_, Postgres>, c: &Claimed) -> sqlx::Result<()> {
-    let (outcome, original): (String, Option<Uuid>) = sqlx::query_as(
-        "update erasure_requests set state = 'completed', completed_at = now(), updated_at = now(), \
+/// Makes the request's next waiting step ready, or with `take_next` leases it to the caller.
+/// The next step keeps the request's place in the queue (its receipt time), so erasures already
+/// started finish before new ones start.
+async fn next_step(
+    tx: &mut Transaction<'_, Postgres>,
+    c: &Claimed,
+    take_next: Option<Duration>,
+) -> sqlx::Result<Option<(i64, StepKind, i32, Option<Uuid>)>> {
+    let query = match take_next {
+        Some(lease) => sqlx::query_as(
+            "update steps set state = 'running', attempts = attempts + 1, \
+                 lease_token = gen_random_uuid(), lease_until = now() + $3, updated_at = now() \
+             where request_id = $1 and ordinal = $2 and state = 'waiting' \
+             returning id, kind, attempts, lease_token",
+        )
+        .bind(c.request_id)
+        .bind(c.ordinal + 1)
+        .bind(lease),
+        None => sqlx::query_as(
+            "update steps set state = 'ready', updated_at = now(), \
+                 run_at = (select received_at from erasure_requests where id = $1) \
+             where request_id = $1 and ordinal = $2 and state = 'waiting' \
+             returning id, kind, attempts, lease_token",
+        )
+        .bind(c.request_id)
+        .bind(c.ordinal + 1),
+    };
+    query.fetch_optional(&mut **tx).await
+}
+
+/// Completes the request: its outcome, and the original it re-erases (with its pseudonym), if any.
+async fn complete_request(
+    tx: &mut Transaction<'_, Postgres>,
+    c: &Claimed,
+) -> sqlx::Result<(String, Option<Uuid>, Option<String>)> {
+    sqlx::query_as(
+        "update erasure_requests r set state = 'completed', completed_at = now(), updated_at = now(), \
              target_sealed = null, context_sealed = null, \
              outcome = (select case when detail->>'result' = 'already_absent' \
                              then 'already_erased' else 'erased' end \
                         from steps where request_id = $1 and kind = 'delete') \
-         where id = $1 returning outcome, resurrection_of",
+         where id = $1 returning outcome, resurrection_of, \
+             (select o.subject_ref from erasure_requests o where o.id = r.resurrection_of)",
     )
     .bind(c.request_id)
     .fetch_one(&mut **tx)
-    .await?;
-    append(tx, c, "completed", json!({"outcome": outcome})).await?;
-    // A re-erasure's completion is also told on the original, so its receipt shows it.
-    if let Some(original) = original {
-        let subject_ref: String =
-            sqlx::query_scalar("select subject_ref from erasure_requests where id = $1")
-                .bind(original)
-                .fetch_one(&mut **tx)
-                .await?;
-        audit::append(
-            tx,
-            Entry {
-                request_id: Some(original),
-                subject_ref: Some(&subject_ref),
-                actor: audit::ENGINE,
-                event: "re_erasure_completed",
-                data: json!({"re_erasure_request": c.request_id, "outcome": outcome}),
-            },
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-async fn append(
-    tx: &mut Transaction<'_, Postgres>,
-    c: &Claimed,
-    event: &str,
-    data: Value,
-) -> sqlx::Result<()> {
-    audit::append(
-        tx,
-        Entry {
-            request_id: Some(c.request_id),
-            subject_ref: Some(&c.subject_ref),
-            actor: audit::ENGINE,
-            event,
-            data,
-        },
-    )
     .await
 }
