@@ -12,3 +12,10 @@ drop function steps_notify_ready();
 -- more.
 alter index erased_accounts_refs set (fastupdate = off);
 select gin_clean_pending_list('erased_accounts_refs');
+
+-- A step's lease token is set exactly while it runs; the fenced writes of an attempt match on
+-- the token alone (a `state = 'running'` beside it made the planner walk the partial index of
+-- running steps instead of the primary key). `not valid`: checked for every write from now on,
+-- without scanning the rows written before.
+alter table steps add constraint steps_leased_while_running
+    check ((state = 'running') = (lease_token is not null)) not valid;

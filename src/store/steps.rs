@@ -53,16 +53,20 @@ pub async fn claim(db: &Db, limit: i64, lease: Duration) -> sqlx::Result<Vec<Cla
     .await
 }
 
+// A lease token is set exactly while its step runs (constraint `steps_leased_while_running`), so
+// the token alone fences an attempt's writes below. (With `and state = 'running'` added, the
+// planner's generic plan walked the partial index of running steps, dead entries included,
+// instead of the primary key: 0.28 ms a step, and growing between vacuums.)
+
 /// Extends the lease; false when the step is no longer ours.
 pub async fn renew(db: &Db, c: &Claimed, lease: Duration) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        "update steps set lease_until = now() + $3 where id = $1 and lease_token = $2 and state = 'running'",
-    )
-    .bind(c.step_id)
-    .bind(c.lease_token)
-    .bind(lease)
-    .execute(db)
-    .await?;
+    let done =
+        sqlx::query("update steps set lease_until = now() + $3 where id = $1 and lease_token = $2")
+            .bind(c.step_id)
+            .bind(c.lease_token)
+            .bind(lease)
+            .execute(db)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -71,7 +75,7 @@ pub async fn release(db: &Db, c: &Claimed) -> sqlx::Result<()> {
     sqlx::query(
         "update steps set state = 'ready', attempts = greatest(attempts - 1, 0), lease_token = null, \
          lease_until = null, run_at = now(), updated_at = now() \
-         where id = $1 and lease_token = $2 and state = 'running'",
+         where id = $1 and lease_token = $2",
     )
     .bind(c.step_id)
     .bind(c.lease_token)
@@ -151,7 +155,7 @@ pub async fn finish(
     let fenced = sqlx::query(
         "update steps set state = $3, last_error = $4, detail = coalesce($5, detail), \
              run_at = coalesce($6, run_at), lease_token = null, lease_until = null, updated_at = now() \
-         where id = $1 and lease_token = $2 and state = 'running'",
+         where id = $1 and lease_token = $2",
     )
     .bind(c.step_id)
     .bind(c.lease_token)
