@@ -4,8 +4,7 @@
 # `erasure serve` (API and worker in one process) against the simulator. Prints a sample every
 # SAMPLE seconds (60): POST latency, accepted -> completed latency, completions, open requests,
 # memory of the service (resident and live heap) and the simulator, load average; then the first
-# and last quarter side by
-# side and a verdict on whether memory and latency stayed flat (bench/soak_load.py).
+# and last quarter side by side and a verdict on whether memory and latency stayed flat (bench/soak_load.py).
 #
 #   bench/soak.sh                          # RATE=150 DURATION=3600 SAMPLE=60 MAX_RPS=1000
 #   RATE=20 DURATION=120 SAMPLE=10 bench/soak.sh   # a quick look
