@@ -6,6 +6,12 @@
 drop trigger steps_notify_ready_insert on steps;
 drop function steps_notify_ready();
 
+-- Steps a person makes ready again (approve, release, retry) are announced the same way, by the
+-- process that took the action once it committed; the statement trigger that looked for them ran
+-- on every `update steps` (several per erasure step) to find them.
+drop trigger steps_notify_resumed on steps;
+drop function steps_notify_resumed();
+
 -- The guard's GIN index took every insert into its pending list, which every lookup then scanned
 -- in full until a vacuum merged it: 2 ms per listed account at 20,000 erased accounts, 6 s per
 -- page of events. Without the pending list a lookup takes microseconds and an insert a little

@@ -882,6 +882,10 @@ pub async fn act(
     }
     refuse_own_decision(&state, id, action, principal.key_id).await?;
     match requests::act(&state.db, id, action, principal.key_id, input_data).await? {
+        // These make the request's paused or failed step ready again.
+        Ok(()) if matches!(action, Action::Approve | Action::Release | Action::Retry) => {
+            state.ready.ring()
+        }
         Ok(()) => {}
         Err(Refusal::NotFound) => return Err(ApiError::not_found("erasure request")),
         Err(Refusal::InvalidTransition(from)) => {
