@@ -134,6 +134,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
                 sealer.clone(),
                 pseudonyms.clone(),
                 settings.clone(),
+                ready.clone(),
             );
             tasks.push(tokio::spawn(guard.run(shutdown.clone())));
         }

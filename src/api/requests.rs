@@ -436,7 +436,9 @@ pub async fn batch(
     )
     .await?;
     tx.commit().await?;
-    state.ready.ring();
+    if inserted.iter().any(|i| matches!(i, Inserted::Created(_))) {
+        state.ready.ring();
+    }
     for (slot, outcome) in insert_slots.into_iter().zip(inserted) {
         let item = &mut items[slot];
         match outcome {

@@ -1,6 +1,8 @@
 //! Following the upstream event stream: each page of events takes effect in one transaction that
 //! also advances the cursor, so after a crash the page is read again and nothing is done twice.
 
+use std::sync::atomic::Ordering;
+
 use chrono::Utc;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
@@ -196,6 +198,7 @@ impl Guard {
             },
         )
         .await?;
+        self.re_erased.store(true, Ordering::Release);
         Ok(Some(id))
     }
 }

@@ -12,6 +12,7 @@ mod restore;
 mod reverify;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -20,6 +21,7 @@ use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
 use crate::engine::RetryPolicy;
 use crate::store::Db;
+use crate::store::ready::Ready;
 use crate::upstream::Upstream;
 
 #[derive(Debug, Clone)]
@@ -51,6 +53,9 @@ pub struct Guard {
     sealer: Sealer,
     pseudonyms: Pseudonymizer,
     settings: GuardSettings,
+    ready: Arc<Ready>,
+    /// A re-erasure was created since the workers were last woken.
+    re_erased: AtomicBool,
 }
 
 impl Guard {
@@ -60,6 +65,7 @@ impl Guard {
         sealer: Sealer,
         pseudonyms: Pseudonymizer,
         settings: GuardSettings,
+        ready: Arc<Ready>,
     ) -> Arc<Self> {
         Arc::new(Self {
             db,
@@ -67,7 +73,16 @@ impl Guard {
             sealer,
             pseudonyms,
             settings,
+            ready,
+            re_erased: AtomicBool::new(false),
         })
+    }
+
+    /// Wakes the workers for the re-erasures created (and committed) since the last call.
+    fn wake_for_re_erasures(&self) {
+        if self.re_erased.swap(false, Ordering::AcqRel) {
+            self.ready.ring();
+        }
     }
 
     /// Runs until `shutdown`: restorations, the event stream (when this process leads), then
@@ -82,7 +97,9 @@ impl Guard {
             // While the upstream is down (circuit open) the events wait: the workers' probe
             // finds out when it is back.
             while !self.upstream.breaker.is_open() && self.leads(&mut leader).await {
-                match self.consume().await {
+                let consumed = self.consume().await;
+                self.wake_for_re_erasures();
+                match consumed {
                     Ok(true) if !shutdown.is_cancelled() => continue,
                     Ok(_) => break,
                     Err(e) => {
@@ -94,6 +111,7 @@ impl Guard {
             if let Err(e) = self.reverify_if_due(&shutdown).await {
                 tracing::error!(error = %e, "re-verification could not run; retrying");
             }
+            self.wake_for_re_erasures();
             tokio::select! {
                 _ = tokio::time::sleep(self.settings.poll) => {}
                 _ = shutdown.cancelled() => break,
