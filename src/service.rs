@@ -15,6 +15,7 @@ use crate::audit::seal::Sealer;
 use crate::config::{ApprovalPolicy, HttpLimits, Keys, UpstreamSettings};
 use crate::engine::{Engine, EngineSettings};
 use crate::guard::{Guard, GuardSettings};
+use crate::store::intake;
 use crate::store::ready::Ready;
 use crate::store::{self, Db};
 use crate::upstream::Upstream;
@@ -23,6 +24,10 @@ use crate::upstream::Upstream;
 pub const AUDIT_KEY_NAME: &str = "erasure-audit";
 /// The origin line of checkpoints: which log they are of.
 pub const AUDIT_ORIGIN: &str = "erasure/audit-log/v1";
+
+/// Writers that commit single requests in groups (`store::intake`): two, so that one group
+/// commits while the next gathers (one or four gave fewer requests a second: BENCHMARKS.md).
+const INTAKE_WRITERS: usize = 2;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -94,6 +99,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
         Some(settings) => Some(Arc::new(Upstream::new(settings.clone())?)),
         None => None,
     };
+    let intake = intake::start(db.clone(), ready.clone(), INTAKE_WRITERS);
     let state = || AppState {
         db: db.clone(),
         upstream: upstream.clone(),
@@ -104,6 +110,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
         rates: api::limits::KeyRates::new(limits.rate_per_key, limits.burst_per_key),
         limits: limits.clone(),
         ready: ready.clone(),
+        intake: intake.clone(),
     };
     let http = match (&config.bind, &config.metrics_bind) {
         (Some(bind), _) => {

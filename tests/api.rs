@@ -2026,3 +2026,97 @@ async fn idempotency_keys() {
     assert_error(&r, 409, "duplicate_request");
     app.stop().await;
 }
+
+/// Single submissions arriving together are committed together (`store::intake`), yet each is
+/// answered for itself: every distinct target is created once with its own id, the same target
+/// sent at once by two keys is created once and every other copy is told which request is open,
+/// each request is attributed to the key that sent it, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submissions_are_each_answered_for_themselves() {
+    let app = api().await;
+    // Every fourth one is the same account; the others are distinct users.
+    let bodies: Vec<Value> = (0..80u32)
+        .map(|n| match n % 4 {
+            0 => json!({"scope": "account", "target_id": "777"}),
+            _ => json!({"scope": "user", "target_id": format!("{}", 5000 + n)}),
+        })
+        .collect();
+    let sends = bodies.iter().enumerate().map(|(n, body)| {
+        let key = if n % 2 == 0 {
+            &app.requester
+        } else {
+            &app.requester2
+        };
+        post_json(&app, REQUESTS, key, body)
+    });
+    let replies = futures::future::join_all(sends).await;
+
+    let mut created = HashSet::new();
+    let mut same_target_created = Vec::new();
+    let mut duplicates_named = Vec::new();
+    for (n, r) in replies.iter().enumerate() {
+        if n % 4 != 0 {
+            assert_eq!(r.status, 202, "{}", r.text);
+            let id = r.json["id"].as_str().unwrap().to_string();
+            assert_eq!(r.location.as_deref(), Some(&*format!("{REQUESTS}/{id}")));
+            assert!(created.insert(id), "each request has its own id");
+        } else if r.status == 202 {
+            same_target_created.push(r.json["id"].as_str().unwrap().to_string());
+        } else {
+            assert_error(r, 409, "duplicate_request");
+            duplicates_named.push(
+                r.json["details"]["existing_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+    }
+    assert_eq!(created.len(), 60);
+    assert_eq!(same_target_created.len(), 1, "one target, one open request");
+    assert_eq!(duplicates_named.len(), 19);
+    assert!(
+        duplicates_named
+            .iter()
+            .all(|id| *id == same_target_created[0])
+    );
+    assert_eq!(count_requests(&app).await, 61);
+
+    // Attribution: each request names the key that sent it, as stored and as answered; each has
+    // its steps and its "received" entry.
+    let key_id = |label: &'static str| {
+        sqlx::query_scalar::<_, uuid::Uuid>("select id from api_keys where label = $1")
+            .bind(label)
+            .fetch_one(&app.db)
+    };
+    let (first, second) = (
+        key_id("requester").await.unwrap(),
+        key_id("requester-2").await.unwrap(),
+    );
+    for (n, r) in replies.iter().enumerate().filter(|(_, r)| r.status == 202) {
+        let expected = if n % 2 == 0 { first } else { second }.to_string();
+        assert_eq!(r.json["requested_by"], json!(expected));
+        let id = r.json["id"].as_str().unwrap();
+        let shown = get(&app, &format!("{REQUESTS}/{id}"), &app.requester).await;
+        assert_eq!(shown.json["requested_by"], json!(expected));
+        assert_eq!(shown.json["state"], "queued");
+        assert_eq!(
+            shown.json["steps"], r.json["steps"],
+            "the answer is what was stored"
+        );
+    }
+    let (steps, received): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from steps), \
+                (select count(*) from audit_entries where event = 'received')",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        steps,
+        60 * 3 + 4,
+        "three steps per user, four for the account"
+    );
+    assert_eq!(received, 61);
+    app.stop().await;
+}

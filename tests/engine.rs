@@ -508,3 +508,105 @@ async fn a_process_refuses_a_database_that_lacks_a_migration() {
     );
     app.stop().await;
 }
+
+/// Outcomes of steps that end together are recorded in one transaction (`store::group`), yet
+/// each is fenced by its own lease: an attempt whose step another worker took writes nothing,
+/// and the others are recorded as if alone (the next step leased to the caller, a retry
+/// scheduled), each with its own audit entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_recorded_together_are_each_fenced_by_their_own_lease() {
+    use erasure::store::steps::{self, Attempt, Finished, Outcome};
+    let app = TestApp::spawn(Options {
+        worker: false,
+        ..Options::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for target in ["9001", "9002", "9003"] {
+        ids.push(app.submit("account", target).await);
+    }
+    let lease = Duration::from_secs(30);
+    let mut claimed = steps::claim(&app.db, 10, lease).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    claimed.sort_by_key(|c| ids.iter().position(|id| *id == c.request_id.to_string()));
+    // Another worker took the second request's step.
+    sqlx::query("update steps set lease_token = gen_random_uuid() where id = $1")
+        .bind(claimed[1].step_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let retry_at = chrono::Utc::now() + chrono::Duration::minutes(5);
+    let done = || Outcome::Done {
+        detail: json!({"present": true}),
+        context: None,
+        guard: None,
+    };
+    let outcomes = [
+        (done(), Some(lease)),
+        (done(), Some(lease)),
+        (
+            Outcome::RetryAt {
+                error: "upstream answered 503".into(),
+                at: retry_at,
+            },
+            Some(lease),
+        ),
+    ];
+    let recorder = steps::recorder(app.db.clone(), 1);
+    let results = futures::future::join_all(claimed.iter().zip(outcomes).map(
+        |(step, (outcome, take_next))| {
+            recorder.submit(Attempt {
+                step: step.clone(),
+                outcome,
+                calls: vec![],
+                take_next,
+            })
+        },
+    ))
+    .await;
+    let results: Vec<Finished> = results.into_iter().map(Result::unwrap).collect();
+    let Finished::Next(next) = &results[0] else {
+        panic!("the first success leases its next step: {:?}", results[0]);
+    };
+    assert_eq!(next.kind, erasure::domain::StepKind::Delete);
+    assert_eq!(
+        (next.request_id, next.ordinal, next.attempts),
+        (claimed[0].request_id, 1, 1)
+    );
+    assert!(matches!(results[1], Finished::Lost), "{:?}", results[1]);
+    assert!(matches!(results[2], Finished::Recorded), "{:?}", results[2]);
+
+    let state_of = |n: usize, ordinal: i16| {
+        sqlx::query_as::<_, (String, Option<uuid::Uuid>, chrono::DateTime<chrono::Utc>)>(
+            "select state, lease_token, run_at from steps where request_id = $1 and ordinal = $2",
+        )
+        .bind(claimed[n].request_id)
+        .bind(ordinal)
+        .fetch_one(&app.db)
+    };
+    assert_eq!(state_of(0, 0).await.unwrap().0, "succeeded");
+    let (state, token, _) = state_of(0, 1).await.unwrap();
+    assert_eq!((state.as_str(), token), ("running", Some(next.lease_token)));
+    let (state, token, _) = state_of(1, 0).await.unwrap();
+    assert_eq!(state, "running", "the taken step is left to its new holder");
+    assert_ne!(token, Some(claimed[1].lease_token));
+    assert_eq!(state_of(1, 1).await.unwrap().0, "waiting");
+    let (state, _, run_at) = state_of(2, 0).await.unwrap();
+    assert_eq!(state, "ready");
+    assert!((run_at - retry_at).num_milliseconds().abs() < 1);
+
+    let events: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "select request_id, event from audit_entries where event <> 'received' order by id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        events,
+        vec![
+            (claimed[0].request_id, "inventoried".to_string()),
+            (claimed[2].request_id, "attempt_failed".to_string()),
+        ]
+    );
+    app.stop().await;
+}

@@ -39,6 +39,8 @@ pub struct AppState {
     pub rates: limits::KeyRates,
     /// Wakes the workers when requests are accepted.
     pub ready: std::sync::Arc<crate::store::ready::Ready>,
+    /// Commits single requests in groups.
+    pub intake: crate::store::intake::Intake,
 }
 
 #[derive(OpenApi)]

@@ -18,6 +18,7 @@ use super::subjects;
 use crate::config::ApprovalPolicy;
 use crate::domain::validate::{self, TargetId};
 use crate::domain::{Action, LegalBasis, Role, Scope, State};
+use crate::store::intake::Submission;
 use crate::store::requests::{
     self, ActionInput, ErasureRequest, Inserted, ListFilter, NewRequest, Refusal,
 };
@@ -188,19 +189,18 @@ pub async fn create(
         if let Some(existing) = old_duplicate {
             return Err(duplicate(existing));
         }
-        // One statement: atomic on its own.
-        let mut conn = state.db.acquire().await?;
-        let inserted = requests::insert_many(
-            &mut conn,
-            std::slice::from_ref(&new),
-            principal.key_id,
-            &actor,
-            None,
-            Utc::now(),
-        )
-        .await;
-        let reply = accepted(inserted.map_err(duplicate_race)?)?;
-        state.ready.ring();
+        // Committed with whatever other single requests arrive meanwhile; the writer wakes the
+        // workers.
+        let inserted = state
+            .intake
+            .submit(Submission {
+                item: new,
+                requested_by: principal.key_id,
+                actor,
+            })
+            .await
+            .map_err(duplicate_race)?;
+        let reply = accepted(vec![inserted])?;
         return Ok(reply);
     };
     let mut tx = state.db.begin().await?;

@@ -43,6 +43,9 @@ impl Default for EngineSettings {
     }
 }
 
+/// Writers that record step outcomes (`store::group`).
+const RECORDERS: usize = 8;
+
 pub struct Engine {
     pub(crate) db: Db,
     pub(crate) upstream: Arc<Upstream>,
@@ -50,6 +53,8 @@ pub struct Engine {
     pub(crate) pseudonyms: Pseudonymizer,
     pub(crate) settings: EngineSettings,
     pub(crate) ready: Arc<Ready>,
+    /// Records attempts' outcomes, many in one commit when many steps end at once.
+    pub(crate) recorder: steps::Recorder,
 }
 
 impl Engine {
@@ -62,6 +67,7 @@ impl Engine {
         ready: Arc<Ready>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            recorder: steps::recorder(db.clone(), RECORDERS),
             db,
             upstream,
             sealer,

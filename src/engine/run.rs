@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::Engine;
 use crate::domain::{Scope, StepKind};
 use crate::store::guard::GuardArm;
-use crate::store::steps::{self, CallRecord, Claimed, Finished, Outcome};
+use crate::store::steps::{self, Attempt, CallRecord, Claimed, Finished, Outcome};
 use crate::upstream::{CallError, Cascade};
 
 /// Upstream ids learnt at inventory, sealed on the request while it is open, and for an account
@@ -71,7 +71,13 @@ impl Engine {
             let take_next = (!shutdown.is_cancelled() && !self.upstream.breaker.is_open())
                 .then_some(self.settings.lease);
             for delay_ms in [50u64, 200, 1000, 3000] {
-                match steps::finish(&self.db, &step, outcome.clone(), &calls, take_next).await {
+                let attempt = Attempt {
+                    step: step.clone(),
+                    outcome: outcome.clone(),
+                    calls: calls.clone(),
+                    take_next,
+                };
+                match self.recorder.submit(attempt).await {
                     Ok(Finished::Next(next)) => {
                         step = next;
                         continue 'steps;

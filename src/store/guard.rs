@@ -23,15 +23,24 @@ pub struct GuardArm {
     pub refs: Vec<String>,
 }
 
-/// Arms the guard for a request's account (in the transaction that records its deletion).
-pub async fn arm(conn: &mut PgConnection, request_id: Uuid, guard: &GuardArm) -> sqlx::Result<()> {
+/// Arms the guard for requests' accounts (in the transaction that records their deletion): for
+/// each request, its connection's pseudonym and a JSON array of the account's pseudonyms.
+pub async fn arm_all(
+    conn: &mut PgConnection,
+    request_ids: &[Uuid],
+    connection_refs: &[Option<&str>],
+    refs: &[serde_json::Value],
+) -> sqlx::Result<()> {
     sqlx::query(
         "insert into erased_accounts (request_id, root_request_id, connection_ref, refs) \
-         select id, coalesce(resurrection_of, id), $2, $3 from erasure_requests where id = $1",
+         select r.id, coalesce(r.resurrection_of, r.id), u.connection_ref, \
+             array(select jsonb_array_elements_text(u.refs)) \
+         from unnest($1::uuid[], $2::text[], $3::jsonb[]) as u(request_id, connection_ref, refs) \
+         join erasure_requests r on r.id = u.request_id",
     )
-    .bind(request_id)
-    .bind(&guard.connection_ref)
-    .bind(&guard.refs)
+    .bind(request_ids)
+    .bind(connection_refs)
+    .bind(refs)
     .execute(conn)
     .await?;
     Ok(())

@@ -2,7 +2,9 @@
 
 pub mod audit;
 pub mod copy;
+pub mod group;
 pub mod guard;
+pub mod intake;
 pub mod keys;
 pub mod ready;
 pub mod requests;

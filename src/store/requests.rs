@@ -75,6 +75,7 @@ const COLUMNS: &str = "id, scope, state, subject_ref, external_reference, not_be
     requested_by, approved_by, batch_id, resurrection_of, resurrections, advice";
 
 /// A request ready to insert: validated, pseudonymised and sealed.
+#[derive(Clone)]
 pub struct NewRequest {
     pub id: Uuid,
     pub scope: Scope,

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use sqlx::{Postgres, Transaction};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Db;
 use super::audit::{self, Entry};
+use super::group::{Group, Writes};
 use super::guard::GuardArm;
 use crate::domain::{Scope, StepKind};
 
@@ -136,48 +137,123 @@ pub enum Finished {
     Next(Claimed),
 }
 
-/// Records the outcome of an attempt, fenced by the lease token (nothing is written when the
-/// step is no longer held by this attempt). With `take_next`, a success leases the request's next
-/// step to the caller in the same transaction: no claim, no wake-up between an erasure's steps.
-pub async fn finish(
-    db: &Db,
-    c: &Claimed,
-    outcome: Outcome,
-    calls: &[CallRecord],
-    take_next: Option<Duration>,
-) -> sqlx::Result<Finished> {
-    let mut tx = db.begin().await?;
-    let (state, error, detail, run_at) = match &outcome {
-        Outcome::Done { detail, .. } => ("succeeded", None, Some(detail.clone()), None),
-        Outcome::RetryAt { error, at } => ("ready", Some(error.as_str()), None, Some(*at)),
-        Outcome::Fail { error } => ("failed", Some(error.as_str()), None, None),
-    };
-    let fenced = sqlx::query(
-        "update steps set state = $3, last_error = $4, detail = coalesce($5, detail), \
-             run_at = coalesce($6, run_at), lease_token = null, lease_until = null, updated_at = now() \
-         where id = $1 and lease_token = $2",
-    )
-    .bind(c.step_id)
-    .bind(c.lease_token)
-    .bind(state)
-    .bind(error)
-    .bind(detail)
-    .bind(run_at)
-    .execute(&mut *tx)
-    .await?;
-    if fenced.rows_affected() != 1 {
-        return Ok(Finished::Lost);
+/// An attempt's outcome to record.
+pub struct Attempt {
+    pub step: Claimed,
+    pub outcome: Outcome,
+    pub calls: Vec<CallRecord>,
+    /// With a lease, a success leases the request's next step to the caller.
+    pub take_next: Option<Duration>,
+}
+
+/// Records attempts' outcomes, many in one commit when many steps end at once (`store::group`).
+pub struct Outcomes;
+
+pub type Recorder = Group<Outcomes>;
+
+/// Starts the writers that record outcomes.
+pub fn recorder(db: Db, writers: usize) -> Recorder {
+    Group::start(db, Outcomes, writers)
+}
+
+impl Writes for Outcomes {
+    type Job = Attempt;
+    type Out = Finished;
+
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        jobs: &[Attempt],
+    ) -> sqlx::Result<Vec<Finished>> {
+        finish_all(conn, jobs).await
     }
-    let entry = |event: &'static str, data: Value| Entry {
-        request_id: Some(c.request_id),
-        subject_ref: Some(&c.subject_ref),
-        actor: audit::ENGINE,
-        event,
-        data,
-    };
-    let mut entries: Vec<Entry> = calls
+}
+
+/// Records the outcomes of attempts, each fenced by its lease token (nothing is written for a
+/// step no longer held by its attempt: `Lost`), with one statement per kind of write for all of
+/// them. A success with `take_next` leases the request's next step to the caller in the same
+/// transaction: no claim, no wake-up between an erasure's steps.
+async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<Vec<Finished>> {
+    let held_ids = fence(conn, jobs).await?;
+    let held: Vec<&Attempt> = jobs
         .iter()
-        .map(|call| {
+        .filter(|j| held_ids.contains(&j.step.step_id))
+        .collect();
+    let done = |j: &&Attempt| matches!(j.outcome, Outcome::Done { .. });
+
+    // What a success changes besides its step: the sealed context, the resurrection guard.
+    let (mut ctx_ids, mut ctxs) = (Vec::new(), Vec::new());
+    let (mut guard_ids, mut guard_conns, mut guard_refs) = (Vec::new(), Vec::new(), Vec::new());
+    for j in &held {
+        if let Outcome::Done { context, guard, .. } = &j.outcome {
+            if let Some(context) = context {
+                ctx_ids.push(j.step.request_id);
+                ctxs.push(context.as_slice());
+            }
+            if let Some(guard) = guard {
+                guard_ids.push(j.step.request_id);
+                guard_conns.push(guard.connection_ref.as_deref());
+                guard_refs.push(json!(guard.refs));
+            }
+        }
+    }
+    if !ctx_ids.is_empty() {
+        sqlx::query(
+            "update erasure_requests r set context_sealed = u.context \
+             from unnest($1::uuid[], $2::bytea[]) as u(id, context) where r.id = u.id",
+        )
+        .bind(&ctx_ids)
+        .bind(&ctxs)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !guard_ids.is_empty() {
+        super::guard::arm_all(conn, &guard_ids, &guard_conns, &guard_refs).await?;
+    }
+
+    // The next step of each success, or its request's completion.
+    let succeeded: Vec<&Attempt> = held.iter().copied().filter(done).collect();
+    let mut next = next_steps(conn, &succeeded).await?;
+    let last: Vec<Uuid> = succeeded
+        .iter()
+        .map(|j| j.step.request_id)
+        .filter(|id| !next.contains_key(id))
+        .collect();
+    let completed = complete_requests(conn, &last).await?;
+    for j in held
+        .iter()
+        .filter(|j| matches!(j.outcome, Outcome::Fail { .. }))
+    {
+        let Outcome::Fail { error } = &j.outcome else {
+            continue;
+        };
+        sqlx::query(
+            "update erasure_requests set state = 'failed', failure_reason = $2, updated_at = now() \
+             where id = $1",
+        )
+        .bind(j.step.request_id)
+        .bind(error)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    // The audit entries of every attempt, in order.
+    let mut entries = Vec::new();
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if !held_ids.contains(&job.step.step_id) {
+            out.push(Finished::Lost);
+            continue;
+        }
+        let c = &job.step;
+        let entry = |event: &'static str, data: Value| Entry {
+            request_id: Some(c.request_id),
+            subject_ref: Some(&c.subject_ref),
+            actor: audit::ENGINE,
+            event,
+            data,
+        };
+        entries.extend(job.calls.iter().map(|call| {
             entry(
                 "upstream_call",
                 json!({
@@ -185,39 +261,23 @@ pub async fn finish(
                     "status": call.status, "error": call.error, "duration_ms": call.duration_ms,
                 }),
             )
-        })
-        .collect();
-    let step = json!({"step": c.kind, "attempt": c.attempts});
-    let mut original_ref = None;
-    let finished = match outcome {
-        Outcome::Done {
-            detail,
-            context,
-            guard,
-        } => {
-            if let Some(guard) = guard {
-                super::guard::arm(&mut tx, c.request_id, &guard).await?;
-            }
-            if let Some(context) = &context {
-                sqlx::query("update erasure_requests set context_sealed = $2 where id = $1")
-                    .bind(c.request_id)
-                    .bind(context)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let event = match c.kind {
-                StepKind::Inventory => "inventoried",
-                StepKind::Delete => "deleted",
-                StepKind::Verify => "verified_absent",
-                StepKind::CascadeCheck => "cascade_observed",
-            };
-            let mut data = detail;
-            data["attempt"] = json!(c.attempts);
-            entries.push(entry(event, data));
-            let next = next_step(&mut tx, c, take_next).await?;
-            match next {
-                Some((step_id, kind, attempts, lease_token)) => match lease_token {
-                    Some(lease_token) => Finished::Next(Claimed {
+        }));
+        let mut step = json!({"step": c.kind, "attempt": c.attempts});
+        out.push(match &job.outcome {
+            Outcome::Done {
+                detail, context, ..
+            } => {
+                let event = match c.kind {
+                    StepKind::Inventory => "inventoried",
+                    StepKind::Delete => "deleted",
+                    StepKind::Verify => "verified_absent",
+                    StepKind::CascadeCheck => "cascade_observed",
+                };
+                let mut data = detail.clone();
+                data["attempt"] = json!(c.attempts);
+                entries.push(entry(event, data));
+                match next.remove(&c.request_id) {
+                    Some((step_id, kind, attempts, Some(lease_token))) => Finished::Next(Claimed {
                         step_id,
                         request_id: c.request_id,
                         ordinal: c.ordinal + 1,
@@ -227,103 +287,158 @@ pub async fn finish(
                         scope: c.scope,
                         subject_ref: c.subject_ref.clone(),
                         target_sealed: c.target_sealed.clone(),
-                        context_sealed: context.or_else(|| c.context_sealed.clone()),
+                        context_sealed: context.clone().or_else(|| c.context_sealed.clone()),
                     }),
-                    None => Finished::NextReady,
-                },
-                None => {
-                    let (outcome, original, subject_ref) = complete_request(&mut tx, c).await?;
-                    entries.push(entry("completed", json!({"outcome": outcome})));
-                    // A re-erasure's completion is also told on the original, so its receipt
-                    // shows it.
-                    if let (Some(original), Some(subject_ref)) = (original, subject_ref) {
-                        original_ref = Some((original, subject_ref, outcome));
+                    Some((_, _, _, None)) => Finished::NextReady,
+                    None => {
+                        let (outcome, original, original_ref) = completed
+                            .get(&c.request_id)
+                            .ok_or(sqlx::Error::RowNotFound)?;
+                        entries.push(entry("completed", json!({"outcome": outcome})));
+                        // A re-erasure's completion is also told on the original, so its receipt
+                        // shows it.
+                        if let (Some(original), Some(original_ref)) = (original, original_ref) {
+                            entries.push(Entry {
+                                request_id: Some(*original),
+                                subject_ref: Some(original_ref),
+                                actor: audit::ENGINE,
+                                event: "re_erasure_completed",
+                                data: json!({"re_erasure_request": c.request_id, "outcome": outcome}),
+                            });
+                        }
+                        Finished::Recorded
                     }
-                    Finished::Recorded
                 }
             }
-        }
-        Outcome::RetryAt { error, at } => {
-            let mut data = step;
-            data["error"] = json!(error);
-            data["retry_at"] = json!(at);
-            entries.push(entry("attempt_failed", data));
-            Finished::Recorded
-        }
-        Outcome::Fail { error } => {
-            sqlx::query(
-                "update erasure_requests set state = 'failed', failure_reason = $2, updated_at = now() \
-                 where id = $1",
-            )
-            .bind(c.request_id)
-            .bind(&error)
-            .execute(&mut *tx)
-            .await?;
-            let mut data = step;
-            data["error"] = json!(error);
-            entries.push(entry("failed", data));
-            Finished::Recorded
-        }
-    };
-    if let Some((original, subject_ref, outcome)) = &original_ref {
-        entries.push(Entry {
-            request_id: Some(*original),
-            subject_ref: Some(subject_ref),
-            actor: audit::ENGINE,
-            event: "re_erasure_completed",
-            data: json!({"re_erasure_request": c.request_id, "outcome": outcome}),
+            Outcome::RetryAt { error, at } => {
+                step["error"] = json!(error);
+                step["retry_at"] = json!(at);
+                entries.push(entry("attempt_failed", step));
+                Finished::Recorded
+            }
+            Outcome::Fail { error } => {
+                step["error"] = json!(error);
+                entries.push(entry("failed", step));
+                Finished::Recorded
+            }
         });
     }
-    audit::append_all(&mut tx, entries).await?;
-    tx.commit().await?;
-    Ok(finished)
+    audit::append_all(conn, entries).await?;
+    Ok(out)
 }
 
-/// Makes the request's next waiting step ready, or with `take_next` leases it to the caller.
-/// The next step keeps the request's place in the queue (its receipt time), so erasures already
-/// started finish before new ones start.
-async fn next_step(
-    tx: &mut Transaction<'_, Postgres>,
-    c: &Claimed,
-    take_next: Option<Duration>,
-) -> sqlx::Result<Option<(i64, StepKind, i32, Option<Uuid>)>> {
-    let query = match take_next {
-        Some(lease) => sqlx::query_as(
-            "update steps set state = 'running', attempts = attempts + 1, \
-                 lease_token = gen_random_uuid(), lease_until = now() + $3, updated_at = now() \
-             where request_id = $1 and ordinal = $2 and state = 'waiting' \
-             returning id, kind, attempts, lease_token",
-        )
-        .bind(c.request_id)
-        .bind(c.ordinal + 1)
-        .bind(lease),
-        None => sqlx::query_as(
-            "update steps set state = 'ready', updated_at = now(), \
-                 run_at = (select received_at from erasure_requests where id = $1) \
-             where request_id = $1 and ordinal = $2 and state = 'waiting' \
-             returning id, kind, attempts, lease_token",
-        )
-        .bind(c.request_id)
-        .bind(c.ordinal + 1),
-    };
-    query.fetch_optional(&mut **tx).await
+/// Records each attempt's step state where its lease still holds; returns those steps' ids.
+async fn fence(
+    conn: &mut PgConnection,
+    jobs: &[Attempt],
+) -> sqlx::Result<std::collections::HashSet<i64>> {
+    let n = jobs.len();
+    let (mut ids, mut tokens, mut states, mut errors, mut details, mut run_ats) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for j in jobs {
+        let (state, error, detail, run_at) = match &j.outcome {
+            Outcome::Done { detail, .. } => ("succeeded", None, Some(detail), None),
+            Outcome::RetryAt { error, at } => ("ready", Some(error.as_str()), None, Some(*at)),
+            Outcome::Fail { error } => ("failed", Some(error.as_str()), None, None),
+        };
+        ids.push(j.step.step_id);
+        tokens.push(j.step.lease_token);
+        states.push(state);
+        errors.push(error);
+        details.push(detail);
+        run_ats.push(run_at);
+    }
+    let held: Vec<i64> = sqlx::query_scalar(
+        "update steps s set state = u.state, last_error = u.error, \
+             detail = coalesce(u.detail, s.detail), run_at = coalesce(u.run_at, s.run_at), \
+             lease_token = null, lease_until = null, updated_at = now() \
+         from unnest($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[]) \
+             as u(id, token, state, error, detail, run_at) \
+         where s.id = u.id and s.lease_token = u.token \
+         returning s.id",
+    )
+    .bind(&ids)
+    .bind(&tokens)
+    .bind(&states)
+    .bind(&errors)
+    .bind(&details)
+    .bind(&run_ats)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(held.into_iter().collect())
 }
 
-/// Completes the request: its outcome, and the original it re-erases (with its pseudonym), if any.
-async fn complete_request(
-    tx: &mut Transaction<'_, Postgres>,
-    c: &Claimed,
-) -> sqlx::Result<(String, Option<Uuid>, Option<String>)> {
-    sqlx::query_as(
+/// For each success, its request's next waiting step: leased to the caller when it asked
+/// (`take_next`), else made ready. The next step keeps the request's place in the queue (its
+/// receipt time), so erasures already started finish before new ones start. Keyed by request.
+async fn next_steps(
+    conn: &mut PgConnection,
+    succeeded: &[&Attempt],
+) -> sqlx::Result<std::collections::HashMap<Uuid, (i64, StepKind, i32, Option<Uuid>)>> {
+    if succeeded.is_empty() {
+        return Ok(Default::default());
+    }
+    let requests: Vec<Uuid> = succeeded.iter().map(|j| j.step.request_id).collect();
+    let ordinals: Vec<i16> = succeeded.iter().map(|j| j.step.ordinal + 1).collect();
+    let leases: Vec<Option<f64>> = succeeded
+        .iter()
+        .map(|j| j.take_next.map(|d| d.as_secs_f64()))
+        .collect();
+    let rows: Vec<(Uuid, i64, StepKind, i32, Option<Uuid>)> = sqlx::query_as(
+        "update steps s set \
+             state = case when u.lease is null then 'ready' else 'running' end, \
+             attempts = s.attempts + case when u.lease is null then 0 else 1 end, \
+             lease_token = case when u.lease is null then null else gen_random_uuid() end, \
+             lease_until = now() + u.lease * interval '1 second', \
+             run_at = r.received_at, updated_at = now() \
+         from unnest($1::uuid[], $2::int2[], $3::float8[]) as u(request_id, ordinal, lease) \
+         join erasure_requests r on r.id = u.request_id \
+         where s.request_id = u.request_id and s.ordinal = u.ordinal and s.state = 'waiting' \
+         returning s.request_id, s.id, s.kind, s.attempts, s.lease_token",
+    )
+    .bind(&requests)
+    .bind(&ordinals)
+    .bind(&leases)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(request, id, kind, attempts, token)| (request, (id, kind, attempts, token)))
+        .collect())
+}
+
+/// What completing a request found: its outcome, and the original it re-erases with that
+/// original's pseudonym, if any.
+type Completion = (String, Option<Uuid>, Option<String>);
+
+/// Completes requests; keyed by request.
+async fn complete_requests(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> sqlx::Result<std::collections::HashMap<Uuid, Completion>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(Uuid, String, Option<Uuid>, Option<String>)> = sqlx::query_as(
         "update erasure_requests r set state = 'completed', completed_at = now(), updated_at = now(), \
              target_sealed = null, context_sealed = null, \
              outcome = (select case when detail->>'result' = 'already_absent' \
                              then 'already_erased' else 'erased' end \
-                        from steps where request_id = $1 and kind = 'delete') \
-         where id = $1 returning outcome, resurrection_of, \
+                        from steps where request_id = r.id and kind = 'delete') \
+         where id = any($1) returning id, outcome, resurrection_of, \
              (select o.subject_ref from erasure_requests o where o.id = r.resurrection_of)",
     )
-    .bind(c.request_id)
-    .fetch_one(&mut **tx)
-    .await
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, outcome, original, original_ref)| (id, (outcome, original, original_ref)))
+        .collect())
 }

@@ -1,0 +1,72 @@
+//! Single requests committed together. Concurrent `POST /v1/erasure-requests` (those without an
+//! Idempotency-Key) are inserted in groups (`store::group`): under load one statement and one
+//! commit carry many requests, where one commit per request queued every intake on the WAL's lock
+//! (BENCHMARKS.md).
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::Db;
+use super::group::{Group, Writes};
+use super::ready::Ready;
+use super::requests::{self, Inserted, NewRequest};
+
+/// One request to insert, with who submits it.
+pub struct Submission {
+    pub item: NewRequest,
+    pub requested_by: Uuid,
+    pub actor: String,
+}
+
+/// Inserts requests with their steps and "received" entries; wakes the workers once committed.
+pub struct Intakes {
+    ready: Arc<Ready>,
+}
+
+pub type Intake = Group<Intakes>;
+
+/// Starts the intake's writers.
+pub fn start(db: Db, ready: Arc<Ready>, writers: usize) -> Intake {
+    Group::start(db, Intakes { ready }, writers)
+}
+
+impl Writes for Intakes {
+    type Job = Submission;
+    type Out = Inserted;
+
+    /// One statement per submitting key; `Created`, or `DuplicateOf` the open request for the
+    /// same target (possibly one earlier in the same group).
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        jobs: &[Submission],
+    ) -> sqlx::Result<Vec<Inserted>> {
+        let received_at = Utc::now();
+        let mut results: Vec<Option<Inserted>> = (0..jobs.len()).map(|_| None).collect();
+        for first in 0..jobs.len() {
+            if results[first].is_some() {
+                continue;
+            }
+            let (by, actor) = (jobs[first].requested_by, &jobs[first].actor);
+            let same: Vec<usize> = (first..jobs.len())
+                .filter(|&n| {
+                    results[n].is_none() && jobs[n].requested_by == by && &jobs[n].actor == actor
+                })
+                .collect();
+            let items: Vec<NewRequest> = same.iter().map(|&n| jobs[n].item.clone()).collect();
+            let inserted =
+                requests::insert_many(conn, &items, by, actor, None, received_at).await?;
+            for (n, result) in same.into_iter().zip(inserted) {
+                results[n] = Some(result);
+            }
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    fn committed(&self, _: &[Inserted]) {
+        self.ready.ring();
+    }
+}
