@@ -94,6 +94,13 @@ async fn write<W: Writes>(db: Db, what: Arc<W>, waiting: Arc<Mutex<mpsc::Receive
             Err(e) if jobs.len() == 1 => {
                 let _ = replies.into_iter().next().map(|r| r.send(Err(e)));
             }
+            // The database is out of reach: it is for every job, and trying them one by one
+            // would make the last wait for each one's time-out.
+            Err(e) if unavailable(&e).is_some() => {
+                for reply in replies {
+                    let _ = reply.send(Err(unavailable(&e).unwrap_or(sqlx::Error::PoolTimedOut)));
+                }
+            }
             Err(_) => {
                 for (job, reply) in jobs.into_iter().zip(replies) {
                     let result = commit(&db, &*what, std::slice::from_ref(&job)).await;
@@ -111,6 +118,20 @@ async fn write<W: Writes>(db: Db, what: Arc<W>, waiting: Arc<Mutex<mpsc::Receive
     }
 }
 
+/// A copy of an error that says the database is out of reach (the kinds the API answers with
+/// 503); `None` for any other error.
+fn unavailable(e: &sqlx::Error) -> Option<sqlx::Error> {
+    match e {
+        sqlx::Error::PoolTimedOut => Some(sqlx::Error::PoolTimedOut),
+        sqlx::Error::PoolClosed => Some(sqlx::Error::PoolClosed),
+        sqlx::Error::Io(io) => Some(sqlx::Error::Io(std::io::Error::new(
+            io.kind(),
+            io.to_string(),
+        ))),
+        _ => None,
+    }
+}
+
 async fn commit<W: Writes>(db: &Db, what: &W, jobs: &[W::Job]) -> sqlx::Result<Vec<W::Out>> {
     let mut tx = db.begin().await?;
     let outs = what.write(&mut tx, jobs).await?;
@@ -123,4 +144,45 @@ async fn commit<W: Writes>(db: &Db, what: &W, jobs: &[W::Job]) -> sqlx::Result<V
     }
     tx.commit().await?;
     Ok(outs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    struct SelectOne;
+
+    impl Writes for SelectOne {
+        type Job = u32;
+        type Out = i32;
+
+        async fn write(&self, conn: &mut PgConnection, jobs: &[u32]) -> sqlx::Result<Vec<i32>> {
+            let one: i32 = sqlx::query_scalar("select 1").fetch_one(conn).await?;
+            Ok(jobs.iter().map(|_| one).collect())
+        }
+    }
+
+    /// With the database out of reach, every job of a group is answered with that at once,
+    /// not after one time-out per job (which trying them one by one would take).
+    #[tokio::test]
+    async fn an_unreachable_database_fails_the_whole_group_at_once() {
+        let db = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(500))
+            .connect_lazy("postgres://postgres@127.0.0.1:1/nothing")
+            .unwrap();
+        let group = Group::start(db, SelectOne, 1);
+        let started = Instant::now();
+        let results = futures::future::join_all((0..20).map(|n| group.submit(n))).await;
+        for result in results {
+            let e = result.expect_err("nothing can be written");
+            assert!(unavailable(&e).is_some(), "{e:?}");
+        }
+        // One group, or two if the first job went alone: two time-outs at most; one by one, 20.
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }
