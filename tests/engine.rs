@@ -582,16 +582,19 @@ async fn outcomes_recorded_together_are_each_fenced_by_their_own_lease() {
         )
         .bind(claimed[n].request_id)
         .bind(ordinal)
-        .fetch_one(&app.db)
+        .fetch_optional(&app.db)
     };
-    assert_eq!(state_of(0, 0).await.unwrap().0, "succeeded");
-    let (state, token, _) = state_of(0, 1).await.unwrap();
+    assert_eq!(state_of(0, 0).await.unwrap().unwrap().0, "succeeded");
+    let (state, token, _) = state_of(0, 1).await.unwrap().unwrap();
     assert_eq!((state.as_str(), token), ("running", Some(next.lease_token)));
-    let (state, token, _) = state_of(1, 0).await.unwrap();
+    let (state, token, _) = state_of(1, 0).await.unwrap().unwrap();
     assert_eq!(state, "running", "the taken step is left to its new holder");
     assert_ne!(token, Some(claimed[1].lease_token));
-    assert_eq!(state_of(1, 1).await.unwrap().0, "waiting");
-    let (state, _, run_at) = state_of(2, 0).await.unwrap();
+    assert!(
+        state_of(1, 1).await.unwrap().is_none(),
+        "a lost attempt stores no next step"
+    );
+    let (state, _, run_at) = state_of(2, 0).await.unwrap().unwrap();
     assert_eq!(state, "ready");
     assert!((run_at - retry_at).num_milliseconds().abs() < 1);
 
@@ -608,5 +611,65 @@ async fn outcomes_recorded_together_are_each_fenced_by_their_own_lease() {
             (claimed[2].request_id, "attempt_failed".to_string()),
         ]
     );
+    app.stop().await;
+}
+
+/// A request's later steps are stored when reached; requests accepted by earlier releases have
+/// them stored from the start, `waiting`. Both kinds run to completion side by side, each step
+/// once, and read the same through the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_stored_by_earlier_releases_with_all_their_steps_complete_too() {
+    let app = TestApp::spawn(Options {
+        worker: false,
+        ..Options::default()
+    })
+    .await;
+    let accounts = accounts(&app, 1);
+    let new = app.submit("account", &accounts[0]).await;
+    let old = app.submit("account", &accounts[1]).await;
+    let stored = |id: String| {
+        sqlx::query_scalar::<_, i64>("select count(*) from steps where request_id = $1::uuid")
+            .bind(id)
+            .fetch_one(&app.db)
+    };
+    assert_eq!(stored(new.clone()).await.unwrap(), 1);
+    // As releases before 0009 stored them: every step at intake, the later ones waiting.
+    sqlx::query(
+        "insert into steps (request_id, ordinal, kind, state, run_at) \
+         select $1::uuid, n, k, 'waiting', r.received_at from erasure_requests r, \
+             unnest(array[1, 2, 3]::int2[], array['delete', 'verify', 'cascade_check']) as s(n, k) \
+         where r.id = $1::uuid",
+    )
+    .bind(&old)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (_, shown) = app
+        .get(&format!("/v1/erasure-requests/{new}"), &app.auditor)
+        .await;
+    let kinds: Vec<&str> = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["inventory", "delete", "verify", "cascade_check"]);
+    assert_eq!(shown["steps"][1]["state"], "waiting");
+
+    let worker = app.extra_worker(fast_engine()).await;
+    for id in [&new, &old] {
+        let done = app.wait_state(id, "completed", 30).await;
+        assert_eq!(done["outcome"], "erased", "{done:#}");
+        let states: Vec<&str> = done["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states, ["succeeded"; 4], "{done:#}");
+        completed_once(&app, id).await;
+        assert_eq!(stored(id.clone()).await.unwrap(), 4);
+    }
+    worker.stop().await.unwrap();
     app.stop().await;
 }

@@ -122,7 +122,7 @@ pub async fn insert_many(
     let states: Vec<&str> = items.iter().map(|i| i.state.as_str()).collect();
     let not_before: Vec<Option<DateTime<Utc>>> =
         items.iter().map(|i| i.not_before.map(as_stored)).collect();
-    // Steps of every item (those of items not inserted are filtered out in SQL).
+    // The first step of every item (those of items not inserted are filtered out in SQL).
     let mut steps: Vec<Vec<Step>> = Vec::with_capacity(items.len());
     let (mut s_req, mut s_ord, mut s_kind, mut s_state, mut s_run) =
         (vec![], vec![], vec![], vec![], vec![]);
@@ -132,32 +132,17 @@ pub async fn insert_many(
             .map(as_stored)
             .unwrap_or(received_at)
             .max(received_at);
-        let item_steps: Vec<Step> = item
-            .scope
-            .steps()
-            .iter()
-            .enumerate()
-            .map(|(n, kind)| Step {
-                request_id: item.id,
-                kind: *kind,
-                state: match (n, item.state) {
-                    (0, State::Queued) => StepState::Ready,
-                    (0, _) => StepState::Paused,
-                    _ => StepState::Waiting,
-                },
-                attempts: 0,
-                last_error: None,
-                run_at,
-                detail: None,
-            })
-            .collect();
-        for (n, step) in item_steps.iter().enumerate() {
-            s_req.push(item.id);
-            s_ord.push(n as i16);
-            s_kind.push(step.kind.as_str());
-            s_state.push(step_state_str(step.state));
-            s_run.push(step.run_at);
-        }
+        let first = match item.state {
+            State::Queued => StepState::Ready,
+            _ => StepState::Paused,
+        };
+        let item_steps = planned_steps(item.id, item.scope, run_at, &[], first);
+        // Only the first step is stored now: each later one when the one before it succeeds.
+        s_req.push(item.id);
+        s_ord.push(0i16);
+        s_kind.push(item_steps[0].kind.as_str());
+        s_state.push(step_state_str(first));
+        s_run.push(run_at);
         steps.push(item_steps);
     }
     let created: Vec<Uuid> = sqlx::query_scalar(concat!(
@@ -278,8 +263,54 @@ pub async fn get(db: &Db, id: Uuid) -> sqlx::Result<Option<ErasureRequest>> {
     else {
         return Ok(None);
     };
-    request.steps = steps_of(&mut conn, &[id]).await?;
+    let stored = steps_of(&mut conn, &[id]).await?;
+    request.steps = with_planned_steps(&request, stored);
     Ok(Some(request))
+}
+
+/// A request's steps: those stored, then those of its scope's plan not yet reached (`waiting`,
+/// or `cancelled` once the request is): a later step is stored only when the one before it
+/// succeeds.
+fn with_planned_steps(request: &ErasureRequest, stored: Vec<Step>) -> Vec<Step> {
+    let run_at = request
+        .not_before
+        .unwrap_or(request.received_at)
+        .max(request.received_at);
+    let first = if request.state == State::Cancelled {
+        StepState::Cancelled
+    } else {
+        StepState::Waiting
+    };
+    planned_steps(request.id, request.scope, run_at, &stored, first)
+}
+
+/// The steps of `scope`'s plan: `stored` ones as they are, the rest not yet stored; the first
+/// of those is `first`, the others `first` too unless it is `ready` or `paused` (then `waiting`).
+fn planned_steps(
+    request_id: Uuid,
+    scope: Scope,
+    run_at: DateTime<Utc>,
+    stored: &[Step],
+    first: StepState,
+) -> Vec<Step> {
+    let mut steps = stored.to_vec();
+    for kind in scope.steps().iter().skip(stored.len()) {
+        let state = match (steps.len() == stored.len(), first) {
+            (true, state) => state,
+            (false, StepState::Ready | StepState::Paused) => StepState::Waiting,
+            (false, state) => state,
+        };
+        steps.push(Step {
+            request_id,
+            kind: *kind,
+            state,
+            attempts: 0,
+            last_error: None,
+            run_at,
+            detail: None,
+        });
+    }
+    steps
 }
 
 async fn steps_of(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<Step>> {
@@ -342,7 +373,7 @@ pub async fn list(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<ErasureRequest>> 
         by_id.entry(step.request_id).or_default().push(step);
     }
     for r in &mut page {
-        r.steps = by_id.remove(&r.id).unwrap_or_default();
+        r.steps = with_planned_steps(r, by_id.remove(&r.id).unwrap_or_default());
     }
     Ok(page)
 }

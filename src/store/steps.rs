@@ -214,10 +214,11 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
     // The next step of each success, or its request's completion.
     let succeeded: Vec<&Attempt> = held.iter().copied().filter(done).collect();
     let mut next = next_steps(conn, &succeeded).await?;
+    let is_last = |j: &Attempt| j.step.ordinal as usize + 1 >= j.step.scope.steps().len();
     let last: Vec<Uuid> = succeeded
         .iter()
+        .filter(|j| is_last(j))
         .map(|j| j.step.request_id)
-        .filter(|id| !next.contains_key(id))
         .collect();
     let completed = complete_requests(conn, &last).await?;
     for j in held
@@ -290,6 +291,8 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
                         context_sealed: context.clone().or_else(|| c.context_sealed.clone()),
                     }),
                     Some((_, _, _, None)) => Finished::NextReady,
+                    // The next step was not stored: it exists already in another state.
+                    None if !is_last(job) => Finished::Recorded,
                     None => {
                         let (outcome, original, original_ref) = completed
                             .get(&c.request_id)
@@ -374,36 +377,53 @@ async fn fence(
     Ok(held.into_iter().collect())
 }
 
-/// For each success, its request's next waiting step: leased to the caller when it asked
-/// (`take_next`), else made ready. The next step keeps the request's place in the queue (its
-/// receipt time), so erasures already started finish before new ones start. Keyed by request.
+/// For each success whose scope's plan has a step after it, that step: stored now, leased to the
+/// caller when it asked (`take_next`) or else ready. (Requests accepted by releases before 0009
+/// have their later steps stored already, `waiting`: those rows are taken instead.) The next step
+/// keeps the request's place in the queue (its receipt time), so erasures already started finish
+/// before new ones start. Keyed by request; a step found in another state (the request was
+/// cancelled meanwhile) is left alone and not returned.
 async fn next_steps(
     conn: &mut PgConnection,
     succeeded: &[&Attempt],
 ) -> sqlx::Result<std::collections::HashMap<Uuid, (i64, StepKind, i32, Option<Uuid>)>> {
-    if succeeded.is_empty() {
+    let with_next: Vec<(&Attempt, StepKind)> = succeeded
+        .iter()
+        .filter_map(|j| {
+            let next = j.step.scope.steps().get(j.step.ordinal as usize + 1)?;
+            Some((*j, *next))
+        })
+        .collect();
+    if with_next.is_empty() {
         return Ok(Default::default());
     }
-    let requests: Vec<Uuid> = succeeded.iter().map(|j| j.step.request_id).collect();
-    let ordinals: Vec<i16> = succeeded.iter().map(|j| j.step.ordinal + 1).collect();
-    let leases: Vec<Option<f64>> = succeeded
+    let requests: Vec<Uuid> = with_next.iter().map(|(j, _)| j.step.request_id).collect();
+    let ordinals: Vec<i16> = with_next.iter().map(|(j, _)| j.step.ordinal + 1).collect();
+    let kinds: Vec<&str> = with_next.iter().map(|(_, k)| k.as_str()).collect();
+    let leases: Vec<Option<f64>> = with_next
         .iter()
-        .map(|j| j.take_next.map(|d| d.as_secs_f64()))
+        .map(|(j, _)| j.take_next.map(|d| d.as_secs_f64()))
         .collect();
     let rows: Vec<(Uuid, i64, StepKind, i32, Option<Uuid>)> = sqlx::query_as(
-        "update steps s set \
-             state = case when u.lease is null then 'ready' else 'running' end, \
-             attempts = s.attempts + case when u.lease is null then 0 else 1 end, \
-             lease_token = case when u.lease is null then null else gen_random_uuid() end, \
-             lease_until = now() + u.lease * interval '1 second', \
-             run_at = r.received_at, updated_at = now() \
-         from unnest($1::uuid[], $2::int2[], $3::float8[]) as u(request_id, ordinal, lease) \
+        "insert into steps as s (request_id, ordinal, kind, state, attempts, lease_token, \
+             lease_until, run_at) \
+         select u.request_id, u.ordinal, u.kind, \
+             case when u.lease is null then 'ready' else 'running' end, \
+             case when u.lease is null then 0 else 1 end, \
+             case when u.lease is null then null else gen_random_uuid() end, \
+             now() + u.lease * interval '1 second', r.received_at \
+         from unnest($1::uuid[], $2::int2[], $3::text[], $4::float8[]) \
+             as u(request_id, ordinal, kind, lease) \
          join erasure_requests r on r.id = u.request_id \
-         where s.request_id = u.request_id and s.ordinal = u.ordinal and s.state = 'waiting' \
+         on conflict (request_id, ordinal) do update set state = excluded.state, \
+             attempts = s.attempts + excluded.attempts, lease_token = excluded.lease_token, \
+             lease_until = excluded.lease_until, run_at = excluded.run_at, updated_at = now() \
+         where s.state = 'waiting' \
          returning s.request_id, s.id, s.kind, s.attempts, s.lease_token",
     )
     .bind(&requests)
     .bind(&ordinals)
+    .bind(&kinds)
     .bind(&leases)
     .fetch_all(conn)
     .await?;
