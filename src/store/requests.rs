@@ -136,7 +136,14 @@ pub async fn insert_many(
             State::Queued => StepState::Ready,
             _ => StepState::Paused,
         };
-        let item_steps = planned_steps(item.id, item.scope, run_at, &[], first);
+        let item_steps = planned_steps(
+            item.id,
+            item.scope,
+            run_at,
+            vec![],
+            first,
+            StepState::Waiting,
+        );
         // Only the first step is stored now: each later one when the one before it succeeds.
         s_req.push(item.id);
         s_ord.push(0i16);
@@ -276,34 +283,37 @@ fn with_planned_steps(request: &ErasureRequest, stored: Vec<Step>) -> Vec<Step> 
         .not_before
         .unwrap_or(request.received_at)
         .max(request.received_at);
-    let first = if request.state == State::Cancelled {
+    let unreached = if request.state == State::Cancelled {
         StepState::Cancelled
     } else {
         StepState::Waiting
     };
-    planned_steps(request.id, request.scope, run_at, &stored, first)
+    planned_steps(
+        request.id,
+        request.scope,
+        run_at,
+        stored,
+        unreached,
+        unreached,
+    )
 }
 
-/// The steps of `scope`'s plan: `stored` ones as they are, the rest not yet stored; the first
-/// of those is `first`, the others `first` too unless it is `ready` or `paused` (then `waiting`).
+/// The steps of `scope`'s plan: `stored` ones as they are, then the rest, not yet stored: the
+/// first of those `next`, the others `later`.
 fn planned_steps(
     request_id: Uuid,
     scope: Scope,
     run_at: DateTime<Utc>,
-    stored: &[Step],
-    first: StepState,
+    mut steps: Vec<Step>,
+    next: StepState,
+    later: StepState,
 ) -> Vec<Step> {
-    let mut steps = stored.to_vec();
-    for kind in scope.steps().iter().skip(stored.len()) {
-        let state = match (steps.len() == stored.len(), first) {
-            (true, state) => state,
-            (false, StepState::Ready | StepState::Paused) => StepState::Waiting,
-            (false, state) => state,
-        };
+    let stored = steps.len();
+    for kind in scope.steps().iter().skip(stored) {
         steps.push(Step {
             request_id,
             kind: *kind,
-            state,
+            state: if steps.len() == stored { next } else { later },
             attempts: 0,
             last_error: None,
             run_at,

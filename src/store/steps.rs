@@ -179,7 +179,6 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
         .iter()
         .filter(|j| held_ids.contains(&j.step.step_id))
         .collect();
-    let done = |j: &&Attempt| matches!(j.outcome, Outcome::Done { .. });
 
     // What a success changes besides its step: the sealed context, the resurrection guard.
     let (mut ctx_ids, mut ctxs) = (Vec::new(), Vec::new());
@@ -212,7 +211,11 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
     }
 
     // The next step of each success, or its request's completion.
-    let succeeded: Vec<&Attempt> = held.iter().copied().filter(done).collect();
+    let succeeded: Vec<&Attempt> = held
+        .iter()
+        .copied()
+        .filter(|j| matches!(j.outcome, Outcome::Done { .. }))
+        .collect();
     let mut next = next_steps(conn, &succeeded).await?;
     let is_last = |j: &Attempt| j.step.ordinal as usize + 1 >= j.step.scope.steps().len();
     let last: Vec<Uuid> = succeeded
@@ -221,10 +224,7 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
         .map(|j| j.step.request_id)
         .collect();
     let completed = complete_requests(conn, &last).await?;
-    for j in held
-        .iter()
-        .filter(|j| matches!(j.outcome, Outcome::Fail { .. }))
-    {
+    for j in &held {
         let Outcome::Fail { error } = &j.outcome else {
             continue;
         };
