@@ -196,7 +196,6 @@ pub async fn create(
             .submit(Submission {
                 item: new,
                 requested_by: principal.key_id,
-                actor,
             })
             .await
             .map_err(duplicate_race)?;

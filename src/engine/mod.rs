@@ -43,7 +43,8 @@ impl Default for EngineSettings {
     }
 }
 
-/// Writers that record step outcomes (`store::group`).
+/// Writers that record step outcomes (`store::group`); the throughput figures of BENCHMARKS.md
+/// (2026-11-29 evening) were measured with eight.
 const RECORDERS: usize = 8;
 
 pub struct Engine {

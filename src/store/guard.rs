@@ -34,7 +34,8 @@ pub async fn arm_all(
     sqlx::query(
         "insert into erased_accounts (request_id, root_request_id, connection_ref, refs) \
          select r.id, coalesce(r.resurrection_of, r.id), u.connection_ref, \
-             array(select jsonb_array_elements_text(u.refs)) \
+             array(select r.value from jsonb_array_elements_text(u.refs) with ordinality as r(value, n) \
+                   order by r.n) \
          from unnest($1::uuid[], $2::text[], $3::jsonb[]) as u(request_id, connection_ref, refs) \
          join erasure_requests r on r.id = u.request_id",
     )

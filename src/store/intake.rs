@@ -10,15 +10,15 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Db;
+use super::audit;
 use super::group::{Group, Writes};
 use super::ready::Ready;
 use super::requests::{self, Inserted, NewRequest};
 
-/// One request to insert, with who submits it.
+/// One request to insert, with the API key that submits it (its audit actor is the key's).
 pub struct Submission {
     pub item: NewRequest,
     pub requested_by: Uuid,
-    pub actor: String,
 }
 
 /// Inserts requests with their steps and "received" entries; wakes the workers once committed.
@@ -50,15 +50,14 @@ impl Writes for Intakes {
             if results[first].is_some() {
                 continue;
             }
-            let (by, actor) = (jobs[first].requested_by, &jobs[first].actor);
+            let by = jobs[first].requested_by;
             let same: Vec<usize> = (first..jobs.len())
-                .filter(|&n| {
-                    results[n].is_none() && jobs[n].requested_by == by && &jobs[n].actor == actor
-                })
+                .filter(|&n| results[n].is_none() && jobs[n].requested_by == by)
                 .collect();
             let items: Vec<NewRequest> = same.iter().map(|&n| jobs[n].item.clone()).collect();
+            let actor = audit::key_actor(by);
             let inserted =
-                requests::insert_many(conn, &items, by, actor, None, received_at).await?;
+                requests::insert_many(conn, &items, by, &actor, None, received_at).await?;
             for (n, result) in same.into_iter().zip(inserted) {
                 results[n] = Some(result);
             }
