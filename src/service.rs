@@ -27,7 +27,7 @@ pub const AUDIT_ORIGIN: &str = "erasure/audit-log/v1";
 
 /// Writers that commit single requests in groups (`store::intake`): two, so that one group
 /// commits while the next gathers (one or four gave fewer requests a second: BENCHMARKS.md).
-const INTAKE_WRITERS: usize = 2;
+const INTAKE_WRITERS: usize = 4;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -100,6 +100,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
         None => None,
     };
     let intake = intake::start(db.clone(), ready.clone(), INTAKE_WRITERS);
+    let key_checks = store::keys::checks(db.clone());
     let state = || AppState {
         db: db.clone(),
         upstream: upstream.clone(),
@@ -111,6 +112,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
         limits: limits.clone(),
         ready: ready.clone(),
         intake: intake.clone(),
+        keys: key_checks.clone(),
     };
     let http = match (&config.bind, &config.metrics_bind) {
         (Some(bind), _) => {

@@ -352,3 +352,70 @@ async fn a_second_person_decides_where_the_policy_says_so() {
     }
     app.stop().await;
 }
+
+/// Keys presented at the same moment are checked together (one query for the requests waiting),
+/// yet each request is answered for its own key: the right role passes, another role gets 403,
+/// every kind of bad key 401. A key revoked is refused by the very next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_checked_together_are_each_answered_for_their_own_key() {
+    let app = TestApp::spawn(Options::no_worker()).await;
+    let (revoked_id, revoked) = store::keys::create(&app.db, Role::Admin, "revoked", None)
+        .await
+        .unwrap();
+    assert!(store::keys::revoke(&app.db, revoked_id).await.unwrap());
+    let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let (_, expired) = store::keys::create(&app.db, Role::Admin, "expired", Some(past))
+        .await
+        .unwrap();
+    // The admin key's prefix with another secret: found by its prefix, refused by its digest.
+    let last = if app.admin.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{last}", &app.admin[..app.admin.len() - 1]);
+    let cases: Vec<(String, u16)> = vec![
+        (format!("Bearer {}", app.requester), 202),
+        (format!("Bearer {}", app.admin), 202),
+        (format!("Bearer {}", app.auditor), 403),
+        (format!("Bearer {}", app.approver), 403),
+        (format!("Bearer {revoked}"), 401),
+        (format!("Bearer {expired}"), 401),
+        (format!("Bearer {forged}"), 401),
+        ("Bearer ek_0123abcd_0123456789abcdef".to_string(), 401),
+        ("Bearer not-a-key".to_string(), 401),
+    ];
+    let mut calls = Vec::new();
+    for round in 0..8 {
+        for (n, (auth, want)) in cases.iter().enumerate() {
+            let target = format!("{}", 900_000 + round * 100 + n);
+            let app = &app;
+            calls.push(async move {
+                let body = json!({"scope": "user", "target_id": target});
+                let got = call(app, "POST", "/v1/erasure-requests", Some(auth), Some(body)).await;
+                (auth, *want, got.status, got.body)
+            });
+        }
+    }
+    let answers = futures::future::join_all(calls).await;
+    for (auth, want, got, body) in &answers {
+        assert_eq!(got, want, "{auth}: {body}");
+    }
+    let created: i64 = sqlx::query_scalar("select count(*) from erasure_requests")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(created, 16, "two keys may submit, eight times each");
+
+    // Revoked, then used at once: refused.
+    let requester = store::keys::find(&app.db, &app.requester)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store::keys::revoke(&app.db, requester.id).await.unwrap());
+    let after = call(
+        &app,
+        "GET",
+        "/v1/erasure-requests",
+        Some(&format!("Bearer {}", app.requester)),
+        None,
+    )
+    .await;
+    assert_eq!(after.status, 401, "{}", after.body);
+}

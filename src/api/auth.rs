@@ -8,7 +8,7 @@ use futures::future::LocalBoxFuture;
 use super::AppState;
 use super::error::ApiError;
 use crate::domain::Role;
-use crate::store::keys::{self, Principal};
+use crate::store::keys::Principal;
 
 /// The caller, authenticated by its API key.
 pub struct Caller(pub Principal);
@@ -60,7 +60,9 @@ impl FromRequest for Caller {
                 .or_else(|| header.strip_prefix("bearer "))
                 .map(str::trim)
                 .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <key>`"))?;
-            let principal = keys::authenticate(&state.db, key)
+            let principal = state
+                .keys
+                .submit(key.to_string())
                 .await?
                 .ok_or_else(|| unauthorized("unknown, revoked or expired API key"))?;
             state

@@ -41,6 +41,8 @@ pub struct AppState {
     pub ready: std::sync::Arc<crate::store::ready::Ready>,
     /// Commits single requests in groups.
     pub intake: crate::store::intake::Intake,
+    /// API key checks, made together when requests arrive together.
+    pub keys: crate::store::keys::KeyChecks,
 }
 
 #[derive(OpenApi)]

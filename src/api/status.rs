@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use crate::audit::report::{self, esc};
-use crate::store::{self, keys};
+use crate::store;
 
 const COOKIE: &str = "erasure_key";
 
@@ -63,7 +63,9 @@ async fn signed_in(state: &AppState, req: &HttpRequest) -> Result<bool, ApiError
     let Some(cookie) = req.cookie(COOKIE) else {
         return Ok(false);
     };
-    Ok(keys::authenticate(&state.db, cookie.value())
+    Ok(state
+        .keys
+        .submit(cookie.value().to_string())
         .await?
         .is_some())
 }
@@ -84,7 +86,7 @@ pub async fn login(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpR
         .find(|(name, _)| name == "key")
         .map(|(_, value)| value.trim().to_string())
         .unwrap_or_default();
-    if keys::authenticate(&state.db, &key).await?.is_none() {
+    if state.keys.submit(key.clone()).await?.is_none() {
         return Ok(login_page(Some("Unknown, revoked or expired API key.")));
     }
     let cookie = Cookie::build(COOKIE, key)

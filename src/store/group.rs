@@ -3,7 +3,9 @@
 //! one flush of the WAL) carries many. An idle system gives a writer one job at a time, so no job
 //! waits for company. Each job is answered only after its group committed. When a group fails,
 //! its jobs are retried one by one, so one job's trouble does not become the others'.
-//! Used by single intakes (`store::intake`) and by the engine's step outcomes (`store::steps`).
+//! Used by single intakes (`store::intake`), by the engine's step outcomes (`store::steps`), and,
+//! without a transaction, by API key checks (`store::keys`): one query answers every request
+//! waiting for its key.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,6 +25,10 @@ const QUEUE: usize = 4096;
 pub trait Writes: Send + Sync + 'static {
     type Job: Send + Sync + 'static;
     type Out: Send + 'static;
+
+    /// Whether the jobs are made in a transaction of their own (a group that only reads needs
+    /// none).
+    const TRANSACTION: bool = true;
 
     /// Makes the jobs' writes in the caller's transaction; one output per job, in job order.
     fn write<'a>(
@@ -133,8 +139,17 @@ fn unavailable(e: &sqlx::Error) -> Option<sqlx::Error> {
 }
 
 async fn commit<W: Writes>(db: &Db, what: &W, jobs: &[W::Job]) -> sqlx::Result<Vec<W::Out>> {
+    if !W::TRANSACTION {
+        let mut conn = db.acquire().await?;
+        return one_per_job(what.write(&mut conn, jobs).await?, jobs);
+    }
     let mut tx = db.begin().await?;
-    let outs = what.write(&mut tx, jobs).await?;
+    let outs = one_per_job(what.write(&mut tx, jobs).await?, jobs)?;
+    tx.commit().await?;
+    Ok(outs)
+}
+
+fn one_per_job<J, O>(outs: Vec<O>, jobs: &[J]) -> sqlx::Result<Vec<O>> {
     if outs.len() != jobs.len() {
         return Err(sqlx::Error::Protocol(format!(
             "a group write returned {} outputs for {} jobs",
@@ -142,7 +157,6 @@ async fn commit<W: Writes>(db: &Db, what: &W, jobs: &[W::Job]) -> sqlx::Result<V
             jobs.len()
         )));
     }
-    tx.commit().await?;
     Ok(outs)
 }
 

@@ -3,9 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Db;
+use super::group::{Group, Writes};
 use crate::domain::Role;
 
 /// A verified key.
@@ -54,36 +56,76 @@ async fn insert(
     Ok((id, key))
 }
 
-/// Finds the live key a bearer token names. `None` for unknown, revoked or expired keys.
-pub async fn authenticate(db: &Db, key: &str) -> sqlx::Result<Option<Principal>> {
-    let Some(prefix) = key
-        .strip_prefix("ek_")
+/// The prefix a bearer token names its key by (`ek_<prefix>_<secret>`); `None` if it is not
+/// shaped like a key.
+fn prefix_of(key: &str) -> Option<&str> {
+    key.strip_prefix("ek_")
         .and_then(|rest| rest.split_once('_'))
         .map(|(p, _)| p)
-    else {
-        return Ok(None);
-    };
-    if prefix.len() != 8 {
-        return Ok(None);
+        .filter(|p| p.len() == 8)
+}
+
+/// Checks API keys. Requests that arrive together are checked with one query (`store::group`):
+/// one query per request was a round trip and a backend wake-up each, the largest cost of a
+/// single intake after its insert. Each check still reads the key as it is at that moment, so a
+/// key revoked is refused by the next request.
+pub type KeyChecks = Group<Checks>;
+
+/// What `KeyChecks` runs.
+pub struct Checks;
+
+/// Readers of the keys at once.
+const CHECKERS: usize = 2;
+
+/// Starts the key checks.
+pub fn checks(db: Db) -> KeyChecks {
+    Group::start(db, Checks, CHECKERS)
+}
+
+impl Writes for Checks {
+    /// A bearer token.
+    type Job = String;
+    /// The live key it names; `None` for unknown, revoked or expired keys.
+    type Out = Option<Principal>;
+
+    const TRANSACTION: bool = false;
+
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        keys: &[String],
+    ) -> sqlx::Result<Vec<Option<Principal>>> {
+        let prefixes: Vec<&str> = keys.iter().filter_map(|k| prefix_of(k)).collect();
+        if prefixes.is_empty() {
+            return Ok(keys.iter().map(|_| None).collect());
+        }
+        let rows: Vec<(String, Uuid, Vec<u8>, String)> = sqlx::query_as(
+            "select prefix, id, hash, role from api_keys where prefix = any($1) \
+             and revoked_at is null and (expires_at is null or expires_at > now())",
+        )
+        .bind(&prefixes)
+        .fetch_all(conn)
+        .await?;
+        Ok(keys
+            .iter()
+            .map(|key| {
+                let prefix = prefix_of(key)?;
+                let (_, key_id, hash, role) = rows.iter().find(|row| row.0 == prefix)?;
+                let presented = digest(key);
+                let same = hash.len() == presented.len()
+                    && hash
+                        .iter()
+                        .zip(&presented)
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0;
+                let role = Role::parse(role)?;
+                same.then_some(Principal {
+                    key_id: *key_id,
+                    role,
+                })
+            })
+            .collect())
     }
-    let row: Option<(Uuid, Vec<u8>, String)> = sqlx::query_as(
-        "select id, hash, role from api_keys where prefix = $1 and revoked_at is null \
-         and (expires_at is null or expires_at > now())",
-    )
-    .bind(prefix)
-    .fetch_optional(db)
-    .await?;
-    Ok(row.and_then(|(key_id, hash, role)| {
-        let presented = digest(key);
-        let same = hash.len() == presented.len()
-            && hash
-                .iter()
-                .zip(&presented)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        let role = Role::parse(&role)?;
-        same.then_some(Principal { key_id, role })
-    }))
 }
 
 /// A key as `erasure keys list` shows it: never the key nor its digest.
