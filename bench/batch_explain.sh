@@ -35,11 +35,11 @@ with r as (select gen_random_uuid() as id, 'k1:' || encode(sha256(random()::text
 select array_agg(id)::text as ids, array_agg(ref)::text as refs, array_agg(sealed)::text as sealed,
        array_fill('account'::text, array[$ITEMS])::text as scopes, array_fill(null::text, array[$ITEMS])::text as ext,
        array_fill('queued'::text, array[$ITEMS])::text as states, array_fill(null::timestamptz, array[$ITEMS])::text as nb,
-       (select array_agg(id order by id, o)::text from r, generate_series(0, 3) o) as s_req,
-       (select array_agg(o::int2 order by id, o)::text from r, generate_series(0, 3) o) as s_ord,
-       (select array_agg((array['inventory','delete','verify','cascade_check'])[o + 1] order by id, o)::text from r, generate_series(0, 3) o) as s_kind,
-       (select array_agg(case when o = 0 then 'ready' else 'waiting' end order by id, o)::text from r, generate_series(0, 3) o) as s_state,
-       (select array_fill(now(), array[$ITEMS * 4])::text) as s_run
+       -- Only the first step is stored at intake (each later one when reached).
+       array_agg(id)::text as s_req, array_fill(0::int2, array[$ITEMS])::text as s_ord,
+       array_fill('inventory'::text, array[$ITEMS])::text as s_kind,
+       array_fill('ready'::text, array[$ITEMS])::text as s_state,
+       array_fill(now(), array[$ITEMS])::text as s_run
 from r \\gset
 SQL
             if ((explain)); then echo "explain (analyze, buffers, wal)"; fi

@@ -15,7 +15,27 @@ src = (root / path).read_text()
 start = src.find(f"pub async fn {fn}(")
 if start < 0:
     sys.exit(f"{fn}() not found in {path}")
-literal = re.search(r'query(?:_as|_scalar)?(?:::<[^>]*>)?\(\s*"((?:[^"\\]|\\.)*)"', src[start:], re.S)
-if not literal:
-    sys.exit(f"no SQL literal in {fn}() of {path}")
-print(re.sub(r"\\\n\s*", "", literal.group(1)))  # Rust line continuations
+# The first query's SQL: a string literal, or the literals and `name!()` macros of a `concat!`.
+call = re.search(r'query(?:_as|_scalar)?(?:::<[^>]*>)?\(\s*(concat!\()?', src[start:], re.S)
+if not call:
+    sys.exit(f"no query in {fn}() of {path}")
+rest = src[start + call.end():]
+token = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|(\w+)!\(\))\s*(,|\))', re.S)
+parts = []
+while True:
+    m = token.match(rest)
+    if not m and parts and re.match(r"\s*\)", rest):  # a trailing comma
+        break
+    if not m:
+        sys.exit(f"cannot read the SQL of {fn}() in {path}")
+    if m.group(1) is not None:
+        parts.append(m.group(1))
+    else:  # a macro that expands to one string literal, defined in the same file
+        body = re.search(r"macro_rules!\s*" + m.group(2) + r'\s*\{\s*\(\)\s*=>\s*\{\s*"((?:[^"\\]|\\.)*)"', src)
+        if not body:
+            sys.exit(f"macro {m.group(2)}!() not found in {path}")
+        parts.append(body.group(1))
+    rest = rest[m.end():]
+    if not call.group(1) or m.group(3) == ")":
+        break
+print(re.sub(r"\\\n\s*", "", "".join(parts)))  # Rust line continuations
