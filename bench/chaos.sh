@@ -15,8 +15,10 @@
 #   bench/chaos.sh sigterm     # SIGTERM of every worker with a full queue, then a restart
 #   bench/chaos.sh upgrade     # OLD_BIN (a build of the previous release) migrates and serves;
 #                              # mid-run ERASURE_BIN's `migrate` runs while the old processes
-#                              # serve, the old API takes the second half of the batches, then
-#                              # each old worker is replaced by a new one (a rolling upgrade)
+#                              # serve, the old API takes a quarter of the batches and a new API
+#                              # another quarter; once the old workers have met the new API's
+#                              # requests (a step run twice) and MIXED_SECS (20) more, each is
+#                              # replaced by a new one (a rolling upgrade)
 #   bench/chaos.sh all         # each of the above in turn (fresh database and simulator each)
 #
 # Settings: N (10000), WORKERS (2), MAX_RPS per worker (200), CONCURRENCY per worker (16),
@@ -26,6 +28,7 @@
 source "$(dirname "$0")/lib.sh"
 
 N=${N:-10000}
+MIXED_SECS=${MIXED_SECS:-20}
 WORKERS=${WORKERS:-2}
 MAX_RPS=${MAX_RPS:-200}
 CONCURRENCY=${CONCURRENCY:-16}
@@ -94,7 +97,12 @@ run_scenario() {
     key=$(make_key requester)
     auditor=$(make_key auditor)
     "$ERASURE_BIN" audit public-key >"$BENCH_OUT/audit.vkey" 2>>"$BENCH_OUT/keys.log"
-    batch_files "$BENCH_OUT/accounts" "$BENCH_OUT/batches" json account
+    # upgrade: four batches at least, for the four parts of the run
+    if [[ $scenario == upgrade ]]; then
+        BATCH_ITEMS=$(((N + 3) / 4)) batch_files "$BENCH_OUT/accounts" "$BENCH_OUT/batches" json account
+    else
+        batch_files "$BENCH_OUT/accounts" "$BENCH_OUT/batches" json account
+    fi
     local f accepted=0 n=0 later=()
     for f in "$BENCH_OUT"/batches/batch-*; do
         # upgrade: every other batch waits for the new schema
@@ -162,12 +170,30 @@ run_scenario() {
         t0=$(now)
         "$new_bin" migrate 2>>"$BENCH_OUT/migrate.log"
         log "new migrations applied in $(fmt "$(now) - $t0" 2)s while $OLD_BIN served"
-        for f in "${later[@]}"; do
+        # The old API takes half of the rest; then an API of the new release, started beside it,
+        # takes the other half while the old workers still run: they meet requests stored the new
+        # way (only the first step stored) for MIXED_SECS before they are replaced.
+        local half=$(((${#later[@]} + 1) / 2)) old_api=$API_URL
+        for f in "${later[@]:0:half}"; do
             read -r created _ < <(post_batch "$f" "$key")
             accepted=$((accepted + created))
         done
-        log "$accepted erasures accepted in all (the old API took the rest after the migration)"
         ERASURE_BIN=$new_bin
+        start_api --no-worker
+        for f in "${later[@]:half}"; do
+            read -r created _ < <(post_batch "$f" "$key")
+            accepted=$((accepted + created))
+        done
+        log "$accepted erasures accepted in all (after the migration: $half batches by the old API, $((${#later[@]} - half)) by a new one)"
+        API_URL=$old_api
+        # Until the old workers have run a new request's first step again (their completion of it
+        # was refused, its lease expired), then MIXED_SECS more.
+        local waited=0
+        while (($(q "select count(*) from steps where attempts >= 2") == 0)) && ((waited < 600)); do
+            sleep 1; waited=$((waited + 1))
+        done
+        sleep "$MIXED_SECS"
+        log "old workers beside the new API: $(q "select count(*) from steps where attempts >= 2") steps run again after a refused completion, $(q "select count(*) from erasure_requests where state = 'completed'") requests completed"
         for ((i = 0; i < WORKERS; i++)); do
             stop_pid "${WPID[$i]}"
             start_worker_n "$i"

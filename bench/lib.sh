@@ -195,15 +195,17 @@ now() { date +%s.%N; }
 calc() { python3 -c "print($1)"; }
 fmt() { python3 -c "print(f'{$1:,.${2:-0}f}')"; }
 
-# batch_files FILE_OF_IDS OUTDIR FORMAT(json|csv) SCOPE: splits ids into 10,000-item batch bodies.
+# batch_files FILE_OF_IDS OUTDIR FORMAT(json|csv) SCOPE: splits ids into batch bodies of
+# BATCH_ITEMS (10,000) items.
 batch_files() {
-    python3 - "$@" <<'PY'
+    python3 - "$@" "${BATCH_ITEMS:-10000}" <<'PY'
 import json, sys, os
-ids_file, outdir, fmt, scope = sys.argv[1:5]
+ids_file, outdir, fmt, scope, size = sys.argv[1:6]
+size = int(size)
 os.makedirs(outdir, exist_ok=True)
 ids = [l.strip() for l in open(ids_file) if l.strip()]
-for n, start in enumerate(range(0, len(ids), 10000)):
-    chunk = ids[start:start + 10000]
+for n, start in enumerate(range(0, len(ids), size)):
+    chunk = ids[start:start + size]
     path = os.path.join(outdir, f"batch-{n:04d}.{fmt}")
     with open(path, "w") as f:
         if fmt == "json":
