@@ -25,8 +25,8 @@ pub const AUDIT_KEY_NAME: &str = "erasure-audit";
 /// The origin line of checkpoints: which log they are of.
 pub const AUDIT_ORIGIN: &str = "erasure/audit-log/v1";
 
-/// Writers that commit single requests in groups (`store::intake`): two, so that one group
-/// commits while the next gathers (one or four gave fewer requests a second: BENCHMARKS.md).
+/// Writers that commit single requests in groups (`store::intake`): four, so that groups commit
+/// while the next ones gather (two, three and six gave fewer requests a second: BENCHMARKS.md).
 const INTAKE_WRITERS: usize = 4;
 
 /// What to run.

@@ -95,7 +95,10 @@ impl Writes for Checks {
         conn: &mut PgConnection,
         keys: &[String],
     ) -> sqlx::Result<Vec<Option<Principal>>> {
-        let prefixes: Vec<&str> = keys.iter().filter_map(|k| prefix_of(k)).collect();
+        // Requests of one key come together: each prefix once.
+        let mut prefixes: Vec<&str> = keys.iter().filter_map(|k| prefix_of(k)).collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
         if prefixes.is_empty() {
             return Ok(keys.iter().map(|_| None).collect());
         }
