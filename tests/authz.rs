@@ -122,6 +122,19 @@ fn documented_statuses(doc: &Value, method: &str, template: &str) -> BTreeSet<u1
         .unwrap_or_default()
 }
 
+/// An admin key revoked and one expired: (revoked, expired).
+async fn revoked_and_expired_admin_keys(app: &TestApp) -> (String, String) {
+    let (revoked_id, revoked) = store::keys::create(&app.db, Role::Admin, "revoked", None)
+        .await
+        .unwrap();
+    assert!(store::keys::revoke(&app.db, revoked_id).await.unwrap());
+    let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let (_, expired) = store::keys::create(&app.db, Role::Admin, "expired", Some(past))
+        .await
+        .unwrap();
+    (revoked, expired)
+}
+
 struct Call {
     status: u16,
     body: Value,
@@ -183,14 +196,7 @@ async fn every_route_every_role_every_bad_key() {
     );
 
     // Bad credentials: a revoked key, an expired key, an unknown key, a malformed header, none.
-    let (revoked_id, revoked) = store::keys::create(&app.db, Role::Admin, "revoked", None)
-        .await
-        .unwrap();
-    assert!(store::keys::revoke(&app.db, revoked_id).await.unwrap());
-    let past = chrono::Utc::now() - chrono::Duration::seconds(1);
-    let (_, expired) = store::keys::create(&app.db, Role::Admin, "expired", Some(past))
-        .await
-        .unwrap();
+    let (revoked, expired) = revoked_and_expired_admin_keys(&app).await;
     let unknown = "ek_0123abcd_0123456789abcdef0123456789abcdef0123456789abcdef";
     let bad: Vec<(&str, Option<String>)> = vec![
         ("no key", None),
@@ -359,14 +365,7 @@ async fn a_second_person_decides_where_the_policy_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_checked_together_are_each_answered_for_their_own_key() {
     let app = TestApp::spawn(Options::no_worker()).await;
-    let (revoked_id, revoked) = store::keys::create(&app.db, Role::Admin, "revoked", None)
-        .await
-        .unwrap();
-    assert!(store::keys::revoke(&app.db, revoked_id).await.unwrap());
-    let past = chrono::Utc::now() - chrono::Duration::seconds(1);
-    let (_, expired) = store::keys::create(&app.db, Role::Admin, "expired", Some(past))
-        .await
-        .unwrap();
+    let (revoked, expired) = revoked_and_expired_admin_keys(&app).await;
     // The admin key's prefix with another secret: found by its prefix, refused by its digest.
     let last = if app.admin.ends_with('0') { '1' } else { '0' };
     let forged = format!("{}{last}", &app.admin[..app.admin.len() - 1]);
