@@ -127,11 +127,7 @@ pub async fn insert_many(
     let (mut s_req, mut s_ord, mut s_kind, mut s_state, mut s_run) =
         (vec![], vec![], vec![], vec![], vec![]);
     for item in items {
-        let run_at = item
-            .not_before
-            .map(as_stored)
-            .unwrap_or(received_at)
-            .max(received_at);
+        let run_at = first_run_at(item.not_before.map(as_stored), received_at);
         let first = match item.state {
             State::Queued => StepState::Ready,
             _ => StepState::Paused,
@@ -197,6 +193,27 @@ pub async fn insert_many(
     .fetch_all(&mut *conn)
     .await?;
     let created: std::collections::HashSet<Uuid> = created.into_iter().collect();
+    // The open request of each item not inserted (one query for all of them: re-sending a whole
+    // batch makes every item a duplicate).
+    let duplicate_refs: Vec<&str> = items
+        .iter()
+        .filter(|i| !created.contains(&i.id))
+        .map(|i| i.subject_ref.as_str())
+        .collect();
+    let open: std::collections::HashMap<String, Uuid> = if duplicate_refs.is_empty() {
+        Default::default()
+    } else {
+        sqlx::query_as::<_, (String, Uuid)>(concat!(
+            "select r.subject_ref, r.id from unnest($1::text[]) as u(subject_ref) \
+             join erasure_requests r on r.subject_ref = u.subject_ref and r.state in ",
+            open_states!()
+        ))
+        .bind(&duplicate_refs)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect()
+    };
 
     let mut out = Vec::with_capacity(items.len());
     for (item, steps) in items.iter().zip(steps) {
@@ -225,14 +242,10 @@ pub async fn insert_many(
                 steps,
             })));
         } else {
-            let existing: Uuid = sqlx::query_scalar(concat!(
-                "select id from erasure_requests where subject_ref = $1 and state in ",
-                open_states!()
-            ))
-            .bind(&item.subject_ref)
-            .fetch_one(&mut *conn)
-            .await?;
-            out.push(Inserted::DuplicateOf(existing));
+            let existing = open
+                .get(&item.subject_ref)
+                .ok_or(sqlx::Error::RowNotFound)?;
+            out.push(Inserted::DuplicateOf(*existing));
         }
     }
     Ok(out)
@@ -279,10 +292,7 @@ pub async fn get(db: &Db, id: Uuid) -> sqlx::Result<Option<ErasureRequest>> {
 /// or `cancelled` once the request is): a later step is stored only when the one before it
 /// succeeds.
 fn with_planned_steps(request: &ErasureRequest, stored: Vec<Step>) -> Vec<Step> {
-    let run_at = request
-        .not_before
-        .unwrap_or(request.received_at)
-        .max(request.received_at);
+    let run_at = first_run_at(request.not_before, request.received_at);
     let unreached = if request.state == State::Cancelled {
         StepState::Cancelled
     } else {
@@ -296,6 +306,11 @@ fn with_planned_steps(request: &ErasureRequest, stored: Vec<Step>) -> Vec<Step> 
         unreached,
         unreached,
     )
+}
+
+/// When a request's steps may first run: at receipt, or at its `not_before` if later.
+fn first_run_at(not_before: Option<DateTime<Utc>>, received_at: DateTime<Utc>) -> DateTime<Utc> {
+    not_before.unwrap_or(received_at).max(received_at)
 }
 
 /// The steps of `scope`'s plan: `stored` ones as they are, then the rest, not yet stored: the

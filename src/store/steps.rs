@@ -224,16 +224,21 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
         .map(|j| j.step.request_id)
         .collect();
     let completed = complete_requests(conn, &last).await?;
-    for j in &held {
-        let Outcome::Fail { error } = &j.outcome else {
-            continue;
-        };
+    let (failed, reasons): (Vec<Uuid>, Vec<&str>) = held
+        .iter()
+        .filter_map(|j| match &j.outcome {
+            Outcome::Fail { error } => Some((j.step.request_id, error.as_str())),
+            _ => None,
+        })
+        .unzip();
+    if !failed.is_empty() {
         sqlx::query(
-            "update erasure_requests set state = 'failed', failure_reason = $2, updated_at = now() \
-             where id = $1",
+            "update erasure_requests r set state = 'failed', failure_reason = u.reason, \
+                 updated_at = now() \
+             from unnest($1::uuid[], $2::text[]) as u(id, reason) where r.id = u.id",
         )
-        .bind(j.step.request_id)
-        .bind(error)
+        .bind(&failed)
+        .bind(&reasons)
         .execute(&mut *conn)
         .await?;
     }
