@@ -30,22 +30,29 @@ gen_ids 4 100 >"$BENCH_OUT/ids-warm"; batch_files "$BENCH_OUT/ids-warm" "$BENCH_
 post_batch "$BENCH_OUT/warm/batch-0000.json" "$KEY" >/dev/null
 
 # run_pass NAME DIR: posts every file of DIR one after the other; prints items/s and per-call times.
+# The client reads the answers (a 10,000-item JSON each) once the clock has stopped: the figure is
+# the service's, not jq's.
 run_pass() {
-    local name=$1 dir=$2 created=0 t0 t1 f c d i s times=()
+    local name=$1 dir=$2 created=0 t0 t1 f c d i times=()
     local cpu0 pg0; cpu0=$(cpu_secs "$API_PID"); pg0=$(pg_cpu_secs)
+    mkdir -p "$BENCH_OUT/answers-$name"
     t0=$(now)
     for f in "$dir"/batch-*; do
-        read -r c d i s < <(post_batch "$f" "$KEY")
-        ((d == 0 && i == 0)) || die "$f: $d duplicates, $i invalid"
-        created=$((created + c)); times+=("$s")
+        times+=("$(send_batch "$f" "$KEY" "$BENCH_OUT/answers-$name/${f##*/}")")
     done
     t1=$(now)
+    local cpu1 pg1; cpu1=$(cpu_secs "$API_PID"); pg1=$(pg_cpu_secs)
+    for f in "$BENCH_OUT/answers-$name"/*; do
+        read -r c d i < <(batch_counts "$f")
+        ((d == 0 && i == 0)) || die "$f: $d duplicates, $i invalid"
+        created=$((created + c))
+    done
     local el; el=$(calc "$t1 - $t0")
     figure "batch.$name.items_per_s" "$(fmt "$created / $el")" items/s \
         "$created items in $(fmt "$el" 1)s, one client (target >= 30,000)"
     figure "batch.$name.call_seconds" "$(python3 -c "import statistics as s; t=[float(x) for x in '${times[*]}'.split()]; print(f'{s.median(t):.2f} med / {max(t):.2f} max')")" s "per 10,000-item call"
-    figure "batch.$name.cpu_service" "$(fmt "($(cpu_secs "$API_PID") - $cpu0) / $el * 100")" "% of 1 core" ""
-    figure "batch.$name.cpu_postgres" "$(fmt "($(pg_cpu_secs) - $pg0) / $el * 100")" "% of 1 core" "all postgres processes"
+    figure "batch.$name.cpu_service" "$(fmt "($cpu1 - $cpu0) / $el * 100")" "% of 1 core" ""
+    figure "batch.$name.cpu_postgres" "$(fmt "($pg1 - $pg0) / $el * 100")" "% of 1 core" "all postgres processes"
 }
 
 echo
@@ -58,7 +65,7 @@ files=("$BENCH_OUT"/par/batch-*)
 t0=$(now); pids=()
 for ((k = 0; k < PARALLEL; k++)); do
     (
-        for ((n = k; n < ${#files[@]}; n += PARALLEL)); do post_batch "${files[n]}" "$KEY" >/dev/null; done
+        for ((n = k; n < ${#files[@]}; n += PARALLEL)); do send_batch "${files[n]}" "$KEY" /dev/null >/dev/null; done
     ) &
     pids+=($!)
 done

@@ -5,7 +5,11 @@
 # pseudonyms and sealed ids of the real sizes), first into empty tables, then again after
 # FILL more batches (so the tables hold (FILL + 1) * ITEMS requests).
 #
-#   bench/batch_explain.sh      # ITEMS=10000 FILL=9
+#   bench/batch_explain.sh      # ITEMS=10000 FILL=9 IDS=v7 PRE_SQL=
+#
+# IDS: request ids time-ordered as the service makes them (v7: 48-bit milliseconds, then random
+# bits) or random (v4, as it made them before). PRE_SQL: a statement run on the fresh schema first,
+# to try a change (`PRE_SQL="alter table steps drop constraint steps_request_id_fkey"`).
 #
 # Prints the statement's execution time, the time of each part (the three inserts, the triggers:
 # foreign-key checks) and the WAL it wrote.
@@ -13,12 +17,18 @@ source "$(dirname "$0")/lib.sh"
 
 ITEMS=${ITEMS:-10000}
 FILL=${FILL:-9}
+if [[ ${IDS:-v7} == v7 ]]; then
+    ID_SQL="encode(overlay(uuid_send(gen_random_uuid()) placing substring(int8send((extract(epoch from clock_timestamp()) * 1000)::bigint) from 3) from 1 for 6), 'hex')::uuid"
+else
+    ID_SQL="gen_random_uuid()"
+fi
 
 require_tools psql python3
 bench_init batch-explain
 fresh_db 0
 KEY=$(make_key requester)
 KEY_ID=$(q "select id from api_keys limit 1")
+[[ -z ${PRE_SQL:-} ]] || q "$PRE_SQL" >/dev/null
 python3 "$BENCH_DIR/sql_from_src.py" src/store/requests.rs insert_many >"$BENCH_OUT/insert.sql"
 
 # One psql session: prepares the statement, builds the arrays of one batch into variables, runs it.
@@ -29,7 +39,7 @@ run_batches() { # COUNT EXPLAIN(0|1)
               timestamptz, uuid, uuid, uuid[], int2[], text[], text[], timestamptz[], text) as $(cat "$BENCH_OUT/insert.sql");"
         for ((i = 0; i < count; i++)); do
             cat <<SQL
-with r as (select gen_random_uuid() as id, 'k1:' || encode(sha256(random()::text::bytea), 'hex') as ref,
+with r as (select $ID_SQL as id, 'k1:' || encode(sha256(random()::text::bytea), 'hex') as ref,
                   decode(md5(random()::text) || md5(random()::text) || substr(md5(random()::text), 1, 12), 'hex') as sealed
            from generate_series(1, $ITEMS))
 select array_agg(id)::text as ids, array_agg(ref)::text as refs, array_agg(sealed)::text as sealed,

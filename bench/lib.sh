@@ -216,16 +216,27 @@ for n, start in enumerate(range(0, len(ids), size)):
 PY
 }
 
-# post_batch FILE KEY: posts one batch body; prints "created duplicates invalid seconds".
-post_batch() {
-    local file=$1 key=$2 ctype out resp
+# send_batch FILE KEY RESPONSE: posts one batch body, keeps the answer in RESPONSE (read it with
+# batch_counts); prints the call's seconds.
+send_batch() {
+    local file=$1 key=$2 resp=$3 ctype out
     case $file in *.csv) ctype=text/csv ;; *) ctype=application/json ;; esac
-    resp=$(mktemp -p "$BENCH_OUT" batch-response.XXXXXX)
     out=$(curl -sS -o "$resp" -w '%{http_code} %{time_total}' \
         -X POST "$API_URL/v1/erasure-requests/batch" -H "authorization: Bearer $key" \
         -H "content-type: $ctype" --data-binary "@$file")
     [[ ${out%% *} == 200 ]] || die "batch $file answered ${out%% *}: $(head -c 300 "$resp")"
-    echo "$(jq -r '"\(.created) \(.duplicates) \(.invalid)"' "$resp") ${out#* }"
+    echo "${out#* }"
+}
+
+# batch_counts RESPONSE: prints "created duplicates invalid" of a batch's answer.
+batch_counts() { jq -r '"\(.created) \(.duplicates) \(.invalid)"' "$1"; }
+
+# post_batch FILE KEY: posts one batch body; prints "created duplicates invalid seconds".
+post_batch() {
+    local resp secs
+    resp=$(mktemp -p "$BENCH_OUT" batch-response.XXXXXX)
+    secs=$(send_batch "$1" "$2" "$resp")
+    echo "$(batch_counts "$resp") $secs"
     rm -f "$resp"
 }
 

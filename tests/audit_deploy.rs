@@ -77,6 +77,9 @@ async fn the_application_role_may_append_to_the_audit_log_but_not_change_it() {
     }
     assert!(may("erasure_requests", "UPDATE").await);
     assert!(!may("audit_sequencer", "DELETE").await);
+    // Keys are revoked (an update), never deleted.
+    assert!(may("api_keys", "UPDATE").await);
+    assert!(!may("api_keys", "DELETE").await && !may("api_keys", "TRUNCATE").await);
 
     // The whole service runs as that role: intake appends entries, the sequencer signs.
     let url = app.db_url.replacen("postgres@", &format!("{role}@"), 1);

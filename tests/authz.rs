@@ -418,3 +418,39 @@ async fn keys_checked_together_are_each_answered_for_their_own_key() {
     .await;
     assert_eq!(after.status, 401, "{}", after.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_revoked_never_deleted() {
+    let app = TestApp::spawn(Options {
+        worker: false,
+        ..Options::default()
+    })
+    .await;
+    let id = app.submit("user", "4242").await;
+    for sql in ["delete from api_keys", "truncate api_keys cascade"] {
+        let err = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&app.db)
+            .await
+            .expect_err(sql);
+        assert!(err.to_string().contains("never deleted"), "{sql}: {err}");
+    }
+    // Revoking still works, and the request still names the key that made it.
+    let (key_id, _) = store::keys::create(&app.db, Role::Requester, "leaving", None)
+        .await
+        .unwrap();
+    assert!(store::keys::revoke(&app.db, key_id).await.unwrap());
+    let (status, body) = app
+        .get(&format!("/v1/erasure-requests/{id}"), &app.auditor)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let maker: Option<String> = sqlx::query_scalar(
+        "select k.label from erasure_requests r join api_keys k on k.id = r.requested_by \
+         where r.id = $1::text::uuid",
+    )
+    .bind(&id)
+    .fetch_optional(&app.db)
+    .await
+    .unwrap();
+    assert!(maker.is_some(), "the request's key is gone");
+    app.stop().await;
+}

@@ -165,7 +165,7 @@ impl Guard {
                 .bind(original)
                 .fetch_one(&mut *tx)
                 .await?;
-        let id = Uuid::new_v4();
+        let id = Uuid::now_v7(); // time-ordered, as every request id (api::requests)
         let subject_ref = self.pseudonyms.subject_ref(scope, listed_id);
         let item = NewRequest {
             id,
