@@ -5,7 +5,9 @@
 #   bench/batch.sh            # BATCHES=10 (per format) PARALLEL=2 (clients of the last pass)
 #
 # Three passes on one database: JSON from one client, CSV from one client, JSON from PARALLEL
-# clients at once. Each body holds fresh ids, so every item is created.
+# clients at once. Each body holds fresh ids, so every item is created. PRE_SQL: a statement run
+# on the migrated database first, to try a schema change end to end
+# (`PRE_SQL="alter table steps drop constraint steps_request_id_fkey"`).
 source "$(dirname "$0")/lib.sh"
 
 BATCHES=${BATCHES:-10}
@@ -16,6 +18,7 @@ bench_init batch
 fresh_db 0
 start_api --no-worker
 KEY=$(make_key requester)
+[[ -z ${PRE_SQL:-} ]] || q "$PRE_SQL" >/dev/null
 
 log "writing batch bodies"
 gen_ids 1 $((BATCHES * 10000)) >"$BENCH_OUT/ids-json"

@@ -224,12 +224,19 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
             }
             seq.clear();
         }
-        // A request not seen in this round has all its leaves (from earlier rounds) stored.
-        let mut unseen: Vec<Uuid> = entries
-            .iter()
-            .filter_map(|e| e.request_id)
-            .filter(|r| !seq.contains_key(r))
-            .collect();
+        // A request not seen in this round has all its leaves (from earlier rounds) stored. One
+        // first seen by its "received" entry has none: that entry is written with the request
+        // and is its first (receipts are verified so), so new requests are not counted.
+        let mut unseen = Vec::new();
+        for e in &entries {
+            match e.request_id {
+                Some(r) if !seq.contains_key(&r) && e.event == "received" => {
+                    seq.insert(r, 0);
+                }
+                Some(r) if !seq.contains_key(&r) => unseen.push(r),
+                _ => {}
+            }
+        }
         unseen.sort_unstable();
         unseen.dedup();
         if !unseen.is_empty() {
