@@ -179,6 +179,7 @@ run_scenario() {
             accepted=$((accepted + created))
         done
         ERASURE_BIN=$new_bin
+        local new_api_at; new_api_at=$(q "select now()")
         start_api --no-worker
         for f in "${later[@]:half}"; do
             read -r created _ < <(post_batch "$f" "$key")
@@ -186,14 +187,17 @@ run_scenario() {
         done
         log "$accepted erasures accepted in all (after the migration: $half batches by the old API, $((${#later[@]} - half)) by a new one)"
         API_URL=$old_api
-        # Until the old workers have run a new request's first step again (their completion of it
-        # was refused, its lease expired), then MIXED_SECS more.
+        # Until the old workers have met a request of the new API: completed it, or run a step of
+        # it again (from ae3df07: their completion was refused, its lease expired); then
+        # MIXED_SECS more.
         local waited=0
-        while (($(q "select count(*) from steps where attempts >= 2") == 0)) && ((waited < 600)); do
+        while (($(q "select count(*) from erasure_requests r where r.received_at >= '$new_api_at' \
+                  and (r.state = 'completed' or exists (select from steps s \
+                       where s.request_id = r.id and s.attempts >= 2))") == 0)) && ((waited < 600)); do
             sleep 1; waited=$((waited + 1))
         done
         sleep "$MIXED_SECS"
-        log "old workers beside the new API: $(q "select count(*) from steps where attempts >= 2") steps run again after a refused completion, $(q "select count(*) from erasure_requests where state = 'completed'") requests completed"
+        log "old workers beside the new API: $(q "select count(*) from steps where attempts >= 2") steps run again after a refused completion, $(q "select count(*) from erasure_requests where state = 'completed'") requests completed, $(q "select count(*) from erasure_requests where received_at >= '$new_api_at' and state = 'completed'") of them accepted by the new API"
         for ((i = 0; i < WORKERS; i++)); do
             stop_pid "${WPID[$i]}"
             start_worker_n "$i"

@@ -23,7 +23,8 @@ $$;
 -- With keys never deleted, the foreign keys from a request to the key that made or approved it
 -- guarded nothing more: both ids come from the key the caller was just authenticated with. They
 -- made PostgreSQL look up and lock that one key row once per inserted request (SELECT ... FOR KEY
--- SHARE), about an eighth of a 10,000-item batch's statement (BENCHMARKS.md, "Batch intake").
+-- SHARE), about a tenth of a 10,000-item batch's statement (BENCHMARKS.md, "time-ordered request
+-- ids").
 --
 -- Both statements only change the catalog (no rewrite, no scan), but they take exclusive locks on
 -- erasure_requests and api_keys: the migration waits for the transactions using them and holds
