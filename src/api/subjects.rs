@@ -122,12 +122,7 @@ pub async fn open_under_old_keys(
         let Ok(target) = TargetId::parse(target_id) else {
             continue;
         };
-        for old in state
-            .pseudonyms
-            .subject_refs(*scope, target.as_str())
-            .into_iter()
-            .skip(1)
-        {
+        for old in state.pseudonyms.older_subject_refs(*scope, target.as_str()) {
             refs.push(old);
             positions.push(n as i32);
         }

@@ -60,6 +60,14 @@ impl Pseudonymizer {
             .collect()
     }
 
+    /// The pseudonyms of the target under the older key versions only (none until keys rotate).
+    pub fn older_subject_refs(&self, scope: Scope, target_id: &str) -> Vec<String> {
+        self.old
+            .iter()
+            .map(|p| p.subject_ref(scope, target_id))
+            .collect()
+    }
+
     /// The pseudonym of one of an account's bank references (`kind` is "iban", "number" or
     /// "reference"), normalised (spaces removed, upper case) so that the same account listed again
     /// by a synchronisation, under a new upstream id, is recognised.
@@ -136,6 +144,11 @@ mod tests {
             before.account_ref("iban", "FR761234")
         );
         assert_eq!(after.digests(b"{}")[1], before.digest(b"{}"));
-        assert_eq!(before.subject_refs(Scope::User, "123"), vec![recorded]);
+        assert_eq!(
+            before.subject_refs(Scope::User, "123"),
+            vec![recorded.clone()]
+        );
+        assert_eq!(after.older_subject_refs(Scope::User, "123"), vec![recorded]);
+        assert!(before.older_subject_refs(Scope::User, "123").is_empty());
     }
 }
