@@ -232,12 +232,9 @@ async fn the_status_page_shows_what_the_api_reports_in_a_real_browser() {
             json!({}),
         )
         .await;
-    assert!(
-        browser
-            .source()
-            .await
-            .contains("Unknown, revoked or expired API key")
-    );
+    browser
+        .wait_for("Unknown, revoked or expired API key")
+        .await;
     // The auditor's key signs in.
     let input = browser.element("input[name=key]").await;
     browser
