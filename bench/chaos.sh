@@ -16,9 +16,9 @@
 #   bench/chaos.sh upgrade     # OLD_BIN (a build of the previous release) migrates and serves;
 #                              # mid-run ERASURE_BIN's `migrate` runs while the old processes
 #                              # serve, the old API takes a quarter of the batches and a new API
-#                              # another quarter; once the old workers have met the new API's
-#                              # requests (a step run twice) and MIXED_SECS (20) more, each is
-#                              # replaced by a new one (a rolling upgrade)
+#                              # another quarter; once the old workers have met a request of the
+#                              # new API (completed it, or run a step of it again) and MIXED_SECS
+#                              # (20) more, each is replaced by a new one (a rolling upgrade)
 #   bench/chaos.sh all         # each of the above in turn (fresh database and simulator each)
 #
 # Settings: N (10000), WORKERS (2), MAX_RPS per worker (200), CONCURRENCY per worker (16),
@@ -98,11 +98,9 @@ run_scenario() {
     auditor=$(make_key auditor)
     "$ERASURE_BIN" audit public-key >"$BENCH_OUT/audit.vkey" 2>>"$BENCH_OUT/keys.log"
     # upgrade: four batches at least, for the four parts of the run
-    if [[ $scenario == upgrade ]]; then
-        BATCH_ITEMS=$(((N + 3) / 4)) batch_files "$BENCH_OUT/accounts" "$BENCH_OUT/batches" json account
-    else
-        batch_files "$BENCH_OUT/accounts" "$BENCH_OUT/batches" json account
-    fi
+    local items=10000
+    [[ $scenario == upgrade ]] && items=$(((N + 3) / 4))
+    BATCH_ITEMS=$items batch_files "$BENCH_OUT/accounts" "$BENCH_OUT/batches" json account
     local f accepted=0 n=0 later=()
     for f in "$BENCH_OUT"/batches/batch-*; do
         # upgrade: every other batch waits for the new schema

@@ -229,12 +229,14 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
         // and is its first (receipts are verified so), so new requests are not counted.
         let mut unseen = Vec::new();
         for e in &entries {
-            match e.request_id {
-                Some(r) if !seq.contains_key(&r) && e.event == "received" => {
-                    seq.insert(r, 0);
-                }
-                Some(r) if !seq.contains_key(&r) => unseen.push(r),
-                _ => {}
+            let Some(r) = e.request_id else { continue };
+            if seq.contains_key(&r) {
+                continue;
+            }
+            if e.event == "received" {
+                seq.insert(r, 0);
+            } else {
+                unseen.push(r);
             }
         }
         unseen.sort_unstable();
