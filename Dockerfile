@@ -1,7 +1,9 @@
 # Multi-stage build of the `erasure` binary; runs as a non-root user.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
+# sqlx-core with TCP_NODELAY (vendor/README.md), patched in by Cargo.toml.
+COPY vendor ./vendor
 COPY src ./src
 COPY migrations ./migrations
 COPY openapi ./openapi

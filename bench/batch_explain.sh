@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Where the time of one batch goes inside PostgreSQL: the intake statement of
-# src/store/requests.rs `insert_many()` (taken from the source by sql_from_src.py) is prepared in
+# Where the time of the intake statement goes inside PostgreSQL: the statement of
+# src/store/requests.rs `Rows::insert()` (taken from the source by sql_from_src.py) is prepared in
 # psql and run with EXPLAIN (ANALYZE, BUFFERS, WAL) on ITEMS synthetic account requests (random
 # pseudonyms and sealed ids of the real sizes), first into empty tables, then again after
 # FILL more batches (so the tables hold (FILL + 1) * ITEMS requests).
@@ -10,6 +10,10 @@
 # IDS: request ids time-ordered as the service makes them (v7: 48-bit milliseconds, then random
 # bits) or random (v4, as it made them before). PRE_SQL: a statement run on the fresh schema first,
 # to try a change (`PRE_SQL="alter table steps drop constraint steps_request_id_fkey"`).
+#
+# Since 2026-11-30 the service runs this statement for calls under 1,000 items only (single
+# requests, the intake's groups); batches go in by COPY (`Rows::copy`), which `bench/batch.sh`
+# measures end to end. At 10,000 items this script shows what COPY is compared with.
 #
 # Prints the statement's execution time, the time of each part (the three inserts, the triggers:
 # foreign-key checks) and the WAL it wrote.
@@ -29,14 +33,14 @@ fresh_db 0
 KEY=$(make_key requester)
 KEY_ID=$(q "select id from api_keys limit 1")
 [[ -z ${PRE_SQL:-} ]] || q "$PRE_SQL" >/dev/null
-python3 "$BENCH_DIR/sql_from_src.py" src/store/requests.rs insert_many >"$BENCH_OUT/insert.sql"
+python3 "$BENCH_DIR/sql_from_src.py" src/store/requests.rs insert >"$BENCH_OUT/insert.sql"
 
 # One psql session: prepares the statement, builds the arrays of one batch into variables, runs it.
 run_batches() { # COUNT EXPLAIN(0|1)
     local count=$1 explain=$2 i
     {
         echo "prepare ins(uuid[], text[], text[], bytea[], text[], text[], timestamptz[], timestamptz, \
-              timestamptz, uuid, uuid, uuid[], int2[], text[], text[], timestamptz[], text) as $(cat "$BENCH_OUT/insert.sql");"
+              timestamptz, uuid, uuid, text[], text[], timestamptz[], text) as $(cat "$BENCH_OUT/insert.sql");"
         for ((i = 0; i < count; i++)); do
             cat <<SQL
 with r as (select $ID_SQL as id, 'k1:' || encode(sha256(random()::text::bytea), 'hex') as ref,
@@ -46,14 +50,13 @@ select array_agg(id)::text as ids, array_agg(ref)::text as refs, array_agg(seale
        array_fill('account'::text, array[$ITEMS])::text as scopes, array_fill(null::text, array[$ITEMS])::text as ext,
        array_fill('queued'::text, array[$ITEMS])::text as states, array_fill(null::timestamptz, array[$ITEMS])::text as nb,
        -- Only the first step is stored at intake (each later one when reached).
-       array_agg(id)::text as s_req, array_fill(0::int2, array[$ITEMS])::text as s_ord,
        array_fill('inventory'::text, array[$ITEMS])::text as s_kind,
        array_fill('ready'::text, array[$ITEMS])::text as s_state,
        array_fill(now(), array[$ITEMS])::text as s_run
 from r \\gset
 SQL
             if ((explain)); then echo "explain (analyze, buffers, wal)"; fi
-            echo "execute ins(:'ids', :'scopes', :'refs', :'sealed', :'ext', :'states', :'nb', now(), now() + interval '1 month', '$KEY_ID', gen_random_uuid(), :'s_req', :'s_ord', :'s_kind', :'s_state', :'s_run', 'key:$KEY_ID');"
+            echo "execute ins(:'ids', :'scopes', :'refs', :'sealed', :'ext', :'states', :'nb', now(), now() + interval '1 month', '$KEY_ID', gen_random_uuid(), :'s_kind', :'s_state', :'s_run', 'key:$KEY_ID');"
         done
     } | psql -X -q -v ON_ERROR_STOP=1 -d "$BENCH_DB"
 }

@@ -3,7 +3,7 @@
 time exactly what the service runs (and follow the source when it changes).
 
 usage: sql_from_src.py [FILE FUNCTION]     default: src/store/steps.rs claim  (the claim query)
-e.g.   sql_from_src.py src/store/requests.rs insert_many                    (the intake statement)
+e.g.   sql_from_src.py src/store/requests.rs insert                         (the intake statement)
 """
 import pathlib
 import re
@@ -12,7 +12,8 @@ import sys
 root = pathlib.Path(__file__).resolve().parent.parent
 path, fn = (sys.argv[1], sys.argv[2]) if len(sys.argv) > 2 else ("src/store/steps.rs", "claim")
 src = (root / path).read_text()
-start = src.find(f"pub async fn {fn}(")
+found = re.search(rf"(?:pub )?async fn {fn}\(", src)
+start = found.start() if found else -1
 if start < 0:
     sys.exit(f"{fn}() not found in {path}")
 # The first query's SQL: a string literal, or the literals and `name!()` macros of a `concat!`.

@@ -1736,6 +1736,130 @@ async fn batch_size_is_limited_to_10000() {
     app.stop().await;
 }
 
+/// Batches of 1,000 items or more go in by `COPY` (smaller calls by one statement): the same
+/// rows, the same duplicates, and a batch sent twice, or two at once, creates each target once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_store_what_small_ones_do() {
+    let app = api().await;
+    let open = app.submit("user", "7000001").await;
+    let targets = |from: usize, n: usize| -> Vec<Value> {
+        (from..from + n)
+            .map(|i| json!({"scope": "account", "target_id": format!("{}", 7_000_000 + i)}))
+            .collect()
+    };
+    let mut items = targets(0, 1200);
+    items[1] = json!({"scope": "user", "target_id": "7000001"}); // duplicate of the open one
+    items[7] = items[3].clone(); // duplicate of an earlier item
+    items[9]["external_reference"] = json!("T-9");
+    let batch = Value::Array(items);
+    let r = post_json(&app, BATCH, &app.requester, &batch).await;
+    assert_eq!(r.status, 200, "{}", &r.text[..r.text.len().min(500)]);
+    assert_eq!(
+        (r.json["created"].as_u64(), r.json["duplicates"].as_u64()),
+        (Some(1198), Some(2))
+    );
+    let first = r.json["items"].as_array().unwrap().clone();
+    assert_eq!(first[1]["status"], "duplicate");
+    assert_eq!(first[1]["id"], open.as_str());
+    assert_eq!(first[7]["status"], "duplicate");
+    assert_eq!(first[7]["id"], first[3]["id"]);
+    assert_eq!(count_requests(&app).await, 1199);
+
+    // An item of the large batch is stored as one of a small batch is.
+    let small = post_json(
+        &app,
+        BATCH,
+        &app.requester,
+        &json!([{"scope": "account", "target_id": "7100000", "external_reference": "T-9"}]),
+    )
+    .await;
+    assert_eq!(small.json["created"], 1, "{}", small.text);
+    let stored = |id: String| {
+        let db = app.db.clone();
+        async move {
+            sqlx::query_scalar::<_, Value>(
+                "select jsonb_build_object( \
+                     'request', (select to_jsonb(r) - '{id,subject_ref,target_sealed,received_at,due_at,updated_at,batch_id}'::text[] \
+                                 || jsonb_build_object('due', r.due_at = r.received_at + interval '1 month') \
+                                 from erasure_requests r where id = $1::uuid), \
+                     'steps', (select jsonb_agg(jsonb_build_object('ordinal', s.ordinal, 'kind', s.kind, 'state', s.state, \
+                                   'attempts', s.attempts, 'at_receipt', s.run_at = r.received_at) order by s.ordinal) \
+                               from steps s join erasure_requests r on r.id = s.request_id where s.request_id = $1::uuid), \
+                     'audit', (select jsonb_agg(jsonb_build_object('event', a.event, 'actor', a.actor, \
+                                   'data', a.data - 'batch_id', 'batch', a.data->>'batch_id' = r.batch_id::text, \
+                                   'subject', a.subject_ref = r.subject_ref) order by a.id) \
+                               from audit_entries a join erasure_requests r on r.id = a.request_id where a.request_id = $1::uuid))",
+            )
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    let large_row = stored(first[9]["id"].as_str().unwrap().to_string()).await;
+    let small_row = stored(small.json["items"][0]["id"].as_str().unwrap().to_string()).await;
+    assert_eq!(large_row, small_row);
+    assert_eq!(
+        large_row["steps"].as_array().unwrap().len(),
+        1,
+        "{large_row}"
+    );
+    assert_eq!(large_row["audit"][0]["batch"], true, "{large_row}");
+
+    // Sent again: every item a duplicate of what the first sending created.
+    let again = post_json(&app, BATCH, &app.requester, &batch).await;
+    assert_eq!(
+        again.status,
+        200,
+        "{}",
+        &again.text[..again.text.len().min(500)]
+    );
+    assert_eq!(again.json["duplicates"], 1200);
+    for (a, b) in again.json["items"].as_array().unwrap().iter().zip(&first) {
+        assert_eq!(a["id"], b["id"], "{a} {b}");
+    }
+
+    // Two batches at once that share 600 targets: each target created once, the other batch's
+    // item a duplicate naming it.
+    let (one, two) = (
+        Value::Array(targets(2000, 1200)),
+        Value::Array(targets(2600, 1200)),
+    );
+    let (r1, r2) = tokio::join!(
+        post_json(&app, BATCH, &app.requester, &one),
+        post_json(&app, BATCH, &app.requester, &two)
+    );
+    assert_eq!(
+        (r1.status, r2.status),
+        (200, 200),
+        "{} {}",
+        &r1.text[..r1.text.len().min(300)],
+        &r2.text[..r2.text.len().min(300)]
+    );
+    assert_eq!(
+        r1.json["created"].as_u64().unwrap() + r2.json["created"].as_u64().unwrap(),
+        1800
+    );
+    assert_eq!(
+        r1.json["duplicates"].as_u64().unwrap() + r2.json["duplicates"].as_u64().unwrap(),
+        600
+    );
+    let (i1, i2) = (
+        r1.json["items"].as_array().unwrap(),
+        r2.json["items"].as_array().unwrap(),
+    );
+    for n in 0..600 {
+        let (a, b) = (&i1[600 + n], &i2[n]);
+        assert_eq!(
+            a["id"], b["id"],
+            "the shared target names one request: {a} {b}"
+        );
+        assert_ne!(a["status"], b["status"], "{a} {b}");
+    }
+    assert_eq!(count_requests(&app).await, 1199 + 1 + 1800);
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. The list
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 //! Bulk writes by `COPY ... FROM STDIN (FORMAT binary)`: rows are encoded here in PostgreSQL's
 //! binary copy format and sent in one stream, which PostgreSQL inserts in batches (cheaper than an
 //! `INSERT ... SELECT FROM unnest(...)` of the same rows: no arrays to build and take apart, no
-//! executor per row). Used by the audit sequencer, whose tables have no BEFORE INSERT triggers.
+//! executor per row). Used by intake and the audit sequencer; the tables they fill have no BEFORE INSERT triggers.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -69,6 +69,13 @@ impl BinaryRows {
 
     pub fn bytea(&mut self, v: &[u8]) -> &mut Self {
         self.field(v)
+    }
+
+    /// A JSON value as `jsonb` (format version 1, then the text).
+    pub fn jsonb(&mut self, v: &serde_json::Value) -> &mut Self {
+        let mut bytes = vec![1u8];
+        serde_json::to_writer(&mut bytes, v).expect("a JSON value serialises");
+        self.field(&bytes)
     }
 
     pub fn timestamptz(&mut self, v: DateTime<Utc>) -> &mut Self {
