@@ -27,10 +27,12 @@ pub trait Writes: Send + Sync + 'static {
     type Out: Send + 'static;
 
     /// Whether the jobs are made in a transaction of their own (a group that only reads needs
-    /// none).
+    /// none; one whose writes are one statement, or that opens its own when it needs one, need
+    /// not pay its round trips).
     const TRANSACTION: bool = true;
 
-    /// Makes the jobs' writes in the caller's transaction; one output per job, in job order.
+    /// Makes the jobs' writes (in the group's transaction, if `TRANSACTION`); one output per
+    /// job, in job order.
     fn write<'a>(
         &'a self,
         conn: &'a mut PgConnection,

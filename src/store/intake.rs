@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use super::Db;
@@ -37,9 +37,33 @@ impl Writes for Intakes {
     type Job = Submission;
     type Out = Inserted;
 
+    /// A group of one submitting key (the usual case) is one statement, atomic on its own: no
+    /// `BEGIN` and `COMMIT` round trips. Several keys make a transaction.
+    const TRANSACTION: bool = false;
+
     /// One statement per submitting key; `Created`, or `DuplicateOf` the open request for the
     /// same target (possibly one earlier in the same group).
     async fn write(
+        &self,
+        conn: &mut PgConnection,
+        jobs: &[Submission],
+    ) -> sqlx::Result<Vec<Inserted>> {
+        if jobs.iter().any(|j| j.requested_by != jobs[0].requested_by) {
+            let mut tx = conn.begin().await?;
+            let outs = self.insert(&mut tx, jobs).await?;
+            tx.commit().await?;
+            return Ok(outs);
+        }
+        self.insert(conn, jobs).await
+    }
+
+    fn committed(&self, _: &[Inserted]) {
+        self.ready.ring();
+    }
+}
+
+impl Intakes {
+    async fn insert(
         &self,
         conn: &mut PgConnection,
         jobs: &[Submission],
@@ -63,9 +87,5 @@ impl Writes for Intakes {
             }
         }
         Ok(results.into_iter().flatten().collect())
-    }
-
-    fn committed(&self, _: &[Inserted]) {
-        self.ready.ring();
     }
 }
