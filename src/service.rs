@@ -25,9 +25,11 @@ pub const AUDIT_KEY_NAME: &str = "erasure-audit";
 /// The origin line of checkpoints: which log they are of.
 pub const AUDIT_ORIGIN: &str = "erasure/audit-log/v1";
 
-/// Writers that commit single requests in groups (`store::intake`): four, so that groups commit
-/// while the next ones gather (two, three and six gave fewer requests a second: BENCHMARKS.md).
-const INTAKE_WRITERS: usize = 4;
+/// Writers that commit single requests in groups (`store::intake`): three, so that groups commit
+/// while the next ones gather. Since a group of one key is one statement without `BEGIN` and
+/// `COMMIT`, three gave more requests a second than four in every paired run, and two, six or
+/// eight no more (BENCHMARKS.md, 2026-11-30).
+const INTAKE_WRITERS: usize = 3;
 
 /// What to run.
 #[derive(Debug, Clone)]
