@@ -3,6 +3,7 @@
 # as CSV, against `erasure serve --no-worker`; items committed per second.
 #
 #   bench/batch.sh            # BATCHES=10 (per format) PARALLEL=2 (clients of the last pass)
+#   BATCH_ITEMS=1000 bench/batch.sh   # calls of 1,000 items instead of 10,000 (as many items a pass)
 #
 # Three passes on one database: JSON from one client, CSV from one client, JSON from PARALLEL
 # clients at once. Each body holds fresh ids, so every item is created. PRE_SQL: a statement run
@@ -11,6 +12,7 @@
 source "$(dirname "$0")/lib.sh"
 
 BATCHES=${BATCHES:-10}
+export BATCH_ITEMS=${BATCH_ITEMS:-10000}
 PARALLEL=${PARALLEL:-2}
 
 require_tools psql curl jq python3
@@ -53,13 +55,13 @@ run_pass() {
     local el; el=$(calc "$t1 - $t0")
     figure "batch.$name.items_per_s" "$(fmt "$created / $el")" items/s \
         "$created items in $(fmt "$el" 1)s, one client (target >= 30,000)"
-    figure "batch.$name.call_seconds" "$(python3 -c "import statistics as s; t=[float(x) for x in '${times[*]}'.split()]; print(f'{s.median(t):.2f} med / {max(t):.2f} max')")" s "per 10,000-item call"
+    figure "batch.$name.call_seconds" "$(python3 -c "import statistics as s; t=[float(x) for x in '${times[*]}'.split()]; print(f'{s.median(t):.2f} med / {max(t):.2f} max')")" s "per $BATCH_ITEMS-item call"
     figure "batch.$name.cpu_service" "$(fmt "($cpu1 - $cpu0) / $el * 100")" "% of 1 core" ""
     figure "batch.$name.cpu_postgres" "$(fmt "($pg1 - $pg0) / $el * 100")" "% of 1 core" "all postgres processes"
 }
 
 echo
-echo "== batch intake: POST /v1/erasure-requests/batch, 10,000 items a call, $BATCHES calls a pass =="
+echo "== batch intake: POST /v1/erasure-requests/batch, $BATCH_ITEMS items a call, $((BATCHES * 10000 / BATCH_ITEMS)) calls a pass =="
 run_pass json "$BENCH_OUT/json"
 run_pass csv "$BENCH_OUT/csv"
 
@@ -75,5 +77,5 @@ done
 for p in "${pids[@]}"; do wait "$p" || die "a parallel client failed"; done
 t1=$(now)
 n=$(q "select count(*) from erasure_requests")
-figure "batch.json_x$PARALLEL.items_per_s" "$(fmt "${#files[@]} * 10000 / ($t1 - $t0)")" items/s "$PARALLEL clients at once"
+figure "batch.json_x$PARALLEL.items_per_s" "$(fmt "$(wc -l <"$BENCH_OUT/ids-par") / ($t1 - $t0)")" items/s "$PARALLEL clients at once"
 figure batch.total_rows "$n" rows "requests in the database after the three passes (+100 warm-up)"
