@@ -1860,6 +1860,77 @@ async fn large_batches_store_what_small_ones_do() {
     app.stop().await;
 }
 
+/// A target whose open request closes between the insert that met it and the look-up of that
+/// request is no longer a duplicate: the item is inserted, not answered with an error (an intake
+/// group of one key is not in a transaction, so an error would retry items already committed).
+/// The closing is made deterministic by a trigger that cancels the open request at the end of
+/// the insert, for the statement (small calls) and for `COPY` (1,000 items or more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_whose_request_closes_meanwhile_is_inserted() {
+    use erasure::domain::{Scope, State};
+    use erasure::store::requests::{Inserted, NewRequest, insert_many};
+    let app = api().await;
+    for (n, size) in [(0, 2), (1, 1000)] {
+        let open = app.submit("account", &format!("{}", 4_200 + n)).await;
+        let subject: String =
+            sqlx::query_scalar("select subject_ref from erasure_requests where id = $1::uuid")
+                .bind(&open)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "create or replace function close_meanwhile() returns trigger language plpgsql as $$ \
+             begin update erasure_requests set state = 'cancelled', target_sealed = null, \
+                 context_sealed = null where id = '{open}'; return null; end $$; \
+             create or replace trigger close_meanwhile after insert on erasure_requests \
+                 for each statement execute function close_meanwhile();"
+        )))
+        .execute(&app.db)
+        .await
+        .unwrap();
+        let item = |subject_ref: String| NewRequest {
+            id: uuid::Uuid::now_v7(),
+            scope: Scope::Account,
+            subject_ref,
+            target_sealed: vec![7; 44],
+            external_reference: None,
+            not_before: None,
+            state: State::Queued,
+        };
+        let mut items: Vec<NewRequest> = (1..size)
+            .map(|k| item(format!("k1:fresh-{n}-{k}")))
+            .collect();
+        items.push(item(subject.clone()));
+        let mut conn = app.db.acquire().await.unwrap();
+        let inserted = insert_many(
+            &mut conn,
+            &items,
+            uuid::Uuid::now_v7(),
+            "key:test",
+            None,
+            Utc::now(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{size} items: {e}"));
+        assert_eq!(inserted.len(), size);
+        for (item, outcome) in items.iter().zip(&inserted) {
+            assert!(
+                matches!(outcome, Inserted::Created(r) if r.id == item.id),
+                "{size} items: {outcome:?}"
+            );
+        }
+        let open_now: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "select id from erasure_requests where subject_ref = $1 and state = 'queued'",
+        )
+        .bind(&subject)
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+        assert_eq!(open_now, vec![items[size - 1].id], "{size} items");
+    }
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. The list
 // ---------------------------------------------------------------------------------------------

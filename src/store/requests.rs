@@ -114,6 +114,9 @@ pub async fn insert_many(
     received_at: DateTime<Utc>,
 ) -> sqlx::Result<Vec<Inserted>> {
     const COPY_FROM: usize = 1000;
+    /// Inserts after which an item neither inserted nor a duplicate of an open request is an
+    /// error (each needs the target's open request to close at that very moment).
+    const INSERTS: usize = 3;
     if items.is_empty() {
         return Ok(vec![]);
     }
@@ -126,23 +129,34 @@ pub async fn insert_many(
         received_at,
         due_at: crate::domain::due_at(received_at, 0),
     };
-    let created = if items.len() >= COPY_FROM {
-        rows.copy_fresh(conn, items).await?
-    } else {
-        rows.insert(conn, items).await?
-    };
-    // The open request of each item not inserted (one query for all of them: re-sending a whole
-    // batch makes every item a duplicate). An earlier item of the same call is among them.
-    let duplicate_refs: Vec<&str> = items
-        .iter()
-        .filter(|i| !created.contains(&i.id))
-        .map(|i| i.subject_ref.as_str())
-        .collect();
-    let open = if duplicate_refs.is_empty() {
-        HashMap::new()
-    } else {
-        open_requests(conn, &duplicate_refs).await?
-    };
+    let (mut created, mut open) = (HashSet::new(), HashMap::new());
+    let mut left: Vec<&NewRequest> = items.iter().collect();
+    for _ in 0..INSERTS {
+        let inserted = if left.len() >= COPY_FROM {
+            rows.copy_fresh(conn, &left).await?
+        } else {
+            rows.insert(conn, &left).await?
+        };
+        // The open request of each item not inserted (one query for all of them: re-sending a
+        // whole batch makes every item a duplicate). An earlier item of the same call is among
+        // them.
+        let duplicate_refs: Vec<&str> = left
+            .iter()
+            .filter(|i| !inserted.contains(&i.id))
+            .map(|i| i.subject_ref.as_str())
+            .collect();
+        created.extend(inserted);
+        if !duplicate_refs.is_empty() {
+            open.extend(open_requests(conn, &duplicate_refs).await?);
+        }
+        // An item whose target's open request closed between the insert and the look-up is no
+        // longer a duplicate: it is inserted again (an intake group of one key is not in a
+        // transaction, so failing here would retry items already committed).
+        left.retain(|i| !created.contains(&i.id) && !open.contains_key(&i.subject_ref));
+        if left.is_empty() {
+            break;
+        }
+    }
     items
         .iter()
         .map(|item| {
@@ -173,7 +187,7 @@ impl Rows<'_> {
     async fn insert(
         &self,
         conn: &mut PgConnection,
-        items: &[NewRequest],
+        items: &[&NewRequest],
     ) -> sqlx::Result<HashSet<Uuid>> {
         let ids: Vec<Uuid> = items.iter().map(|i| i.id).collect();
         let scopes: Vec<&str> = items.iter().map(|i| i.scope.as_str()).collect();
@@ -251,7 +265,7 @@ impl Rows<'_> {
     async fn copy_fresh(
         &self,
         conn: &mut PgConnection,
-        items: &[NewRequest],
+        items: &[&NewRequest],
     ) -> sqlx::Result<HashSet<Uuid>> {
         /// Copies after which a conflict is returned as an error (each needs another intake of
         /// one of the targets between its look-up and its copy).
@@ -259,6 +273,7 @@ impl Rows<'_> {
         let mut seen = HashSet::with_capacity(items.len());
         let firsts: Vec<&NewRequest> = items
             .iter()
+            .copied()
             .filter(|i| seen.insert(i.subject_ref.as_str()))
             .collect();
         let mut open = HashMap::new();
