@@ -139,7 +139,8 @@ pub async fn insert_many(
         };
         // The open request of each item not inserted (one query for all of them: re-sending a
         // whole batch makes every item a duplicate). An earlier item of the same call is among
-        // them.
+        // them. After a copy that met open requests this is their second look-up, on purpose:
+        // one that closed during the copy no longer makes its item a duplicate.
         let duplicate_refs: Vec<&str> = left
             .iter()
             .filter(|i| !inserted.contains(&i.id))
