@@ -192,6 +192,20 @@ pub enum StepState {
     Cancelled,
 }
 
+impl StepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Waiting => "waiting",
+            StepState::Paused => "paused",
+            StepState::Ready => "ready",
+            StepState::Running => "running",
+            StepState::Succeeded => "succeeded",
+            StepState::Failed => "failed",
+            StepState::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// GDPR Art. 17(3): the grounds on which an erasure may be held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum LegalBasis {

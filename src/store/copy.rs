@@ -1,7 +1,8 @@
 //! Bulk writes by `COPY ... FROM STDIN (FORMAT binary)`: rows are encoded here in PostgreSQL's
 //! binary copy format and sent in one stream, which PostgreSQL inserts in batches (cheaper than an
 //! `INSERT ... SELECT FROM unnest(...)` of the same rows: no arrays to build and take apart, no
-//! executor per row). Used by intake and the audit sequencer; the tables they fill have no BEFORE INSERT triggers.
+//! executor per row). Used by batch intake and the audit sequencer; the tables they fill have no
+//! BEFORE INSERT triggers.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;

@@ -206,7 +206,7 @@ impl Rows<'_> {
         let kinds: Vec<&str> = items.iter().map(|i| i.scope.steps()[0].as_str()).collect();
         let step_states: Vec<&str> = items
             .iter()
-            .map(|i| step_state_str(first_step_state(i.state)))
+            .map(|i| first_step_state(i.state).as_str())
             .collect();
         let run_at: Vec<DateTime<Utc>> = items
             .iter()
@@ -336,7 +336,7 @@ impl Rows<'_> {
                 .uuid(Some(item.id))
                 .int2(0)
                 .text(Some(item.scope.steps()[0].as_str()))
-                .text(Some(step_state_str(first_step_state(item.state))))
+                .text(Some(first_step_state(item.state).as_str()))
                 .timestamptz(first_run_at(item.not_before, self.received_at));
             let data = json!({
                 "scope": item.scope.as_str(),
@@ -442,18 +442,6 @@ fn as_stored(t: DateTime<Utc>) -> DateTime<Utc> {
     (t - epoch)
         .num_microseconds()
         .map_or(t, |us| epoch + chrono::Duration::microseconds(us))
-}
-
-fn step_state_str(state: StepState) -> &'static str {
-    match state {
-        StepState::Waiting => "waiting",
-        StepState::Paused => "paused",
-        StepState::Ready => "ready",
-        StepState::Running => "running",
-        StepState::Succeeded => "succeeded",
-        StepState::Failed => "failed",
-        StepState::Cancelled => "cancelled",
-    }
 }
 
 /// One request with its steps.
