@@ -155,7 +155,8 @@ struct CommonArgs {
     /// Which requests need a second person's approval.
     #[arg(long, value_enum, env = "ERASURE_APPROVAL", default_value = "none")]
     approval: ApprovalPolicy,
-    /// Database connections of this process.
+    /// Database connections of this process, in all (each HTTP worker takes 5 of them for its
+    /// intake writers and key checks; at least 4 must be left).
     #[arg(long, env = "ERASURE_DB_POOL", default_value_t = 40)]
     db_pool: u32,
     /// HTTP worker threads.

@@ -31,6 +31,14 @@ pub const AUDIT_ORIGIN: &str = "erasure/audit-log/v1";
 /// eight no more (BENCHMARKS.md, 2026-11-30).
 const INTAKE_WRITERS: usize = 3;
 
+/// Connections each HTTP worker takes from the process's `db_pool` for its own intake writers and
+/// key checks.
+const WORKER_CONNECTIONS: u32 = INTAKE_WRITERS as u32 + store::keys::CHECKERS as u32;
+
+/// Connections left for everything else (reads, transitions, batches, the audit sequencer, the
+/// engine), at least.
+const SHARED_CONNECTIONS: u32 = 4;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -68,7 +76,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
 
 /// `start` with the given limits of the HTTP API.
 pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Result<Running> {
-    let db = store::connect(&config.database_url, config.db_pool).await?;
+    let db = store::connect(&config.database_url, shared_connections(&config)?).await?;
     store::check_migrated(&db).await?;
     let sealer = Sealer::new(&config.keys.data);
     let pseudonyms =
@@ -101,27 +109,48 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
         Some(settings) => Some(Arc::new(Upstream::new(settings.clone())?)),
         None => None,
     };
-    let intake = intake::start(db.clone(), ready.clone(), INTAKE_WRITERS);
-    let key_checks = store::keys::checks(db.clone());
-    let state = || AppState {
-        db: db.clone(),
-        upstream: upstream.clone(),
-        pseudonyms: pseudonyms.clone(),
-        sealer: sealer.clone(),
-        approval: config.approval,
-        audit: audit.clone(),
-        rates: api::limits::KeyRates::new(limits.rate_per_key, limits.burst_per_key),
-        limits: limits.clone(),
-        ready: ready.clone(),
-        intake: intake.clone(),
-        keys: key_checks.clone(),
+    let rates = Arc::new(api::limits::KeyRates::new(
+        limits.rate_per_key,
+        limits.burst_per_key,
+    ));
+    // Called on each HTTP worker's thread: the worker's intake writers and key checks run there,
+    // on a pool of its own, so a request is checked and committed without leaving its thread
+    // (handing it to another thread and back cost a quarter of the service's CPU in thread
+    // wake-ups; BENCHMARKS.md, 2026-11-30).
+    let state = {
+        let (db, upstream, pseudonyms, sealer, audit, ready, limits) = (
+            db.clone(),
+            upstream.clone(),
+            pseudonyms.clone(),
+            sealer.clone(),
+            audit.clone(),
+            ready.clone(),
+            limits.clone(),
+        );
+        let approval = config.approval;
+        move || {
+            let own = store::lazy_pool(&db, WORKER_CONNECTIONS);
+            AppState {
+                db: db.clone(),
+                upstream: upstream.clone(),
+                pseudonyms: pseudonyms.clone(),
+                sealer: sealer.clone(),
+                approval,
+                audit: audit.clone(),
+                rates: rates.clone(),
+                limits: limits.clone(),
+                ready: ready.clone(),
+                intake: intake::start(own.clone(), ready.clone(), INTAKE_WRITERS),
+                keys: store::keys::checks(own),
+            }
+        }
     };
     let http = match (&config.bind, &config.metrics_bind) {
         (Some(bind), _) => {
             let listener = std::net::TcpListener::bind(bind)
                 .with_context(|| format!("cannot listen on {bind}"))?;
             addr = Some(listener.local_addr()?);
-            Some(api::serve(listener, state(), config.http_workers)?)
+            Some(api::serve(listener, &limits, state, config.http_workers)?)
         }
         (None, Some(bind)) => {
             let listener = std::net::TcpListener::bind(bind)
@@ -168,6 +197,26 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
     })
 }
 
+/// The main pool's size: `db_pool` less what the HTTP workers take for their own.
+fn shared_connections(config: &ServiceConfig) -> anyhow::Result<u32> {
+    let workers = if config.bind.is_some() {
+        config.http_workers.max(1) as u32
+    } else {
+        0
+    };
+    let shared = config.db_pool.saturating_sub(workers * WORKER_CONNECTIONS);
+    if shared < SHARED_CONNECTIONS {
+        anyhow::bail!(
+            "ERASURE_DB_POOL={} is too small for {workers} HTTP workers: each takes \
+             {WORKER_CONNECTIONS} connections for intake and {SHARED_CONNECTIONS} more are needed; \
+             set it to at least {}",
+            config.db_pool,
+            workers * WORKER_CONNECTIONS + SHARED_CONNECTIONS
+        );
+    }
+    Ok(shared)
+}
+
 impl Running {
     /// Stops claiming, lets running steps finish within the grace period, stops the API.
     pub async fn stop(self) -> anyhow::Result<()> {
@@ -210,5 +259,37 @@ pub async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(db_pool: u32, http_workers: usize, api: bool) -> ServiceConfig {
+        ServiceConfig {
+            database_url: "postgres://postgres@127.0.0.1/erasure".into(),
+            bind: api.then(|| "127.0.0.1:0".into()),
+            metrics_bind: None,
+            keys: Keys::random(),
+            upstream: None,
+            engine: EngineSettings::default(),
+            guard: None,
+            approval: ApprovalPolicy::default(),
+            db_pool,
+            http_workers,
+            checkpoint_every: std::time::Duration::from_secs(10),
+        }
+    }
+
+    /// `ERASURE_DB_POOL` is the process's total: the HTTP workers' own pools come out of it, and
+    /// a pool too small for them is refused at start, naming the size that would do.
+    #[test]
+    fn http_workers_take_their_connections_from_the_pool() {
+        assert_eq!(shared_connections(&config(40, 2, true)).unwrap(), 30);
+        assert_eq!(shared_connections(&config(40, 2, false)).unwrap(), 40);
+        assert_eq!(shared_connections(&config(9, 1, true)).unwrap(), 4);
+        let e = shared_connections(&config(13, 2, true)).unwrap_err();
+        assert!(e.to_string().contains("at least 14"), "{e}");
     }
 }

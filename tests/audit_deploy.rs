@@ -34,7 +34,7 @@ async fn restart(app: &mut TestApp, database_url: String, keys: Keys) {
         engine: common::fast_engine(),
         guard: None,
         approval: ApprovalPolicy::None,
-        db_pool: 10,
+        db_pool: 20,
         http_workers: 2,
         checkpoint_every: Duration::from_millis(500),
     })

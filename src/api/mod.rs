@@ -36,7 +36,7 @@ pub struct AppState {
     pub audit: std::sync::Arc<AuditLog>,
     pub limits: HttpLimits,
     /// Request rate per API key.
-    pub rates: limits::KeyRates,
+    pub rates: std::sync::Arc<limits::KeyRates>,
     /// Wakes the workers when requests are accepted.
     pub ready: std::sync::Arc<crate::store::ready::Ready>,
     /// Commits single requests in groups.
@@ -200,19 +200,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
-/// Starts the HTTP server on a bound listener.
+/// Starts the HTTP server on a bound listener; each worker thread makes its own state.
 pub fn serve(
     listener: std::net::TcpListener,
-    state: AppState,
+    limits: &HttpLimits,
+    state: impl Fn() -> AppState + Clone + Send + 'static,
     workers: usize,
 ) -> anyhow::Result<Server> {
-    let request_timeout = state.limits.request_timeout;
-    let cap = state.limits.max_connections_per_ip;
+    let request_timeout = limits.request_timeout;
+    let cap = limits.max_connections_per_ip;
     let connections = limits::Connections::default();
-    let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(state.clone())
+            .app_data(web::Data::new(state()))
             .wrap(actix_web::middleware::from_fn(limits::check))
             .wrap_fn(request_span)
             .configure(routes)

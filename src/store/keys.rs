@@ -75,7 +75,7 @@ pub type KeyChecks = Group<Checks>;
 pub struct Checks;
 
 /// Readers of the keys at once.
-const CHECKERS: usize = 2;
+pub const CHECKERS: usize = 2;
 
 /// Starts the key checks.
 pub fn checks(db: Db) -> KeyChecks {

@@ -40,6 +40,15 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
         .map_err(|e| unreachable_hint(&opts, e))
 }
 
+/// Another pool of `max_connections` to `db`'s database. It connects when first used, so its
+/// connections belong to the runtime (the thread) of the tasks that use it.
+pub fn lazy_pool(db: &Db, max_connections: u32) -> Db {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with((*db.connect_options()).clone())
+}
+
 fn unreachable_hint(opts: &PgConnectOptions, e: sqlx::Error) -> anyhow::Error {
     let db = opts.get_database().unwrap_or("?");
     match &e {
