@@ -114,7 +114,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
         limits.burst_per_key,
     ));
     // Called on each HTTP worker's thread: the worker's intake writers and key checks run there,
-    // on a pool of its own, so a request is checked and committed without leaving its thread
+    // on connections of their own, so a request is checked and committed without leaving its thread
     // (handing it to another thread and back cost a quarter of the service's CPU in thread
     // wake-ups; BENCHMARKS.md, 2026-11-30).
     let state = {
@@ -128,21 +128,18 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
             limits.clone(),
         );
         let approval = config.approval;
-        move || {
-            let own = store::lazy_pool(&db, WORKER_CONNECTIONS);
-            AppState {
-                db: db.clone(),
-                upstream: upstream.clone(),
-                pseudonyms: pseudonyms.clone(),
-                sealer: sealer.clone(),
-                approval,
-                audit: audit.clone(),
-                rates: rates.clone(),
-                limits: limits.clone(),
-                ready: ready.clone(),
-                intake: intake::start(own.clone(), ready.clone(), INTAKE_WRITERS),
-                keys: store::keys::checks(own),
-            }
+        move || AppState {
+            db: db.clone(),
+            upstream: upstream.clone(),
+            pseudonyms: pseudonyms.clone(),
+            sealer: sealer.clone(),
+            approval,
+            audit: audit.clone(),
+            rates: rates.clone(),
+            limits: limits.clone(),
+            ready: ready.clone(),
+            intake: intake::start(&db, ready.clone(), INTAKE_WRITERS),
+            keys: store::keys::checks(&db),
         }
     };
     let http = match (&config.bind, &config.metrics_bind) {

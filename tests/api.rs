@@ -2314,3 +2314,60 @@ async fn concurrent_submissions_are_each_answered_for_themselves() {
     assert_eq!(received, 61);
     app.stop().await;
 }
+
+/// The intake writers and key checks keep their connections between requests. When the database
+/// closes them (a restart, a terminated backend), the next requests are still accepted: a kept
+/// connection that waited is tested before use and replaced, as the pool does with its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_goes_on_after_the_database_closed_its_connections() {
+    let app = api().await;
+    for n in 0..8 {
+        app.submit("account", &format!("{}", 4_300 + n)).await;
+    }
+    let closed: i64 = sqlx::query_scalar(
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity \
+         where datname = current_database() and pid <> pg_backend_pid()) as t",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(
+        closed >= 2,
+        "the service's connections were closed: {closed}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for n in 0..8 {
+        app.submit("account", &format!("{}", 4_400 + n)).await;
+    }
+}
+
+/// An error that says the database is going away (a shutdown, a restart, a terminated backend:
+/// class 57P) is a 503, as an unreachable database is, not a 500. Made deterministic by a trigger
+/// that raises that class.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_going_away_is_a_503() {
+    let app = api().await;
+    sqlx::raw_sql(
+        "create function going_away() returns trigger language plpgsql as $$ \
+         begin raise exception 'terminating connection' using errcode = 'admin_shutdown'; end $$; \
+         create trigger going_away before insert on erasure_requests \
+             for each statement execute function going_away();",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (status, body) = app
+        .post(
+            "/v1/erasure-requests",
+            &app.requester,
+            json!({"scope": "account", "target_id": "4500"}),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    sqlx::raw_sql("drop trigger going_away on erasure_requests")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    app.submit("account", "4500").await;
+}

@@ -203,10 +203,15 @@ impl ResponseError for ApiError {
 }
 
 fn is_unavailable(e: &anyhow::Error) -> bool {
-    matches!(
-        e.downcast_ref::<sqlx::Error>(),
-        Some(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
-    )
+    match e.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => true,
+        // The server closed the connection: shutting down or restarting, or an operator's
+        // `pg_terminate_backend` (class 57P), or a connection exception (class 08).
+        Some(sqlx::Error::Database(d)) => d
+            .code()
+            .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        _ => false,
+    }
 }
 
 /// Documents, on every operation, the errors any request can meet before its handler decides:

@@ -9,8 +9,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use sqlx::PgConnection;
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, Postgres};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::Db;
@@ -62,13 +64,34 @@ impl<W: Writes> Clone for Group<W> {
 }
 
 impl<W: Writes> Group<W> {
-    /// Starts `writers` writers on the current runtime.
+    /// Starts `writers` writers on the current runtime; each takes a connection from `db` for a
+    /// group and gives it back after.
     pub fn start(db: Db, what: W, writers: usize) -> Self {
+        Self::spawn(db, what, writers, false)
+    }
+
+    /// Starts `writers` writers on the current runtime, each with a connection of its own that
+    /// it keeps from one group to the next: a pool of `writers` to `db`'s database, connected
+    /// when first used (so the sockets belong to this runtime). Taking a connection from a pool
+    /// and giving it back costs two round trips (sqlx pings it both ways) and a task; under load
+    /// that was as many round trips as the groups' own (BENCHMARKS.md, 2026-11-30).
+    pub fn start_connected(db: &Db, what: W, writers: usize) -> Self {
+        let writers = writers.max(1);
+        Self::spawn(super::lazy_pool(db, writers as u32), what, writers, true)
+    }
+
+    fn spawn(db: Db, what: W, writers: usize, keep: bool) -> Self {
         let (queue, waiting) = mpsc::channel(QUEUE);
         let waiting = Arc::new(Mutex::new(waiting));
         let what = Arc::new(what);
         for _ in 0..writers.max(1) {
-            tokio::spawn(write(db.clone(), what.clone(), waiting.clone()));
+            let held = Held {
+                db: db.clone(),
+                keep,
+                conn: None,
+                used: Instant::now(),
+            };
+            tokio::spawn(write(held, what.clone(), waiting.clone()));
         }
         Self { queue }
     }
@@ -84,7 +107,47 @@ impl<W: Writes> Group<W> {
     }
 }
 
-async fn write<W: Writes>(db: Db, what: Arc<W>, waiting: Arc<Mutex<mpsc::Receiver<Queued<W>>>>) {
+/// A writer's way to a connection.
+struct Held {
+    db: Db,
+    /// Whether the connection is kept from one group to the next.
+    keep: bool,
+    conn: Option<PoolConnection<Postgres>>,
+    /// When `conn` was last used.
+    used: Instant,
+}
+
+/// A kept connection that waited longer than this is pinged before it is used, as the pool does
+/// with its idle connections: a connection the database closed (a restart, a terminated backend)
+/// is then replaced before a job is sent on it. Under load a writer's groups follow each other
+/// closer than this, and nothing is pinged.
+const STALE: Duration = Duration::from_millis(10);
+
+impl Held {
+    async fn take(&mut self) -> sqlx::Result<PoolConnection<Postgres>> {
+        if let Some(mut conn) = self.conn.take()
+            && (self.used.elapsed() < STALE || conn.ping().await.is_ok())
+        {
+            return Ok(conn);
+        }
+        self.db.acquire().await
+    }
+
+    /// Keeps a connection that served a group well; one that failed goes back to the pool, which
+    /// closes it if it is broken.
+    fn give_back(&mut self, conn: PoolConnection<Postgres>) {
+        if self.keep {
+            self.conn = Some(conn);
+            self.used = Instant::now();
+        }
+    }
+}
+
+async fn write<W: Writes>(
+    mut held: Held,
+    what: Arc<W>,
+    waiting: Arc<Mutex<mpsc::Receiver<Queued<W>>>>,
+) {
     let mut queued = Vec::with_capacity(MAX_GROUP);
     loop {
         // One writer at a time takes what waits; the others write meanwhile.
@@ -92,7 +155,7 @@ async fn write<W: Writes>(db: Db, what: Arc<W>, waiting: Arc<Mutex<mpsc::Receive
             return;
         }
         let (jobs, replies): (Vec<W::Job>, Vec<_>) = queued.drain(..).unzip();
-        match commit(&db, &*what, &jobs).await {
+        match commit(&mut held, &*what, &jobs).await {
             Ok(outs) => {
                 what.committed(&outs);
                 for (reply, out) in replies.into_iter().zip(outs) {
@@ -111,7 +174,7 @@ async fn write<W: Writes>(db: Db, what: Arc<W>, waiting: Arc<Mutex<mpsc::Receive
             }
             Err(_) => {
                 for (job, reply) in jobs.into_iter().zip(replies) {
-                    let result = commit(&db, &*what, std::slice::from_ref(&job)).await;
+                    let result = commit(&mut held, &*what, std::slice::from_ref(&job)).await;
                     if let Ok(outs) = &result {
                         what.committed(outs);
                     }
@@ -140,14 +203,21 @@ fn unavailable(e: &sqlx::Error) -> Option<sqlx::Error> {
     }
 }
 
-async fn commit<W: Writes>(db: &Db, what: &W, jobs: &[W::Job]) -> sqlx::Result<Vec<W::Out>> {
-    if !W::TRANSACTION {
-        let mut conn = db.acquire().await?;
-        return one_per_job(what.write(&mut conn, jobs).await?, jobs);
-    }
-    let mut tx = db.begin().await?;
-    let outs = one_per_job(what.write(&mut tx, jobs).await?, jobs)?;
-    tx.commit().await?;
+async fn commit<W: Writes>(
+    held: &mut Held,
+    what: &W,
+    jobs: &[W::Job],
+) -> sqlx::Result<Vec<W::Out>> {
+    let mut conn = held.take().await?;
+    let outs = if W::TRANSACTION {
+        let mut tx = conn.begin().await?;
+        let outs = one_per_job(what.write(&mut tx, jobs).await?, jobs)?;
+        tx.commit().await?;
+        outs
+    } else {
+        one_per_job(what.write(&mut conn, jobs).await?, jobs)?
+    };
+    held.give_back(conn);
     Ok(outs)
 }
 
@@ -165,7 +235,6 @@ fn one_per_job<J, O>(outs: Vec<O>, jobs: &[J]) -> sqlx::Result<Vec<O>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
 
     struct SelectOne;
 

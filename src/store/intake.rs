@@ -28,9 +28,10 @@ pub struct Intakes {
 
 pub type Intake = Group<Intakes>;
 
-/// Starts the intake's writers.
-pub fn start(db: Db, ready: Arc<Ready>, writers: usize) -> Intake {
-    Group::start(db, Intakes { ready }, writers)
+/// Starts the intake's writers on the current runtime, with connections of their own to `db`'s
+/// database.
+pub fn start(db: &Db, ready: Arc<Ready>, writers: usize) -> Intake {
+    Group::start_connected(db, Intakes { ready }, writers)
 }
 
 impl Writes for Intakes {

@@ -77,9 +77,10 @@ pub struct Checks;
 /// Readers of the keys at once.
 pub const CHECKERS: usize = 2;
 
-/// Starts the key checks.
-pub fn checks(db: Db) -> KeyChecks {
-    Group::start(db, Checks, CHECKERS)
+/// Starts the key checks on the current runtime, with connections of their own to `db`'s
+/// database.
+pub fn checks(db: &Db) -> KeyChecks {
+    Group::start_connected(db, Checks, CHECKERS)
 }
 
 impl Writes for Checks {
