@@ -125,10 +125,12 @@ const STALE: Duration = Duration::from_millis(10);
 
 impl Held {
     async fn take(&mut self) -> sqlx::Result<PoolConnection<Postgres>> {
-        if let Some(mut conn) = self.conn.take()
-            && (self.used.elapsed() < STALE || conn.ping().await.is_ok())
-        {
-            return Ok(conn);
+        if let Some(mut conn) = self.conn.take() {
+            if self.used.elapsed() < STALE || conn.ping().await.is_ok() {
+                return Ok(conn);
+            }
+            // Broken: dropped here, not given back to the pool to fail its test again.
+            drop(conn.detach());
         }
         self.db.acquire().await
     }
