@@ -25,10 +25,10 @@ pub const AUDIT_KEY_NAME: &str = "erasure-audit";
 /// The origin line of checkpoints: which log they are of.
 pub const AUDIT_ORIGIN: &str = "erasure/audit-log/v1";
 
-/// Writers that commit single requests in groups (`store::intake`): three, so that groups commit
-/// while the next ones gather. Since a group of one key is one statement without `BEGIN` and
-/// `COMMIT`, three gave more requests a second than four in every paired run, and two, six or
-/// eight no more (BENCHMARKS.md, 2026-11-30).
+/// Writers that commit single requests in groups (`store::intake`), per HTTP worker: three, so
+/// that groups commit while the next ones gather. Two or four measured the same (BENCHMARKS.md,
+/// 2026-11-30 morning); with one set of writers for the process, three had beaten four in every
+/// paired run, and two, six or eight were no better (2026-11-30).
 const INTAKE_WRITERS: usize = 3;
 
 /// Connections each HTTP worker takes from the process's `db_pool` for its own intake writers and

@@ -5,7 +5,8 @@
 //! its jobs are retried one by one, so one job's trouble does not become the others'.
 //! Used by single intakes (`store::intake`), by the engine's step outcomes (`store::steps`), and,
 //! without a transaction, by API key checks (`store::keys`): one query answers every request
-//! waiting for its key.
+//! waiting for its key. The intake writers and key checks keep their connections from one group
+//! to the next (`Group::start_connected`); the step outcomes take theirs from the shared pool.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -135,8 +136,9 @@ impl Held {
         self.db.acquire().await
     }
 
-    /// Keeps a connection that served a group well; one that failed goes back to the pool, which
-    /// closes it if it is broken.
+    /// After a group that committed: keeps the connection, or gives it back to the pool when the
+    /// writer keeps none. (After a failure `commit` drops it: back to the pool, which tests it and
+    /// closes it if it is broken.)
     fn give_back(&mut self, conn: PoolConnection<Postgres>) {
         if self.keep {
             self.conn = Some(conn);
