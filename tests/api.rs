@@ -2339,6 +2339,7 @@ async fn intake_goes_on_after_the_database_closed_its_connections() {
     for n in 0..8 {
         app.submit("account", &format!("{}", 4_400 + n)).await;
     }
+    app.stop().await;
 }
 
 /// An error that says the database is going away (a shutdown, a restart, a terminated backend:
@@ -2370,4 +2371,5 @@ async fn a_database_going_away_is_a_503() {
         .await
         .unwrap();
     app.submit("account", "4500").await;
+    app.stop().await;
 }

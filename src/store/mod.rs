@@ -32,9 +32,7 @@ fn options(url: &str) -> anyhow::Result<PgConnectOptions> {
 /// Opens a pool; if PostgreSQL cannot be reached, says so in one line with the fix.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
     let opts = options(url)?;
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+    pool_options(max_connections)
         .connect_with(opts.clone())
         .await
         .map_err(|e| unreachable_hint(&opts, e))
@@ -43,10 +41,14 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
 /// Another pool of `max_connections` to `db`'s database. It connects when first used, so its
 /// connections belong to the runtime (the thread) of the tasks that use it.
 pub fn lazy_pool(db: &Db, max_connections: u32) -> Db {
+    pool_options(max_connections).connect_lazy_with((*db.connect_options()).clone())
+}
+
+/// The settings of every pool of the service.
+fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect_lazy_with((*db.connect_options()).clone())
 }
 
 fn unreachable_hint(opts: &PgConnectOptions, e: sqlx::Error) -> anyhow::Error {
