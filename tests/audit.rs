@@ -46,6 +46,32 @@ async fn the_database_refuses_to_change_the_audit_log() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_refuses_to_delete_an_erasure_request() {
+    let app = TestApp::spawn(Options {
+        worker: false,
+        ..Options::default()
+    })
+    .await;
+    let id = app.submit("user", "4242").await;
+    for sql in [
+        "delete from erasure_requests",
+        "truncate erasure_requests cascade",
+    ] {
+        let err = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&app.db)
+            .await
+            .expect_err(sql);
+        assert!(err.to_string().contains("never deleted"), "{sql}: {err}");
+    }
+    let (status, body) = app
+        .get(&format!("/v1/erasure-requests/{id}"), &app.auditor)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["steps"][0]["kind"], "inventory", "{body}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completed_erasure_has_a_receipt_that_verifies_offline() {
     let app = TestApp::spawn(Options::default()).await;
     let account = app.sim.seeded().users[0].connections[0].channels[0].accounts[0].clone();

@@ -76,6 +76,8 @@ async fn the_application_role_may_append_to_the_audit_log_but_not_change_it() {
         }
     }
     assert!(may("erasure_requests", "UPDATE").await);
+    // Requests are closed (an update), never deleted.
+    assert!(!may("erasure_requests", "DELETE").await && !may("erasure_requests", "TRUNCATE").await);
     assert!(!may("audit_sequencer", "DELETE").await);
     // Keys are revoked (an update), never deleted.
     assert!(may("api_keys", "UPDATE").await);
