@@ -1787,7 +1787,7 @@ async fn large_batches_store_what_small_ones_do() {
                                from steps s join erasure_requests r on r.id = s.request_id where s.request_id = $1::uuid), \
                      'audit', (select jsonb_agg(jsonb_build_object('event', a.event, 'actor', a.actor, \
                                    'data', a.data - 'batch_id', 'batch', a.data->>'batch_id' = r.batch_id::text, \
-                                   'subject', a.subject_ref = r.subject_ref) order by a.id) \
+                                   'subject', a.subject_ref = r.subject_ref, 'nonce_bytes', length(a.nonce)) order by a.id) \
                                from audit_entries a join erasure_requests r on r.id = a.request_id where a.request_id = $1::uuid))",
             )
             .bind(id)
@@ -1805,6 +1805,15 @@ async fn large_batches_store_what_small_ones_do() {
         "{large_row}"
     );
     assert_eq!(large_row["audit"][0]["batch"], true, "{large_row}");
+    assert_eq!(large_row["audit"][0]["nonce_bytes"], 16, "{large_row}");
+    // Each entry's nonce is its own (the copy makes them, not the column's default).
+    let (entries, nonces): (i64, i64) = sqlx::query_as(
+        "select count(*), count(distinct nonce) from audit_entries where event = 'received'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((entries, nonces), (1200, 1200));
 
     // Sent again: every item a duplicate of what the first sending created.
     let again = post_json(&app, BATCH, &app.requester, &batch).await;

@@ -343,13 +343,16 @@ impl Rows<'_> {
                 "state": item.state.as_str(),
                 "batch_id": self.batch_id,
             });
+            // The entry's nonce is made here: the column's default (`gen_random_uuid()`, through
+            // OpenSSL) took a quarter of this copy's time in PostgreSQL.
             received
-                .row(5)
+                .row(6)
                 .uuid(Some(item.id))
                 .text(Some(&item.subject_ref))
                 .text(Some(self.actor))
                 .text(Some("received"))
-                .jsonb(&data);
+                .jsonb(&data)
+                .bytea(&rand::random::<[u8; 16]>());
         }
         requests
             .copy_in(
@@ -368,7 +371,7 @@ impl Rows<'_> {
         received
             .copy_in(
                 conn,
-                "copy audit_entries (request_id, subject_ref, actor, event, data) \
+                "copy audit_entries (request_id, subject_ref, actor, event, data, nonce) \
                  from stdin (format binary)",
             )
             .await?;
