@@ -123,19 +123,26 @@ def main():
     by_path = defaultdict(list)
     for c in api_calls:
         # Retry-After binds the caller it was given to: one process (its User-Agent has its pid).
-        by_path[(c.get("client"), c["method"], c["path"])].append(c)
+        # The service holds the whole path (every method) until then.
+        by_path[(c.get("client"), c["path"])].append(c)
     early = defaultdict(int)
     examples = []
     for seq in by_path.values():
         seq.sort(key=lambda c: c["started_at_ms"])
-        for prev, nxt in zip(seq, seq[1:]):
-            ra = prev.get("retry_after_secs")
-            # GRACE: the answer's way back to the caller (a call sent while the 429 was in
-            # transit could not know of it).
-            if ra and nxt["started_at_ms"] + GRACE_MS < prev["ended_at_ms"] + ra * 1000:
-                early[nxt["route"]] += 1
+        holds = []  # (answer sent, hold ends) of each answer with a Retry-After so far
+        for c in seq:
+            t = c["started_at_ms"]
+            # Early: sent after an answer with a Retry-After reached the caller (GRACE: the
+            # answer's way back; a call sent before it could not know of it, as reads of one
+            # path may overlap) and before the time that answer asked for.
+            hit = next(((sent, until) for sent, until in holds
+                        if sent + GRACE_MS <= t and t + GRACE_MS < until), None)
+            if hit:
+                early[c["route"]] += 1
                 if len(examples) < 3:
-                    examples.append(f"{nxt['method']} {nxt['route']} {nxt['started_at_ms'] - prev['ended_at_ms']:.0f} ms after a {prev['status']} with Retry-After {ra}")
+                    examples.append(f"{c['method']} {c['route']} {t - hit[0]:.0f} ms after an answer with Retry-After {(hit[1] - hit[0]) / 1000:g}")
+            if c.get("retry_after_secs"):
+                holds.append((c["ended_at_ms"], c["ended_at_ms"] + c["retry_after_secs"] * 1000))
     told = sum(1 for c in api_calls if c.get("retry_after_secs"))
     check("no call earlier than its Retry-After", not early,
           f"{told} answers carried Retry-After, {sum(early.values())} calls came early {dict(early)} {examples}")

@@ -187,7 +187,7 @@ impl Upstream {
     }
 
     /// Sends one call (re-sending once with a fresh token after a 401). `Ok(Some(body))` on 2xx,
-    /// `Ok(None)` on 404. Records every HTTP exchange in `calls`. One call per path is in flight.
+    /// `Ok(None)` on 404. Records every HTTP exchange in `calls`. One write per path is in flight.
     pub(super) async fn send(
         &self,
         method: Method,
@@ -202,17 +202,23 @@ impl Upstream {
             .unwrap_or(template)
             .replace("{id}", id);
         let url = format!("{}{}", self.settings.api_url, path);
-        let mut turn = self.paths.enter(&path).await;
+        let mut turn = self.paths.enter(&path, method != Method::GET).await;
         let mut stale: Option<Arc<Token>> = None;
         for attempt in 0..2 {
-            // Nobody else calls this path while this call has its turn: only a `Retry-After`
-            // given to an earlier call can hold it. Then a concurrency slot, then the rate slot:
-            // calls that waited for a slot must not leave together in a burst.
-            if let Some(until) = turn.held_until() {
-                tokio::time::sleep_until(until.into()).await;
-            }
-            let _slot = self.slots.acquire().await.expect("semaphore never closed");
-            self.limiter.acquire().await;
+            // A write has the path to itself (reads of it may overlap); a `Retry-After` given
+            // to an earlier call holds it. Then a concurrency slot, then the rate slot: calls
+            // that waited for a slot must not leave together in a burst. A `Retry-After` that
+            // came back for this path meanwhile (to an overlapping read) sends it back to wait.
+            let _slot = loop {
+                if let Some(until) = turn.held_until() {
+                    tokio::time::sleep_until(until.into()).await;
+                }
+                let slot = self.slots.acquire().await.expect("semaphore never closed");
+                self.limiter.acquire().await;
+                if turn.held_until().is_none() {
+                    break slot;
+                }
+            };
             // The token is taken after the waits, so it cannot expire while queued.
             let token = self.token(stale.is_some(), stale.as_ref()).await?;
             let started = Instant::now();
