@@ -34,6 +34,11 @@ batch_files "$BENCH_OUT/ids-par" "$BENCH_OUT/par" json account
 gen_ids 4 100 >"$BENCH_OUT/ids-warm"; batch_files "$BENCH_OUT/ids-warm" "$BENCH_OUT/warm" json account
 post_batch "$BENCH_OUT/warm/batch-0000.json" "$KEY" >/dev/null
 
+# Start from a checkpoint: one that the benchmark before this one started (its WAL, against
+# max_wal_size) would otherwise run on into these passes, with full-page images of every page it
+# touches first, and the figure would depend on what ran before (in run-all.sh, intake).
+q "checkpoint" >/dev/null
+
 # run_pass NAME DIR: posts every file of DIR one after the other; prints items/s and per-call times.
 # The client reads the answers (a 10,000-item JSON each) once the clock has stopped: the figure is
 # the service's, not jq's.
