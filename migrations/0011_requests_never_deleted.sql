@@ -40,8 +40,8 @@ alter table erasure_requests drop constraint if exists erasure_requests_resurrec
 -- Newest first, the list reads these two indexes backwards as well as it read them forwards (an
 -- "Index Scan Backward"). Declared descending, every new request went in at their left edge,
 -- where a full page splits in half; at the right edge PostgreSQL fills the left page to 90 %
--- before it splits. 200,000 requests in batches took 14 MB of (received_at, id) descending
--- against 7.9 MB ascending, with the page splits and WAL that go with it.
+-- before it splits. 200,000 rows of (received_at, id), time-ordered ids in batches of 10,000, took
+-- 14 MB descending against 7.9 MB ascending, with the page splits and WAL that go with them.
 --
 -- Each is built anew, which reads the table once. The migration holds every statement on
 -- erasure_requests back until it commits (the `alter table` above already locks the table):
