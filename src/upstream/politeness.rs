@@ -74,7 +74,7 @@ struct Gate {
 pub struct PathTurn<'a> {
     gates: &'a PathGates,
     gate: Option<Arc<Gate>>,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl PathGates {
@@ -95,7 +95,7 @@ impl PathGates {
         PathTurn {
             gates: self,
             gate: Some(gate),
-            _turn: turn,
+            turn,
         }
     }
 
@@ -126,7 +126,7 @@ impl PathTurn<'_> {
 impl Drop for PathTurn<'_> {
     fn drop(&mut self) {
         let mut gates = self.gates.gates.lock().expect("gates lock");
-        drop(self._turn.take());
+        drop(self.turn.take());
         drop(self.gate.take());
         // Forget the paths nobody is on and no `Retry-After` holds any more.
         let now = Instant::now();
