@@ -84,3 +84,25 @@ t1=$(now)
 n=$(q "select count(*) from erasure_requests")
 figure "batch.json_x$PARALLEL.items_per_s" "$(fmt "$(wc -l <"$BENCH_OUT/ids-par") / ($t1 - $t0)")" items/s "$PARALLEL clients at once"
 figure batch.total_rows "$n" rows "requests in the database after the three passes (+100 warm-up)"
+
+# Look-ups by target at this size: `POST /v1/subjects/lookup` for targets of the first pass (found)
+# and targets never sent (not found), one keep-alive connection, each call timed.
+python3 - "$API_URL" "$KEY" "$BENCH_OUT/ids-json" >"$BENCH_OUT/lookup.txt" <<'PY'
+import http.client, json, random, statistics, sys, time, urllib.parse
+url, key, ids = urllib.parse.urlsplit(sys.argv[1]), sys.argv[2], open(sys.argv[3]).read().split()
+random.seed(7)
+targets = [(t, True) for t in random.sample(ids, 100)] + [(str(9_000_000_000 + n), False) for n in range(100)]
+conn, times = http.client.HTTPConnection(url.hostname, url.port), []
+for target, sent in targets:
+    body = json.dumps({"scope": "account", "target_id": target})
+    t0 = time.perf_counter()
+    conn.request("POST", "/v1/subjects/lookup", body, {"authorization": f"Bearer {key}", "content-type": "application/json"})
+    answer = conn.getresponse().read()
+    times.append((time.perf_counter() - t0) * 1000)
+    found = len(json.loads(answer)["requests"])
+    assert found == (1 if sent else 0), (target, answer[:200])
+times.sort()
+print(f"{statistics.median(times):.2f} {times[int(len(times) * 0.99)]:.2f}")
+PY
+read -r med p99 <"$BENCH_OUT/lookup.txt"
+figure batch.lookup_ms "$med med / $p99 p99" ms "POST /v1/subjects/lookup at $n requests (200 targets, half of them never sent)"

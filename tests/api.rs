@@ -1787,7 +1787,8 @@ async fn large_batches_store_what_small_ones_do() {
                                from steps s join erasure_requests r on r.id = s.request_id where s.request_id = $1::uuid), \
                      'audit', (select jsonb_agg(jsonb_build_object('event', a.event, 'actor', a.actor, \
                                    'data', a.data - 'batch_id', 'batch', a.data->>'batch_id' = r.batch_id::text, \
-                                   'subject', a.subject_ref = r.subject_ref, 'nonce_bytes', length(a.nonce)) order by a.id) \
+                                   'subject', a.subject_ref = r.subject_ref, 'nonce_bytes', length(a.nonce), \
+                                   'at_after_receipt', a.at >= r.received_at and a.at < r.received_at + interval '10 seconds') order by a.id) \
                                from audit_entries a join erasure_requests r on r.id = a.request_id where a.request_id = $1::uuid))",
             )
             .bind(id)
@@ -1806,6 +1807,11 @@ async fn large_batches_store_what_small_ones_do() {
     );
     assert_eq!(large_row["audit"][0]["batch"], true, "{large_row}");
     assert_eq!(large_row["audit"][0]["nonce_bytes"], 16, "{large_row}");
+    // The copy gives each entry its time (the database's clock), as the column's default would.
+    assert_eq!(
+        large_row["audit"][0]["at_after_receipt"], true,
+        "{large_row}"
+    );
     // Each entry's nonce is its own (the copy makes them, not the column's default).
     let (entries, nonces): (i64, i64) = sqlx::query_as(
         "select count(*), count(distinct nonce) from audit_entries where event = 'received'",

@@ -2,7 +2,8 @@
 //! binary copy format and sent in one stream, which PostgreSQL inserts in batches (cheaper than an
 //! `INSERT ... SELECT FROM unnest(...)` of the same rows: no arrays to build and take apart, no
 //! executor per row). Used by batch intake and the audit sequencer; the tables they fill have no
-//! BEFORE INSERT triggers.
+//! BEFORE INSERT triggers, and their copies give every column whose default is volatile (such as
+//! `clock_timestamp()`): either would make PostgreSQL insert the rows one at a time.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;

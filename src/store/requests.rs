@@ -310,6 +310,11 @@ impl Rows<'_> {
         if items.is_empty() {
             return Ok(());
         }
+        // The entries' time is the database's clock, read once for them all: a column left to
+        // its volatile default (`clock_timestamp()`) makes PostgreSQL insert a copy row by row.
+        let at: DateTime<Utc> = sqlx::query_scalar("select clock_timestamp()")
+            .fetch_one(&mut *conn)
+            .await?;
         let mut requests = BinaryRows::with_capacity(items.len() * 256);
         let mut steps = BinaryRows::with_capacity(items.len() * 64);
         let mut received = BinaryRows::with_capacity(items.len() * 192);
@@ -346,13 +351,14 @@ impl Rows<'_> {
             // The entry's nonce is made here: the column's default (`gen_random_uuid()`, through
             // OpenSSL) took a quarter of this copy's time in PostgreSQL.
             received
-                .row(6)
+                .row(7)
                 .uuid(Some(item.id))
                 .text(Some(&item.subject_ref))
                 .text(Some(self.actor))
                 .text(Some("received"))
                 .jsonb(&data)
-                .bytea(&rand::random::<[u8; 16]>());
+                .bytea(&rand::random::<[u8; 16]>())
+                .timestamptz(at);
         }
         requests
             .copy_in(
@@ -371,7 +377,7 @@ impl Rows<'_> {
         received
             .copy_in(
                 conn,
-                "copy audit_entries (request_id, subject_ref, actor, event, data, nonce) \
+                "copy audit_entries (request_id, subject_ref, actor, event, data, nonce, at) \
                  from stdin (format binary)",
             )
             .await?;
