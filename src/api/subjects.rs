@@ -13,7 +13,7 @@ use super::error::{ApiError, ErrorBody};
 use super::input;
 use crate::domain::validate::TargetId;
 use crate::domain::{Scope, State};
-use crate::store::requests::open_states;
+use crate::store::requests::{of_target, open_states};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -74,10 +74,11 @@ pub async fn lookup(
         Option<DateTime<Utc>>,
         Option<String>,
     );
-    let rows: Vec<Row> = sqlx::query_as(
-        "select id, state, received_at, completed_at, outcome from erasure_requests \
-         where subject_ref = any($1) order by received_at desc limit 100",
-    )
+    let rows: Vec<Row> = sqlx::query_as(concat!(
+        of_target!(),
+        "select id, state, received_at, completed_at, outcome from of_target \
+         order by received_at desc limit 100",
+    ))
     .bind(&refs)
     .fetch_all(&state.db)
     .await?;

@@ -16,6 +16,7 @@ use crate::domain::validate::TargetId;
 use crate::store;
 use crate::store::audit::{self, Entry};
 use crate::store::guard::{self, GUARD};
+use crate::store::requests::of_target;
 use crate::upstream::{Listing, id_field};
 
 /// Items per listing page.
@@ -194,10 +195,11 @@ impl Guard {
         source: &str,
     ) -> anyhow::Result<i64> {
         let refs = self.pseudonyms.subject_refs(scope, id);
-        let erased: Option<(Uuid, String)> = sqlx::query_as(
-            "select id, subject_ref from erasure_requests where subject_ref = any($1) \
-             and state = 'completed' and completed_at < $2 order by completed_at limit 1",
-        )
+        let erased: Option<(Uuid, String)> = sqlx::query_as(concat!(
+            of_target!(),
+            "select id, subject_ref from of_target \
+             where state = 'completed' and completed_at < $2 order by completed_at limit 1",
+        ))
         .bind(&refs)
         .bind(listed_at)
         .fetch_optional(&mut *tx)

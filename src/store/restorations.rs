@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::Db;
 use super::audit::{self, Entry};
 use super::guard::GUARD;
-use super::requests::open_states;
+use super::requests::{of_target, open_states};
 
 /// A restoration as the API shows it. Never holds the connection id.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -141,9 +141,10 @@ async fn erasure_of(
     refs: &[String],
 ) -> sqlx::Result<Option<(Uuid, bool)>> {
     sqlx::query_as(concat!(
+        of_target!(),
         "select id, state in ",
         open_states!(),
-        " from erasure_requests where subject_ref = any($1) and (state in ",
+        " from of_target where (state in ",
         open_states!(),
         " or state = 'completed') order by state in ",
         open_states!(),
