@@ -77,7 +77,7 @@ pub(crate) use open_states;
 /// `of_target`, read by the hash index on `subject_ref` before the rest of the query applies
 /// (a macro, so SQL literals take it with `concat!`). A query that orders or filters by another
 /// indexed column, with a limit, can otherwise be planned as a walk of that index through the
-/// whole table (a generic plan, or statistics not yet gathered): 20 to 50 ms a look-up at 120,000
+/// whole table (a generic plan, or statistics not yet gathered): 17 to 53 ms a look-up at 120,000
 /// to 400,000 requests (BENCHMARKS.md).
 macro_rules! of_target {
     () => {
