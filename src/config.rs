@@ -1,219 +1,16 @@
-//! Settings and secrets. Environment first (`DATABASE_URL`, `ERASURE_*`), with flags for the same
-//! names. Secrets are 32-byte keys given as 64 hex characters, either in the variable itself or in
-//! a file named by the same variable with a `_FILE` suffix. They are never printed.
+//! Settings: flags and environment variables (`DATABASE_URL`, `ERASURE_*`), validated into the
+//! plain settings structs that the parts read (`UpstreamSettings`, `EngineSettings`,
+//! `GuardSettings`, `HttpLimits`...). A leaf: it imports only `secrets`, never a part that reads
+//! it (api, engine, guard, upstream, store, audit), so that any part can take its settings from
+//! here. Keys and the client secret are read by `secrets`; nothing here prints one.
 
-use std::fmt;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use zeroize::{Zeroize, Zeroizing};
+
+use crate::secrets::{Secret, secret_from_env};
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/erasure";
-
-/// A 32-byte secret key. Its `Debug` output never shows the bytes.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Key32([u8; 32]);
-
-impl Key32 {
-    /// Parses 64 hex characters.
-    pub fn from_hex(name: &str, text: &str) -> anyhow::Result<Self> {
-        let text = text.trim();
-        let bytes = Zeroizing::new(hex::decode(text).map_err(|_| {
-            anyhow::anyhow!(
-                "{name} must be 64 hex characters (32 bytes); make one with `openssl rand -hex 32`"
-            )
-        })?);
-        let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-            anyhow::anyhow!(
-                "{name} must be 64 hex characters (32 bytes); make one with `openssl rand -hex 32`"
-            )
-        })?;
-        // 32 random bytes have almost always more than 25 distinct values; fewer than 16 is a
-        // pattern (a repeated byte, a repeated short string), not a key.
-        let distinct = bytes
-            .iter()
-            .collect::<std::collections::BTreeSet<_>>()
-            .len();
-        if distinct < 16 {
-            bail!(
-                "{name} is a weak key (a repeated pattern, not random); make one with \
-                 `openssl rand -hex 32`"
-            );
-        }
-        Ok(Self(bytes))
-    }
-
-    pub fn random() -> Self {
-        Self(rand::random())
-    }
-
-    pub fn bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
-
-impl Drop for Key32 {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
-
-impl fmt::Debug for Key32 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Key32(<redacted>)")
-    }
-}
-
-/// A secret string (client secret). Its `Debug` output never shows it.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-/// Reads `NAME` or, failing that, the file named by `NAME_FILE`.
-pub fn secret_from_env(name: &str) -> anyhow::Result<Option<String>> {
-    if let Ok(value) = std::env::var(name)
-        && !value.trim().is_empty()
-    {
-        return Ok(Some(value.trim().to_string()));
-    }
-    let file_var = format!("{name}_FILE");
-    if let Ok(path) = std::env::var(&file_var)
-        && !path.trim().is_empty()
-    {
-        let value = std::fs::read_to_string(path.trim())
-            .with_context(|| format!("cannot read the file named by {file_var}"))?;
-        return Ok(Some(value.trim().to_string()));
-    }
-    Ok(None)
-}
-
-/// The three service keys of DESIGN.md.
-#[derive(Debug, Clone)]
-pub struct Keys {
-    pub pseudonym: Key32,
-    pub pseudonym_version: u32,
-    /// Older pseudonym keys `(version, key)`, still used for look-ups after a rotation
-    /// (`ERASURE_PSEUDONYM_OLD_KEYS`).
-    pub pseudonym_old: Vec<(u32, Key32)>,
-    pub signing: Key32,
-    pub data: Key32,
-}
-
-impl Keys {
-    pub const PSEUDONYM: &'static str = "ERASURE_PSEUDONYM_KEY";
-    pub const SIGNING: &'static str = "ERASURE_SIGNING_KEY";
-    pub const DATA: &'static str = "ERASURE_DATA_KEY";
-    pub const PSEUDONYM_OLD: &'static str = "ERASURE_PSEUDONYM_OLD_KEYS";
-
-    /// Loads every key from the environment; a missing or weak key is an error that says how to
-    /// make one.
-    pub fn from_env() -> anyhow::Result<Self> {
-        let load = |name: &str| -> anyhow::Result<Key32> {
-            match secret_from_env(name)? {
-                Some(text) => Key32::from_hex(name, &text),
-                None => bail!(
-                    "{name} is not set (nor {name}_FILE); make a key with `openssl rand -hex 32` \
-                     (or run `erasure demo`, which generates its own)"
-                ),
-            }
-        };
-        let pseudonym = load(Self::PSEUDONYM)?;
-        let pseudonym_version = pseudonym_version_from_env()?;
-        let pseudonym_old = match secret_from_env(Self::PSEUDONYM_OLD)? {
-            Some(text) => parse_old_keys(&text, pseudonym_version, &pseudonym)?,
-            None => Vec::new(),
-        };
-        Ok(Self {
-            pseudonym,
-            pseudonym_version,
-            pseudonym_old,
-            signing: load(Self::SIGNING)?,
-            data: load(Self::DATA)?,
-        })
-    }
-
-    pub fn random() -> Self {
-        Self {
-            pseudonym: Key32::random(),
-            pseudonym_version: 1,
-            pseudonym_old: Vec::new(),
-            signing: Key32::random(),
-            data: Key32::random(),
-        }
-    }
-}
-
-/// `ERASURE_PSEUDONYM_OLD_KEYS`: `version:hexkey` items separated by commas or white space, the
-/// retired pseudonym keys with the version each was used under. Errors never show a key.
-fn parse_old_keys(
-    text: &str,
-    current: u32,
-    current_key: &Key32,
-) -> anyhow::Result<Vec<(u32, Key32)>> {
-    const NAME: &str = Keys::PSEUDONYM_OLD;
-    let mut out: Vec<(u32, Key32)> = Vec::new();
-    for (n, item) in text
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|i| !i.is_empty())
-        .enumerate()
-    {
-        let (version, key) = item
-            .split_once(':')
-            .with_context(|| format!("{NAME}: item {} is not `version:hexkey`", n + 1))?;
-        let version = version
-            .parse::<u32>()
-            .ok()
-            .filter(|v| *v > 0)
-            .with_context(|| format!("{NAME}: item {} has no positive version", n + 1))?;
-        let key = Key32::from_hex(&format!("{NAME} (version {version})"), key)?;
-        if version == current || out.iter().any(|(v, _)| *v == version) {
-            bail!(
-                "{NAME}: version {version} appears twice (or is the current ERASURE_PSEUDONYM_KEY_VERSION)"
-            );
-        }
-        if key == *current_key {
-            bail!("{NAME}: version {version} has the current ERASURE_PSEUDONYM_KEY");
-        }
-        out.push((version, key));
-    }
-    Ok(out)
-}
-
-fn pseudonym_version_from_env() -> anyhow::Result<u32> {
-    match std::env::var("ERASURE_PSEUDONYM_KEY_VERSION") {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|v| *v > 0)
-            .context("ERASURE_PSEUDONYM_KEY_VERSION must be a positive integer"),
-        _ => Ok(1),
-    }
-}
 
 /// `ERASURE_CHECKPOINT_EVERY_ENTRIES` (default 1000): a checkpoint is signed as soon as this many
 /// audit entries wait, even before `ERASURE_CHECKPOINT_SECS` have passed.
@@ -244,6 +41,10 @@ pub enum ApprovalPolicy {
     UserScope,
     All,
 }
+
+/// How long a new process waits before its first upstream call: one window of the rate limiter
+/// (see `upstream::RateLimiter::new`).
+pub const QUIET_START: Duration = Duration::from_secs(1);
 
 /// How to reach the aggregator.
 #[derive(Debug, Clone, clap::Args)]
@@ -324,12 +125,78 @@ impl UpstreamArgs {
             max_rps: self.upstream_max_rps,
             max_concurrency: self.upstream_max_concurrency,
             timeout: Duration::from_secs_f64(self.upstream_timeout_secs.max(0.1)),
-            quiet_start: crate::upstream::RATE_WINDOW,
+            quiet_start: QUIET_START,
         })
     }
 }
 
-/// How workers behave.
+/// How workers behave (read by `engine`).
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Steps run at once by this process.
+    pub concurrency: usize,
+    pub lease: Duration,
+    /// Poll interval when no notification arrives.
+    pub poll: Duration,
+    pub retry: RetryPolicy,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 32,
+            lease: Duration::from_secs(30),
+            poll: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Exponential backoff with full jitter (its delays: `engine::retry`).
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub cap: Duration,
+    pub max_attempts: i32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(3600),
+            max_attempts: 20,
+        }
+    }
+}
+
+/// The resurrection guard's settings (read by `guard`).
+#[derive(Debug, Clone)]
+pub struct GuardSettings {
+    /// How often the event stream is read when it has nothing new.
+    pub poll: Duration,
+    /// How long a restoration waits for its synchronisation's events.
+    pub restoration_timeout: Duration,
+    /// How often every completed erasure is looked for upstream; `None`: never.
+    pub reverify_every: Option<Duration>,
+    /// Retries of starting a restoration's synchronisation.
+    pub retry: RetryPolicy,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_secs(2),
+            restoration_timeout: Duration::from_secs(600),
+            reverify_every: Some(Duration::from_secs(7 * 24 * 3600)),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// How workers behave, as flags and variables.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineArgs {
     /// Jobs one process runs at once.
@@ -356,7 +223,7 @@ pub struct EngineArgs {
 }
 
 impl EngineArgs {
-    pub fn settings(&self) -> anyhow::Result<crate::engine::EngineSettings> {
+    pub fn settings(&self) -> anyhow::Result<EngineSettings> {
         if self.worker_concurrency == 0 {
             bail!("ERASURE_WORKER_CONCURRENCY must be at least 1");
         }
@@ -366,11 +233,11 @@ impl EngineArgs {
         if self.max_attempts < 1 {
             bail!("ERASURE_MAX_ATTEMPTS must be at least 1");
         }
-        Ok(crate::engine::EngineSettings {
+        Ok(EngineSettings {
             concurrency: self.worker_concurrency,
             lease: Duration::from_secs_f64(self.lease_secs),
             poll: Duration::from_millis(self.poll_ms.max(10)),
-            retry: crate::engine::RetryPolicy {
+            retry: RetryPolicy {
                 base: Duration::from_secs_f64(self.retry_base_secs.max(0.001)),
                 cap: Duration::from_secs_f64(self.retry_cap_secs.max(self.retry_base_secs)),
                 max_attempts: self.max_attempts,
@@ -395,17 +262,14 @@ pub struct GuardArgs {
 }
 
 impl GuardArgs {
-    pub fn settings(
-        &self,
-        retry: crate::engine::RetryPolicy,
-    ) -> anyhow::Result<crate::guard::GuardSettings> {
+    pub fn settings(&self, retry: RetryPolicy) -> anyhow::Result<GuardSettings> {
         if self.restoration_timeout_secs == 0 {
             bail!("ERASURE_RESTORATION_TIMEOUT_SECS must be at least 1");
         }
         if self.reverify_every_hours.is_nan() || self.reverify_every_hours < 0.0 {
             bail!("ERASURE_REVERIFY_EVERY_HOURS must be 0 (never) or more");
         }
-        Ok(crate::guard::GuardSettings {
+        Ok(GuardSettings {
             poll: Duration::from_millis(self.events_poll_ms.max(10)),
             restoration_timeout: Duration::from_secs(self.restoration_timeout_secs),
             reverify_every: (self.reverify_every_hours > 0.0)
@@ -519,27 +383,7 @@ impl HttpLimitArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn old_pseudonym_keys_parse_and_never_show_in_errors() {
-        let (current, a, b) = (Key32::random(), Key32::random(), Key32::random());
-        let text = format!("1:{}, 2:{}\n", a.to_hex(), b.to_hex());
-        let old = parse_old_keys(&text, 3, &current).unwrap();
-        assert_eq!(old, vec![(1, a.clone()), (2, b)]);
-        assert!(parse_old_keys("", 3, &current).unwrap().is_empty());
-        for bad in [
-            a.to_hex(),
-            format!("0:{}", a.to_hex()),
-            format!("3:{}", a.to_hex()),
-            format!("1:{0},1:{0}", a.to_hex()),
-            format!("1:{}", current.to_hex()),
-            format!("1:{}", &a.to_hex()[..60]),
-        ] {
-            let err = parse_old_keys(&bad, 3, &current).unwrap_err().to_string();
-            assert!(err.contains("ERASURE_PSEUDONYM_OLD_KEYS"), "{err}");
-            assert!(!err.contains(&a.to_hex()[..16]), "a key in an error: {err}");
-        }
-    }
+    use crate::secrets::{Keys, Secret};
 
     #[test]
     fn checkpoint_every_entries_is_a_positive_count() {
@@ -549,27 +393,6 @@ mod tests {
             let err = parse_checkpoint_every_entries(Some(bad)).unwrap_err();
             assert!(err.to_string().contains("ERASURE_CHECKPOINT_EVERY_ENTRIES"));
         }
-    }
-
-    #[test]
-    fn weak_or_malformed_keys_are_refused_with_the_way_to_make_one() {
-        for (text, why) in [
-            ("", "64 hex characters"),
-            ("abcd", "64 hex characters"),
-            (&"zz".repeat(32), "64 hex characters"),
-            (&"00".repeat(32), "weak key"),
-            (&"0123456789abcdef".repeat(4), "weak key"),
-            (&"deadbeef".repeat(8), "weak key"),
-        ] {
-            let e = Key32::from_hex("ERASURE_DATA_KEY", text)
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(why), "{text}: {e}");
-            assert!(e.contains("openssl rand -hex 32"), "{e}");
-            assert!(e.contains("ERASURE_DATA_KEY"), "{e}");
-        }
-        let good = Key32::random().to_hex();
-        assert_eq!(Key32::from_hex("K", &good).unwrap().to_hex(), good);
     }
 
     #[test]

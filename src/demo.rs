@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::config::{Key32, Keys, Secret, UpstreamSettings};
+use crate::config::{EngineSettings, GuardSettings, UpstreamSettings};
 use crate::domain::Role;
-use crate::engine::EngineSettings;
+use crate::secrets::{Key32, Keys, Secret};
 use crate::service::{self, ServiceConfig};
 use crate::sim::{Sim, SimConfig};
 use crate::store;
@@ -97,10 +97,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             max_rps: 50.0,
             max_concurrency: 8,
             timeout: std::time::Duration::from_secs(10),
-            quiet_start: crate::upstream::RATE_WINDOW,
+            quiet_start: crate::config::QUIET_START,
         }),
         engine: EngineSettings::default(),
-        guard: Some(crate::guard::GuardSettings::default()),
+        guard: Some(GuardSettings::default()),
         approval: Default::default(),
         db_pool: 20,
         http_workers: 2,

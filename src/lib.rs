@@ -13,6 +13,7 @@ pub mod domain;
 pub mod engine;
 pub mod guard;
 pub mod metrics;
+pub mod secrets;
 pub mod service;
 pub mod sim;
 pub mod store;

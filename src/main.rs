@@ -3,10 +3,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use erasure::audit::checkpoint::Signer;
 use erasure::audit::verify;
-use erasure::config::{
-    ApprovalPolicy, DbArgs, EngineArgs, GuardArgs, HttpLimitArgs, Keys, UpstreamArgs,
-};
+use erasure::config::{ApprovalPolicy, DbArgs, EngineArgs, GuardArgs, HttpLimitArgs, UpstreamArgs};
 use erasure::domain::Role;
+use erasure::secrets::Keys;
 use erasure::service::{self, ServiceConfig};
 use erasure::telemetry::{self, LogFormat};
 use erasure::{api, demo, sim, store};

@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Options, TestApp};
-use erasure::config::{ApprovalPolicy, Key32, Keys};
+use erasure::config::ApprovalPolicy;
+use erasure::secrets::{Key32, Keys};
 use erasure::service::{self, ServiceConfig};
 use serde_json::{Value, json};
 

@@ -226,7 +226,7 @@ async fn a_refused_token_is_a_permanent_failure_with_its_reason() {
     })
     .await;
     let mut upstream = app.options_upstream.clone();
-    upstream.client_secret = erasure::config::Secret::new("wrong-secret");
+    upstream.client_secret = erasure::secrets::Secret::new("wrong-secret");
     let worker = erasure::service::start(erasure::service::ServiceConfig {
         database_url: app.db_url.clone(),
         bind: None,

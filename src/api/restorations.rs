@@ -12,6 +12,7 @@ use super::error::{ApiError, ErrorBody};
 use super::input;
 use crate::domain::validate::{self, TargetId};
 use crate::domain::{Role, Scope};
+use crate::guard::restore::{self, Verdict};
 use crate::store::audit;
 use crate::store::restorations::{self, Refused, Restoration};
 
@@ -79,7 +80,7 @@ pub async fn create(
         Ok(r) => Ok(HttpResponse::Accepted()
             .insert_header(("Location", format!("/v1/restorations/{}", r.id)))
             .json(r)),
-        Err(refused) => Err(ApiError::conflict(refused.code(), refused.message())),
+        Err(refused) => Err(conflict(refused)),
     }
 }
 
@@ -104,9 +105,10 @@ pub async fn get_one(
     Ok(HttpResponse::Ok().json(restoration))
 }
 
-/// Where this process can reach the upstream: the connection must still exist and its user must
-/// not be being, or have been, erased. (Without an upstream client, or when the upstream does not
-/// answer, the worker checks the same before it synchronises and fails the restoration instead.)
+/// The guard's check, where this process has an upstream client: the connection must still exist
+/// and neither it nor its user may be being, or have been, erased. (Without an upstream client,
+/// or when the upstream does not answer, the worker asks the same before it synchronises and
+/// fails the restoration instead.)
 async fn refused_for_the_user(
     state: &AppState,
     connection: &str,
@@ -114,29 +116,15 @@ async fn refused_for_the_user(
     let Some(upstream) = &state.upstream else {
         return Ok(None);
     };
-    let refusal = |r: Refused| ApiError::conflict(r.code(), r.message());
-    let found = match upstream.connection(connection).await {
-        Ok(Some(found)) => found,
-        Ok(None) => {
-            // Erased by this service: `create` names the erasure.
-            let refs = state.pseudonyms.subject_refs(Scope::Connection, connection);
-            let mut conn = state.db.acquire().await?;
-            if restorations::connection_refusal(&mut conn, &refs)
-                .await?
-                .is_some()
-            {
-                return Ok(None);
-            }
-            return Ok(Some(refusal(Refused::ConnectionGone)));
-        }
-        Err(_) => return Ok(None),
-    };
-    let Some(user) = crate::upstream::id_field(&found, "user_id") else {
-        return Ok(None);
-    };
-    let refs = state.pseudonyms.subject_refs(Scope::User, &user);
-    let mut conn = state.db.acquire().await?;
-    Ok(restorations::user_refusal(&mut conn, &refs)
-        .await?
-        .map(refusal))
+    Ok(
+        match restore::check(&state.db, upstream, &state.pseudonyms, connection).await? {
+            Verdict::Refused(r) => Some(conflict(r)),
+            Verdict::May(_) | Verdict::Unknown(_) => None,
+        },
+    )
+}
+
+/// A refusal as the API's 409.
+fn conflict(refused: Refused) -> ApiError {
+    ApiError::conflict(refused.code(), refused.message())
 }

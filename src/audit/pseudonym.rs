@@ -7,8 +7,8 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::Key32;
 use crate::domain::Scope;
+use crate::secrets::Key32;
 
 #[derive(Debug, Clone)]
 pub struct Pseudonymizer {

@@ -75,9 +75,11 @@ fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// A duration for people: minutes, hours or days.
+/// A duration for people: milliseconds, seconds, minutes, hours or days.
 pub fn duration(secs: f64) -> String {
-    if secs < 60.0 {
+    if secs < 0.9995 {
+        format!("{:.0} ms", (secs * 1000.0).max(0.0))
+    } else if secs < 60.0 {
         format!("{:.0} s", secs.max(0.0))
     } else if secs < 3_600.0 {
         format!("{:.0} min", secs / 60.0)
@@ -396,6 +398,9 @@ mod tests {
     #[test]
     fn durations_read_well() {
         assert_eq!(duration(12.4), "12 s");
+        assert_eq!(duration(0.0374), "37 ms");
+        assert_eq!(duration(0.0), "0 ms");
+        assert_eq!(duration(0.9996), "1 s");
         assert_eq!(duration(90.0), "2 min");
         assert_eq!(duration(5_400.0), "1.5 h");
         assert_eq!(duration(3.0 * 86_400.0), "3.0 days");

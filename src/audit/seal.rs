@@ -6,7 +6,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use uuid::Uuid;
 
-use crate::config::Key32;
+use crate::secrets::Key32;
 
 #[derive(Clone)]
 pub struct Sealer {

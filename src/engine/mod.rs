@@ -4,7 +4,7 @@
 mod retry;
 mod run;
 
-pub use retry::RetryPolicy;
+use crate::config::EngineSettings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,29 +19,6 @@ use crate::audit::seal::Sealer;
 use crate::store::ready::Ready;
 use crate::store::{self, Db, steps};
 use crate::upstream::{Admission, Upstream};
-
-#[derive(Debug, Clone)]
-pub struct EngineSettings {
-    /// Steps run at once by this process.
-    pub concurrency: usize,
-    pub lease: Duration,
-    /// Poll interval when no notification arrives.
-    pub poll: Duration,
-    pub retry: RetryPolicy,
-    pub shutdown_grace: Duration,
-}
-
-impl Default for EngineSettings {
-    fn default() -> Self {
-        Self {
-            concurrency: 32,
-            lease: Duration::from_secs(30),
-            poll: Duration::from_secs(1),
-            retry: RetryPolicy::default(),
-            shutdown_grace: Duration::from_secs(20),
-        }
-    }
-}
 
 /// Writers that record step outcomes (`store::group`); the throughput figures of BENCHMARKS.md
 /// (2026-11-29 evening) were measured with eight.

@@ -4,22 +4,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub base: Duration,
-    pub cap: Duration,
-    pub max_attempts: i32,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            base: Duration::from_secs(1),
-            cap: Duration::from_secs(3600),
-            max_attempts: 20,
-        }
-    }
-}
+use crate::config::RetryPolicy;
 
 impl RetryPolicy {
     /// The delay before attempt `attempt + 1`: uniform in [0, min(cap, base * 2^(attempt-1))],

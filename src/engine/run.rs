@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use super::Engine;
 use crate::domain::{Scope, StepKind};
 use crate::store::guard::GuardArm;
-use crate::store::steps::{self, Attempt, CallRecord, Claimed, Finished, Outcome};
+use crate::store::steps::{self, Attempt, Claimed, Finished, Outcome};
+use crate::upstream::CallRecord;
 use crate::upstream::{CallError, Cascade};
 
 /// Upstream ids learnt at inventory, sealed on the request while it is open, and for an account

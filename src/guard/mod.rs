@@ -8,44 +8,20 @@
 //! one re-verification runs at a time.
 
 mod events;
-mod restore;
+pub mod restore;
 mod reverify;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
-use crate::engine::RetryPolicy;
+use crate::config::GuardSettings;
 use crate::store::Db;
 use crate::store::ready::Ready;
 use crate::upstream::Upstream;
-
-#[derive(Debug, Clone)]
-pub struct GuardSettings {
-    /// How often the event stream is read when it has nothing new.
-    pub poll: Duration,
-    /// How long a restoration waits for its synchronisation's events.
-    pub restoration_timeout: Duration,
-    /// How often every completed erasure is looked for upstream; `None`: never.
-    pub reverify_every: Option<Duration>,
-    /// Retries of starting a restoration's synchronisation.
-    pub retry: RetryPolicy,
-}
-
-impl Default for GuardSettings {
-    fn default() -> Self {
-        Self {
-            poll: Duration::from_secs(2),
-            restoration_timeout: Duration::from_secs(600),
-            reverify_every: Some(Duration::from_secs(7 * 24 * 3600)),
-            retry: RetryPolicy::default(),
-        }
-    }
-}
 
 pub struct Guard {
     db: Db,

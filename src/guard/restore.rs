@@ -1,11 +1,57 @@
-//! Starting deliberate restorations upstream, and ending those whose events never came.
+//! Starting deliberate restorations upstream, and ending those whose events never came; and the
+//! one check of whether a connection may come back, which the API asks before it accepts a
+//! restoration (the API never calls the aggregator itself).
 
 use chrono::Utc;
+use serde_json::Value;
 
 use super::Guard;
+use crate::audit::pseudonym::Pseudonymizer;
 use crate::domain::Scope;
+use crate::store::Db;
 use crate::store::restorations::{self, Claimed, Refused};
-use crate::upstream::{CallError, id_field};
+use crate::upstream::{CallError, Upstream, id_field};
+
+/// Whether a connection may come back, as far as this service and the upstream know.
+pub enum Verdict {
+    /// Nothing stands in the way; the connection as the upstream showed it.
+    May(Value),
+    /// It may not, for this reason.
+    Refused(Refused),
+    /// The upstream did not answer; ask again later.
+    Unknown(CallError),
+}
+
+/// Checks that neither the connection nor its user is being, or was, erased (by their pseudonyms,
+/// in the store) and that the upstream still has the connection. The API asks this before it
+/// accepts a restoration, and the worker again before it synchronises.
+pub async fn check(
+    db: &Db,
+    upstream: &Upstream,
+    pseudonyms: &Pseudonymizer,
+    connection: &str,
+) -> sqlx::Result<Verdict> {
+    let mut conn = db.acquire().await?;
+    let refs = pseudonyms.subject_refs(Scope::Connection, connection);
+    if let Some(refused) = restorations::connection_refusal(&mut conn, &refs).await? {
+        return Ok(Verdict::Refused(refused));
+    }
+    // Not held across the upstream call.
+    drop(conn);
+    let found = match upstream.connection(connection).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return Ok(Verdict::Refused(Refused::ConnectionGone)),
+        Err(e) => return Ok(Verdict::Unknown(e)),
+    };
+    if let Some(user) = id_field(&found, "user_id") {
+        let refs = pseudonyms.subject_refs(Scope::User, &user);
+        let mut conn = db.acquire().await?;
+        if let Some(refused) = restorations::user_refusal(&mut conn, &refs).await? {
+            return Ok(Verdict::Refused(refused));
+        }
+    }
+    Ok(Verdict::May(found))
+}
 
 /// A claimed restoration is not offered to another worker for this long.
 const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -34,32 +80,18 @@ impl Guard {
             return self.fail(&c, "the connection id is no longer held").await;
         };
         let connection = String::from_utf8(self.sealer.open(c.id, sealed)?)?;
-        let mut conn = self.db.acquire().await?;
-        let refs = self.pseudonyms.subject_refs(Scope::Connection, &connection);
-        if let Some(refused) = restorations::connection_refusal(&mut conn, &refs).await? {
-            return self.refuse(&c, refused).await;
-        }
-        let found = match self.upstream.connection(&connection).await {
-            Ok(Some(found)) => found,
-            Ok(None) => return self.refuse(&c, Refused::ConnectionGone).await,
-            Err(e) => return self.later(&c, e).await,
+        let found = match check(&self.db, &self.upstream, &self.pseudonyms, &connection).await? {
+            Verdict::May(found) => found,
+            Verdict::Refused(refused) => return self.refuse(&c, refused).await,
+            Verdict::Unknown(e) => return self.later(&c, e).await,
         };
-        if let Some(user) = id_field(&found, "user_id") {
-            let refs = self.pseudonyms.subject_refs(Scope::User, &user);
-            if let Some(refused) = restorations::user_refusal(&mut conn, &refs).await? {
-                return self.refuse(&c, refused).await;
-            }
-        }
-        drop(conn);
         let expected = found
             .get("channels")
-            .and_then(serde_json::Value::as_array)
+            .and_then(Value::as_array)
             .map(|channels| {
                 channels
                     .iter()
-                    .filter(|ch| {
-                        ch.get("status").and_then(serde_json::Value::as_str) != Some("EMPTY")
-                    })
+                    .filter(|ch| ch.get("status").and_then(Value::as_str) != Some("EMPTY"))
                     .count()
             })
             .unwrap_or(0);

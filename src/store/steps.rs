@@ -13,6 +13,7 @@ use super::audit::{self, Entry};
 use super::group::{Group, Writes};
 use super::guard::GuardArm;
 use crate::domain::{Scope, StepKind};
+use crate::upstream::CallRecord;
 
 /// A step a worker holds.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -112,16 +113,6 @@ pub enum Outcome {
     RetryAt { error: String, at: DateTime<Utc> },
     /// A permanent failure: the request fails and needs a person.
     Fail { error: String },
-}
-
-/// One upstream call, as the audit log records it (no ids: the path is a template).
-#[derive(Debug, Clone)]
-pub struct CallRecord {
-    pub method: &'static str,
-    pub path: &'static str,
-    pub status: Option<u16>,
-    pub error: Option<&'static str>,
-    pub duration_ms: u64,
 }
 
 /// What recording an attempt's outcome did.

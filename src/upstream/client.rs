@@ -7,9 +7,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, Semaphore};
 
+use super::CallRecord;
 use super::politeness::{Breaker, PathGates, RateLimiter};
 use crate::config::UpstreamSettings;
-use crate::store::steps::CallRecord;
 
 /// The most an upstream answer may weigh; more is treated as a transient fault.
 const MAX_BODY: usize = 8 * 1024 * 1024;

@@ -13,6 +13,17 @@ use serde_json::Value;
 
 use crate::domain::Scope;
 
+/// One upstream call, as the audit log records it (no ids: the path is a template). The client
+/// makes these; the store keeps what it is given.
+#[derive(Debug, Clone)]
+pub struct CallRecord {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub status: Option<u16>,
+    pub error: Option<&'static str>,
+    pub duration_ms: u64,
+}
+
 /// What inventory learnt about a target: counts for the audit log and, for accounts, where it
 /// lives (upstream ids, kept sealed while the request is open).
 #[derive(Debug, Clone, Default)]
@@ -90,7 +101,7 @@ impl Upstream {
         &self,
         scope: Scope,
         id: &str,
-        calls: &mut Vec<crate::store::steps::CallRecord>,
+        calls: &mut Vec<CallRecord>,
     ) -> Result<Inventory, CallError> {
         let Some(target) = self.get(path_of(scope), id, calls).await? else {
             return Ok(Inventory::default());
@@ -142,7 +153,7 @@ impl Upstream {
         &self,
         scope: Scope,
         id: &str,
-        calls: &mut Vec<crate::store::steps::CallRecord>,
+        calls: &mut Vec<CallRecord>,
     ) -> Result<bool, CallError> {
         self.send(reqwest::Method::DELETE, path_of(scope), id, &[], calls)
             .await
@@ -154,7 +165,7 @@ impl Upstream {
         &self,
         scope: Scope,
         id: &str,
-        calls: &mut Vec<crate::store::steps::CallRecord>,
+        calls: &mut Vec<CallRecord>,
     ) -> Result<bool, CallError> {
         Ok(self.get(path_of(scope), id, calls).await?.is_some())
     }
@@ -164,7 +175,7 @@ impl Upstream {
         &self,
         connection_id: &str,
         channel_id: Option<&str>,
-        calls: &mut Vec<crate::store::steps::CallRecord>,
+        calls: &mut Vec<CallRecord>,
     ) -> Result<Cascade, CallError> {
         let Some(connection) = self.get("/connections/{id}", connection_id, calls).await? else {
             return Ok(Cascade::ConnectionDeleted);

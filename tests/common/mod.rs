@@ -4,10 +4,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use erasure::config::{ApprovalPolicy, HttpLimits, Keys, Secret, UpstreamSettings};
+use erasure::config::{
+    ApprovalPolicy, EngineSettings, GuardSettings, HttpLimits, RetryPolicy, UpstreamSettings,
+};
 use erasure::domain::Role;
-use erasure::engine::{EngineSettings, RetryPolicy};
-use erasure::guard::GuardSettings;
+use erasure::secrets::{Keys, Secret};
 use erasure::service::{self, Running, ServiceConfig};
 use erasure::sim::{Sim, SimConfig};
 use erasure::store;
