@@ -1,6 +1,8 @@
 //! The audit log as a Merkle tree: sequencing entries into leaves, signing checkpoints, and
 //! reading proofs. One process at a time does the writing (a PostgreSQL advisory lock); any
-//! process can read.
+//! process can read. What a leaf says and how the tree grows are decided here; the statements
+//! that read and write the tables are `store::tree`'s. It never changes or removes a leaf, a node
+//! or a checkpoint once written.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -17,9 +19,7 @@ use super::merkle::{self, Hash};
 use super::tree::{self, NodeId, Nodes};
 use crate::store::Db;
 use crate::store::copy::BinaryRows;
-
-/// The advisory lock of the log writer.
-const WRITER_LOCK: i64 = 0x6572_6173_7572_6501;
+use crate::store::tree::{self as stored_tree, CheckpointRow, EntryRow};
 /// Entries read per round trip while sequencing.
 const CHUNK: i64 = 5_000;
 /// Requests whose leaf count a sequencer round keeps in memory before reading counts again.
@@ -59,20 +59,9 @@ impl AuditLog {
     /// checkpoint.
     pub async fn sync(&self, wait: bool) -> anyhow::Result<Option<StoredCheckpoint>> {
         let mut tx = self.db.begin().await?;
-        if wait {
-            sqlx::query("select pg_advisory_xact_lock($1)")
-                .bind(WRITER_LOCK)
-                .execute(&mut *tx)
-                .await?;
-        } else {
-            let got: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
-                .bind(WRITER_LOCK)
-                .fetch_one(&mut *tx)
-                .await?;
-            if !got {
-                drop(tx);
-                return latest(&self.db).await;
-            }
+        if !stored_tree::lock_writer(&mut tx, wait).await? {
+            drop(tx);
+            return latest(&self.db).await;
         }
         let size = sequence(&mut tx).await?;
         let last = latest_in(&mut tx).await?;
@@ -86,12 +75,7 @@ impl AuditLog {
                 size,
                 root,
             });
-            sqlx::query("insert into audit_checkpoints (size, root, note) values ($1, $2, $3)")
-                .bind(size as i64)
-                .bind(root.as_slice())
-                .bind(&note)
-                .execute(&mut *tx)
-                .await?;
+            stored_tree::insert_checkpoint(&mut tx, size, root.as_slice(), &note).await?;
         }
         tx.commit().await?;
         latest(&self.db).await
@@ -131,61 +115,22 @@ impl AuditLog {
         }
     }
 
-    /// About how many committed entries wait to be sequenced: identity values above the highest
-    /// sequenced entry id (two index look-ups, whatever the backlog; ids of rolled-back inserts
-    /// count until the next round, entries committed late below that id wait for the timer).
+    /// About how many committed entries wait to be sequenced (`store::tree::backlog`).
     async fn waiting(&self) -> anyhow::Result<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "select coalesce((select max(id) from audit_entries), 0) \
-                  - coalesce((select max(entry_id) from audit_leaves), 0)",
-        )
-        .fetch_one(&self.db)
-        .await?;
-        Ok(n.max(0) as u64)
+        Ok(stored_tree::backlog(&self.db).await?)
     }
 }
 
 /// Turns every entry whose transaction is finished into the next leaf. Returns the tree size.
 async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
-    let horizon: String =
-        sqlx::query_scalar("select horizon::text from audit_sequencer for update")
-            .fetch_one(&mut *tx)
-            .await?;
-    // The horizon: below the next transaction id to be assigned (read first: any transaction
-    // that gets an id later is above it), and below the id of every transaction still running in
-    // this database (their entries are not visible yet). The cluster-wide snapshot xmin would
-    // also wait for other databases' transactions. pg_stat_activity gives 32-bit ids: they are
-    // widened with the epoch of the first reading.
-    let xmax: i64 =
-        sqlx::query_scalar("select pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
-            .fetch_one(&mut *tx)
-            .await?;
-    sqlx::query("select pg_stat_clear_snapshot()")
-        .execute(&mut *tx)
-        .await?;
-    // A 32-bit id far above xmax is from the previous epoch; one just above it was assigned
-    // after xmax was read and cannot hold the horizon back.
-    let running: Option<i64> = sqlx::query_scalar(
-        "select min(case when w - $1 > 2147483648 then w - 4294967296 else w end) from ( \
-             select (($1 >> 32) << 32) + backend_xid::text::bigint as w from pg_stat_activity \
-             where datname = current_database() and pid <> pg_backend_pid() and backend_xid is not null \
-         ) as r",
-    )
-    .bind(xmax)
-    .fetch_one(&mut *tx)
-    .await?;
+    let horizon = stored_tree::horizon_for_update(&mut *tx).await?;
+    let safe = stored_tree::safe_horizon(&mut *tx).await?;
     // Never backwards: what lies below the old horizon is already sequenced.
     let old_horizon: i64 = horizon
         .parse()
         .context("the stored horizon is not a number")?;
-    let new_horizon = running
-        .map_or(xmax, |r| r.min(xmax))
-        .max(old_horizon)
-        .to_string();
-    let mut next: i64 =
-        sqlx::query_scalar("select coalesce(max(leaf_index) + 1, 0) from audit_leaves")
-            .fetch_one(&mut *tx)
-            .await?;
+    let new_horizon = safe.max(old_horizon).to_string();
+    let mut next = stored_tree::leaf_count(&mut *tx).await?;
     complete_tree(&mut *tx, next as u64).await?;
     // The peaks of the tree so far: the only old nodes that new nodes can have as children.
     let peak_ids = tree::cover(0, next as u64);
@@ -200,19 +145,8 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
     // another thread (the service's CPU work beside PostgreSQL's).
     let mut pending: Option<Chunk> = None;
     loop {
-        let entries: Vec<EntryRow> = sqlx::query_as(
-            "select id, xid::text as xid_text, at, request_id, subject_ref, actor, event, data, nonce \
-             from audit_entries \
-             where xid >= $1::xid8 and xid < $2::xid8 and (xid, id) > ($3::xid8, $4) \
-             order by xid, id limit $5",
-        )
-        .bind(&horizon)
-        .bind(&new_horizon)
-        .bind(&after.0)
-        .bind(after.1)
-        .bind(CHUNK)
-        .fetch_all(&mut *tx)
-        .await?;
+        let entries =
+            stored_tree::entries_between(&mut *tx, &horizon, &new_horizon, &after, CHUNK).await?;
         let Some(last) = entries.last() else {
             break;
         };
@@ -242,12 +176,7 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
         unseen.sort_unstable();
         unseen.dedup();
         if !unseen.is_empty() {
-            let stored: Vec<(Uuid, i64)> = sqlx::query_as(
-                "select request_id, count(*) from audit_leaves where request_id = any($1) group by request_id",
-            )
-            .bind(&unseen)
-            .fetch_all(&mut *tx)
-            .await?;
+            let stored = stored_tree::leaves_per_request(&mut *tx, &unseen).await?;
             seq.extend(unseen.into_iter().map(|r| (r, 0)));
             seq.extend(stored);
         }
@@ -267,25 +196,8 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
     if let Some(chunk) = pending.take() {
         write_chunk(&mut *tx, chunk, &peaks).await?;
     }
-    sqlx::query("update audit_sequencer set horizon = $1::xid8")
-        .bind(&new_horizon)
-        .execute(&mut *tx)
-        .await?;
+    stored_tree::set_horizon(&mut *tx, &new_horizon).await?;
     Ok(next as u64)
-}
-
-/// An entry as the sequencer reads it.
-#[derive(sqlx::FromRow)]
-struct EntryRow {
-    id: i64,
-    xid_text: String,
-    at: DateTime<Utc>,
-    request_id: Option<Uuid>,
-    subject_ref: Option<String>,
-    actor: String,
-    event: String,
-    data: Value,
-    nonce: Vec<u8>,
 }
 
 /// Entries made leaves, from leaf index `first`: the rows for `audit_leaves` and their hashes.
@@ -340,14 +252,7 @@ async fn write_chunk(
     chunk: Chunk,
     peaks: &[Hash],
 ) -> anyhow::Result<Vec<Hash>> {
-    let written = chunk
-        .rows
-        .copy_in(
-            &mut *tx,
-            "copy audit_leaves (leaf_index, entry_id, request_id, subject_ref, at, leaf, leaf_hash) \
-             from stdin (format binary)",
-        )
-        .await?;
+    let written = stored_tree::copy_leaves(&mut *tx, chunk.rows).await?;
     anyhow::ensure!(
         written == chunk.hashes.len() as u64,
         "{written} leaves written, not {}",
@@ -392,22 +297,12 @@ fn to_hash(bytes: &[u8]) -> anyhow::Result<Hash> {
 /// The nodes are written in order, so the tree is whole for the leaves below twice the number of
 /// level-1 nodes, and a whole tree of `size` leaves leaves at most one leaf without a parent.
 async fn complete_tree(tx: &mut PgConnection, size: u64) -> anyhow::Result<()> {
-    let pairs: i64 =
-        sqlx::query_scalar("select coalesce(max(idx) + 1, 0) from audit_tree where level = 1")
-            .fetch_one(&mut *tx)
-            .await?;
+    let pairs = stored_tree::pair_count(&mut *tx).await?;
     let whole = 2 * pairs as u64;
     if size < whole + 2 {
         return Ok(());
     }
-    let leaves: Vec<Vec<u8>> = sqlx::query_scalar(
-        "select leaf_hash from audit_leaves where leaf_index >= $1 and leaf_index < $2 \
-         order by leaf_index",
-    )
-    .bind(whole as i64)
-    .bind(size as i64)
-    .fetch_all(&mut *tx)
-    .await?;
+    let leaves = stored_tree::leaf_hashes(&mut *tx, whole, size).await?;
     let hashes = leaves
         .iter()
         .map(|h| to_hash(h))
@@ -439,11 +334,7 @@ async fn extend_tree(
         rows.row(3).int2(*level as i16).int8(*i as i64).bytea(hash);
     }
     if !rows.is_empty() {
-        rows.copy_in(
-            &mut *tx,
-            "copy audit_tree (level, idx, hash) from stdin (format binary)",
-        )
-        .await?;
+        stored_tree::copy_nodes(&mut *tx, rows).await?;
     }
     // Every peak of the grown tree is an old peak, a new leaf or a new node.
     let new_size = size + hashes.len() as u64;
@@ -480,17 +371,7 @@ async fn fetch_nodes(conn: &mut PgConnection, ids: &[NodeId]) -> anyhow::Result<
         .filter(|(l, _)| *l > 0)
         .map(|(l, i)| (*l as i16, *i as i64))
         .unzip();
-    let rows: Vec<(i16, i64, Vec<u8>)> = sqlx::query_as(
-        "select 0::int2, leaf_index, leaf_hash from audit_leaves where leaf_index = any($1) \
-         union all \
-         select t.level, t.idx, t.hash from unnest($2::int2[], $3::int8[]) as u(level, idx) \
-         join audit_tree t on t.level = u.level and t.idx = u.idx",
-    )
-    .bind(&leaves)
-    .bind(&levels)
-    .bind(&idx)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = stored_tree::node_hashes(conn, &leaves, &levels, &idx).await?;
     let mut nodes = Nodes::default();
     for (level, i, h) in rows {
         nodes.0.insert((level as u8, i as u64), to_hash(&h)?);
@@ -540,24 +421,21 @@ pub async fn root(db: &Db, size: u64) -> anyhow::Result<Hash> {
         .hash(0, size)
 }
 
-/// A checkpoint from a row with its `size`, `root`, `note` and `created_at`.
-pub(crate) fn stored(row: &sqlx::postgres::PgRow) -> anyhow::Result<StoredCheckpoint> {
+/// A checkpoint as the store gives it, its root checked to be a hash.
+pub(crate) fn stored(row: CheckpointRow) -> anyhow::Result<StoredCheckpoint> {
     Ok(StoredCheckpoint {
-        size: row.get::<i64, _>("size") as u64,
-        root: to_hash(&row.get::<Vec<u8>, _>("root"))?,
-        note: row.get("note"),
-        created_at: row.get("created_at"),
+        size: row.size as u64,
+        root: to_hash(&row.root)?,
+        note: row.note,
+        created_at: row.created_at,
     })
 }
 
 async fn latest_in(conn: &mut PgConnection) -> anyhow::Result<Option<StoredCheckpoint>> {
-    sqlx::query(
-        "select size, root, note, created_at from audit_checkpoints order by size desc limit 1",
-    )
-    .fetch_optional(&mut *conn)
-    .await?
-    .map(|row| stored(&row))
-    .transpose()
+    stored_tree::latest_checkpoint(conn)
+        .await?
+        .map(stored)
+        .transpose()
 }
 
 /// The newest checkpoint.
@@ -568,15 +446,10 @@ pub async fn latest(db: &Db) -> anyhow::Result<Option<StoredCheckpoint>> {
 
 /// The newest checkpoint signed before `t`.
 pub async fn latest_before(db: &Db, t: DateTime<Utc>) -> anyhow::Result<Option<StoredCheckpoint>> {
-    sqlx::query(
-        "select size, root, note, created_at from audit_checkpoints where created_at < $1 \
-         order by size desc limit 1",
-    )
-    .bind(t)
-    .fetch_optional(db)
-    .await?
-    .map(|row| stored(&row))
-    .transpose()
+    stored_tree::latest_checkpoint_before(db, t)
+        .await?
+        .map(stored)
+        .transpose()
 }
 
 /// A leaf as stored.

@@ -6,11 +6,10 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use sqlx::Row;
-
 use super::log::{self, AuditLog, Leaf, StoredCheckpoint};
 use crate::domain::State;
 use crate::store::Db;
+use crate::store::tree::{self, CheckpointRow};
 
 /// Why a receipt cannot be given (yet).
 #[derive(Debug)]
@@ -57,44 +56,35 @@ impl Seen {
 
 /// One round trip instead of one per question (request, entry count, checkpoint, leaves).
 async fn look(db: &Db, request_id: Uuid) -> Result<Option<Seen>, NoReceipt> {
-    let rows = sqlx::query(
-        "select r.state, r.subject_ref, \
-                (select count(*) from audit_entries e where e.request_id = r.id) as total, \
-                c.size, c.root, c.note, c.created_at, l.leaf_index, l.leaf \
-         from erasure_requests r \
-         left join lateral ( \
-             select size, root, note, created_at from audit_checkpoints order by size desc limit 1 \
-         ) c on true \
-         left join lateral ( \
-             select leaf_index, leaf from audit_leaves \
-             where r.state = 'completed' and request_id = r.id and leaf_index < c.size \
-         ) l on true \
-         where r.id = $1 \
-         order by l.leaf_index",
-    )
-    .bind(request_id)
-    .fetch_all(db)
-    .await?;
+    let rows = tree::receipt_rows(db, request_id).await?;
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let checkpoint = match first.try_get::<Option<i64>, _>("size")? {
-        Some(_) => Some(log::stored(first)?),
-        None => None,
-    };
-    let mut leaves = Vec::with_capacity(rows.len());
-    for row in &rows {
-        if let Some(index) = row.try_get::<Option<i64>, _>("leaf_index")? {
-            leaves.push(Leaf {
-                index: index as u64,
-                leaf: row.try_get("leaf")?,
-            });
+    let checkpoint = match (first.size, &first.root, &first.note, first.created_at) {
+        (Some(size), Some(root), Some(note), Some(created_at)) => {
+            Some(log::stored(CheckpointRow {
+                size,
+                root: root.clone(),
+                note: note.clone(),
+                created_at,
+            })?)
         }
-    }
+        _ => None,
+    };
+    let (state, subject_ref, total) = (first.state, first.subject_ref.clone(), first.total);
+    let leaves = rows
+        .into_iter()
+        .filter_map(|row| {
+            Some(Leaf {
+                index: row.leaf_index? as u64,
+                leaf: row.leaf?,
+            })
+        })
+        .collect();
     Ok(Some(Seen {
-        state: first.try_get("state")?,
-        subject_ref: first.try_get("subject_ref")?,
-        total: first.try_get("total")?,
+        state,
+        subject_ref,
+        total,
         checkpoint,
         leaves,
     }))

@@ -10,6 +10,7 @@ pub mod ready;
 pub mod requests;
 pub mod restorations;
 pub mod steps;
+pub mod tree;
 
 use std::str::FromStr;
 use std::time::Duration;
