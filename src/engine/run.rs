@@ -135,6 +135,7 @@ impl Engine {
             Err(CallError::Transient {
                 reason,
                 retry_after,
+                ..
             }) => {
                 if step.attempts >= policy.max_attempts {
                     Outcome::Fail {
@@ -219,10 +220,9 @@ impl Engine {
             StepKind::Verify => {
                 if up.exists(step.scope, target, calls).await? {
                     // Slow deletion: the GET still answers after the DELETE. Re-verify with backoff.
-                    return Err(CallError::Transient {
-                        reason: "still present upstream after deletion; verifying again".into(),
-                        retry_after: None,
-                    });
+                    return Err(CallError::transient(
+                        "still present upstream after deletion; verifying again",
+                    ));
                 }
                 done(json!({"result": "absent"}))
             }

@@ -137,6 +137,7 @@ impl Guard {
             CallError::Transient {
                 reason,
                 retry_after,
+                ..
             } if c.attempts < policy.max_attempts => {
                 let delay = policy.delay(c.attempts, retry_after);
                 let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();

@@ -16,13 +16,25 @@ const MAX_BODY: usize = 8 * 1024 * 1024;
 /// Page size of list calls.
 const PAGE: usize = 100;
 
+/// Retries of one call within a step's attempt after a transient error, before the attempt gives
+/// up (the step's own retry, with its longer backoff, takes over then).
+const CALL_RETRIES: u32 = 3;
+/// The full-jitter delays between those retries: uniform in [0, min(cap, base * 2^(n-1))].
+const CALL_RETRY_BASE: Duration = Duration::from_millis(100);
+const CALL_RETRY_CAP: Duration = Duration::from_secs(2);
+/// A `Retry-After` longer than this is not waited for within the attempt: the attempt ends and
+/// the step is scheduled after it, so a worker is not held for it.
+const CALL_RETRY_MAX_WAIT: Duration = Duration::from_secs(10);
+
 /// Why a call did not give an answer the engine can use.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallError {
-    /// Try again later, never sooner than `retry_after`.
+    /// Try again later, never sooner than `retry_after`. `throttled`: the upstream answered 429,
+    /// asking to wait, which is not a failure of the call.
     Transient {
         reason: String,
         retry_after: Option<Duration>,
+        throttled: bool,
     },
     /// A person must look: the upstream refused the call for good.
     Permanent { reason: String },
@@ -44,6 +56,7 @@ impl CallError {
         CallError::Transient {
             reason: reason.into(),
             retry_after: None,
+            throttled: false,
         }
     }
 }
@@ -186,9 +199,46 @@ impl Upstream {
         Ok(all)
     }
 
-    /// Sends one call (re-sending once with a fresh token after a 401). `Ok(Some(body))` on 2xx,
-    /// `Ok(None)` on 404. Records every HTTP exchange in `calls`. One write per path is in flight.
+    /// Sends one call, and sends it again after a transient error (a time-out, a connection
+    /// error, 408, 409, 429, 5xx) up to `CALL_RETRIES` times with short full-jitter delays, never
+    /// before a `Retry-After`, each time through the rate limiter and a concurrency slot. Only
+    /// GET and DELETE are sent again (they are idempotent), and not once the circuit breaker is
+    /// open or the upstream asks to wait longer than `CALL_RETRY_MAX_WAIT`: the step's attempt
+    /// ends then and the engine schedules the next. `Ok(Some(body))` on 2xx, `Ok(None)` on 404.
+    /// Records every HTTP exchange in `calls`.
     pub(super) async fn send(
+        &self,
+        method: Method,
+        template: &'static str,
+        id: &str,
+        query: &[(&str, String)],
+        calls: &mut Vec<CallRecord>,
+    ) -> Result<Option<Vec<u8>>, CallError> {
+        let idempotent = method == Method::GET || method == Method::DELETE;
+        let mut retries = 0;
+        loop {
+            let result = self
+                .send_once(method.clone(), template, id, query, calls)
+                .await;
+            let Err(CallError::Transient { retry_after, .. }) = &result else {
+                return result;
+            };
+            let wait_asked = retry_after.unwrap_or(Duration::ZERO);
+            if !idempotent
+                || retries >= CALL_RETRIES
+                || wait_asked > CALL_RETRY_MAX_WAIT
+                || self.breaker.is_open()
+            {
+                return result;
+            }
+            retries += 1;
+            tokio::time::sleep(call_retry_delay(retries, *retry_after)).await;
+        }
+    }
+
+    /// Sends one call (re-sending once with a fresh token after a 401). One write per path is in
+    /// flight.
+    async fn send_once(
         &self,
         method: Method,
         template: &'static str,
@@ -296,6 +346,17 @@ impl Upstream {
     }
 }
 
+/// The delay before a call's `retry`-th retry within an attempt: full jitter, uniform in
+/// [0, min(CALL_RETRY_CAP, CALL_RETRY_BASE * 2^(retry-1))], and never less than `retry_after`.
+fn call_retry_delay(retry: u32, retry_after: Option<Duration>) -> Duration {
+    use rand::Rng;
+    let ceiling = CALL_RETRY_BASE
+        .saturating_mul(1 << retry.saturating_sub(1).min(16))
+        .min(CALL_RETRY_CAP);
+    let jittered = Duration::from_secs_f64(rand::rng().random_range(0.0..=ceiling.as_secs_f64()));
+    jittered.max(retry_after.unwrap_or(Duration::ZERO))
+}
+
 fn method_name(m: &Method) -> &'static str {
     match *m {
         Method::GET => "GET",
@@ -368,6 +429,7 @@ fn classify(status: StatusCode, headers: &reqwest::header::HeaderMap, what: &str
         CallError::Transient {
             reason: format!("{what} answered {code}"),
             retry_after: retry_after(headers),
+            throttled: code == 429,
         }
     } else {
         CallError::Permanent {
