@@ -1,6 +1,7 @@
 //! `GET /metrics` in the Prometheus text format: figures read from the database at scrape time
-//! (the same from every process), then this process's own (upstream calls, attempts, limiter,
-//! breaker; see `crate::metrics`). Labels are states and results only: never personal data.
+//! through `crate::store::metrics` (the same from every process), then this process's own
+//! (upstream calls, attempts, limiter, breaker; see `crate::metrics`). No SQL here, and labels
+//! are states and results only: never personal data.
 
 use std::fmt::Write;
 
@@ -9,65 +10,49 @@ use actix_web::{HttpResponse, get, web};
 use super::AppState;
 use super::error::ApiError;
 use crate::metrics::header;
-use crate::store::guard::RECURRING;
+use crate::store;
 
 /// Metrics for Prometheus.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let db = &state.db;
+    let f = store::metrics::figures(&state.db).await?;
     let mut out = String::new();
 
-    let by_state: Vec<(String, String, i64)> = sqlx::query_as(
-        "select state, scope, count(*) from erasure_requests group by state, scope order by 1, 2",
-    )
-    .fetch_all(db)
-    .await?;
     header(
         &mut out,
         "erasure_requests",
         "gauge",
         "Erasure requests by state and scope.",
     );
-    for (state, scope, n) in by_state {
+    for (state, scope, n) in &f.requests {
         let _ = writeln!(
             out,
-            "erasure_requests{{state=\"{state}\",scope=\"{scope}\"}} {n}"
+            "erasure_requests{{state=\"{}\",scope=\"{}\"}} {n}",
+            state.as_str(),
+            scope.as_str()
         );
     }
-
-    let (overdue, due_soon): (i64, i64) = sqlx::query_as(
-        "select count(*) filter (where due_at < now()), \
-                count(*) filter (where due_at >= now() and due_at < now() + interval '7 days') \
-         from erasure_requests where state not in ('completed', 'cancelled')",
-    )
-    .fetch_one(db)
-    .await?;
     header(
         &mut out,
         "erasure_requests_overdue",
         "gauge",
         "Open requests past their due date (one month after receipt, moved by extensions).",
     );
-    let _ = writeln!(out, "erasure_requests_overdue {overdue}");
+    let _ = writeln!(out, "erasure_requests_overdue {}", f.overdue);
     header(
         &mut out,
         "erasure_requests_due_within_7_days",
         "gauge",
         "Open requests due within the next 7 days.",
     );
-    let _ = writeln!(out, "erasure_requests_due_within_7_days {due_soon}");
+    let _ = writeln!(
+        out,
+        "erasure_requests_due_within_7_days {}",
+        f.due_within_7_days
+    );
 
-    let (queued, running, retrying, paused): (i64, i64, i64, i64) = sqlx::query_as(
-        "select count(*) filter (where state = 'ready' and last_error is null), \
-                count(*) filter (where state = 'running'), \
-                count(*) filter (where state = 'ready' and last_error is not null), \
-                count(*) filter (where state = 'paused') \
-         from steps where state in ('ready', 'running', 'paused')",
-    )
-    .fetch_one(db)
-    .await?;
     header(
         &mut out,
         "erasure_jobs",
@@ -75,36 +60,29 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         "Step jobs: queued (ready, never failed), running (leased), retrying (ready again after a failure), paused (held or awaiting approval).",
     );
     for (state, n) in [
-        ("queued", queued),
-        ("running", running),
-        ("retrying", retrying),
-        ("paused", paused),
+        ("queued", f.jobs.queued),
+        ("running", f.jobs.running),
+        ("retrying", f.jobs.retrying),
+        ("paused", f.jobs.paused),
     ] {
         let _ = writeln!(out, "erasure_jobs{{state=\"{state}\"}} {n}");
     }
 
-    let (entries, leaves, checkpoint_age): (i64, i64, Option<f64>) = sqlx::query_as(
-        "select (select coalesce(max(id), 0) from audit_entries), \
-                (select coalesce(max(leaf_index) + 1, 0) from audit_leaves), \
-                (select extract(epoch from now() - max(created_at))::float8 from audit_checkpoints)",
-    )
-    .fetch_one(db)
-    .await?;
     header(
         &mut out,
         "erasure_audit_entries",
         "gauge",
         "Audit entries written (highest entry id).",
     );
-    let _ = writeln!(out, "erasure_audit_entries {entries}");
+    let _ = writeln!(out, "erasure_audit_entries {}", f.audit_entries);
     header(
         &mut out,
         "erasure_audit_tree_size",
         "gauge",
         "Audit entries sequenced into the Merkle tree.",
     );
-    let _ = writeln!(out, "erasure_audit_tree_size {leaves}");
-    if let Some(age) = checkpoint_age {
+    let _ = writeln!(out, "erasure_audit_tree_size {}", f.audit_tree_size);
+    if let Some(age) = f.checkpoint_age_seconds {
         header(
             &mut out,
             "erasure_audit_checkpoint_age_seconds",
@@ -114,22 +92,13 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         let _ = writeln!(out, "erasure_audit_checkpoint_age_seconds {age}");
     }
 
-    let (resurrections, recurring): (i64, i64) = sqlx::query_as(
-        "select (select count(*) from resurrections), \
-                (select count(*) from (select connection_ref from resurrections \
-                 where connection_ref is not null group by connection_ref \
-                 having count(*) >= $1) c)",
-    )
-    .bind(RECURRING)
-    .fetch_one(db)
-    .await?;
     header(
         &mut out,
         "erasure_resurrections_total",
         "counter",
         "Erased accounts listed again upstream (and erased again).",
     );
-    let _ = writeln!(out, "erasure_resurrections_total {resurrections}");
+    let _ = writeln!(out, "erasure_resurrections_total {}", f.resurrections);
     header(
         &mut out,
         "erasure_resurrection_recurring_connections",
@@ -138,38 +107,33 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     );
     let _ = writeln!(
         out,
-        "erasure_resurrection_recurring_connections {recurring}"
+        "erasure_resurrection_recurring_connections {}",
+        f.recurring_connections
     );
 
-    let restorations: Vec<(String, i64)> =
-        sqlx::query_as("select state, count(*) from restorations group by state order by 1")
-            .fetch_all(db)
-            .await?;
     header(
         &mut out,
         "erasure_restorations",
         "gauge",
         "Restorations by state.",
     );
-    for (state, n) in restorations {
-        let _ = writeln!(out, "erasure_restorations{{state=\"{state}\"}} {n}");
+    for (state, n) in &f.restorations {
+        let _ = writeln!(
+            out,
+            "erasure_restorations{{state=\"{}\"}} {n}",
+            state.as_str()
+        );
     }
 
-    let last: Option<(String, f64, i64)> = sqlx::query_as(
-        "select state, extract(epoch from finished_at)::float8, found from reverifications \
-         where finished_at is not null order by id desc limit 1",
-    )
-    .fetch_optional(db)
-    .await?;
     header(
         &mut out,
         "erasure_reverification_failing",
         "gauge",
         "1 when the last re-verification found erased targets upstream again or could not finish.",
     );
-    let failing = last.as_ref().is_some_and(|(state, ..)| state != "passed");
+    let failing = f.last_reverification.is_some_and(|last| !last.passed);
     let _ = writeln!(out, "erasure_reverification_failing {}", u8::from(failing));
-    if let Some((_, finished, found)) = last {
+    if let Some(last) = f.last_reverification {
         header(
             &mut out,
             "erasure_reverification_last_finished_seconds",
@@ -178,7 +142,8 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         );
         let _ = writeln!(
             out,
-            "erasure_reverification_last_finished_seconds {finished}"
+            "erasure_reverification_last_finished_seconds {}",
+            last.finished_at
         );
         header(
             &mut out,
@@ -186,17 +151,16 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
             "gauge",
             "Erased targets the last re-verification found upstream again.",
         );
-        let _ = writeln!(out, "erasure_reverification_last_found {found}");
+        let _ = writeln!(out, "erasure_reverification_last_found {}", last.found);
     }
 
-    let cursor: i64 = crate::store::guard::cursor(db).await?;
     header(
         &mut out,
         "erasure_upstream_event_cursor",
         "gauge",
         "Id of the last upstream event the guard applied.",
     );
-    let _ = writeln!(out, "erasure_upstream_event_cursor {cursor}");
+    let _ = writeln!(out, "erasure_upstream_event_cursor {}", f.event_cursor);
 
     crate::metrics::global().render(&mut out);
 
