@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Engine;
 use crate::domain::{Scope, StepKind};
+use crate::metrics::AttemptOutcome;
 use crate::store::guard::GuardArm;
 use crate::store::steps::{self, Attempt, Claimed, Finished, Outcome};
 use crate::upstream::CallRecord;
@@ -67,8 +68,9 @@ impl Engine {
                 }
                 return;
             };
-            tracing::debug!(request = %step.request_id, step = ?step.kind, attempt = step.attempts, outcome = outcome_name(&outcome), "step attempt ended");
-            crate::metrics::global().attempt(step.kind.as_str(), outcome_name(&outcome));
+            let label = outcome_label(&outcome);
+            tracing::debug!(request = %step.request_id, step = ?step.kind, attempt = step.attempts, outcome = label.as_str(), "step attempt ended");
+            crate::metrics::global().attempt(step.kind, label);
             let take_next = (!shutdown.is_cancelled() && !self.upstream.breaker.is_open())
                 .then_some(self.settings.lease);
             for delay_ms in [50u64, 200, 1000, 3000] {
@@ -248,10 +250,10 @@ impl Engine {
     }
 }
 
-fn outcome_name(o: &Outcome) -> &'static str {
+fn outcome_label(o: &Outcome) -> AttemptOutcome {
     match o {
-        Outcome::Done { .. } => "done",
-        Outcome::RetryAt { .. } => "retry",
-        Outcome::Fail { .. } => "failed",
+        Outcome::Done { .. } => AttemptOutcome::Done,
+        Outcome::RetryAt { .. } => AttemptOutcome::Retry,
+        Outcome::Fail { .. } => AttemptOutcome::Failed,
     }
 }

@@ -6,6 +6,7 @@ pub mod group;
 pub mod guard;
 pub mod intake;
 pub mod keys;
+pub mod metrics;
 pub mod ready;
 pub mod requests;
 pub mod restorations;

@@ -282,7 +282,7 @@ impl Upstream {
             let method_name = method_name(&method);
             let record = |status: Option<u16>, error: Option<&'static str>| {
                 let took = started.elapsed();
-                crate::metrics::global().upstream_call(method_name, status, took);
+                crate::metrics::global().upstream_call((&method).into(), status, took);
                 CallRecord {
                     method: method_name,
                     path: template,

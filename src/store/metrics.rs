@@ -1,0 +1,160 @@
+//! The figures `GET /metrics` reads from the database at scrape time, the same from every process:
+//! requests by state and scope, due dates, step jobs, the audit log, the resurrection guard,
+//! restorations and re-verification. Only counts, ages and times keyed by fixed vocabularies
+//! (states, scopes): it must never return an id, a pseudonym, a reference or anything personal.
+
+use super::Db;
+use super::guard::RECURRING;
+use crate::domain::{Scope, State};
+
+/// Everything `/metrics` shows from the database, read at once.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    /// Requests by state and scope (only the pairs that have any).
+    pub requests: Vec<(State, Scope, i64)>,
+    /// Open requests past their due date.
+    pub overdue: i64,
+    /// Open requests due within the next 7 days.
+    pub due_within_7_days: i64,
+    pub jobs: Jobs,
+    /// Highest audit entry id.
+    pub audit_entries: i64,
+    /// Audit entries sequenced into the Merkle tree.
+    pub audit_tree_size: i64,
+    /// Seconds since the last signed checkpoint; `None` before the first one.
+    pub checkpoint_age_seconds: Option<f64>,
+    /// Erased accounts listed again upstream.
+    pub resurrections: i64,
+    /// Connections whose erased accounts came back at least `RECURRING` times.
+    pub recurring_connections: i64,
+    /// Restorations by state (only the states that have any).
+    pub restorations: Vec<(RestorationState, i64)>,
+    /// The last finished re-verification, if any.
+    pub last_reverification: Option<Reverification>,
+    /// Id of the last upstream event the guard applied.
+    pub event_cursor: i64,
+}
+
+/// Step jobs that are not finished.
+#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+pub struct Jobs {
+    /// Ready, never failed.
+    pub queued: i64,
+    /// Leased by a worker.
+    pub running: i64,
+    /// Ready again after a failure.
+    pub retrying: i64,
+    /// The request is held or awaits approval.
+    pub paused: i64,
+}
+
+/// The states of a restoration (the `restorations.state` check constraint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum RestorationState {
+    Pending,
+    Waiting,
+    Completed,
+    Failed,
+    TimedOut,
+}
+
+impl RestorationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestorationState::Pending => "pending",
+            RestorationState::Waiting => "waiting",
+            RestorationState::Completed => "completed",
+            RestorationState::Failed => "failed",
+            RestorationState::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// The outcome of a finished re-verification.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Reverification {
+    /// It found nothing erased upstream again and finished.
+    pub passed: bool,
+    /// When it finished (Unix time, seconds).
+    pub finished_at: f64,
+    /// Erased targets it found upstream again.
+    pub found: i64,
+}
+
+/// Reads every figure of `/metrics` from the database.
+pub async fn figures(db: &Db) -> sqlx::Result<Figures> {
+    let requests = sqlx::query_as(
+        "select state, scope, count(*) from erasure_requests group by state, scope order by 1, 2",
+    )
+    .fetch_all(db)
+    .await?;
+
+    let (overdue, due_within_7_days): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where due_at < now()), \
+                count(*) filter (where due_at >= now() and due_at < now() + interval '7 days') \
+         from erasure_requests where state not in ('completed', 'cancelled')",
+    )
+    .fetch_one(db)
+    .await?;
+
+    let jobs: Jobs = sqlx::query_as(
+        "select count(*) filter (where state = 'ready' and last_error is null) as queued, \
+                count(*) filter (where state = 'running') as running, \
+                count(*) filter (where state = 'ready' and last_error is not null) as retrying, \
+                count(*) filter (where state = 'paused') as paused \
+         from steps where state in ('ready', 'running', 'paused')",
+    )
+    .fetch_one(db)
+    .await?;
+
+    let (audit_entries, audit_tree_size, checkpoint_age_seconds): (i64, i64, Option<f64>) =
+        sqlx::query_as(
+            "select (select coalesce(max(id), 0) from audit_entries), \
+                    (select coalesce(max(leaf_index) + 1, 0) from audit_leaves), \
+                    (select extract(epoch from now() - max(created_at))::float8 \
+                     from audit_checkpoints)",
+        )
+        .fetch_one(db)
+        .await?;
+
+    let (resurrections, recurring_connections): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from resurrections), \
+                (select count(*) from (select connection_ref from resurrections \
+                 where connection_ref is not null group by connection_ref \
+                 having count(*) >= $1) c)",
+    )
+    .bind(RECURRING)
+    .fetch_one(db)
+    .await?;
+
+    let restorations =
+        sqlx::query_as("select state, count(*) from restorations group by state order by 1")
+            .fetch_all(db)
+            .await?;
+
+    let last_reverification: Option<Reverification> = sqlx::query_as(
+        "select state = 'passed' as passed, \
+                extract(epoch from finished_at)::float8 as finished_at, found \
+         from reverifications where finished_at is not null order by id desc limit 1",
+    )
+    .fetch_optional(db)
+    .await?;
+
+    let event_cursor = super::guard::cursor(db).await?;
+
+    Ok(Figures {
+        requests,
+        overdue,
+        due_within_7_days,
+        jobs,
+        audit_entries,
+        audit_tree_size,
+        checkpoint_age_seconds,
+        resurrections,
+        recurring_connections,
+        restorations,
+        last_reverification,
+        event_cursor,
+    })
+}
