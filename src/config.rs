@@ -139,6 +139,9 @@ pub struct EngineSettings {
     /// Poll interval when no notification arrives.
     pub poll: Duration,
     pub retry: RetryPolicy,
+    /// Attempts (throttled ones not counted) after which an inventory that keeps meeting
+    /// transient errors is recorded as incomplete and the erasure goes on to its deletion.
+    pub inventory_attempts: i32,
     pub shutdown_grace: Duration,
 }
 
@@ -149,6 +152,7 @@ impl Default for EngineSettings {
             lease: Duration::from_secs(30),
             poll: Duration::from_secs(1),
             retry: RetryPolicy::default(),
+            inventory_attempts: 5,
             shutdown_grace: Duration::from_secs(20),
         }
     }
@@ -159,6 +163,9 @@ impl Default for EngineSettings {
 pub struct RetryPolicy {
     pub base: Duration,
     pub cap: Duration,
+    /// Attempts after which a transient error fails the request; 0 (the default): never, a
+    /// transient error is retried for as long as it lasts (the request shows as at risk, then
+    /// overdue, as its due date nears and passes).
     pub max_attempts: i32,
 }
 
@@ -166,9 +173,16 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             base: Duration::from_secs(1),
-            cap: Duration::from_secs(3600),
-            max_attempts: 20,
+            cap: Duration::from_secs(600),
+            max_attempts: 0,
         }
+    }
+}
+
+impl RetryPolicy {
+    /// Whether `attempts` attempts used up the (opt-in) count.
+    pub fn exhausted(&self, attempts: i32) -> bool {
+        self.max_attempts > 0 && attempts >= self.max_attempts
     }
 }
 
@@ -212,11 +226,16 @@ pub struct EngineArgs {
     #[arg(long, env = "ERASURE_RETRY_BASE_SECS", default_value_t = 1.0)]
     pub retry_base_secs: f64,
     /// Longest retry delay in seconds.
-    #[arg(long, env = "ERASURE_RETRY_CAP_SECS", default_value_t = 3600.0)]
+    #[arg(long, env = "ERASURE_RETRY_CAP_SECS", default_value_t = 600.0)]
     pub retry_cap_secs: f64,
-    /// Attempts of one step before the request fails.
-    #[arg(long, env = "ERASURE_MAX_ATTEMPTS", default_value_t = 20)]
+    /// Attempts of one step after which a transient error fails the request (0: never, the
+    /// default; transient errors are retried while they last).
+    #[arg(long, env = "ERASURE_MAX_ATTEMPTS", default_value_t = 0)]
     pub max_attempts: i32,
+    /// Attempts of an inventory after which it is recorded as incomplete and the erasure goes on
+    /// to delete.
+    #[arg(long, env = "ERASURE_INVENTORY_MAX_ATTEMPTS", default_value_t = 5)]
+    pub inventory_max_attempts: i32,
     /// Grace period for in-flight calls at shutdown, in seconds.
     #[arg(long, env = "ERASURE_SHUTDOWN_GRACE_SECS", default_value_t = 20.0)]
     pub shutdown_grace_secs: f64,
@@ -230,8 +249,11 @@ impl EngineArgs {
         if self.lease_secs.is_nan() || self.lease_secs < 1.0 {
             bail!("ERASURE_LEASE_SECS must be at least 1");
         }
-        if self.max_attempts < 1 {
-            bail!("ERASURE_MAX_ATTEMPTS must be at least 1");
+        if self.max_attempts < 0 {
+            bail!("ERASURE_MAX_ATTEMPTS must be 0 (never fail a transient error) or more");
+        }
+        if self.inventory_max_attempts < 1 {
+            bail!("ERASURE_INVENTORY_MAX_ATTEMPTS must be at least 1");
         }
         Ok(EngineSettings {
             concurrency: self.worker_concurrency,
@@ -242,6 +264,7 @@ impl EngineArgs {
                 cap: Duration::from_secs_f64(self.retry_cap_secs.max(self.retry_base_secs)),
                 max_attempts: self.max_attempts,
             },
+            inventory_attempts: self.inventory_max_attempts,
             shutdown_grace: Duration::from_secs_f64(self.shutdown_grace_secs.max(0.0)),
         })
     }

@@ -548,6 +548,8 @@ async fn outcomes_recorded_together_are_each_fenced_by_their_own_lease() {
             Outcome::RetryAt {
                 error: "upstream answered 503".into(),
                 at: retry_at,
+                context: None,
+                throttled: false,
             },
             Some(lease),
         ),

@@ -13,10 +13,11 @@ use crate::metrics::AttemptOutcome;
 use crate::store::guard::GuardArm;
 use crate::store::steps::{self, Attempt, Claimed, Finished, Outcome};
 use crate::upstream::CallRecord;
-use crate::upstream::{CallError, Cascade};
+use crate::upstream::{CallError, Cascade, InventoryProgress};
 
 /// Upstream ids learnt at inventory, sealed on the request while it is open, and for an account
-/// the pseudonyms the resurrection guard keeps once it is deleted.
+/// the pseudonyms the resurrection guard keeps once it is deleted. While the inventory is under
+/// way, what it has read so far.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Context {
     connection_id: Option<String>,
@@ -25,6 +26,12 @@ struct Context {
     connection_ref: Option<String>,
     #[serde(default)]
     guard_refs: Vec<String>,
+    /// The inventory ran out of attempts: what it did not learn stays unknown.
+    #[serde(default)]
+    inventory_incomplete: bool,
+    /// An unfinished inventory's progress (cleared when it ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inventory: Option<InventoryProgress>,
 }
 
 impl Engine {
@@ -106,7 +113,7 @@ impl Engine {
 
     async fn attempt(&self, step: &Claimed, calls: &mut Vec<CallRecord>) -> Outcome {
         let policy = &self.settings.retry;
-        if step.attempts > policy.max_attempts {
+        if policy.max_attempts > 0 && step.attempts > policy.max_attempts {
             return Outcome::Fail {
                 error: format!("gave up after {} attempts", policy.max_attempts),
             };
@@ -130,27 +137,105 @@ impl Engine {
             .and_then(|s| self.sealer.open(step.request_id, s).ok())
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        let mut progress = context.inventory.clone().unwrap_or_default();
 
-        match self.execute(step, &target, &context, calls).await {
-            Ok(outcome) => outcome,
-            Err(CallError::Permanent { reason }) => Outcome::Fail { error: reason },
+        let (reason, retry_after, throttled) = match self
+            .execute(step, &target, &context, &mut progress, calls)
+            .await
+        {
+            Ok(outcome) => return outcome,
+            Err(CallError::Permanent { reason }) => return Outcome::Fail { error: reason },
             Err(CallError::Transient {
                 reason,
                 retry_after,
-                ..
-            }) => {
-                if step.attempts >= policy.max_attempts {
-                    Outcome::Fail {
-                        error: format!("gave up after {} attempts: {reason}", step.attempts),
-                    }
-                } else {
-                    let delay = policy.delay(step.attempts, retry_after);
-                    Outcome::RetryAt {
-                        error: reason,
-                        at: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
-                    }
-                }
-            }
+                throttled,
+            }) => (reason, retry_after, throttled),
+        };
+        // A 429 is the upstream asking to wait: the attempt is given back (it neither counts
+        // nor grows the backoff) and the step waits for the Retry-After.
+        if throttled {
+            return Outcome::RetryAt {
+                error: reason,
+                at: after(retry_after.unwrap_or(THROTTLED_WAIT)),
+                context: self.progress_context(step, &context, &progress),
+                throttled: true,
+            };
+        }
+        if policy.exhausted(step.attempts) {
+            return Outcome::Fail {
+                error: format!("gave up after {} attempts: {reason}", step.attempts),
+            };
+        }
+        // The inventory only counts: once its own attempts are spent it is recorded as
+        // incomplete, with the reason, and the erasure goes on to its deletion.
+        if step.kind == StepKind::Inventory && step.attempts >= self.settings.inventory_attempts {
+            return self.incomplete_inventory(step, &target, &progress, &reason);
+        }
+        Outcome::RetryAt {
+            error: reason,
+            at: after(policy.delay(step.attempts, retry_after)),
+            context: self.progress_context(step, &context, &progress),
+            throttled: false,
+        }
+    }
+
+    /// The request's context with an unfinished inventory's progress, sealed; `None` when there
+    /// is nothing new to keep.
+    fn progress_context(
+        &self,
+        step: &Claimed,
+        context: &Context,
+        progress: &InventoryProgress,
+    ) -> Option<Vec<u8>> {
+        if step.kind != StepKind::Inventory
+            || progress.is_empty()
+            || context.inventory.as_ref() == Some(progress)
+        {
+            return None;
+        }
+        let kept = Context {
+            inventory: Some(progress.clone()),
+            ..Context::default()
+        };
+        Some(self.seal_context(step, &kept))
+    }
+
+    fn seal_context(&self, step: &Claimed, context: &Context) -> Vec<u8> {
+        self.sealer.seal(
+            step.request_id,
+            &serde_json::to_vec(context).expect("context serialises"),
+        )
+    }
+
+    /// An inventory that ran out of attempts: done, but incomplete, with what it counted. An
+    /// account's guard then knows the account by its id only (its bank references were not
+    /// read), and its cascade check is skipped (its connection is not known).
+    fn incomplete_inventory(
+        &self,
+        step: &Claimed,
+        target: &str,
+        progress: &InventoryProgress,
+        reason: &str,
+    ) -> Outcome {
+        let context = Context {
+            inventory_incomplete: true,
+            guard_refs: if step.scope == Scope::Account {
+                self.pseudonyms.subject_refs(Scope::Account, target)
+            } else {
+                Vec::new()
+            },
+            ..Context::default()
+        };
+        let mut detail = progress.counts();
+        detail["complete"] = json!(false);
+        detail["reason"] = json!(format!(
+            "gave up counting after {} attempts: {reason}",
+            step.attempts
+        ));
+        Outcome::Done {
+            detail,
+            context: Some(self.seal_context(step, &context)),
+            guard: None,
         }
     }
 
@@ -159,6 +244,7 @@ impl Engine {
         step: &Claimed,
         target: &str,
         context: &Context,
+        progress: &mut InventoryProgress,
         calls: &mut Vec<CallRecord>,
     ) -> Result<Outcome, CallError> {
         let up = &self.upstream;
@@ -169,7 +255,7 @@ impl Engine {
         };
         Ok(match step.kind {
             StepKind::Inventory => {
-                let inv = up.inventory(step.scope, target, calls).await?;
+                let inv = up.inventory(step.scope, target, progress, calls).await?;
                 let p = &self.pseudonyms;
                 let guard_refs = if step.scope == Scope::Account && inv.present {
                     let mut refs = p.subject_refs(Scope::Account, target);
@@ -188,19 +274,18 @@ impl Engine {
                         .as_deref()
                         .map(|c| p.subject_ref(Scope::Connection, c)),
                     guard_refs,
+                    ..Context::default()
                 };
-                let sealed = (context.connection_id.is_some()).then(|| {
-                    self.sealer.seal(
-                        step.request_id,
-                        &serde_json::to_vec(&context).expect("context serialises"),
-                    )
-                });
+                // Written when it holds something, or to clear the progress kept so far.
+                let sealed = (context.connection_id.is_some() || step.context_sealed.is_some())
+                    .then(|| self.seal_context(step, &context));
                 Outcome::Done {
                     detail: json!({
                         "present": inv.present,
                         "connections": inv.connections,
                         "channels": inv.channels,
                         "accounts": inv.accounts,
+                        "complete": true,
                     }),
                     context: sealed,
                     guard: None,
@@ -229,6 +314,10 @@ impl Engine {
                 done(json!({"result": "absent"}))
             }
             StepKind::CascadeCheck => match context.connection_id.as_deref() {
+                None if context.inventory_incomplete => done(json!({
+                    "result": "skipped",
+                    "why": "the inventory was incomplete: the account's connection is not known",
+                })),
                 None => done(
                     json!({"result": "skipped", "why": "the account was absent before deletion"}),
                 ),
@@ -248,6 +337,14 @@ impl Engine {
             },
         })
     }
+}
+
+/// How long a 429 without a `Retry-After` makes a step wait.
+const THROTTLED_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The time `delay` from now.
+fn after(delay: std::time::Duration) -> chrono::DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()
 }
 
 fn outcome_label(o: &Outcome) -> AttemptOutcome {

@@ -138,7 +138,7 @@ impl Guard {
                 reason,
                 retry_after,
                 ..
-            } if c.attempts < policy.max_attempts => {
+            } if !policy.exhausted(c.attempts) => {
                 let delay = policy.delay(c.attempts, retry_after);
                 let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 restorations::retry_later(&self.db, c.id, &reason, at).await?;

@@ -109,8 +109,16 @@ pub enum Outcome {
         context: Option<Vec<u8>>,
         guard: Option<GuardArm>,
     },
-    /// A transient failure: try again at `at`.
-    RetryAt { error: String, at: DateTime<Utc> },
+    /// A transient failure: try again at `at`. `context`, when given, replaces the request's
+    /// sealed context (what a multi-call step learnt so far, for the next attempt to continue
+    /// from). `throttled`: the upstream asked to wait (429); the attempt is given back, so it
+    /// neither counts nor grows the step's backoff.
+    RetryAt {
+        error: String,
+        at: DateTime<Utc>,
+        context: Option<Vec<u8>>,
+        throttled: bool,
+    },
     /// A permanent failure: the request fails and needs a person.
     Fail { error: String },
 }
@@ -171,20 +179,24 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
         .filter(|j| held_ids.contains(&j.step.step_id))
         .collect();
 
-    // What a success changes besides its step: the sealed context, the resurrection guard.
+    // What an attempt changes besides its step: the sealed context (a success's, or a retry's
+    // progress), the resurrection guard (a success's).
     let (mut ctx_ids, mut ctxs) = (Vec::new(), Vec::new());
     let (mut guard_ids, mut guard_conns, mut guard_refs) = (Vec::new(), Vec::new(), Vec::new());
     for j in &held {
-        if let Outcome::Done { context, guard, .. } = &j.outcome {
-            if let Some(context) = context {
-                ctx_ids.push(j.step.request_id);
-                ctxs.push(context.as_slice());
-            }
-            if let Some(guard) = guard {
-                guard_ids.push(j.step.request_id);
-                guard_conns.push(guard.connection_ref.as_deref());
-                guard_refs.push(json!(guard.refs));
-            }
+        let (context, guard) = match &j.outcome {
+            Outcome::Done { context, guard, .. } => (context, guard.as_ref()),
+            Outcome::RetryAt { context, .. } => (context, None),
+            Outcome::Fail { .. } => continue,
+        };
+        if let Some(context) = context {
+            ctx_ids.push(j.step.request_id);
+            ctxs.push(context.as_slice());
+        }
+        if let Some(guard) = guard {
+            guard_ids.push(j.step.request_id);
+            guard_conns.push(guard.connection_ref.as_deref());
+            guard_refs.push(json!(guard.refs));
         }
     }
     if !ctx_ids.is_empty() {
@@ -309,9 +321,17 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
                     }
                 }
             }
-            Outcome::RetryAt { error, at } => {
+            Outcome::RetryAt {
+                error,
+                at,
+                throttled,
+                ..
+            } => {
                 step["error"] = json!(error);
                 step["retry_at"] = json!(at);
+                if *throttled {
+                    step["throttled"] = json!(true);
+                }
                 entries.push(entry("attempt_failed", step));
                 Finished::Recorded
             }
@@ -332,7 +352,8 @@ async fn fence(
     jobs: &[Attempt],
 ) -> sqlx::Result<std::collections::HashSet<i64>> {
     let n = jobs.len();
-    let (mut ids, mut tokens, mut states, mut errors, mut details, mut run_ats) = (
+    let (mut ids, mut tokens, mut states, mut errors, mut details, mut run_ats, mut given_back) = (
+        Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -341,10 +362,21 @@ async fn fence(
         Vec::with_capacity(n),
     );
     for j in jobs {
-        let (state, error, detail, run_at) = match &j.outcome {
-            Outcome::Done { detail, .. } => ("succeeded", None, Some(detail), None),
-            Outcome::RetryAt { error, at } => ("ready", Some(error.as_str()), None, Some(*at)),
-            Outcome::Fail { error } => ("failed", Some(error.as_str()), None, None),
+        let (state, error, detail, run_at, back) = match &j.outcome {
+            Outcome::Done { detail, .. } => ("succeeded", None, Some(detail), None, 0),
+            Outcome::RetryAt {
+                error,
+                at,
+                throttled,
+                ..
+            } => (
+                "ready",
+                Some(error.as_str()),
+                None,
+                Some(*at),
+                i32::from(*throttled),
+            ),
+            Outcome::Fail { error } => ("failed", Some(error.as_str()), None, None, 0),
         };
         ids.push(j.step.step_id);
         tokens.push(j.step.lease_token);
@@ -352,13 +384,16 @@ async fn fence(
         errors.push(error);
         details.push(detail);
         run_ats.push(run_at);
+        given_back.push(back);
     }
     let held: Vec<i64> = sqlx::query_scalar(
         "update steps s set state = u.state, last_error = u.error, \
              detail = coalesce(u.detail, s.detail), run_at = coalesce(u.run_at, s.run_at), \
+             attempts = s.attempts - u.given_back, \
              lease_token = null, lease_until = null, updated_at = now() \
-         from unnest($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[]) \
-             as u(id, token, state, error, detail, run_at) \
+         from unnest($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], \
+                     $7::int4[]) \
+             as u(id, token, state, error, detail, run_at, given_back) \
          where s.id = u.id and s.lease_token = u.token \
          returning s.id",
     )
@@ -368,6 +403,7 @@ async fn fence(
     .bind(&errors)
     .bind(&details)
     .bind(&run_ats)
+    .bind(&given_back)
     .fetch_all(&mut *conn)
     .await?;
     Ok(held.into_iter().collect())

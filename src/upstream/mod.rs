@@ -38,6 +38,43 @@ pub struct Inventory {
     pub bank_references: BankReferences,
 }
 
+/// What a user's or a connection's inventory has read so far. The engine keeps it, sealed (it
+/// holds upstream ids), with the request between attempts, so that an attempt that ends on a
+/// transient error is continued by the next one instead of started again.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InventoryProgress {
+    /// Whether the target answered; `None` until read.
+    #[serde(default)]
+    pub present: Option<bool>,
+    /// A connection target's channels (from its body).
+    #[serde(default)]
+    pub channels: Option<u64>,
+    /// A user target's connections (ids), once listed.
+    #[serde(default)]
+    pub connections: Option<Vec<String>>,
+    /// Accounts counted, by connection id (a user's connections, or the connection target).
+    #[serde(default)]
+    pub accounts: std::collections::BTreeMap<String, u64>,
+}
+
+impl InventoryProgress {
+    /// Whether anything was read.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// What was counted so far, for the audit log (counts only).
+    pub fn counts(&self) -> Value {
+        serde_json::json!({
+            "present": self.present,
+            "channels": self.channels,
+            "connections": self.connections.as_ref().map(Vec::len),
+            "connections_counted": self.accounts.len(),
+            "accounts_counted": self.accounts.values().sum::<u64>(),
+        })
+    }
+}
+
 /// An account's IBAN, number and reference, as `(kind, value)`. Its `Debug` shows no value.
 #[derive(Clone, Default)]
 pub struct BankReferences(pub Vec<(&'static str, String)>);
@@ -97,54 +134,72 @@ pub fn id_field(value: &Value, field: &str) -> Option<String> {
 
 impl Upstream {
     /// Counts what an erasure of the target will remove. Reads personal data in memory only.
+    /// A user's or connection's inventory takes several calls: what they read is kept in
+    /// `progress`, which a later call continues from (an account's is one call).
     pub async fn inventory(
         &self,
         scope: Scope,
         id: &str,
+        progress: &mut InventoryProgress,
         calls: &mut Vec<CallRecord>,
     ) -> Result<Inventory, CallError> {
-        let Some(target) = self.get(path_of(scope), id, calls).await? else {
+        if scope == Scope::Account {
+            let Some(target) = self.get(path_of(scope), id, calls).await? else {
+                return Ok(Inventory::default());
+            };
+            return Ok(Inventory {
+                present: true,
+                connection_id: id_field(&target, "connection_id"),
+                channel_id: id_field(&target, "last_channel_definition_id"),
+                bank_references: BankReferences::of(&target),
+                ..Default::default()
+            });
+        }
+        if progress.present.is_none() {
+            let target = self.get(path_of(scope), id, calls).await?;
+            progress.present = Some(target.is_some());
+            progress.channels = target
+                .filter(|_| scope == Scope::Connection)
+                .and_then(|t| t.get("channels").and_then(Value::as_array).map(Vec::len))
+                .map(|n| n as u64);
+        }
+        if progress.present == Some(false) {
             return Ok(Inventory::default());
-        };
-        let mut inv = Inventory {
-            present: true,
-            ..Default::default()
-        };
-        match scope {
-            Scope::User => {
-                let connections = self
+        }
+        let connections = match (scope, &progress.connections) {
+            (Scope::User, None) => {
+                let listed = self
                     .list("/connections?user_id={id}", "user_id", id, calls)
                     .await?;
-                inv.connections = Some(connections.len() as u64);
-                let mut accounts = 0;
-                for c in &connections {
-                    if let Some(cid) = id_field(c, "id") {
-                        accounts += self
-                            .list("/accounts?connection_id={id}", "connection_id", &cid, calls)
-                            .await?
-                            .len() as u64;
-                    }
-                }
-                inv.accounts = Some(accounts);
+                let ids: Vec<String> = listed.iter().filter_map(|c| id_field(c, "id")).collect();
+                progress.connections = Some(ids.clone());
+                ids
             }
-            Scope::Connection => {
-                inv.channels = target
-                    .get("channels")
-                    .and_then(Value::as_array)
-                    .map(|c| c.len() as u64);
-                inv.accounts = Some(
-                    self.list("/accounts?connection_id={id}", "connection_id", id, calls)
-                        .await?
-                        .len() as u64,
-                );
+            (Scope::User, Some(ids)) => ids.clone(),
+            _ => vec![id.to_string()],
+        };
+        for connection in &connections {
+            if progress.accounts.contains_key(connection) {
+                continue;
             }
-            Scope::Account => {
-                inv.connection_id = id_field(&target, "connection_id");
-                inv.channel_id = id_field(&target, "last_channel_definition_id");
-                inv.bank_references = BankReferences::of(&target);
-            }
+            let n = self
+                .list(
+                    "/accounts?connection_id={id}",
+                    "connection_id",
+                    connection,
+                    calls,
+                )
+                .await?
+                .len() as u64;
+            progress.accounts.insert(connection.clone(), n);
         }
-        Ok(inv)
+        Ok(Inventory {
+            present: true,
+            connections: (scope == Scope::User).then_some(connections.len() as u64),
+            channels: progress.channels,
+            accounts: Some(progress.accounts.values().sum()),
+            ..Default::default()
+        })
     }
 
     /// Deletes the target. `Ok(true)` when it was deleted now, `Ok(false)` when upstream answered

@@ -67,8 +67,9 @@ pub fn fast_engine() -> EngineSettings {
         retry: RetryPolicy {
             base: Duration::from_millis(50),
             cap: Duration::from_millis(500),
-            max_attempts: 20,
+            max_attempts: 0,
         },
+        inventory_attempts: 5,
         shutdown_grace: Duration::from_secs(5),
     }
 }
