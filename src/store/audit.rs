@@ -7,6 +7,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::requests::closed_states;
 use crate::audit::report::{Day, Figures};
 
 /// One entry about a request.
@@ -92,14 +93,16 @@ pub async fn report_figures(
         i64,
         i64,
         i64,
-    ) = sqlx::query_as(
+    ) = sqlx::query_as(concat!(
         "select count(*), count(*) filter (where state = 'completed'), \
                 count(*) filter (where state = 'failed'), count(*) filter (where state = 'on_hold'), \
                 count(*) filter (where state = 'cancelled'), \
-                count(*) filter (where state not in ('completed', 'cancelled') and due_at < now()), \
+                count(*) filter (where state not in ",
+        closed_states!(),
+        " and due_at < now()), \
                 count(*) filter (where state = 'completed' and completed_at > due_at) \
          from erasure_requests where received_at >= $1 and received_at < $2",
-    )
+    ))
     .bind(from)
     .bind(to)
     .fetch_one(db)

@@ -1,4 +1,9 @@
 //! Erasure requests: intake, reads, and the transitions people ask for.
+//!
+//! Takes and returns pseudonyms (`subject_ref`), never a target id in clear: the id arrives
+//! sealed (`target_sealed`) and is wiped when the request ends. Never deletes a request (the
+//! database refuses: migration 0011) and never changes a state but through `act` or the steps'
+//! outcomes (`store::steps`).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -64,14 +69,28 @@ pub struct Step {
     pub detail: Option<serde_json::Value>,
 }
 
-/// The states of an open request, as in the partial unique index
+/// `State::OPEN` as an SQL list, spelled as the predicate of the partial unique index
 /// `erasure_requests_one_open_per_subject` (a macro, so SQL literals take it with `concat!`).
+/// A literal, not a bound array: `on conflict` infers that index from its predicate when the
+/// statement is prepared, and a query reads a partial index only when the planner can prove its
+/// condition implies the predicate, which it cannot from a parameter in a generic plan. A test
+/// below holds this list, `State::OPEN` and the migration alike.
 macro_rules! open_states {
     () => {
         "('pending_approval', 'queued', 'in_progress', 'failed', 'on_hold')"
     };
 }
 pub(crate) use open_states;
+
+/// The states not in `State::OPEN` as an SQL list, for `state not in`: spelled as the predicate
+/// of the partial index `erasure_requests_due_open` (open requests by due date), so that the
+/// queries of open requests by due date read it (a literal for the same reason as `open_states`).
+macro_rules! closed_states {
+    () => {
+        "('completed', 'cancelled')"
+    };
+}
+pub(crate) use closed_states;
 
 /// The requests of one target in every state, `$1` being its pseudonyms: a CTE named
 /// `of_target`, read by the hash index on `subject_ref` before the rest of the query applies
@@ -563,14 +582,19 @@ pub struct ListFilter {
 /// A page of requests, newest first.
 pub async fn list(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<ErasureRequest>> {
     let sql = format!(
-        "select {COLUMNS} from erasure_requests where \
-         ($1::text is null or state = $1) and ($2::text is null or scope = $2) \
-         and ($3::timestamptz is null or received_at >= $3) and ($4::timestamptz is null or received_at < $4) \
-         and ($5::timestamptz is null or due_at >= $5) and ($6::timestamptz is null or due_at < $6) \
-         and (not $7 or state not in ('completed', 'cancelled')) \
-         and ($8::uuid is null or batch_id = $8) \
-         and ($9::timestamptz is null or (received_at, id) < ($9, $10::uuid)) \
-         order by received_at desc, id desc limit $11"
+        concat!(
+            "select {COLUMNS} from erasure_requests where \
+             ($1::text is null or state = $1) and ($2::text is null or scope = $2) \
+             and ($3::timestamptz is null or received_at >= $3) and ($4::timestamptz is null or received_at < $4) \
+             and ($5::timestamptz is null or due_at >= $5) and ($6::timestamptz is null or due_at < $6) \
+             and (not $7 or state not in ",
+            closed_states!(),
+            ") \
+             and ($8::uuid is null or batch_id = $8) \
+             and ($9::timestamptz is null or (received_at, id) < ($9, $10::uuid)) \
+             order by received_at desc, id desc limit $11"
+        ),
+        COLUMNS = COLUMNS
     );
     let mut page = sqlx::query_as::<_, ErasureRequest>(sqlx::AssertSqlSafe(sql))
         .bind(f.state.map(State::as_str))
@@ -774,4 +798,41 @@ async fn resume_steps(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> sqlx::Res
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// States as an SQL list: `('a', 'b')`.
+    fn sql_list(states: impl IntoIterator<Item = State>) -> String {
+        let quoted: Vec<String> = states
+            .into_iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        format!("({})", quoted.join(", "))
+    }
+
+    #[test]
+    fn the_sql_lists_of_states_are_state_open() {
+        assert_eq!(open_states!(), sql_list(State::OPEN));
+        let closed = State::ALL.into_iter().filter(|s| !State::OPEN.contains(s));
+        assert_eq!(closed_states!(), sql_list(closed));
+    }
+
+    /// The partial indexes' predicates say what the queries say, so the queries can read them.
+    #[test]
+    fn the_partial_indexes_list_the_same_states() {
+        let init = include_str!("../../migrations/0001_init.sql");
+        assert!(init.contains(concat!(
+            "erasure_requests_one_open_per_subject on erasure_requests (subject_ref)\n    where state in ",
+            open_states!(),
+            ";"
+        )));
+        assert!(init.contains(concat!(
+            "erasure_requests_due_open on erasure_requests (due_at)\n    where state not in ",
+            closed_states!(),
+            ";"
+        )));
+    }
 }
