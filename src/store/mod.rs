@@ -10,6 +10,7 @@ pub mod audit;
 pub mod copy;
 pub mod group;
 pub mod guard;
+pub mod idempotency;
 pub mod intake;
 pub mod keys;
 pub mod ready;

@@ -92,6 +92,15 @@ macro_rules! closed_states {
 }
 pub(crate) use closed_states;
 
+/// The unique index that keeps one open request per target.
+const ONE_OPEN_PER_SUBJECT: &str = "erasure_requests_one_open_per_subject";
+
+/// Whether an insert failed because another submission of the same target committed an open
+/// request at the same moment (the unique index refused the loser).
+pub fn lost_race(e: &sqlx::Error) -> bool {
+    super::violates(e, ONE_OPEN_PER_SUBJECT)
+}
+
 /// The requests of one target in every state, `$1` being its pseudonyms: a CTE named
 /// `of_target`, read by the hash index on `subject_ref` before the rest of the query applies
 /// (a macro, so SQL literals take it with `concat!`). A query that orders or filters by another
@@ -323,10 +332,7 @@ impl Rows<'_> {
                     tx.commit().await?;
                     return Ok(fresh.iter().map(|i| i.id).collect());
                 }
-                Err(e)
-                    if copy < COPIES
-                        && super::violates(&e, "erasure_requests_one_open_per_subject") =>
-                {
+                Err(e) if copy < COPIES && lost_race(&e) => {
                     tx.rollback().await?;
                     let refs: Vec<&str> = firsts.iter().map(|i| i.subject_ref.as_str()).collect();
                     open = open_requests(conn, &refs).await?;
@@ -500,6 +506,22 @@ pub async fn get(db: &Db, id: Uuid) -> sqlx::Result<Option<ErasureRequest>> {
     let stored = steps_of(&mut conn, &[id]).await?;
     request.steps = with_planned_steps(&request, stored);
     Ok(Some(request))
+}
+
+/// Who submitted a request, and its scope: what the approval policy decides by.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Origin {
+    pub requested_by: Uuid,
+    pub scope: Scope,
+}
+
+/// The key that submitted a request, and the request's scope; `None` when there is no such
+/// request.
+pub async fn origin(db: &Db, id: Uuid) -> sqlx::Result<Option<Origin>> {
+    sqlx::query_as("select requested_by, scope from erasure_requests where id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
 }
 
 /// A request's steps: those stored, then those of its scope's plan not yet reached (`waiting`,
