@@ -166,6 +166,16 @@ pub async fn ping(db: &Db) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// Lists flattened for `unnest($1::text[], $2::int4[])`: every value, each with the position of
+/// its list. One query then answers for every list.
+fn numbered<L: AsRef<[String]>>(lists: &[L]) -> (Vec<&str>, Vec<i32>) {
+    lists
+        .iter()
+        .enumerate()
+        .flat_map(|(n, list)| list.as_ref().iter().map(move |v| (v.as_str(), n as i32)))
+        .unzip()
+}
+
 /// Whether the error says the database is out of reach (the API answers 503: try again), not
 /// that it refused or failed the statement.
 pub fn unreachable(e: &Error) -> bool {

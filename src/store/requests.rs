@@ -483,6 +483,37 @@ async fn open_requests(
     Ok(open.into_iter().collect())
 }
 
+/// For each target, given its pseudonyms under older key versions, its open request recorded
+/// under one of them (the first received), if any: the unique index on open requests sees the
+/// pseudonyms of one version only. One query for all the targets; none when no target has an
+/// older pseudonym (before any key rotation).
+pub async fn open_of_each_target(
+    db: &Db,
+    older_refs: &[Vec<String>],
+) -> sqlx::Result<Vec<Option<Uuid>>> {
+    let mut found = vec![None; older_refs.len()];
+    let (refs, positions) = super::numbered(older_refs);
+    if refs.is_empty() {
+        return Ok(found);
+    }
+    let rows: Vec<(i32, Uuid)> = sqlx::query_as(concat!(
+        "select distinct on (t.n) t.n, r.id \
+         from unnest($1::text[], $2::int4[]) as t(subject_ref, n) \
+         join erasure_requests r on r.subject_ref = t.subject_ref \
+         where r.state in ",
+        open_states!(),
+        " order by t.n, r.received_at",
+    ))
+    .bind(&refs)
+    .bind(&positions)
+    .fetch_all(db)
+    .await?;
+    for (n, id) in rows {
+        found[n as usize] = Some(id);
+    }
+    Ok(found)
+}
+
 /// A time as sqlx sends it to PostgreSQL: whole microseconds since 2000-01-01, truncated.
 fn as_stored(t: DateTime<Utc>) -> DateTime<Utc> {
     let epoch =
@@ -522,6 +553,30 @@ pub async fn origin(db: &Db, id: Uuid) -> sqlx::Result<Option<Origin>> {
         .bind(id)
         .fetch_optional(db)
         .await
+}
+
+/// A request of one target, as a look-up by target shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TargetRequest {
+    pub id: Uuid,
+    pub state: State,
+    pub received_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// `erased` or `already_erased` once completed.
+    pub outcome: Option<String>,
+}
+
+/// The requests of one target, `refs` being its pseudonyms (under every key version), newest
+/// first, at most 100.
+pub async fn by_target(db: &Db, refs: &[String]) -> sqlx::Result<Vec<TargetRequest>> {
+    sqlx::query_as(concat!(
+        of_target!(),
+        "select id, state, received_at, completed_at, outcome from of_target \
+         order by received_at desc limit 100",
+    ))
+    .bind(refs)
+    .fetch_all(db)
+    .await
 }
 
 /// A request's steps: those stored, then those of its scope's plan not yet reached (`waiting`,
