@@ -62,6 +62,24 @@ pub async fn append_all(conn: &mut PgConnection, entries: Vec<Entry<'_>>) -> sql
     Ok(())
 }
 
+/// One entry as the status page lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Event {
+    pub at: DateTime<Utc>,
+    pub event: String,
+    pub actor: String,
+}
+
+/// The entries of a request, oldest first, at most 500.
+pub async fn events_of(db: &super::Db, request_id: Uuid) -> sqlx::Result<Vec<Event>> {
+    sqlx::query_as(
+        "select at, event, actor from audit_entries where request_id = $1 order by id limit 500",
+    )
+    .bind(request_id)
+    .fetch_all(db)
+    .await
+}
+
 /// A sequenced entry: its place in the Merkle tree and its canonical JSON.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Leaf {

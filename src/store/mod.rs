@@ -16,6 +16,7 @@ pub mod keys;
 pub mod ready;
 pub mod requests;
 pub mod restorations;
+pub mod status;
 pub mod steps;
 
 use std::str::FromStr;
