@@ -1,5 +1,7 @@
 //! `/v1/audit/*` and receipts: the tamper-evident log, its checkpoints and proofs, exports.
 
+use std::ops::Range;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use base64::Engine;
@@ -17,6 +19,8 @@ use crate::audit::log;
 use crate::audit::receipt::{self as receipts, NoReceipt};
 use crate::audit::report::{self as page, Report};
 use crate::domain::Role;
+use crate::store;
+use crate::store::audit::{HashedLeaf, Leaf};
 
 const AUDITORS: &[Role] = &[Role::Auditor];
 
@@ -142,21 +146,13 @@ pub async fn entries(
         return Err(ApiError::field("limit", "must be between 1 and 1000"));
     }
     let after = q.after.map_or(-1, |a| a.min(i64::MAX as u64) as i64);
-    let rows: Vec<(i64, String)> = sqlx::query_as(
-        "select leaf_index, leaf from audit_leaves where leaf_index > $1 \
-         and ($2::uuid is null or request_id = $2) order by leaf_index limit $3",
-    )
-    .bind(after)
-    .bind(q.request_id)
-    .bind(limit as i64)
-    .fetch_all(&state.db)
-    .await?;
-    let next_after = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|r| r.0))
+    let leaves = store::audit::leaves_after(&state.db, after, q.request_id, limit as i64).await?;
+    let next_after = (leaves.len() == limit as usize)
+        .then(|| leaves.last().map(|l| l.leaf_index))
         .flatten();
-    let entries: Vec<Value> = rows
+    let entries: Vec<Value> = leaves
         .into_iter()
-        .map(|(i, leaf)| json!({"leaf_index": i, "entry": serde_json::from_str::<Value>(&leaf).unwrap_or(Value::Null)}))
+        .map(|l| json!({"leaf_index": l.leaf_index, "entry": serde_json::from_str::<Value>(&l.leaf).unwrap_or(Value::Null)}))
         .collect();
     Ok(HttpResponse::Ok().json(json!({"entries": entries, "next_after": next_after})))
 }
@@ -240,15 +236,8 @@ pub async fn export(
     }
     let cp = state.audit.sync(true).await?;
     let size = cp.as_ref().map_or(0, |c| c.size);
-    let (start, end): (i64, i64) = sqlx::query_as(
-        "select coalesce(min(leaf_index), 0), coalesce(max(leaf_index) + 1, 0) from audit_leaves \
-         where leaf_index < $1 and ($2::timestamptz is null or at >= $2) and ($3::timestamptz is null or at < $3)",
-    )
-    .bind(size as i64)
-    .bind(q.from)
-    .bind(q.to)
-    .fetch_one(&state.db)
-    .await?;
+    let Range { start, end } =
+        store::audit::leaf_range(&state.db, size as i64, q.from, q.to).await?;
     let head = if csv {
         "leaf_index,at,request_id,subject_ref,actor,event,data,leaf_sha256\n".to_string()
     } else {
@@ -274,16 +263,7 @@ pub async fn export(
             if next >= end {
                 return None;
             }
-            let rows: Result<Vec<(i64, String, Vec<u8>)>, _> = sqlx::query_as(
-                "select leaf_index, leaf, leaf_hash from audit_leaves where leaf_index >= $1 and leaf_index < $2 \
-                 order by leaf_index limit $3",
-            )
-            .bind(next)
-            .bind(end)
-            .bind(EXPORT_CHUNK)
-            .fetch_all(&db)
-            .await;
-            let rows = match rows {
+            let rows = match store::audit::leaves_in(&db, next..end, EXPORT_CHUNK).await {
                 Ok(rows) if !rows.is_empty() => rows,
                 Ok(_) => return None,
                 Err(e) => {
@@ -294,13 +274,17 @@ pub async fn export(
                     ));
                 }
             };
-            let last = rows.last().map_or(next, |r| r.0) + 1;
+            let last = rows.last().map_or(next, |r| r.leaf.leaf_index) + 1;
             let mut chunk = String::new();
-            for (index, leaf, hash) in rows {
+            for HashedLeaf {
+                leaf: Leaf { leaf_index, leaf },
+                leaf_hash,
+            } in rows
+            {
                 if csv {
-                    chunk.push_str(&csv_line(index, &leaf, &hash));
+                    chunk.push_str(&csv_line(leaf_index, &leaf, &leaf_hash));
                 } else {
-                    chunk.push_str(&json!({"leaf_index": index, "leaf": leaf}).to_string());
+                    chunk.push_str(&json!({"leaf_index": leaf_index, "leaf": leaf}).to_string());
                     chunk.push('\n');
                 }
             }
@@ -387,7 +371,7 @@ pub async fn report(
             "must be at most 366 days after `from`",
         ));
     }
-    let figures = crate::store::audit::report_figures(&state.db, from, to).await?;
+    let figures = store::audit::report_figures(&state.db, from, to).await?;
     let sealed = if to >= now {
         state.audit.sync(true).await?
     } else {

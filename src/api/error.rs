@@ -7,6 +7,8 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::store;
+
 /// The error body of every 4xx and 5xx.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -168,8 +170,8 @@ impl ResponseError for ApiError {
                 details: None,
             },
             ApiError::Internal(e) => {
-                // Errors from sqlx or the engine never carry request bodies, but keep the detail
-                // in the log only.
+                // Errors from the store or the engine never carry request bodies, but keep the
+                // detail in the log only.
                 tracing::error!(error = %e, "request failed");
                 let unavailable = status == StatusCode::SERVICE_UNAVAILABLE;
                 ErrorBody {
@@ -203,15 +205,8 @@ impl ResponseError for ApiError {
 }
 
 fn is_unavailable(e: &anyhow::Error) -> bool {
-    match e.downcast_ref::<sqlx::Error>() {
-        Some(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => true,
-        // The server closed the connection: shutting down or restarting, or an operator's
-        // `pg_terminate_backend` (class 57P), or a connection exception (class 08).
-        Some(sqlx::Error::Database(d)) => d
-            .code()
-            .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
-        _ => false,
-    }
+    e.downcast_ref::<store::Error>()
+        .is_some_and(store::unreachable)
 }
 
 /// Documents, on every operation, the errors any request can meet before its handler decides:

@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, get, web};
 use serde_json::json;
 
 use super::AppState;
+use crate::store;
 
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
@@ -17,10 +18,7 @@ pub async fn healthz() -> HttpResponse {
     (status = 200, description = "Ready"), (status = 503, description = "The database does not answer")))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match sqlx::query_scalar::<_, i32>("select 1")
-        .fetch_one(&state.db)
-        .await
-    {
+    match store::ping(&state.db).await {
         Ok(_) => HttpResponse::Ok().json(json!({"status": "ready"})),
         Err(_) => HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", "5"))

@@ -20,9 +20,9 @@ use crate::domain::validate::{self, TargetId};
 use crate::domain::{Action, LegalBasis, Role, Scope, State};
 use crate::store::intake::Submission;
 use crate::store::requests::{
-    self, ActionInput, ErasureRequest, Inserted, ListFilter, NewRequest, Refusal,
+    self, ActionInput, ErasureRequest, Inserted, ListFilter, NewRequest, Origin, Refusal,
 };
-use crate::store::{audit, violates};
+use crate::store::{self, audit, idempotency};
 
 /// A new erasure request. `target_id` is the upstream id; it is never returned.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -107,16 +107,14 @@ async fn refuse_own_decision(
     if !matches!(action, Action::Hold | Action::Release | Action::Extend) {
         return Ok(());
     }
-    let row: Option<(Uuid, String)> =
-        sqlx::query_as("select requested_by, scope from erasure_requests where id = $1")
-            .bind(id)
-            .fetch_optional(&state.db)
-            .await?;
-    let Some((requested_by, scope)) = row else {
+    let Some(Origin {
+        requested_by,
+        scope,
+    }) = requests::origin(&state.db, id).await?
+    else {
         return Ok(()); // the store answers 404
     };
-    let decides = Scope::parse(&scope).is_some_and(|s| second_person_decides(state.approval, s));
-    if decides && requested_by == key_id {
+    if second_person_decides(state.approval, scope) && requested_by == key_id {
         return Err(ApiError::client(
             StatusCode::FORBIDDEN,
             "approver_is_requester",
@@ -205,42 +203,31 @@ pub async fn create(
         return Ok(reply);
     };
     let mut tx = state.db.begin().await?;
-    let fresh = sqlx::query(
-        "insert into idempotency_keys (api_key_id, key, body_digest, status, response) \
-         values ($1, $2, $3, 0, '{}') on conflict do nothing",
-    )
-    .bind(principal.key_id)
-    .bind(&key)
-    .bind(&digest)
-    .execute(&mut *tx)
-    .await?;
-    if fresh.rows_affected() == 0 {
-        let (stored_digest, status, response): (Vec<u8>, i16, serde_json::Value) = sqlx::query_as(
-            "select body_digest, status, response from idempotency_keys where api_key_id = $1 and key = $2",
-        )
-        .bind(principal.key_id)
-        .bind(&key)
-        .fetch_one(&mut *tx)
-        .await?;
-        if !state.pseudonyms.digests(&bytes).contains(&stored_digest) {
+    if let Some(first) = idempotency::take(&mut tx, principal.key_id, &key, &digest).await? {
+        if !state
+            .pseudonyms
+            .digests(&bytes)
+            .contains(&first.body_digest)
+        {
             return Err(ApiError::client(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
                 "this Idempotency-Key was used with a different body",
             ));
         }
-        let location = response
+        let location = first
+            .response
             .get("id")
             .and_then(|v| v.as_str())
             .map(|id| format!("/v1/erasure-requests/{id}"));
         let mut reply = HttpResponse::build(
-            StatusCode::from_u16(status as u16).unwrap_or(StatusCode::ACCEPTED),
+            StatusCode::from_u16(first.status as u16).unwrap_or(StatusCode::ACCEPTED),
         );
         if let Some(location) = location {
             reply.insert_header(("Location", location));
         }
         reply.insert_header(("Idempotent-Replayed", "true"));
-        return Ok(reply.json(response));
+        return Ok(reply.json(first.response));
     }
     if let Some(existing) = old_duplicate {
         return Err(duplicate(existing));
@@ -256,12 +243,8 @@ pub async fn create(
     .await
     .map_err(duplicate_race)?;
     if let [Inserted::Created(created)] = &inserted[..] {
-        sqlx::query("update idempotency_keys set status = 202, response = $3 where api_key_id = $1 and key = $2")
-            .bind(principal.key_id)
-            .bind(&key)
-            .bind(serde_json::to_value(created).map_err(anyhow::Error::from)?)
-            .execute(&mut *tx)
-            .await?;
+        let response = serde_json::to_value(created).map_err(anyhow::Error::from)?;
+        idempotency::accepted(&mut tx, principal.key_id, &key, &response).await?;
     }
     let reply = accepted(inserted)?;
     tx.commit().await?;
@@ -283,8 +266,8 @@ fn accepted(inserted: Vec<Inserted>) -> Result<HttpResponse, ApiError> {
 }
 
 /// Two submissions of one target at the same moment: the loser hits the unique index.
-fn duplicate_race(e: sqlx::Error) -> ApiError {
-    if violates(&e, "erasure_requests_one_open_per_subject") {
+fn duplicate_race(e: store::Error) -> ApiError {
+    if requests::lost_race(&e) {
         ApiError::conflict(
             "duplicate_request",
             "an open erasure request for this target was just created",

@@ -14,7 +14,10 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use crate::audit::report::{self, esc};
+use crate::domain::State;
 use crate::store;
+use crate::store::audit::Event;
+use crate::store::status::{DueRequest, ReasonCount, Reverification, RunningBatch};
 
 const COOKIE: &str = "erasure_key";
 
@@ -112,18 +115,17 @@ pub async fn logout() -> HttpResponse {
     response
 }
 
-type Listed = (Uuid, String, String, DateTime<Utc>, DateTime<Utc>);
-
-fn request_rows(rows: &[Listed], now: DateTime<Utc>) -> String {
+fn request_rows(rows: &[DueRequest], now: DateTime<Utc>) -> String {
     if rows.is_empty() {
         return "<p class=\"muted\">None.</p>".into();
     }
     let mut html = String::from(
         "<table><tr><th>request</th><th>scope</th><th>state</th><th>received</th><th>due</th></tr>",
     );
-    for (id, scope, state, received, due) in rows {
-        let days = (*due - now).num_days();
-        let due_text = if *due < now {
+    for r in rows {
+        let (id, due) = (r.id, r.due_at);
+        let days = (due - now).num_days();
+        let due_text = if due < now {
             format!(
                 "<span class=\"late\">{} ({} days late)</span>",
                 due.format("%Y-%m-%d"),
@@ -135,9 +137,9 @@ fn request_rows(rows: &[Listed], now: DateTime<Utc>) -> String {
         let _ = write!(
             html,
             "<tr><td><a href=\"/requests/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{due_text}</td></tr>",
-            esc(scope),
-            esc(state),
-            received.format("%Y-%m-%d %H:%M")
+            r.scope.as_str(),
+            r.state.as_str(),
+            r.received_at.format("%Y-%m-%d %H:%M")
         );
     }
     html.push_str("</table>");
@@ -159,84 +161,55 @@ pub async fn status(
         "<h1>erasure status</h1><form class=\"inline\" method=\"post\" action=\"/logout\"><button>Sign out</button></form>",
     );
 
-    let counts: Vec<(String, i64)> =
-        sqlx::query_as("select state, count(*) from erasure_requests group by state")
-            .fetch_all(db)
-            .await?;
-    let count = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+    let figures = store::status::read(db).await?;
     body.push_str("<h2>Requests by state</h2><div class=\"cards\">");
     for s in [
-        "pending_approval",
-        "queued",
-        "in_progress",
-        "on_hold",
-        "failed",
-        "completed",
-        "cancelled",
+        State::PendingApproval,
+        State::Queued,
+        State::InProgress,
+        State::OnHold,
+        State::Failed,
+        State::Completed,
+        State::Cancelled,
     ] {
+        let name = s.as_str();
         let _ = write!(
             body,
-            "<div class=\"card\" id=\"count-{s}\"><b>{}</b>{}</div>",
-            count(s),
-            s.replace('_', " ")
+            "<div class=\"card\" id=\"count-{name}\"><b>{}</b>{}</div>",
+            figures.count(s),
+            name.replace('_', " ")
         );
     }
     body.push_str("</div>");
 
-    let open = "state not in ('completed', 'cancelled')";
-    let overdue: Vec<Listed> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select id, scope, state, received_at, due_at from erasure_requests \
-         where {open} and due_at < now() order by due_at limit 100"
-    )))
-    .fetch_all(db)
-    .await?;
     let _ = write!(
         body,
         "<h2 id=\"overdue\">Overdue ({})</h2>{}",
-        overdue.len(),
-        request_rows(&overdue, now)
+        figures.overdue.len(),
+        request_rows(&figures.overdue, now)
     );
-    let soon: Vec<Listed> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select id, scope, state, received_at, due_at from erasure_requests \
-         where {open} and due_at >= now() and due_at < now() + interval '7 days' \
-         order by due_at limit 100"
-    )))
-    .fetch_all(db)
-    .await?;
     let _ = write!(
         body,
         "<h2 id=\"due-soon\">Due within 7 days ({})</h2>{}",
-        soon.len(),
-        request_rows(&soon, now)
+        figures.due_soon.len(),
+        request_rows(&figures.due_soon, now)
     );
 
-    let failures: Vec<(String, i64)> = sqlx::query_as(
-        "select coalesce(failure_reason, 'no reason recorded'), count(*) from erasure_requests \
-         where state = 'failed' group by 1 order by 2 desc limit 20",
-    )
-    .fetch_all(db)
-    .await?;
-    let retrying: Vec<(String, i64)> = sqlx::query_as(
-        "select last_error, count(*) from steps where state = 'ready' and last_error is not null \
-         group by 1 order by 2 desc limit 20",
-    )
-    .fetch_all(db)
-    .await?;
     body.push_str("<h2 id=\"failures\">Failures by reason</h2>");
-    if failures.is_empty() && retrying.is_empty() {
+    if figures.failures.is_empty() && figures.retrying.is_empty() {
         body.push_str("<p class=\"muted\">None.</p>");
     } else {
         body.push_str(
             "<table><tr><th>reason</th><th>failed requests</th><th>steps retrying</th></tr>",
         );
-        for (reason, n) in &failures {
+        for ReasonCount { reason, count: n } in &figures.failures {
             let _ = write!(
                 body,
                 "<tr><td>{}</td><td>{n}</td><td></td></tr>",
                 esc(reason)
             );
         }
-        for (reason, n) in &retrying {
+        for ReasonCount { reason, count: n } in &figures.retrying {
             let _ = write!(
                 body,
                 "<tr><td>{}</td><td></td><td>{n}</td></tr>",
@@ -255,45 +228,37 @@ pub async fn status(
     body.push_str("<h2>Daily intake and completions</h2>");
     body.push_str(&report::chart(&days));
 
-    let batches: Vec<(Uuid, i64, i64, DateTime<Utc>)> = sqlx::query_as(
-        "select batch_id, count(*), count(*) filter (where state in ('completed', 'failed', 'cancelled')), \
-             min(received_at) \
-         from erasure_requests where batch_id in \
-             (select distinct batch_id from erasure_requests where batch_id is not null \
-              and state not in ('completed', 'failed', 'cancelled')) \
-         group by batch_id order by 4 desc limit 20",
-    )
-    .fetch_all(db)
-    .await?;
     body.push_str("<h2 id=\"batches\">Running batches</h2>");
-    if batches.is_empty() {
+    if figures.batches.is_empty() {
         body.push_str("<p class=\"muted\">None.</p>");
     }
-    for (batch, total, done, received) in batches {
+    for RunningBatch {
+        batch_id,
+        total,
+        done,
+        received_at,
+    } in figures.batches
+    {
         let pct = done as f64 * 100.0 / total.max(1) as f64;
         let _ = write!(
             body,
-            "<p>batch {batch} (received {}): {done} of {total} done \
+            "<p>batch {batch_id} (received {}): {done} of {total} done \
              <span class=\"bar\" style=\"display:inline-block\"><span style=\"width:{pct:.1}%\"></span></span></p>",
-            received.format("%Y-%m-%d %H:%M")
+            received_at.format("%Y-%m-%d %H:%M")
         );
     }
 
-    let resurrections: i64 = sqlx::query_scalar("select count(*) from resurrections")
-        .fetch_one(db)
-        .await?;
-    let last_check: Option<(String, DateTime<Utc>)> = sqlx::query_as(
-        "select state, finished_at from reverifications where finished_at is not null \
-         order by id desc limit 1",
-    )
-    .fetch_optional(db)
-    .await?;
     let _ = write!(
         body,
-        "<h2>Erasures that stay erased</h2><p>Resurrections detected and erased again: {resurrections}. \
+        "<h2>Erasures that stay erased</h2><p>Resurrections detected and erased again: {}. \
          Last re-verification: {}.</p>",
-        match last_check {
-            Some((state, at)) => format!("{} at {}", esc(&state), at.format("%Y-%m-%d %H:%M UTC")),
+        figures.resurrections,
+        match figures.last_reverification {
+            Some(Reverification { state, finished_at }) => format!(
+                "{} at {}",
+                esc(&state),
+                finished_at.format("%Y-%m-%d %H:%M UTC")
+            ),
             None => "not yet run".into(),
         }
     );
@@ -320,7 +285,7 @@ pub async fn request(
             .content_type("text/html; charset=utf-8")
             .body("not found"));
     };
-    let Some(r) = crate::store::requests::get(&state.db, id).await? else {
+    let Some(r) = store::requests::get(&state.db, id).await? else {
         return Ok(HttpResponse::NotFound()
             .content_type("text/html; charset=utf-8")
             .body("not found"));
@@ -358,13 +323,7 @@ pub async fn request(
     body.push_str(
         "</table><h2>Audit events</h2><table><tr><th>time</th><th>event</th><th>actor</th></tr>",
     );
-    let events: Vec<(DateTime<Utc>, String, String)> = sqlx::query_as(
-        "select at, event, actor from audit_entries where request_id = $1 order by id limit 500",
-    )
-    .bind(id)
-    .fetch_all(&state.db)
-    .await?;
-    for (at, event, actor) in events {
+    for Event { at, event, actor } in store::audit::events_of(&state.db, id).await? {
         let _ = write!(
             body,
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",

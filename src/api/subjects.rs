@@ -13,7 +13,7 @@ use super::error::{ApiError, ErrorBody};
 use super::input;
 use crate::domain::validate::TargetId;
 use crate::domain::{Scope, State};
-use crate::store::requests::{of_target, open_states};
+use crate::store::requests;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -67,34 +67,18 @@ pub async fn lookup(
         TargetId::parse(&body.target_id).map_err(|why| ApiError::field("target_id", why))?;
     // Every key version: what was recorded before a rotation is found too.
     let refs = state.pseudonyms.subject_refs(body.scope, target.as_str());
-    type Row = (
-        Uuid,
-        State,
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-        Option<String>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(concat!(
-        of_target!(),
-        "select id, state, received_at, completed_at, outcome from of_target \
-         order by received_at desc limit 100",
-    ))
-    .bind(&refs)
-    .fetch_all(&state.db)
-    .await?;
-    let requests: Vec<LookupRequest> = rows
+    let requests: Vec<LookupRequest> = requests::by_target(&state.db, &refs)
+        .await?
         .into_iter()
-        .map(
-            |(id, state, received_at, completed_at, outcome)| LookupRequest {
-                id,
-                state,
-                received_at,
-                completed_at,
-                outcome,
-                receipt: (state == State::Completed)
-                    .then(|| format!("/v1/erasure-requests/{id}/receipt")),
-            },
-        )
+        .map(|r| LookupRequest {
+            id: r.id,
+            state: r.state,
+            received_at: r.received_at,
+            completed_at: r.completed_at,
+            outcome: r.outcome,
+            receipt: (r.state == State::Completed)
+                .then(|| format!("/v1/erasure-requests/{}/receipt", r.id)),
+        })
         .collect();
     let erased_at = requests
         .iter()
@@ -116,35 +100,12 @@ pub async fn open_under_old_keys(
     state: &AppState,
     targets: &[(Scope, &str)],
 ) -> Result<Vec<Option<Uuid>>, ApiError> {
-    let mut found = vec![None; targets.len()];
-    // Each older pseudonym with the position of its target.
-    let (mut refs, mut positions): (Vec<String>, Vec<i32>) = (Vec::new(), Vec::new());
-    for (n, (scope, target_id)) in targets.iter().enumerate() {
-        let Ok(target) = TargetId::parse(target_id) else {
-            continue;
-        };
-        for old in state.pseudonyms.older_subject_refs(*scope, target.as_str()) {
-            refs.push(old);
-            positions.push(n as i32);
-        }
-    }
-    if refs.is_empty() {
-        return Ok(found);
-    }
-    let rows: Vec<(i32, Uuid)> = sqlx::query_as(concat!(
-        "select distinct on (t.n) t.n, r.id \
-         from unnest($1::text[], $2::int4[]) as t(subject_ref, n) \
-         join erasure_requests r on r.subject_ref = t.subject_ref \
-         where r.state in ",
-        open_states!(),
-        " order by t.n, r.received_at",
-    ))
-    .bind(&refs)
-    .bind(&positions)
-    .fetch_all(&state.db)
-    .await?;
-    for (n, id) in rows {
-        found[n as usize] = Some(id);
-    }
-    Ok(found)
+    let older_refs: Vec<Vec<String>> = targets
+        .iter()
+        .map(|(scope, target_id)| match TargetId::parse(target_id) {
+            Ok(target) => state.pseudonyms.older_subject_refs(*scope, target.as_str()),
+            Err(_) => Vec::new(),
+        })
+        .collect();
+    Ok(requests::open_of_each_target(&state.db, &older_refs).await?)
 }

@@ -77,18 +77,31 @@ impl State {
         }
     }
 
+    /// Every state.
+    pub const ALL: [State; 7] = [
+        State::PendingApproval,
+        State::Queued,
+        State::InProgress,
+        State::Completed,
+        State::Failed,
+        State::Cancelled,
+        State::OnHold,
+    ];
+
+    /// The states of an open request: one that may still erase, and of which a target has at
+    /// most one (a new request for the same target is a duplicate). The others (completed,
+    /// cancelled) are closed. The one list: the store's SQL spells it as the predicates of its
+    /// partial indexes do, and a test holds the two alike (`store::requests`).
+    pub const OPEN: [State; 5] = [
+        State::PendingApproval,
+        State::Queued,
+        State::InProgress,
+        State::Failed,
+        State::OnHold,
+    ];
+
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            State::PendingApproval,
-            State::Queued,
-            State::InProgress,
-            State::Completed,
-            State::Failed,
-            State::Cancelled,
-            State::OnHold,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
 

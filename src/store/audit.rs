@@ -1,12 +1,19 @@
-//! Appending to the audit log. Always inside the transaction of the change it records.
+//! The audit log's tables: appending entries (always inside the transaction of the change they
+//! record), reading entries and sequenced leaves back, and the figures of the compliance report.
+//!
+//! Takes pseudonyms, key ids and counts, never personal data in clear: what is written here is
+//! kept for good. Never updates or deletes an entry or a leaf (the database refuses: the log is
+//! append-only and tamper-evident); leaves are written by `audit::log` alone.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::requests::closed_states;
 use crate::audit::report::{Day, Figures};
 
 /// One entry about a request.
@@ -55,6 +62,95 @@ pub async fn append_all(conn: &mut PgConnection, entries: Vec<Entry<'_>>) -> sql
     Ok(())
 }
 
+/// One entry as the status page lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Event {
+    pub at: DateTime<Utc>,
+    pub event: String,
+    pub actor: String,
+}
+
+/// The entries of a request, oldest first, at most 500.
+pub async fn events_of(db: &super::Db, request_id: Uuid) -> sqlx::Result<Vec<Event>> {
+    sqlx::query_as(
+        "select at, event, actor from audit_entries where request_id = $1 order by id limit 500",
+    )
+    .bind(request_id)
+    .fetch_all(db)
+    .await
+}
+
+/// A sequenced entry: its place in the Merkle tree and its canonical JSON.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Leaf {
+    pub leaf_index: i64,
+    pub leaf: String,
+}
+
+/// A leaf with its hash, as exports carry it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HashedLeaf {
+    #[sqlx(flatten)]
+    pub leaf: Leaf,
+    pub leaf_hash: Vec<u8>,
+}
+
+/// Up to `limit` leaves with an index above `after`, oldest first; only those of `request_id`
+/// when given.
+pub async fn leaves_after(
+    db: &super::Db,
+    after: i64,
+    request_id: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<Leaf>> {
+    sqlx::query_as(
+        "select leaf_index, leaf from audit_leaves where leaf_index > $1 \
+         and ($2::uuid is null or request_id = $2) order by leaf_index limit $3",
+    )
+    .bind(after)
+    .bind(request_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The contiguous run of leaf indexes, within the first `size`, from the first to the last entry
+/// made in `[from, to)` (either end open when `None`); empty at 0 when there is none.
+pub async fn leaf_range(
+    db: &super::Db,
+    size: i64,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> sqlx::Result<Range<i64>> {
+    let (start, end): (i64, i64) = sqlx::query_as(
+        "select coalesce(min(leaf_index), 0), coalesce(max(leaf_index) + 1, 0) from audit_leaves \
+         where leaf_index < $1 and ($2::timestamptz is null or at >= $2) and ($3::timestamptz is null or at < $3)",
+    )
+    .bind(size)
+    .bind(from)
+    .bind(to)
+    .fetch_one(db)
+    .await?;
+    Ok(start..end)
+}
+
+/// Up to `limit` leaves of `range`, in order, with their hashes.
+pub async fn leaves_in(
+    db: &super::Db,
+    range: Range<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<HashedLeaf>> {
+    sqlx::query_as(
+        "select leaf_index, leaf, leaf_hash from audit_leaves where leaf_index >= $1 and leaf_index < $2 \
+         order by leaf_index limit $3",
+    )
+    .bind(range.start)
+    .bind(range.end)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
 /// The actor name of an API key in the audit log.
 pub fn key_actor(key_id: Uuid) -> String {
     format!("key:{key_id}")
@@ -92,14 +188,16 @@ pub async fn report_figures(
         i64,
         i64,
         i64,
-    ) = sqlx::query_as(
+    ) = sqlx::query_as(concat!(
         "select count(*), count(*) filter (where state = 'completed'), \
                 count(*) filter (where state = 'failed'), count(*) filter (where state = 'on_hold'), \
                 count(*) filter (where state = 'cancelled'), \
-                count(*) filter (where state not in ('completed', 'cancelled') and due_at < now()), \
+                count(*) filter (where state not in ",
+        closed_states!(),
+        " and due_at < now()), \
                 count(*) filter (where state = 'completed' and completed_at > due_at) \
          from erasure_requests where received_at >= $1 and received_at < $2",
-    )
+    ))
     .bind(from)
     .bind(to)
     .fetch_one(db)

@@ -1,5 +1,8 @@
 //! The resurrection guard's tables: the pseudonyms of erased accounts, the event cursor, and
 //! each resurrection seen.
+//!
+//! Takes pseudonyms only, never an upstream id in clear (the guard pseudonymises listings in
+//! memory). Never deletes a guard: a restoration lifts it, with an audit entry.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -67,11 +70,7 @@ pub async fn matching(
     conn: &mut PgConnection,
     lists: &[&[String]],
 ) -> sqlx::Result<Vec<Vec<Guarded>>> {
-    let (refs, owners): (Vec<&str>, Vec<i32>) = lists
-        .iter()
-        .enumerate()
-        .flat_map(|(n, refs)| refs.iter().map(move |r| (r.as_str(), n as i32)))
-        .unzip();
+    let (refs, owners) = super::numbered(lists);
     let rows: Vec<(i32, Guarded)> = sqlx::query_as::<_, MatchRow>(
         "select distinct on (l.n, e.armed_at, e.id) l.n, e.id, e.request_id, e.root_request_id, \
              e.connection_ref, e.refs, e.armed_at \

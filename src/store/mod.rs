@@ -1,15 +1,23 @@
-//! PostgreSQL through sqlx: connection, migrations, and one module per table family.
+//! PostgreSQL through sqlx: connection, migrations, and one module per table family. Handlers
+//! call named functions here rather than hold SQL (DESIGN.md, invariant 7), so that a schema
+//! change touches this folder.
+//!
+//! Never takes or stores personal data in clear: targets arrive as pseudonyms or sealed, and
+//! nothing here logs the values it reads or writes. Never answers HTTP or calls the aggregator:
+//! the API and the engine call these functions.
 
 pub mod audit;
 pub mod copy;
 pub mod group;
 pub mod guard;
+pub mod idempotency;
 pub mod intake;
 pub mod keys;
 pub mod metrics;
 pub mod ready;
 pub mod requests;
 pub mod restorations;
+pub mod status;
 pub mod steps;
 pub mod tree;
 
@@ -21,6 +29,9 @@ use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 pub type Db = PgPool;
+
+/// What a store function fails with.
+pub type Error = sqlx::Error;
 
 /// The channel workers LISTEN on; sent when a step becomes ready.
 pub const READY_CHANNEL: &str = "erasure_steps_ready";
@@ -148,6 +159,38 @@ pub async fn db_now(db: &Db) -> sqlx::Result<chrono::DateTime<chrono::Utc>> {
     sqlx::query_scalar("select clock_timestamp()")
         .fetch_one(db)
         .await
+}
+
+/// Whether the database answers (readiness).
+pub async fn ping(db: &Db) -> sqlx::Result<()> {
+    sqlx::query_scalar::<_, i32>("select 1")
+        .fetch_one(db)
+        .await?;
+    Ok(())
+}
+
+/// Lists flattened for `unnest($1::text[], $2::int4[])`: every value, each with the position of
+/// its list. One query then answers for every list.
+fn numbered<L: AsRef<[String]>>(lists: &[L]) -> (Vec<&str>, Vec<i32>) {
+    lists
+        .iter()
+        .enumerate()
+        .flat_map(|(n, list)| list.as_ref().iter().map(move |v| (v.as_str(), n as i32)))
+        .unzip()
+}
+
+/// Whether the error says the database is out of reach (the API answers 503: try again), not
+/// that it refused or failed the statement.
+pub fn unreachable(e: &Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+        // The server closed the connection: shutting down or restarting, or an operator's
+        // `pg_terminate_backend` (class 57P), or a connection exception (class 08).
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        _ => false,
+    }
 }
 
 /// True when the error is a violation of the named constraint.

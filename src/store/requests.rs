@@ -1,4 +1,9 @@
 //! Erasure requests: intake, reads, and the transitions people ask for.
+//!
+//! Takes and returns pseudonyms (`subject_ref`), never a target id in clear: the id arrives
+//! sealed (`target_sealed`) and is wiped when the request ends. Never deletes a request (the
+//! database refuses: migration 0011) and never changes a state but through `act` or the steps'
+//! outcomes (`store::steps`).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -64,14 +69,37 @@ pub struct Step {
     pub detail: Option<serde_json::Value>,
 }
 
-/// The states of an open request, as in the partial unique index
+/// `State::OPEN` as an SQL list, spelled as the predicate of the partial unique index
 /// `erasure_requests_one_open_per_subject` (a macro, so SQL literals take it with `concat!`).
+/// A literal, not a bound array: `on conflict` infers that index from its predicate when the
+/// statement is prepared, and a query reads a partial index only when the planner can prove its
+/// condition implies the predicate, which it cannot from a parameter in a generic plan. A test
+/// below holds this list, `State::OPEN` and the migration alike.
 macro_rules! open_states {
     () => {
         "('pending_approval', 'queued', 'in_progress', 'failed', 'on_hold')"
     };
 }
 pub(crate) use open_states;
+
+/// The states not in `State::OPEN` as an SQL list, for `state not in`: spelled as the predicate
+/// of the partial index `erasure_requests_due_open` (open requests by due date), so that the
+/// queries of open requests by due date read it (a literal for the same reason as `open_states`).
+macro_rules! closed_states {
+    () => {
+        "('completed', 'cancelled')"
+    };
+}
+pub(crate) use closed_states;
+
+/// The unique index that keeps one open request per target.
+const ONE_OPEN_PER_SUBJECT: &str = "erasure_requests_one_open_per_subject";
+
+/// Whether an insert failed because another submission of the same target committed an open
+/// request at the same moment (the unique index refused the loser).
+pub fn lost_race(e: &sqlx::Error) -> bool {
+    super::violates(e, ONE_OPEN_PER_SUBJECT)
+}
 
 /// The requests of one target in every state, `$1` being its pseudonyms: a CTE named
 /// `of_target`, read by the hash index on `subject_ref` before the rest of the query applies
@@ -304,10 +332,7 @@ impl Rows<'_> {
                     tx.commit().await?;
                     return Ok(fresh.iter().map(|i| i.id).collect());
                 }
-                Err(e)
-                    if copy < COPIES
-                        && super::violates(&e, "erasure_requests_one_open_per_subject") =>
-                {
+                Err(e) if copy < COPIES && lost_race(&e) => {
                     tx.rollback().await?;
                     let refs: Vec<&str> = firsts.iter().map(|i| i.subject_ref.as_str()).collect();
                     open = open_requests(conn, &refs).await?;
@@ -458,6 +483,37 @@ async fn open_requests(
     Ok(open.into_iter().collect())
 }
 
+/// For each target, given its pseudonyms under older key versions, its open request recorded
+/// under one of them (the first received), if any: the unique index on open requests sees the
+/// pseudonyms of one version only. One query for all the targets; none when no target has an
+/// older pseudonym (before any key rotation).
+pub async fn open_of_each_target(
+    db: &Db,
+    older_refs: &[Vec<String>],
+) -> sqlx::Result<Vec<Option<Uuid>>> {
+    let mut found = vec![None; older_refs.len()];
+    let (refs, positions) = super::numbered(older_refs);
+    if refs.is_empty() {
+        return Ok(found);
+    }
+    let rows: Vec<(i32, Uuid)> = sqlx::query_as(concat!(
+        "select distinct on (t.n) t.n, r.id \
+         from unnest($1::text[], $2::int4[]) as t(subject_ref, n) \
+         join erasure_requests r on r.subject_ref = t.subject_ref \
+         where r.state in ",
+        open_states!(),
+        " order by t.n, r.received_at",
+    ))
+    .bind(&refs)
+    .bind(&positions)
+    .fetch_all(db)
+    .await?;
+    for (n, id) in rows {
+        found[n as usize] = Some(id);
+    }
+    Ok(found)
+}
+
 /// A time as sqlx sends it to PostgreSQL: whole microseconds since 2000-01-01, truncated.
 fn as_stored(t: DateTime<Utc>) -> DateTime<Utc> {
     let epoch =
@@ -481,6 +537,46 @@ pub async fn get(db: &Db, id: Uuid) -> sqlx::Result<Option<ErasureRequest>> {
     let stored = steps_of(&mut conn, &[id]).await?;
     request.steps = with_planned_steps(&request, stored);
     Ok(Some(request))
+}
+
+/// Who submitted a request, and its scope: what the approval policy decides by.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Origin {
+    pub requested_by: Uuid,
+    pub scope: Scope,
+}
+
+/// The key that submitted a request, and the request's scope; `None` when there is no such
+/// request.
+pub async fn origin(db: &Db, id: Uuid) -> sqlx::Result<Option<Origin>> {
+    sqlx::query_as("select requested_by, scope from erasure_requests where id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// A request of one target, as a look-up by target shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TargetRequest {
+    pub id: Uuid,
+    pub state: State,
+    pub received_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// `erased` or `already_erased` once completed.
+    pub outcome: Option<String>,
+}
+
+/// The requests of one target, `refs` being its pseudonyms (under every key version), newest
+/// first, at most 100.
+pub async fn by_target(db: &Db, refs: &[String]) -> sqlx::Result<Vec<TargetRequest>> {
+    sqlx::query_as(concat!(
+        of_target!(),
+        "select id, state, received_at, completed_at, outcome from of_target \
+         order by received_at desc limit 100",
+    ))
+    .bind(refs)
+    .fetch_all(db)
+    .await
 }
 
 /// A request's steps: those stored, then those of its scope's plan not yet reached (`waiting`,
@@ -563,14 +659,19 @@ pub struct ListFilter {
 /// A page of requests, newest first.
 pub async fn list(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<ErasureRequest>> {
     let sql = format!(
-        "select {COLUMNS} from erasure_requests where \
-         ($1::text is null or state = $1) and ($2::text is null or scope = $2) \
-         and ($3::timestamptz is null or received_at >= $3) and ($4::timestamptz is null or received_at < $4) \
-         and ($5::timestamptz is null or due_at >= $5) and ($6::timestamptz is null or due_at < $6) \
-         and (not $7 or state not in ('completed', 'cancelled')) \
-         and ($8::uuid is null or batch_id = $8) \
-         and ($9::timestamptz is null or (received_at, id) < ($9, $10::uuid)) \
-         order by received_at desc, id desc limit $11"
+        concat!(
+            "select {COLUMNS} from erasure_requests where \
+             ($1::text is null or state = $1) and ($2::text is null or scope = $2) \
+             and ($3::timestamptz is null or received_at >= $3) and ($4::timestamptz is null or received_at < $4) \
+             and ($5::timestamptz is null or due_at >= $5) and ($6::timestamptz is null or due_at < $6) \
+             and (not $7 or state not in ",
+            closed_states!(),
+            ") \
+             and ($8::uuid is null or batch_id = $8) \
+             and ($9::timestamptz is null or (received_at, id) < ($9, $10::uuid)) \
+             order by received_at desc, id desc limit $11"
+        ),
+        COLUMNS = COLUMNS
     );
     let mut page = sqlx::query_as::<_, ErasureRequest>(sqlx::AssertSqlSafe(sql))
         .bind(f.state.map(State::as_str))
@@ -774,4 +875,41 @@ async fn resume_steps(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> sqlx::Res
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// States as an SQL list: `('a', 'b')`.
+    fn sql_list(states: impl IntoIterator<Item = State>) -> String {
+        let quoted: Vec<String> = states
+            .into_iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        format!("({})", quoted.join(", "))
+    }
+
+    #[test]
+    fn the_sql_lists_of_states_are_state_open() {
+        assert_eq!(open_states!(), sql_list(State::OPEN));
+        let closed = State::ALL.into_iter().filter(|s| !State::OPEN.contains(s));
+        assert_eq!(closed_states!(), sql_list(closed));
+    }
+
+    /// The partial indexes' predicates say what the queries say, so the queries can read them.
+    #[test]
+    fn the_partial_indexes_list_the_same_states() {
+        let init = include_str!("../../migrations/0001_init.sql");
+        assert!(init.contains(concat!(
+            "erasure_requests_one_open_per_subject on erasure_requests (subject_ref)\n    where state in ",
+            open_states!(),
+            ";"
+        )));
+        assert!(init.contains(concat!(
+            "erasure_requests_due_open on erasure_requests (due_at)\n    where state not in ",
+            closed_states!(),
+            ";"
+        )));
+    }
 }

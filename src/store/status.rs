@@ -1,0 +1,164 @@
+//! The figures of the status page (`api::status`): counts and short lists over requests, steps,
+//! resurrections and re-verifications, read together for people watching the service.
+//!
+//! Read only: never writes. Never returns personal data: request ids, states, times, counts and
+//! the reasons the engine recorded (which name no target).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::Db;
+use super::requests::closed_states;
+use crate::domain::{Scope, State};
+
+/// What the status page shows, as of one reading.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Requests in each state (a state with none is absent).
+    pub by_state: HashMap<State, i64>,
+    /// Open requests past their due date, the most overdue first (at most 100).
+    pub overdue: Vec<DueRequest>,
+    /// Open requests due within 7 days, the soonest first (at most 100).
+    pub due_soon: Vec<DueRequest>,
+    /// Failed requests by reason, the commonest first (at most 20).
+    pub failures: Vec<ReasonCount>,
+    /// Steps waiting to retry, by their last error, the commonest first (at most 20).
+    pub retrying: Vec<ReasonCount>,
+    /// Batches with requests still open, the newest first (at most 20).
+    pub batches: Vec<RunningBatch>,
+    /// Resurrections detected (and erased again).
+    pub resurrections: i64,
+    /// The last re-verification that finished.
+    pub last_reverification: Option<Reverification>,
+}
+
+impl Status {
+    /// How many requests are in `state`.
+    pub fn count(&self, state: State) -> i64 {
+        self.by_state.get(&state).copied().unwrap_or(0)
+    }
+}
+
+/// An open request with its due date.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DueRequest {
+    pub id: Uuid,
+    pub scope: Scope,
+    pub state: State,
+    pub received_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+}
+
+/// How many share one reason.
+#[derive(Debug, Clone)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub count: i64,
+}
+
+impl From<(String, i64)> for ReasonCount {
+    fn from((reason, count): (String, i64)) -> Self {
+        Self { reason, count }
+    }
+}
+
+/// A batch with requests still open.
+#[derive(Debug, Clone)]
+pub struct RunningBatch {
+    pub batch_id: Uuid,
+    pub total: i64,
+    /// Its requests completed, failed or cancelled.
+    pub done: i64,
+    /// When its first request was received.
+    pub received_at: DateTime<Utc>,
+}
+
+/// A finished re-verification.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Reverification {
+    /// `passed`, `failed` or `error`.
+    pub state: String,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// The open requests whose due date meets `$when` (SQL on `due_at`), the soonest due first, at
+/// most 100: read by the partial index of open requests by due date.
+macro_rules! open_due {
+    ($when:literal) => {
+        concat!(
+            "select id, scope, state, received_at, due_at from erasure_requests \
+             where state not in ",
+            closed_states!(),
+            " and ",
+            $when,
+            " order by due_at limit 100"
+        )
+    };
+}
+
+/// Reads the figures of the status page.
+pub async fn read(db: &Db) -> sqlx::Result<Status> {
+    let by_state: Vec<(State, i64)> =
+        sqlx::query_as("select state, count(*) from erasure_requests group by state")
+            .fetch_all(db)
+            .await?;
+    let overdue = sqlx::query_as(open_due!("due_at < now()"))
+        .fetch_all(db)
+        .await?;
+    let due_soon = sqlx::query_as(open_due!(
+        "due_at >= now() and due_at < now() + interval '7 days'"
+    ))
+    .fetch_all(db)
+    .await?;
+    let failures: Vec<(String, i64)> = sqlx::query_as(
+        "select coalesce(failure_reason, 'no reason recorded'), count(*) from erasure_requests \
+         where state = 'failed' group by 1 order by 2 desc limit 20",
+    )
+    .fetch_all(db)
+    .await?;
+    let retrying: Vec<(String, i64)> = sqlx::query_as(
+        "select last_error, count(*) from steps where state = 'ready' and last_error is not null \
+         group by 1 order by 2 desc limit 20",
+    )
+    .fetch_all(db)
+    .await?;
+    let batches: Vec<(Uuid, i64, i64, DateTime<Utc>)> = sqlx::query_as(
+        "select batch_id, count(*), count(*) filter (where state in ('completed', 'failed', 'cancelled')), \
+             min(received_at) \
+         from erasure_requests where batch_id in \
+             (select distinct batch_id from erasure_requests where batch_id is not null \
+              and state not in ('completed', 'failed', 'cancelled')) \
+         group by batch_id order by 4 desc limit 20",
+    )
+    .fetch_all(db)
+    .await?;
+    let resurrections = sqlx::query_scalar("select count(*) from resurrections")
+        .fetch_one(db)
+        .await?;
+    let last_reverification = sqlx::query_as(
+        "select state, finished_at from reverifications where finished_at is not null \
+         order by id desc limit 1",
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(Status {
+        by_state: by_state.into_iter().collect(),
+        overdue,
+        due_soon,
+        failures: failures.into_iter().map(ReasonCount::from).collect(),
+        retrying: retrying.into_iter().map(ReasonCount::from).collect(),
+        batches: batches
+            .into_iter()
+            .map(|(batch_id, total, done, received_at)| RunningBatch {
+                batch_id,
+                total,
+                done,
+                received_at,
+            })
+            .collect(),
+        resurrections,
+        last_reverification,
+    })
+}
