@@ -4,42 +4,10 @@
 
 use std::fmt::Write;
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::log::StoredCheckpoint;
-
-/// One day of the chart.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Day {
-    pub date: NaiveDate,
-    pub received: i64,
-    pub completed: i64,
-    /// Median time to completion of the requests completed that day, in seconds.
-    pub median_secs: Option<f64>,
-}
-
-/// The figures of a period `[from, to)`.
-#[derive(Debug, Clone, Default)]
-pub struct Figures {
-    /// Of the requests received in the period: how many, and where they stand now.
-    pub received: i64,
-    pub completed: i64,
-    pub failed: i64,
-    pub on_hold: i64,
-    pub cancelled: i64,
-    /// Still open (any state but completed and cancelled) past their due date.
-    pub overdue_open: i64,
-    /// Completed, but after their due date.
-    pub completed_late: i64,
-    /// Of the requests completed in the period: how many, how many by their due date, and the
-    /// time from receipt to completion in seconds.
-    pub completed_in_period: i64,
-    pub within_deadline: i64,
-    pub median_secs: Option<f64>,
-    pub p95_secs: Option<f64>,
-    pub worst_secs: Option<f64>,
-    pub days: Vec<Day>,
-}
+use crate::store::audit::{Day, Figures};
 
 /// Everything the page shows.
 pub struct Report {
@@ -329,6 +297,7 @@ pub fn chart(days: &[Day]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveDate;
 
     fn report() -> Report {
         let day = |d: u32, received, completed, median_secs| Day {

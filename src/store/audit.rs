@@ -14,7 +14,6 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::requests::closed_states;
-use crate::audit::report::{Day, Figures};
 
 /// One entry about a request.
 pub struct Entry<'a> {
@@ -171,6 +170,39 @@ macro_rules! completed_in {
     () => {
         "from erasure_requests where state = 'completed' and completed_at >= $1 and completed_at < $2"
     };
+}
+
+/// One day of the chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Day {
+    pub date: NaiveDate,
+    pub received: i64,
+    pub completed: i64,
+    /// Median time to completion of the requests completed that day, in seconds.
+    pub median_secs: Option<f64>,
+}
+
+/// The figures of a period `[from, to)`, for the compliance report (`audit::report`).
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    /// Of the requests received in the period: how many, and where they stand now.
+    pub received: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub on_hold: i64,
+    pub cancelled: i64,
+    /// Still open (any state but completed and cancelled) past their due date.
+    pub overdue_open: i64,
+    /// Completed, but after their due date.
+    pub completed_late: i64,
+    /// Of the requests completed in the period: how many, how many by their due date, and the
+    /// time from receipt to completion in seconds.
+    pub completed_in_period: i64,
+    pub within_deadline: i64,
+    pub median_secs: Option<f64>,
+    pub p95_secs: Option<f64>,
+    pub worst_secs: Option<f64>,
+    pub days: Vec<Day>,
 }
 
 /// The figures of the compliance report for `[from, to)` (see `audit::report`): counts and
