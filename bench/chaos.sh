@@ -12,6 +12,10 @@
 #                              # then PGPORT=5433 PG_CLUSTER=chaos).
 #   bench/chaos.sh faults      # upstream: 30% 5xx, 10% 429 + Retry-After, 5% hanging past the time-out
 #   bench/chaos.sh outage      # upstream down for DOWN_SECS (120) seconds, then back
+#   bench/chaos.sh long-outage # upstream down (503 on every route) for LONG_DOWN_SECS (300) with
+#                              # the default retry policy (no attempt count) and backoff capped at
+#                              # 1 s: longer than any attempt count would allow; nothing may fail,
+#                              # and everything completes after it without anyone acting
 #   bench/chaos.sh sigterm     # SIGTERM of every worker with a full queue, then a restart
 #   bench/chaos.sh upgrade     # OLD_BIN (a build of the previous release) migrates and serves;
 #                              # mid-run ERASURE_BIN's `migrate` runs while the old processes
@@ -22,7 +26,7 @@
 #   bench/chaos.sh all         # each of the above in turn (fresh database and simulator each)
 #
 # Settings: N (10000), WORKERS (2), MAX_RPS per worker (200), CONCURRENCY per worker (16),
-# KILLS (20), DOWN_SECS (120), SETTLE_SECS (1800: give up waiting after this), ERASURE_BIN,
+# KILLS (20), DOWN_SECS (120), LONG_DOWN_SECS (300), SETTLE_SECS (1800: give up waiting after this), ERASURE_BIN,
 # PGPORT and PG_CLUSTER (main), OLD_BIN (upgrade only).
 # Exit status 0 only when every check of every scenario run holds.
 source "$(dirname "$0")/lib.sh"
@@ -34,6 +38,7 @@ MAX_RPS=${MAX_RPS:-200}
 CONCURRENCY=${CONCURRENCY:-16}
 KILLS=${KILLS:-20}
 DOWN_SECS=${DOWN_SECS:-120}
+LONG_DOWN_SECS=${LONG_DOWN_SECS:-300}
 SETTLE_SECS=${SETTLE_SECS:-1800}
 PG_CLUSTER=${PG_CLUSTER:-main}
 TIMEOUT_SECS=2
@@ -89,6 +94,8 @@ run_scenario() {
     export ERASURE_LEASE_SECS=5 ERASURE_POLL_MS=200 ERASURE_RETRY_BASE_SECS=0.2 ERASURE_RETRY_CAP_SECS=10
     export ERASURE_MAX_ATTEMPTS=100 ERASURE_CHECKPOINT_SECS=2 ERASURE_SHUTDOWN_GRACE_SECS=5
     export ERASURE_EVENTS_POLL_MS=1000 ERASURE_REVERIFY_EVERY_HOURS=0
+    # long-outage: the default policy (no attempt count), backoff compressed to 1 s at most.
+    [[ $scenario == long-outage ]] && export ERASURE_MAX_ATTEMPTS=0 ERASURE_RETRY_CAP_SECS=1
     fresh_db 0
     start_sim --journal-capacity 2000000
     seed_accounts "$N" "$BENCH_OUT/accounts"
@@ -149,6 +156,21 @@ run_scenario() {
         sleep "$DOWN_SECS"
         curl -fsS -X PUT "$SIM_URL/_sim/faults" -H 'content-type: application/json' -d '{}' >/dev/null
         log "upstream back"
+        ;;
+    long-outage)
+        curl -fsS -X PUT "$SIM_URL/_sim/faults" -H 'content-type: application/json' \
+            -d '{"error_rate": 1.0, "error_statuses": [503]}' >/dev/null
+        start_workers
+        log "upstream down for ${LONG_DOWN_SECS}s"
+        local t_down failed_during=0
+        t_down=$(now)
+        while (($(calc "int($(now) - $t_down)") < LONG_DOWN_SECS)); do
+            failed_during=$(q "select count(*) from erasure_requests where state = 'failed'")
+            [[ $failed_during != 0 ]] && log "$failed_during requests failed during the outage"
+            sleep 5
+        done
+        curl -fsS -X PUT "$SIM_URL/_sim/faults" -H 'content-type: application/json' -d '{}' >/dev/null
+        log "upstream back; most attempts of a step: $(q "select max(attempts) from steps")"
         ;;
     sigterm)
         start_workers
