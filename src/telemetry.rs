@@ -1,5 +1,8 @@
 //! Logs through `tracing`: human-readable by default, JSON with `--log-format json`; `RUST_LOG`
 //! chooses what is shown (default `info`).
+//!
+//! Nothing logged may carry personal data or a secret (a test searches `RUST_LOG=trace` logs for
+//! planted canaries).
 
 use tracing_subscriber::EnvFilter;
 

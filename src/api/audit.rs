@@ -1,4 +1,7 @@
 //! `/v1/audit/*` and receipts: the tamper-evident log, its checkpoints and proofs, exports.
+//!
+//! Handlers only: the log's SQL is `store::audit`/`store::tree`'s, its proofs `audit::log`'s. Never
+//! serves an entry to a role other than auditor or admin.
 
 use std::ops::Range;
 

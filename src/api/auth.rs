@@ -1,4 +1,6 @@
 //! Bearer API keys and roles.
+//!
+//! Never logs or returns a key: only its prefix names it.
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;

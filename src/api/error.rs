@@ -1,4 +1,7 @@
 //! One error type for the whole API, rendered as `{error, message, fields?}`.
+//!
+//! A body never carries personal data, a secret or an internal error's text: a 500 says only that
+//! something failed (the cause goes to the log, without identifiers).
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,6 @@
 //! Liveness and readiness.
+//!
+//! Never reaches the aggregator: readiness is the database's (`store::ping`).
 
 use actix_web::{HttpResponse, get, web};
 use serde_json::json;

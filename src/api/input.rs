@@ -1,5 +1,7 @@
 //! Reading what clients send: bounded bodies, JSON and query strings parsed with the path of
 //! whatever field was refused.
+//!
+//! Never echoes a value it refuses (it could be personal data): messages name the field and why.
 
 use actix_web::HttpRequest;
 use actix_web::http::StatusCode;

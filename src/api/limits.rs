@@ -1,5 +1,7 @@
 //! Limits that keep one client from taking the service: request head size, body time-out,
 //! connections per client IP and a request rate per API key (token bucket).
+//!
+//! Never keys a limit by anything but the API key's id or the client address.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -1,5 +1,7 @@
 //! `POST /v1/restorations`, `GET /v1/restorations/{id}`: restoring a connection's deleted accounts
 //! on purpose (a LIST_ACCOUNTS synchronisation), which lifts the resurrection guard for them.
+//!
+//! It never calls the aggregator itself: the guard's `restore::check` does.
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use serde::Deserialize;

@@ -1,5 +1,7 @@
 //! `POST /v1/subjects/lookup`: was this target erased? The identifier is hashed into its
 //! pseudonym in memory; it is neither stored nor logged.
+//!
+//! Never puts the identifier in a URL, a log line or an answer.
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use chrono::{DateTime, Utc};

@@ -10,6 +10,8 @@
 //!   `<key name>+<key id, 8 hex digits>+<base64(0x01 || 32-byte public key)>`.
 //!
 //! Such notes can be checked by other tools of that ecosystem (Go's `golang.org/x/mod/sumdb/note`).
+//!
+//! It never signs anything but a checkpoint body of this form.
 
 use std::fmt;
 

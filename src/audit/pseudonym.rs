@@ -3,6 +3,8 @@
 //! Keys rotate: new pseudonyms use the current key and its version; the older keys (with their
 //! versions) stay so that look-ups find what was recorded under them (`subject_refs`,
 //! `account_refs`, `digests`).
+//!
+//! Never stores, logs or returns the identifier it is given; only the pseudonym leaves.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

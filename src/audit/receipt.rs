@@ -1,5 +1,7 @@
 //! Receipts: the proof that one request was erased, checkable offline with the public key
 //! (see `verify.rs` for the format).
+//!
+//! Never holds more than pseudonyms and the audit log's own entries: no identifier.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

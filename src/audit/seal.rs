@@ -1,6 +1,8 @@
 //! Identifiers of an open request are kept sealed: AES-256-GCM with `ERASURE_DATA_KEY`, a random
 //! 96-bit nonce per seal, and the request id as associated data (a sealed value cannot be moved to
 //! another request). Stored as nonce || ciphertext.
+//!
+//! Never logs the plaintext or the key; a value that does not open is an error, never a guess.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};

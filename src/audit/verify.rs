@@ -51,6 +51,8 @@
 //! export is exactly leaves `a..b` of the signed log. Line numbers in messages count from 1 (the
 //! header is line 1). Verification streams: memory does not grow with the export
 //! ([`verify_export_reader`]).
+//!
+//! It needs only the public key: never the database, never a secret.
 
 use std::fmt;
 use std::io::BufRead;

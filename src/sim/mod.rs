@@ -9,6 +9,8 @@
 //!   journal, statistics, token revocation and the bank side (close/reopen/add accounts).
 //!
 //! Run it with `erasure sim`, or in-process with [`Sim::start`] (port 0) in tests.
+//!
+//! It depends on no part of the service (it stands in for the aggregator) and holds fake data only.
 
 use std::net::SocketAddr;
 use std::time::Duration;

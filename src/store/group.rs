@@ -7,6 +7,8 @@
 //! without a transaction, by API key checks (`store::keys`): one query answers every request
 //! waiting for its key. The intake writers and key checks keep their connections from one group
 //! to the next (`Group::start_connected`); the step outcomes take theirs from the shared pool.
+//!
+//! Never answers a job before its group committed.
 
 use std::future::Future;
 use std::sync::Arc;

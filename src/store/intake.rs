@@ -2,6 +2,8 @@
 //! Idempotency-Key) are inserted in groups (`store::group`): under load one statement and one
 //! commit carry many requests, where one commit per request queued every intake on the WAL's lock
 //! (BENCHMARKS.md).
+//!
+//! Never answers a request before its group committed.
 
 use std::sync::Arc;
 

@@ -1,5 +1,7 @@
 //! API keys: shown once, stored as a SHA-256 digest (keys are 192 random bits, so a fast digest
 //! cannot be brute-forced), found by a short prefix that names them in logs without revealing them.
+//!
+//! Never stores or logs a key in clear; never deletes a key (they are revoked).
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
