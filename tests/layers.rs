@@ -107,7 +107,11 @@ fn parts_import_only_the_parts_below_them() {
         }
     }
     assert!(checked > 50, "the check found imports ({checked})");
-    assert!(wrong.is_empty(), "imports against the layers:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports against the layers:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]

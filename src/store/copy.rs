@@ -5,7 +5,6 @@
 //! BEFORE INSERT triggers, and their copies give every column whose default is volatile (such as
 //! `clock_timestamp()`): either would make PostgreSQL insert the rows one at a time.
 
-
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
