@@ -1,5 +1,6 @@
 //! The resurrection guard's tables: the pseudonyms of erased accounts, the event cursor, and
-//! each resurrection seen.
+//! each resurrection seen. It never calls the upstream and never holds a raw id: accounts are
+//! known here by their pseudonyms only.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -187,6 +188,18 @@ pub async fn record_resurrection(
         },
     )
     .await
+}
+
+/// Counts one more resurrection on an erasure request (a target re-verification found again).
+pub async fn count_resurrection(conn: &mut PgConnection, request_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "update erasure_requests set resurrections = resurrections + 1, updated_at = now() \
+         where id = $1",
+    )
+    .bind(request_id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Lifts guards for accounts a deliberate restoration brought back. Returns how many.

@@ -1,4 +1,6 @@
-//! PostgreSQL through sqlx: connection, migrations, and one module per table family.
+//! PostgreSQL through sqlx: connection, migrations, and one module per table family. SQL lives
+//! here (invariant 7): the other parts call these functions. The store never calls the upstream
+//! and never decides policy (when to retry, what to erase); it reads and writes what it is told.
 
 pub mod audit;
 pub mod copy;
@@ -9,6 +11,7 @@ pub mod keys;
 pub mod ready;
 pub mod requests;
 pub mod restorations;
+pub mod reverify;
 pub mod steps;
 
 use std::str::FromStr;
