@@ -1,5 +1,6 @@
 //! Workers: claim ready steps, run them against the upstream, record the outcome, retry with
-//! backoff, rescue expired leases, and stop gracefully.
+//! backoff, rescue expired leases, and stop gracefully. The engine never writes SQL (the store's
+//! `steps` and `ready` do) and never holds a transaction open while it calls the upstream.
 
 mod retry;
 mod run;
@@ -9,7 +10,6 @@ use crate::config::EngineSettings;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
 use crate::store::ready::Ready;
-use crate::store::{self, Db, steps};
+use crate::store::{Db, steps};
 use crate::upstream::{Admission, Upstream};
 
 /// Writers that record step outcomes (`store::group`); the throughput figures of BENCHMARKS.md
@@ -59,11 +59,11 @@ impl Engine {
     /// the grace period, and gives back (unleases) what is left.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let background = CancellationToken::new();
-        let listener = tokio::spawn(listen(
-            self.db.clone(),
-            self.ready.clone(),
-            background.clone(),
-        ));
+        let listener = tokio::spawn(
+            self.ready
+                .clone()
+                .listen(self.db.clone(), background.clone()),
+        );
         let rescuer = tokio::spawn(rescue(self.clone(), background.clone()));
         let hard_stop = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
@@ -154,33 +154,6 @@ impl Engine {
         let _ = rescuer.await;
         tracing::info!("workers stopped");
         Ok(())
-    }
-}
-
-/// LISTEN for ready steps; reconnects by itself. Polling covers any notification lost meanwhile.
-async fn listen(db: Db, ready: Arc<Ready>, stop: CancellationToken) {
-    while !stop.is_cancelled() {
-        let mut listener = match PgListener::connect_with(&db).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "LISTEN connection failed; polling meanwhile");
-                tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.cancelled() => return }
-            }
-        };
-        if let Err(e) = listener.listen(store::READY_CHANNEL).await {
-            tracing::warn!(error = %e, "LISTEN failed; polling meanwhile");
-            tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.cancelled() => return }
-        }
-        loop {
-            tokio::select! {
-                n = listener.try_recv() => match n {
-                    Ok(Some(_)) => ready.wake(),
-                    // The connection dropped (Ok(None)) or failed: wake everyone to poll, reconnect.
-                    Ok(None) | Err(_) => { ready.wake(); break; }
-                },
-                _ = stop.cancelled() => return,
-            }
-        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Following the upstream event stream: each page of events takes effect in one transaction that
 //! also advances the cursor, so after a crash the page is read again and nothing is done twice.
+//! It never commits part of a page, and never writes SQL itself: the statements are the store's.
 
 use std::sync::atomic::Ordering;
 
@@ -160,11 +161,7 @@ impl Guard {
         scope: Scope,
         listed_id: &str,
     ) -> anyhow::Result<Option<Uuid>> {
-        let requested_by: Uuid =
-            sqlx::query_scalar("select requested_by from erasure_requests where id = $1")
-                .bind(original)
-                .fetch_one(&mut *tx)
-                .await?;
+        let requested_by = guard::requester_of(tx, original).await?;
         let id = Uuid::now_v7(); // time-ordered, as every request id (api::requests)
         let subject_ref = self.pseudonyms.subject_ref(scope, listed_id);
         let item = NewRequest {
@@ -182,11 +179,7 @@ impl Guard {
         let Some(Inserted::Created(_)) = inserted else {
             return Ok(None);
         };
-        sqlx::query("update erasure_requests set resurrection_of = $2 where id = $1")
-            .bind(id)
-            .bind(original)
-            .execute(&mut *tx)
-            .await?;
+        guard::link_re_erasure(tx, id, original).await?;
         audit::append(
             tx,
             Entry {

@@ -6,6 +6,10 @@
 //! Several processes may run it against one database: the event cursor is advanced under a row
 //! lock in the transaction of the events' effects, restorations are claimed with SKIP LOCKED and
 //! one re-verification runs at a time.
+//!
+//! The guard is logic only: it never writes SQL (the store's `guard`, `restorations` and
+//! `reverify` modules do) and never keeps a raw account id: listed accounts are pseudonymised in
+//! memory and compared by their pseudonyms.
 
 mod events;
 pub mod restore;
@@ -20,6 +24,7 @@ use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
 use crate::config::GuardSettings;
 use crate::store::Db;
+use crate::store::guard;
 use crate::store::ready::Ready;
 use crate::upstream::Upstream;
 
@@ -103,7 +108,7 @@ impl Guard {
     /// cursor's row lock keeps events applied once even if two processes read at once.)
     async fn leads(&self, held: &mut Option<sqlx::PgConnection>) -> bool {
         if let Some(conn) = held {
-            if sqlx::query("select 1").execute(&mut *conn).await.is_ok() {
+            if guard::still_leads(conn).await {
                 return true;
             }
             *held = None;
@@ -112,11 +117,7 @@ impl Guard {
             return false;
         };
         let mut conn = conn.detach();
-        let got: Result<bool, _> = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-            .bind(EVENTS_LOCK)
-            .fetch_one(&mut conn)
-            .await;
-        if matches!(got, Ok(true)) {
+        if matches!(guard::try_lead(&mut conn).await, Ok(true)) {
             tracing::info!("this process now reads the upstream event stream");
             *held = Some(conn);
             true
@@ -155,16 +156,13 @@ impl Guard {
         &self,
         tx: &mut sqlx::PgConnection,
         accounts: &[serde_json::Value],
-    ) -> sqlx::Result<Vec<(Option<ListedAccount>, Vec<crate::store::guard::Guarded>)>> {
+    ) -> sqlx::Result<Vec<(Option<ListedAccount>, Vec<guard::Guarded>)>> {
         let listed: Vec<_> = accounts.iter().map(|a| self.pseudonymise(a)).collect();
         let lists: Vec<&[String]> = listed
             .iter()
             .map(|l| l.as_ref().map_or(&[][..], |l| &l.refs[..]))
             .collect();
-        let guards = crate::store::guard::matching(tx, &lists).await?;
+        let guards = guard::matching(tx, &lists).await?;
         Ok(listed.into_iter().zip(guards).collect())
     }
 }
-
-/// The advisory lock of the event stream reader ("erasure" and 2; the audit log writer holds 1).
-const EVENTS_LOCK: i64 = 0x6572_6173_7572_6502;

@@ -2,13 +2,13 @@
 //! connections and all accounts the application can see), pseudonymised in memory. The raw ids of
 //! completed erasures are not kept (invariant 2), so the listings are the only way to look; this
 //! checks every erasure, not a sample. A target found again is an alert: an error log line, an
-//! audit entry, a failed run, and a new erasure linked to the original.
+//! audit entry, a failed run, and a new erasure linked to the original. It never writes SQL (the
+//! runs and look-ups are `store::reverify`'s) and keeps no raw id beyond the page in hand.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::{Guard, ListedAccount};
 use crate::domain::Scope;
@@ -16,13 +16,12 @@ use crate::domain::validate::TargetId;
 use crate::store;
 use crate::store::audit::{self, Entry};
 use crate::store::guard::{self, GUARD};
-use crate::store::requests::of_target;
+use crate::store::restorations;
+use crate::store::reverify::{Ended, Erased};
 use crate::upstream::{Listing, id_field};
 
 /// Items per listing page.
 const PAGE: u32 = 500;
-/// A run still marked running after this long was cut short (its process stopped).
-const ABANDONED_AFTER: &str = "6 hours";
 
 /// What one run saw.
 #[derive(Debug, Default)]
@@ -38,23 +37,8 @@ impl Guard {
         let Some(every) = self.settings.reverify_every else {
             return Ok(());
         };
-        let abandoned = format!(
-            "update reverifications set state = 'error', finished_at = now(), \
-                 error = 'the process running it stopped' \
-             where state = 'running' and started_at < now() - interval '{ABANDONED_AFTER}'"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(abandoned))
-            .execute(&self.db)
-            .await?;
-        let started: Option<i64> = sqlx::query_scalar(
-            "insert into reverifications (state) select 'running' \
-             where not exists (select 1 from reverifications where started_at > now() - $1) \
-             on conflict do nothing returning id",
-        )
-        .bind(every)
-        .fetch_optional(&self.db)
-        .await?;
-        let Some(run_id) = started else {
+        store::reverify::abandon_stale(&self.db).await?;
+        let Some(run_id) = store::reverify::start_if_due(&self.db, every).await? else {
             return Ok(());
         };
         tracing::info!(
@@ -63,46 +47,21 @@ impl Guard {
         );
         let mut run = Run::default();
         let result = self.reverify(run_id, &mut run, shutdown).await;
-        let checked: i64 =
-            sqlx::query_scalar("select count(*) from erasure_requests where state = 'completed'")
-                .fetch_one(&self.db)
-                .await?;
+        let checked = store::reverify::completed_erasures(&self.db).await?;
         let (state, error) = match &result {
             Ok(()) if run.found == 0 => ("passed", None),
             Ok(()) => ("failed", None),
             Err(e) => ("error", Some(e.to_string())),
         };
-        let mut tx = self.db.begin().await?;
-        sqlx::query(
-            "update reverifications set state = $2, finished_at = now(), connections_listed = $3, \
-                 accounts_listed = $4, erasures_checked = $5, found = $6, error = $7 where id = $1",
-        )
-        .bind(run_id)
-        .bind(state)
-        .bind(run.connections)
-        .bind(run.accounts)
-        .bind(checked)
-        .bind(run.found)
-        .bind(&error)
-        .execute(&mut *tx)
-        .await?;
-        let data = json!({
-            "run": run_id, "result": state, "erasures_checked": checked,
-            "connections_listed": run.connections, "accounts_listed": run.accounts,
-            "found": run.found,
-        });
-        audit::append(
-            &mut tx,
-            Entry {
-                request_id: None,
-                subject_ref: None,
-                actor: GUARD,
-                event: "reverification_run",
-                data,
-            },
-        )
-        .await?;
-        tx.commit().await?;
+        let ended = Ended {
+            result: state,
+            error: error.as_deref(),
+            connections_listed: run.connections,
+            accounts_listed: run.accounts,
+            erasures_checked: checked,
+            found: run.found,
+        };
+        store::reverify::finish(&self.db, run_id, &ended).await?;
         match state {
             "passed" => tracing::info!(run = run_id, checked, "re-verification passed"),
             "failed" => tracing::error!(
@@ -195,16 +154,11 @@ impl Guard {
         source: &str,
     ) -> anyhow::Result<i64> {
         let refs = self.pseudonyms.subject_refs(scope, id);
-        let erased: Option<(Uuid, String)> = sqlx::query_as(concat!(
-            of_target!(),
-            "select id, subject_ref from of_target \
-             where state = 'completed' and completed_at < $2 order by completed_at limit 1",
-        ))
-        .bind(&refs)
-        .bind(listed_at)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((original, subject_ref)) = erased else {
+        let Some(Erased {
+            id: original,
+            subject_ref,
+        }) = store::reverify::completed_before(tx, &refs, listed_at).await?
+        else {
             return Ok(0);
         };
         let re_erasure = self.re_erase(tx, original, scope, id).await?;
@@ -219,13 +173,7 @@ impl Guard {
             },
         )
         .await?;
-        sqlx::query(
-            "update erasure_requests set resurrections = resurrections + 1, updated_at = now() \
-             where id = $1",
-        )
-        .bind(original)
-        .execute(&mut *tx)
-        .await?;
+        guard::count_resurrection(tx, original).await?;
         Ok(1)
     }
 
@@ -250,14 +198,7 @@ impl Guard {
         }
         if let Some(connection) = valid_id(account, "connection_id") {
             let connection_refs = self.pseudonyms.subject_refs(Scope::Connection, &connection);
-            let restoring: bool = sqlx::query_scalar(
-                "select exists (select 1 from restorations where connection_ref = any($1) \
-                 and state in ('pending', 'waiting'))",
-            )
-            .bind(&connection_refs)
-            .fetch_one(&mut *tx)
-            .await?;
-            if restoring {
+            if restorations::restoring(tx, &connection_refs).await? {
                 return Ok(0);
             }
         }

@@ -2,7 +2,8 @@
 //! each resurrection seen.
 //!
 //! Takes pseudonyms only, never an upstream id in clear (the guard pseudonymises listings in
-//! memory). Never deletes a guard: a restoration lifts it, with an audit entry.
+//! memory). Never calls the upstream. Never deletes a guard: a restoration lifts it, with an audit
+//! entry.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -100,6 +101,23 @@ struct MatchRow {
     guard: Guarded,
 }
 
+/// The advisory lock of the event stream reader ("erasure" and 2; the audit log writer holds 1).
+const EVENTS_LOCK: i64 = 0x6572_6173_7572_6502;
+
+/// Takes the event stream reader's lock for this session, if free: true when this connection now
+/// holds it (until it closes).
+pub async fn try_lead(conn: &mut PgConnection) -> sqlx::Result<bool> {
+    sqlx::query_scalar("select pg_try_advisory_lock($1)")
+        .bind(EVENTS_LOCK)
+        .fetch_one(conn)
+        .await
+}
+
+/// Whether the connection that took the reader's lock still answers (the lock lives with it).
+pub async fn still_leads(conn: &mut PgConnection) -> bool {
+    sqlx::query("select 1").execute(conn).await.is_ok()
+}
+
 /// The id of the last upstream event that took effect.
 pub async fn cursor(db: &Db) -> sqlx::Result<i64> {
     sqlx::query_scalar("select last_event_id from upstream_event_cursor")
@@ -114,6 +132,7 @@ pub async fn lock_cursor(conn: &mut PgConnection) -> sqlx::Result<Option<i64>> {
         .await
 }
 
+/// Moves the cursor (locked by `lock_cursor`) to the last event applied.
 pub async fn advance_cursor(conn: &mut PgConnection, to: i64) -> sqlx::Result<()> {
     sqlx::query("update upstream_event_cursor set last_event_id = $1, updated_at = now()")
         .bind(to)
@@ -186,6 +205,40 @@ pub async fn record_resurrection(
         },
     )
     .await
+}
+
+/// The API key that asked for a request: a re-erasure of its target is asked in the same name.
+pub async fn requester_of(conn: &mut PgConnection, request_id: Uuid) -> sqlx::Result<Uuid> {
+    sqlx::query_scalar("select requested_by from erasure_requests where id = $1")
+        .bind(request_id)
+        .fetch_one(conn)
+        .await
+}
+
+/// Links a re-erasure to the erasure of the same target it repeats.
+pub async fn link_re_erasure(
+    conn: &mut PgConnection,
+    re_erasure: Uuid,
+    original: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query("update erasure_requests set resurrection_of = $2 where id = $1")
+        .bind(re_erasure)
+        .bind(original)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Counts one more resurrection on an erasure request (a target re-verification found again).
+pub async fn count_resurrection(conn: &mut PgConnection, request_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "update erasure_requests set resurrections = resurrections + 1, updated_at = now() \
+         where id = $1",
+    )
+    .bind(request_id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Lifts guards for accounts a deliberate restoration brought back. Returns how many.

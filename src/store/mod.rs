@@ -1,10 +1,10 @@
-//! PostgreSQL through sqlx: connection, migrations, and one module per table family. Handlers
-//! call named functions here rather than hold SQL (DESIGN.md, invariant 7), so that a schema
-//! change touches this folder.
+//! PostgreSQL through sqlx: connection, migrations, and one module per table family. SQL lives
+//! here only (DESIGN.md, invariant 7; `tests/layers.rs`): the other parts call named functions,
+//! so that a schema change touches this folder.
 //!
 //! Never takes or stores personal data in clear: targets arrive as pseudonyms or sealed, and
-//! nothing here logs the values it reads or writes. Never answers HTTP or calls the aggregator:
-//! the API and the engine call these functions.
+//! nothing here logs the values it reads or writes. Never answers HTTP, calls the aggregator or
+//! decides policy (when to retry, what to erase): it reads and writes what it is told.
 
 pub mod audit;
 pub mod copy;
@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod ready;
 pub mod requests;
 pub mod restorations;
+pub mod reverify;
 pub mod status;
 pub mod steps;
 pub mod tree;

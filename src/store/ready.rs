@@ -3,11 +3,15 @@
 //! inside a writing transaction holds a database-wide lock through its commit's flush, so one per
 //! intake serialised every intake: BENCHMARKS.md.) Workers also poll, so a lost wake-up delays a
 //! step but never strands it.
+//!
+//! Both ends of the channel live here: `run` sends the NOTIFYs, `listen` receives them. A NOTIFY
+//! is never sent inside a writing transaction, and never carries data: a wake-up only says "look".
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +50,35 @@ impl Ready {
     /// Resolves at the next wake-up (enable it before looking for work, so none is missed).
     pub fn notified(&self) -> Notified<'_> {
         self.local.notified()
+    }
+
+    /// LISTENs for ready steps of other processes and wakes this process's workers, until
+    /// `stop`; reconnects by itself. Polling covers any notification lost meanwhile.
+    pub async fn listen(self: Arc<Self>, db: Db, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            let mut listener = match PgListener::connect_with(&db).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN connection failed; polling meanwhile");
+                    tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.cancelled() => return }
+                }
+            };
+            if let Err(e) = listener.listen(READY_CHANNEL).await {
+                tracing::warn!(error = %e, "LISTEN failed; polling meanwhile");
+                tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.cancelled() => return }
+            }
+            loop {
+                tokio::select! {
+                    n = listener.try_recv() => match n {
+                        Ok(Some(_)) => self.wake(),
+                        // The connection dropped (Ok(None)) or failed: wake everyone to poll,
+                        // reconnect.
+                        Ok(None) | Err(_) => { self.wake(); break; }
+                    },
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
     }
 
     /// Sends the NOTIFYs asked for by `ring`, until `stop`.

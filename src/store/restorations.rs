@@ -1,5 +1,7 @@
 //! Deliberate restorations: a LIST_ACCOUNTS synchronisation of a connection, asked for by an
-//! approver, that lifts the resurrection guard for the accounts it brings back.
+//! approver, that lifts the resurrection guard for the accounts it brings back. It never calls the
+//! upstream (the guard does) and never shows the connection id: it is kept sealed, and wiped when
+//! the restoration ends.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -361,6 +363,17 @@ pub async fn waiting_for(
         .bind(connection_refs)
         .fetch_optional(conn)
         .await
+}
+
+/// Whether a restoration of the connection (any of its pseudonyms) is pending or waiting.
+pub async fn restoring(conn: &mut PgConnection, connection_refs: &[String]) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "select exists (select 1 from restorations where connection_ref = any($1) \
+         and state in ('pending', 'waiting'))",
+    )
+    .bind(connection_refs)
+    .fetch_one(conn)
+    .await
 }
 
 /// What one LIST_ACCOUNTS_SUCCESS event of the connection showed.
