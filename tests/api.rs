@@ -587,6 +587,7 @@ async fn nasty_inputs_never_cause_a_5xx() {
         vec![("state", "")],
         vec![("scope", "\0")],
         vec![("overdue", "maybe")],
+        vec![("at_risk", "1")],
         vec![("due_within_days", "-1")],
         vec![("due_within_days", "4294967296")],
         vec![("due_within_days", "99999")],
@@ -2086,6 +2087,143 @@ async fn list_filters() {
     app.stop().await;
 }
 
+/// The ids the list answers `query` with (asserting 200), sorted.
+async fn listed(app: &TestApp, query: &[(&str, &str)]) -> Vec<String> {
+    let r = list(app, query).await;
+    assert_eq!(r.status, 200, "{query:?}: {}", r.text);
+    sorted(ids_of(&r.json))
+}
+
+/// Sets the due date of requests to `now() + <interval>` in the database.
+async fn due_in(app: &TestApp, ids: &[&String], interval: &str) {
+    sqlx::query(
+        "update erasure_requests set due_at = now() + $2::interval where id = any($1::uuid[])",
+    )
+    .bind(ids.iter().map(|id| id.to_string()).collect::<Vec<_>>())
+    .bind(interval)
+    .execute(&app.db)
+    .await
+    .unwrap();
+}
+
+/// A request whose due date is within `ERASURE_AT_RISK_DAYS` (7) is at risk: the list's filter,
+/// the status page's section (with its current step's last error) and `/metrics` show it, and
+/// neither a request far from its due date nor an overdue, a completed or a cancelled one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_near_their_due_date_are_at_risk() {
+    let app = api().await;
+    let near = app.submit("user", "1").await;
+    let far = app.submit("user", "2").await;
+    let late = app.submit("connection", "3").await;
+    let done = app.submit("user", "4").await;
+    let cancelled = app.submit("user", "5").await;
+    let r = post_json(
+        &app,
+        &format!("{REQUESTS}/{cancelled}/cancel"),
+        &app.requester,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Fresh requests are due in a month: none is at risk.
+    assert_eq!(
+        listed(&app, &[("at_risk", "true")]).await,
+        Vec::<String>::new()
+    );
+
+    due_in(&app, &[&near, &done, &cancelled], "3 days").await;
+    due_in(&app, &[&late], "-1 day").await;
+    sqlx::query(
+        "update erasure_requests set state = 'completed', completed_at = now(), outcome = 'erased', \
+         target_sealed = null, context_sealed = null where id = $1::uuid",
+    )
+    .bind(&done)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "update steps set attempts = 3, last_error = 'upstream 503 (transient)' \
+         where request_id = $1::uuid",
+    )
+    .bind(&near)
+    .execute(&app.db)
+    .await
+    .unwrap();
+
+    // The list.
+    assert_eq!(
+        listed(&app, &[("at_risk", "true")]).await,
+        vec![near.clone()]
+    );
+    assert_eq!(
+        listed(&app, &[("at_risk", "true"), ("scope", "connection")]).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        listed(&app, &[("overdue", "true")]).await,
+        vec![late.clone()]
+    );
+    assert_eq!(
+        listed(&app, &[("at_risk", "false")]).await,
+        sorted(vec![
+            near.clone(),
+            far.clone(),
+            late.clone(),
+            done.clone(),
+            cancelled.clone()
+        ])
+    );
+
+    // /metrics.
+    let (status, metrics) = app.get_text("/metrics", "").await;
+    assert_eq!(status, 200);
+    for needed in [
+        "erasure_requests_at_risk 1\n",
+        "erasure_requests_overdue 1\n",
+        "erasure_requests_due_within_7_days 1\n",
+    ] {
+        assert!(
+            metrics.contains(needed),
+            "{needed} missing from:\n{metrics}"
+        );
+    }
+
+    // The status page: its "At risk" section, up to the next heading.
+    let page = app
+        .http
+        .get(app.url("/"))
+        .header("cookie", format!("erasure_key={}", app.auditor))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let section = |id: &str| -> String {
+        let start = page
+            .find(&format!("<h2 id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no section {id}: {page}"));
+        let rest = &page[start + 4..];
+        rest[..rest.find("<h2").unwrap_or(rest.len())].to_string()
+    };
+    let risky = section("at-risk");
+    assert!(risky.contains("due within 7 days (1)"), "{risky}");
+    assert!(risky.contains(&format!("/requests/{near}")), "{risky}");
+    assert!(
+        risky.contains("<td>inventory</td><td>upstream 503 (transient)</td>"),
+        "the current step and its last error: {risky}"
+    );
+    for other in [&far, &late, &done, &cancelled] {
+        assert!(
+            !risky.contains(other.as_str()),
+            "{other} is not at risk: {risky}"
+        );
+    }
+    assert!(section("overdue").contains(late.as_str()));
+
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_pages_with_a_cursor_newest_first() {
     let app = api().await;
@@ -2186,6 +2324,8 @@ async fn list_refuses_bad_queries() {
         (vec![("state", "done")], "state"),
         (vec![("scope", "galaxy")], "scope"),
         (vec![("overdue", "yes")], "overdue"),
+        (vec![("at_risk", "soon")], "at_risk"),
+        (vec![("at_risk", "")], "at_risk"),
         (vec![("due_within_days", "-3")], "due_within_days"),
         (vec![("due_within_days", "100000")], "due_within_days"),
         (vec![("batch_id", "42")], "batch_id"),

@@ -92,6 +92,26 @@ macro_rules! closed_states {
 }
 pub(crate) use closed_states;
 
+/// Whether a request is *at risk* (an SQL condition on `erasure_requests`): open, and due from now
+/// on but within `$days` days, `$days` being the placeholder (an `int4`) of
+/// `ERASURE_AT_RISK_DAYS` (a macro, so SQL literals take it with `concat!`). Past its due date a
+/// request is overdue instead (its own filter and figure), no longer at risk; with 0 days none is.
+/// The one definition of the list's `at_risk` filter, the status page's section and the
+/// `erasure_requests_at_risk` gauge, so that they agree. `state not in closed_states!()` and a range of `due_at` read the partial index
+/// `erasure_requests_due_open`.
+macro_rules! at_risk {
+    ($days:literal) => {
+        concat!(
+            "(state not in ",
+            $crate::store::requests::closed_states!(),
+            " and due_at >= now() and due_at < now() + make_interval(days => ",
+            $days,
+            "))"
+        )
+    };
+}
+pub(crate) use at_risk;
+
 /// The unique index that keeps one open request per target.
 const ONE_OPEN_PER_SUBJECT: &str = "erasure_requests_one_open_per_subject";
 
@@ -650,6 +670,8 @@ pub struct ListFilter {
     pub due_to: Option<DateTime<Utc>>,
     /// Only requests not yet completed or cancelled.
     pub open_only: bool,
+    /// Only requests at risk (`at_risk!`) with this many days.
+    pub at_risk_days: Option<u32>,
     pub batch_id: Option<Uuid>,
     /// Page after this (received_at, id), newest first.
     pub after: Option<(DateTime<Utc>, Uuid)>,
@@ -669,7 +691,9 @@ pub async fn list(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<ErasureRequest>> 
             ") \
              and ($8::uuid is null or batch_id = $8) \
              and ($9::timestamptz is null or (received_at, id) < ($9, $10::uuid)) \
-             order by received_at desc, id desc limit $11"
+             and ($12::int4 is null or ",
+            at_risk!("$12"),
+            ") order by received_at desc, id desc limit $11"
         ),
         COLUMNS = COLUMNS
     );
@@ -685,6 +709,7 @@ pub async fn list(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<ErasureRequest>> 
         .bind(f.after.map(|a| a.0))
         .bind(f.after.map(|a| a.1))
         .bind(f.limit)
+        .bind(f.at_risk_days.map(days_param))
         .fetch_all(db)
         .await?;
     let ids: Vec<Uuid> = page.iter().map(|r| r.id).collect();
@@ -697,6 +722,12 @@ pub async fn list(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<ErasureRequest>> 
         r.steps = with_planned_steps(r, by_id.remove(&r.id).unwrap_or_default());
     }
     Ok(page)
+}
+
+/// `ERASURE_AT_RISK_DAYS` as the `int4` that `at_risk!` takes, at most `MAX_AT_RISK_DAYS` (as
+/// `config` checks it), so that the interval stays in range.
+pub(crate) fn days_param(days: u32) -> i32 {
+    days.min(crate::config::MAX_AT_RISK_DAYS) as i32
 }
 
 /// What a transition needs besides the action.
