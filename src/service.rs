@@ -186,6 +186,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
             pseudonyms,
             config.engine.clone(),
             ready,
+            config.at_risk_days,
         );
         tasks.push(tokio::spawn(engine.run(shutdown.clone())));
     }

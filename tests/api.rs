@@ -2094,6 +2094,18 @@ async fn listed(app: &TestApp, query: &[(&str, &str)]) -> Vec<String> {
     sorted(ids_of(&r.json))
 }
 
+/// The `at_risk` audit entries of a request: each one's `data`.
+async fn at_risk_entries(app: &TestApp, id: &str) -> Vec<Value> {
+    sqlx::query_scalar(
+        "select data from audit_entries where request_id = $1::uuid and event = 'at_risk' \
+         order by id",
+    )
+    .bind(id)
+    .fetch_all(&app.db)
+    .await
+    .unwrap()
+}
+
 /// Sets the due date of requests to `now() + <interval>` in the database.
 async fn due_in(app: &TestApp, ids: &[&String], interval: &str) {
     sqlx::query(
@@ -2108,7 +2120,10 @@ async fn due_in(app: &TestApp, ids: &[&String], interval: &str) {
 
 /// A request whose due date is within `ERASURE_AT_RISK_DAYS` (7) is at risk: the list's filter,
 /// the status page's section (with its current step's last error) and `/metrics` show it, and
-/// neither a request far from its due date nor an overdue, a completed or a cancelled one.
+/// neither a request far from its due date nor an overdue, a completed or a cancelled one. The
+/// sweep audits it once however often it runs (and from two processes at once); an extension out
+/// of the window clears the mark, so that it is audited again when it comes back; a worker
+/// process sweeps as it starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_near_their_due_date_are_at_risk() {
     let app = api().await;
@@ -2221,6 +2236,75 @@ async fn requests_near_their_due_date_are_at_risk() {
     }
     assert!(section("overdue").contains(late.as_str()));
 
+    // The sweep audits it once, however often and from however many processes it runs.
+    let db = app.db.clone();
+    let (a, b) = tokio::join!(
+        erasure::store::requests::mark_at_risk(&db, 7),
+        erasure::store::requests::mark_at_risk(&db, 7)
+    );
+    assert_eq!(a.unwrap() + b.unwrap(), 1);
+    assert_eq!(
+        erasure::store::requests::mark_at_risk(&db, 7)
+            .await
+            .unwrap(),
+        0
+    );
+    let entries = at_risk_entries(&app, &near).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["days_left"], 2, "{entries:?}");
+    let due = get(&app, &format!("{REQUESTS}/{near}"), &app.auditor).await;
+    assert_eq!(time(&entries[0]["due_at"]), time(&due.json["due_at"]));
+    for other in [&far, &late, &done, &cancelled] {
+        assert!(at_risk_entries(&app, other).await.is_empty());
+    }
+    assert_eq!(
+        app.audit_events(&near).await,
+        ["received", "at_risk"],
+        "no personal data, no other entry"
+    );
+
+    // An extension takes it out of the window and clears the mark: at risk again later, it is
+    // audited again.
+    let r = post_json(
+        &app,
+        &format!("{REQUESTS}/{near}/extend"),
+        &app.approver,
+        &json!({"months": 1, "reason": "complex case"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        listed(&app, &[("at_risk", "true")]).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        erasure::store::requests::mark_at_risk(&db, 7)
+            .await
+            .unwrap(),
+        0
+    );
+    due_in(&app, &[&near], "1 day").await;
+    assert_eq!(
+        erasure::store::requests::mark_at_risk(&db, 7)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(at_risk_entries(&app, &near).await.len(), 2);
+
+    // A worker process sweeps as it starts.
+    due_in(&app, &[&far], "6 days").await;
+    let worker = app.extra_worker(common::fast_engine()).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while at_risk_entries(&app, &far).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker's sweep never audited {far}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(at_risk_entries(&app, &far).await[0]["days_left"], 5);
+    worker.stop().await.unwrap();
     app.stop().await;
 }
 

@@ -856,6 +856,7 @@ pub async fn act(
                 return Err(ApiError::field("months", "must be 1 or 2"));
             }
             input_data.months = Some(body.months);
+            input_data.at_risk_days = state.at_risk_days;
             input_data.note = Some(
                 validate::free_text(&body.reason, 500)
                     .map_err(|why| ApiError::field("reason", why))?,
