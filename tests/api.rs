@@ -2292,7 +2292,16 @@ async fn requests_near_their_due_date_are_at_risk() {
     );
     assert_eq!(at_risk_entries(&app, &near).await.len(), 2);
 
-    // A worker process sweeps as it starts.
+    // A worker process sweeps as it starts. `far`, held, waits (a held request is open: at risk
+    // all the same) rather than be erased by that worker meanwhile.
+    let r = post_json(
+        &app,
+        &format!("{REQUESTS}/{far}/hold"),
+        &app.approver,
+        &json!({"legal_basis": "art17_3_e", "note": "claim"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
     due_in(&app, &[&far], "6 days").await;
     let worker = app.extra_worker(common::fast_engine()).await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
