@@ -33,6 +33,32 @@ fn parse_checkpoint_every_entries(value: Option<&str>) -> anyhow::Result<u64> {
     }
 }
 
+/// `ERASURE_AT_RISK_DAYS` when unset.
+pub const DEFAULT_AT_RISK_DAYS: u32 = 7;
+
+/// The largest `ERASURE_AT_RISK_DAYS`: ten years, as the list's `due_within_days`.
+pub const MAX_AT_RISK_DAYS: u32 = 3660;
+
+/// When an open request is *at risk*, as flags and variables (read by the API's list filter,
+/// status page and `/metrics`, and by the workers' sweep that audits it once: give every process
+/// the same value).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AtRiskArgs {
+    /// Days before its due date from which an open request is at risk (0: none ever is).
+    #[arg(long, env = "ERASURE_AT_RISK_DAYS", default_value_t = DEFAULT_AT_RISK_DAYS)]
+    pub at_risk_days: u32,
+}
+
+impl AtRiskArgs {
+    /// The days, validated.
+    pub fn days(&self) -> anyhow::Result<u32> {
+        if self.at_risk_days > MAX_AT_RISK_DAYS {
+            bail!("ERASURE_AT_RISK_DAYS must be between 0 and {MAX_AT_RISK_DAYS}");
+        }
+        Ok(self.at_risk_days)
+    }
+}
+
 /// Which requests need a second person's approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum ApprovalPolicy {
@@ -415,6 +441,35 @@ mod tests {
         for bad in ["0", "-3", "many", "1.5"] {
             let err = parse_checkpoint_every_entries(Some(bad)).unwrap_err();
             assert!(err.to_string().contains("ERASURE_CHECKPOINT_EVERY_ENTRIES"));
+        }
+    }
+
+    #[test]
+    fn at_risk_days_default_to_7_and_are_bounded() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            at_risk: AtRiskArgs,
+        }
+        use clap::Parser;
+        let days = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.at_risk.days());
+        assert_eq!(days(&["erasure"]).unwrap().unwrap(), DEFAULT_AT_RISK_DAYS);
+        assert_eq!(
+            days(&["erasure", "--at-risk-days", "0"]).unwrap().unwrap(),
+            0
+        );
+        assert_eq!(
+            days(&["erasure", "--at-risk-days", "3660"])
+                .unwrap()
+                .unwrap(),
+            3660
+        );
+        let e = days(&["erasure", "--at-risk-days", "3661"])
+            .unwrap()
+            .unwrap_err();
+        assert!(e.to_string().contains("ERASURE_AT_RISK_DAYS"), "{e}");
+        for bad in ["-1", "7.5", "soon"] {
+            assert!(days(&["erasure", "--at-risk-days", bad]).is_err(), "{bad}");
         }
     }
 

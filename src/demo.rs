@@ -24,6 +24,9 @@ pub struct DemoArgs {
     /// Where the demo keeps its generated keys.
     #[arg(long, env = "ERASURE_DEMO_DIR", default_value = ".erasure-demo")]
     pub dir: PathBuf,
+    // `ERASURE_AT_RISK_DAYS=31` shows every new request at risk at once.
+    #[command(flatten)]
+    pub at_risk: crate::config::AtRiskArgs,
 }
 
 /// Loads the demo's keys from `dir/keys.env`, generating any that are missing.
@@ -105,6 +108,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         db_pool: 20,
         http_workers: 2,
         checkpoint_every: std::time::Duration::from_secs(10),
+        at_risk_days: args.at_risk.days()?,
     })
     .await?;
     let addr = running.addr.expect("the demo runs the API");

@@ -3,7 +3,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use erasure::audit::checkpoint::Signer;
 use erasure::audit::verify;
-use erasure::config::{ApprovalPolicy, DbArgs, EngineArgs, GuardArgs, HttpLimitArgs, UpstreamArgs};
+use erasure::config::{
+    ApprovalPolicy, AtRiskArgs, DbArgs, EngineArgs, GuardArgs, HttpLimitArgs, UpstreamArgs,
+};
 use erasure::domain::Role;
 use erasure::secrets::Keys;
 use erasure::service::{self, ServiceConfig};
@@ -151,6 +153,8 @@ struct CommonArgs {
     engine: EngineArgs,
     #[command(flatten)]
     guard: GuardArgs,
+    #[command(flatten)]
+    at_risk: AtRiskArgs,
     /// Which requests need a second person's approval.
     #[arg(long, value_enum, env = "ERASURE_APPROVAL", default_value = "none")]
     approval: ApprovalPolicy,
@@ -193,6 +197,7 @@ impl CommonArgs {
             db_pool: self.db_pool,
             http_workers: self.http_workers,
             checkpoint_every: std::time::Duration::from_secs_f64(self.checkpoint_secs.max(0.1)),
+            at_risk_days: self.at_risk.days()?,
         })
     }
 }

@@ -60,6 +60,8 @@ pub struct ServiceConfig {
     /// How often the audit log is sequenced and a checkpoint signed (when it grew); sooner when
     /// `ERASURE_CHECKPOINT_EVERY_ENTRIES` entries wait (`config::checkpoint_every_entries`).
     pub checkpoint_every: std::time::Duration,
+    /// Days before its due date from which an open request is at risk (`ERASURE_AT_RISK_DAYS`).
+    pub at_risk_days: u32,
 }
 
 /// A running service.
@@ -128,13 +130,14 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
             ready.clone(),
             limits.clone(),
         );
-        let approval = config.approval;
+        let (approval, at_risk_days) = (config.approval, config.at_risk_days);
         move || AppState {
             db: db.clone(),
             upstream: upstream.clone(),
             pseudonyms: pseudonyms.clone(),
             sealer: sealer.clone(),
             approval,
+            at_risk_days,
             audit: audit.clone(),
             rates: rates.clone(),
             limits: limits.clone(),
@@ -183,6 +186,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
             pseudonyms,
             config.engine.clone(),
             ready,
+            config.at_risk_days,
         );
         tasks.push(tokio::spawn(engine.run(shutdown.clone())));
     }
@@ -277,6 +281,7 @@ mod tests {
             db_pool,
             http_workers,
             checkpoint_every: std::time::Duration::from_secs(10),
+            at_risk_days: crate::config::DEFAULT_AT_RISK_DAYS,
         }
     }
 

@@ -587,6 +587,7 @@ async fn nasty_inputs_never_cause_a_5xx() {
         vec![("state", "")],
         vec![("scope", "\0")],
         vec![("overdue", "maybe")],
+        vec![("at_risk", "1")],
         vec![("due_within_days", "-1")],
         vec![("due_within_days", "4294967296")],
         vec![("due_within_days", "99999")],
@@ -2086,6 +2087,236 @@ async fn list_filters() {
     app.stop().await;
 }
 
+/// The ids the list answers `query` with (asserting 200), sorted.
+async fn listed(app: &TestApp, query: &[(&str, &str)]) -> Vec<String> {
+    let r = list(app, query).await;
+    assert_eq!(r.status, 200, "{query:?}: {}", r.text);
+    sorted(ids_of(&r.json))
+}
+
+/// The `at_risk` audit entries of a request: each one's `data`.
+async fn at_risk_entries(app: &TestApp, id: &str) -> Vec<Value> {
+    sqlx::query_scalar(
+        "select data from audit_entries where request_id = $1::uuid and event = 'at_risk' \
+         order by id",
+    )
+    .bind(id)
+    .fetch_all(&app.db)
+    .await
+    .unwrap()
+}
+
+/// Sets the due date of requests to `now() + <interval>` in the database.
+async fn due_in(app: &TestApp, ids: &[&String], interval: &str) {
+    sqlx::query(
+        "update erasure_requests set due_at = now() + $2::interval where id = any($1::uuid[])",
+    )
+    .bind(ids.iter().map(|id| id.to_string()).collect::<Vec<_>>())
+    .bind(interval)
+    .execute(&app.db)
+    .await
+    .unwrap();
+}
+
+/// A request whose due date is within `ERASURE_AT_RISK_DAYS` (7) is at risk: the list's filter,
+/// the status page's section (with its current step's last error) and `/metrics` show it, and
+/// neither a request far from its due date nor an overdue, a completed or a cancelled one. The
+/// sweep audits it once however often it runs (and from two processes at once); an extension out
+/// of the window clears the mark, so that it is audited again when it comes back; a worker
+/// process sweeps as it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_near_their_due_date_are_at_risk() {
+    let app = api().await;
+    let near = app.submit("user", "1").await;
+    let far = app.submit("user", "2").await;
+    let late = app.submit("connection", "3").await;
+    let done = app.submit("user", "4").await;
+    let cancelled = app.submit("user", "5").await;
+    let r = post_json(
+        &app,
+        &format!("{REQUESTS}/{cancelled}/cancel"),
+        &app.requester,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Fresh requests are due in a month: none is at risk.
+    assert_eq!(
+        listed(&app, &[("at_risk", "true")]).await,
+        Vec::<String>::new()
+    );
+
+    due_in(&app, &[&near, &done, &cancelled], "3 days").await;
+    due_in(&app, &[&late], "-1 day").await;
+    sqlx::query(
+        "update erasure_requests set state = 'completed', completed_at = now(), outcome = 'erased', \
+         target_sealed = null, context_sealed = null where id = $1::uuid",
+    )
+    .bind(&done)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "update steps set attempts = 3, last_error = 'upstream 503 (transient)' \
+         where request_id = $1::uuid",
+    )
+    .bind(&near)
+    .execute(&app.db)
+    .await
+    .unwrap();
+
+    // The list.
+    assert_eq!(
+        listed(&app, &[("at_risk", "true")]).await,
+        vec![near.clone()]
+    );
+    assert_eq!(
+        listed(&app, &[("at_risk", "true"), ("scope", "connection")]).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        listed(&app, &[("overdue", "true")]).await,
+        vec![late.clone()]
+    );
+    assert_eq!(
+        listed(&app, &[("at_risk", "false")]).await,
+        sorted(vec![
+            near.clone(),
+            far.clone(),
+            late.clone(),
+            done.clone(),
+            cancelled.clone()
+        ])
+    );
+
+    // /metrics.
+    let (status, metrics) = app.get_text("/metrics", "").await;
+    assert_eq!(status, 200);
+    for needed in [
+        "erasure_requests_at_risk 1\n",
+        "erasure_requests_overdue 1\n",
+        "erasure_requests_due_within_7_days 1\n",
+    ] {
+        assert!(
+            metrics.contains(needed),
+            "{needed} missing from:\n{metrics}"
+        );
+    }
+
+    // The status page: its "At risk" section, up to the next heading.
+    let page = app
+        .http
+        .get(app.url("/"))
+        .header("cookie", format!("erasure_key={}", app.auditor))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let section = |id: &str| -> String {
+        let start = page
+            .find(&format!("<h2 id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no section {id}: {page}"));
+        let rest = &page[start + 4..];
+        rest[..rest.find("<h2").unwrap_or(rest.len())].to_string()
+    };
+    let risky = section("at-risk");
+    assert!(risky.contains("due within 7 days (1)"), "{risky}");
+    assert!(risky.contains(&format!("/requests/{near}")), "{risky}");
+    assert!(
+        risky.contains("<td>inventory</td><td>upstream 503 (transient)</td>"),
+        "the current step and its last error: {risky}"
+    );
+    for other in [&far, &late, &done, &cancelled] {
+        assert!(
+            !risky.contains(other.as_str()),
+            "{other} is not at risk: {risky}"
+        );
+    }
+    assert!(section("overdue").contains(late.as_str()));
+
+    // The sweep audits it once, however often and from however many processes it runs.
+    let db = app.db.clone();
+    let (a, b) = tokio::join!(
+        erasure::store::requests::mark_at_risk(&db, 7),
+        erasure::store::requests::mark_at_risk(&db, 7)
+    );
+    assert_eq!(a.unwrap() + b.unwrap(), 1);
+    assert_eq!(
+        erasure::store::requests::mark_at_risk(&db, 7)
+            .await
+            .unwrap(),
+        0
+    );
+    let entries = at_risk_entries(&app, &near).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["days_left"], 2, "{entries:?}");
+    let due = get(&app, &format!("{REQUESTS}/{near}"), &app.auditor).await;
+    assert_eq!(time(&entries[0]["due_at"]), time(&due.json["due_at"]));
+    for other in [&far, &late, &done, &cancelled] {
+        assert!(at_risk_entries(&app, other).await.is_empty());
+    }
+    assert_eq!(
+        app.audit_events(&near).await,
+        ["received", "at_risk"],
+        "no personal data, no other entry"
+    );
+
+    // An extension takes it out of the window and clears the mark: at risk again later, it is
+    // audited again.
+    let r = post_json(
+        &app,
+        &format!("{REQUESTS}/{near}/extend"),
+        &app.approver,
+        &json!({"months": 1, "reason": "complex case"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        listed(&app, &[("at_risk", "true")]).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        erasure::store::requests::mark_at_risk(&db, 7)
+            .await
+            .unwrap(),
+        0
+    );
+    due_in(&app, &[&near], "1 day").await;
+    assert_eq!(
+        erasure::store::requests::mark_at_risk(&db, 7)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(at_risk_entries(&app, &near).await.len(), 2);
+
+    // A worker process sweeps as it starts. `far`, held, waits (a held request is open: at risk
+    // all the same) rather than be erased by that worker meanwhile.
+    let r = post_json(
+        &app,
+        &format!("{REQUESTS}/{far}/hold"),
+        &app.approver,
+        &json!({"legal_basis": "art17_3_e", "note": "claim"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    due_in(&app, &[&far], "6 days").await;
+    let worker = app.extra_worker(common::fast_engine()).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while at_risk_entries(&app, &far).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker's sweep never audited {far}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(at_risk_entries(&app, &far).await[0]["days_left"], 5);
+    worker.stop().await.unwrap();
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_pages_with_a_cursor_newest_first() {
     let app = api().await;
@@ -2186,6 +2417,8 @@ async fn list_refuses_bad_queries() {
         (vec![("state", "done")], "state"),
         (vec![("scope", "galaxy")], "scope"),
         (vec![("overdue", "yes")], "overdue"),
+        (vec![("at_risk", "soon")], "at_risk"),
+        (vec![("at_risk", "")], "at_risk"),
         (vec![("due_within_days", "-3")], "due_within_days"),
         (vec![("due_within_days", "100000")], "due_within_days"),
         (vec![("batch_id", "42")], "batch_id"),

@@ -38,6 +38,7 @@ async fn restart(app: &mut TestApp, database_url: String, keys: Keys) {
         db_pool: 20,
         http_workers: 2,
         checkpoint_every: Duration::from_millis(500),
+        at_risk_days: erasure::config::DEFAULT_AT_RISK_DAYS,
     })
     .await
     .unwrap();

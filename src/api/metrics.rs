@@ -26,7 +26,7 @@ use crate::store::metrics::{Figures, RestorationState};
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let figures = store::metrics::figures(&state.db).await?;
+    let figures = store::metrics::figures(&state.db, state.at_risk_days).await?;
     Ok(HttpResponse::Ok()
         .content_type(CONTENT_TYPE)
         .body(exposition(&figures)))
@@ -103,6 +103,11 @@ fn figures_registry(f: &Figures) -> Registry {
         "requests_due_within_7_days",
         "Open requests due within the next 7 days",
         ConstGauge::new(f.due_within_7_days),
+    );
+    r.register(
+        "requests_at_risk",
+        "Open requests at risk: due within ERASURE_AT_RISK_DAYS days (default 7), not yet overdue",
+        ConstGauge::new(f.at_risk),
     );
 
     let jobs = Family::<JobLabels, Gauge>::default();
@@ -200,6 +205,7 @@ mod tests {
             ],
             overdue: 2,
             due_within_7_days: 4,
+            at_risk: 3,
             jobs: Jobs {
                 queued: 5,
                 running: 6,
@@ -225,6 +231,7 @@ mod tests {
             "erasure_requests{state=\"pending_approval\",scope=\"account\"} 1\n",
             "erasure_requests_overdue 2\n",
             "erasure_requests_due_within_7_days 4\n",
+            "erasure_requests_at_risk 3\n",
             "erasure_jobs{state=\"queued\"} 5\n",
             "erasure_jobs{state=\"paused\"} 8\n",
             "erasure_audit_entries 9\n",

@@ -33,6 +33,8 @@ pub struct AppState {
     pub pseudonyms: Pseudonymizer,
     pub sealer: Sealer,
     pub approval: ApprovalPolicy,
+    /// Days before its due date from which an open request is at risk (`ERASURE_AT_RISK_DAYS`).
+    pub at_risk_days: u32,
     pub audit: std::sync::Arc<AuditLog>,
     pub limits: HttpLimits,
     /// Request rate per API key.

@@ -621,6 +621,9 @@ pub struct ListQuery {
     /// Only open requests due within this many days (overdue ones included).
     #[param(maximum = 3660)]
     pub due_within_days: Option<u32>,
+    /// Only open requests at risk: due within `ERASURE_AT_RISK_DAYS` (default 7) days and not
+    /// yet overdue.
+    pub at_risk: Option<bool>,
     pub batch_id: Option<Uuid>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -702,6 +705,7 @@ pub async fn list(
         due_from: q.due_from,
         due_to,
         open_only,
+        at_risk_days: (q.at_risk == Some(true)).then_some(state.at_risk_days),
         batch_id: q.batch_id,
         after,
         limit: limit as i64 + 1,
@@ -852,6 +856,7 @@ pub async fn act(
                 return Err(ApiError::field("months", "must be 1 or 2"));
             }
             input_data.months = Some(body.months);
+            input_data.at_risk_days = state.at_risk_days;
             input_data.note = Some(
                 validate::free_text(&body.reason, 500)
                     .map_err(|why| ApiError::field("reason", why))?,

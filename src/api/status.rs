@@ -1,7 +1,8 @@
 //! The status page for compliance officers: server-rendered HTML with inline CSS and SVG (no
 //! scripts, no external assets). `/` asks for an API key once (any role), kept in an HttpOnly,
-//! SameSite=Strict cookie, then shows counts by state, what is overdue and due soon (linking to
-//! each request), recent failures by reason, daily intake and completions, and running batches.
+//! SameSite=Strict cookie, then shows counts by state, what is overdue and what is at risk (due
+//! within `ERASURE_AT_RISK_DAYS`, with its current step's last error; each request links to its
+//! own page), recent failures by reason, daily intake and completions, and running batches.
 
 use std::fmt::Write;
 
@@ -115,14 +116,20 @@ pub async fn logout() -> HttpResponse {
     response
 }
 
-fn request_rows(rows: &[DueRequest], now: DateTime<Utc>) -> String {
-    if rows.is_empty() {
+/// Requests as a table, each row with its further cells (`heads` names their columns).
+fn request_rows<'a>(
+    rows: impl IntoIterator<Item = (&'a DueRequest, String)>,
+    heads: &str,
+    now: DateTime<Utc>,
+) -> String {
+    let mut rows = rows.into_iter().peekable();
+    if rows.peek().is_none() {
         return "<p class=\"muted\">None.</p>".into();
     }
-    let mut html = String::from(
-        "<table><tr><th>request</th><th>scope</th><th>state</th><th>received</th><th>due</th></tr>",
+    let mut html = format!(
+        "<table><tr><th>request</th><th>scope</th><th>state</th><th>received</th><th>due</th>{heads}</tr>",
     );
-    for r in rows {
+    for (r, cells) in rows {
         let (id, due) = (r.id, r.due_at);
         let days = (due - now).num_days();
         let due_text = if due < now {
@@ -136,7 +143,7 @@ fn request_rows(rows: &[DueRequest], now: DateTime<Utc>) -> String {
         };
         let _ = write!(
             html,
-            "<tr><td><a href=\"/requests/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{due_text}</td></tr>",
+            "<tr><td><a href=\"/requests/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{due_text}</td>{cells}</tr>",
             r.scope.as_str(),
             r.state.as_str(),
             r.received_at.format("%Y-%m-%d %H:%M")
@@ -161,7 +168,7 @@ pub async fn status(
         "<h1>erasure status</h1><form class=\"inline\" method=\"post\" action=\"/logout\"><button>Sign out</button></form>",
     );
 
-    let figures = store::status::read(db).await?;
+    let figures = store::status::read(db, state.at_risk_days).await?;
     body.push_str("<h2>Requests by state</h2><div class=\"cards\">");
     for s in [
         State::PendingApproval,
@@ -186,13 +193,19 @@ pub async fn status(
         body,
         "<h2 id=\"overdue\">Overdue ({})</h2>{}",
         figures.overdue.len(),
-        request_rows(&figures.overdue, now)
+        request_rows(figures.overdue.iter().map(|r| (r, String::new())), "", now)
     );
+    let at_risk = figures.at_risk.iter().map(|r| {
+        let step = r.step.map_or("", |s| s.as_str());
+        let error = esc(r.last_error.as_deref().unwrap_or(""));
+        (&r.request, format!("<td>{step}</td><td>{error}</td>"))
+    });
     let _ = write!(
         body,
-        "<h2 id=\"due-soon\">Due within 7 days ({})</h2>{}",
-        figures.due_soon.len(),
-        request_rows(&figures.due_soon, now)
+        "<h2 id=\"at-risk\">At risk: due within {} days ({})</h2>{}",
+        state.at_risk_days,
+        figures.at_risk.len(),
+        request_rows(at_risk, "<th>step</th><th>last error</th>", now)
     );
 
     body.push_str("<h2 id=\"failures\">Failures by reason</h2>");

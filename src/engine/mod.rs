@@ -17,12 +17,16 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
 use crate::store::ready::Ready;
-use crate::store::{Db, steps};
+use crate::store::{Db, requests, steps};
 use crate::upstream::{Admission, Upstream};
 
 /// Writers that record step outcomes (`store::group`); the throughput figures of BENCHMARKS.md
 /// (2026-11-29 evening) were measured with eight.
 const RECORDERS: usize = 8;
+
+/// How often each worker process looks for requests that became at risk, to audit them
+/// (`store::requests::mark_at_risk`; the first look at start).
+const AT_RISK_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Engine {
     pub(crate) db: Db,
@@ -33,6 +37,8 @@ pub struct Engine {
     pub(crate) ready: Arc<Ready>,
     /// Records attempts' outcomes, many in one commit when many steps end at once.
     pub(crate) recorder: steps::Recorder,
+    /// `ERASURE_AT_RISK_DAYS`.
+    pub(crate) at_risk_days: u32,
 }
 
 impl Engine {
@@ -43,6 +49,7 @@ impl Engine {
         pseudonyms: Pseudonymizer,
         settings: EngineSettings,
         ready: Arc<Ready>,
+        at_risk_days: u32,
     ) -> Arc<Self> {
         Arc::new(Self {
             recorder: steps::recorder(db.clone(), RECORDERS),
@@ -52,6 +59,7 @@ impl Engine {
             pseudonyms,
             settings,
             ready,
+            at_risk_days,
         })
     }
 
@@ -65,6 +73,7 @@ impl Engine {
                 .listen(self.db.clone(), background.clone()),
         );
         let rescuer = tokio::spawn(rescue(self.clone(), background.clone()));
+        let sweeper = tokio::spawn(sweep_at_risk(self.clone(), background.clone()));
         let hard_stop = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
         let mut running = JoinSet::new();
@@ -152,6 +161,7 @@ impl Engine {
         background.cancel();
         let _ = listener.await;
         let _ = rescuer.await;
+        let _ = sweeper.await;
         tracing::info!("workers stopped");
         Ok(())
     }
@@ -172,6 +182,24 @@ async fn rescue(engine: Arc<Engine>, stop: CancellationToken) {
                 engine.ready.wake();
             }
             Err(e) => tracing::warn!(error = %e, "rescuing expired leases failed"),
+        }
+    }
+}
+
+/// Audits the requests that became at risk, at start and then every `AT_RISK_SWEEP_EVERY`.
+async fn sweep_at_risk(engine: Arc<Engine>, stop: CancellationToken) {
+    loop {
+        match requests::mark_at_risk(&engine.db, engine.at_risk_days).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                requests = n,
+                "requests became at risk: their due date is near"
+            ),
+            Err(e) => tracing::warn!(error = %e, "looking for requests at risk failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(AT_RISK_SWEEP_EVERY) => {}
+            _ = stop.cancelled() => return,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use super::Db;
 use super::guard::RECURRING;
+use super::requests::{at_risk, closed_states, days_param};
 use crate::domain::{Scope, State};
 
 /// Everything `/metrics` shows from the database, read at once.
@@ -16,6 +17,8 @@ pub struct Figures {
     pub overdue: i64,
     /// Open requests due within the next 7 days.
     pub due_within_7_days: i64,
+    /// Open requests at risk (`requests::at_risk!`).
+    pub at_risk: i64,
     pub jobs: Jobs,
     /// Highest audit entry id.
     pub audit_entries: i64,
@@ -82,19 +85,25 @@ pub struct Reverification {
     pub found: i64,
 }
 
-/// Reads every figure of `/metrics` from the database.
-pub async fn figures(db: &Db) -> sqlx::Result<Figures> {
+/// Reads every figure of `/metrics` from the database, with requests at risk from
+/// `at_risk_days` before their due date.
+pub async fn figures(db: &Db, at_risk_days: u32) -> sqlx::Result<Figures> {
     let requests = sqlx::query_as(
         "select state, scope, count(*) from erasure_requests group by state, scope order by 1, 2",
     )
     .fetch_all(db)
     .await?;
 
-    let (overdue, due_within_7_days): (i64, i64) = sqlx::query_as(
+    let (overdue, due_within_7_days, at_risk): (i64, i64, i64) = sqlx::query_as(concat!(
         "select count(*) filter (where due_at < now()), \
-                count(*) filter (where due_at >= now() and due_at < now() + interval '7 days') \
-         from erasure_requests where state not in ('completed', 'cancelled')",
-    )
+                count(*) filter (where ",
+        at_risk!("7"),
+        "), count(*) filter (where ",
+        at_risk!("$1"),
+        ") from erasure_requests where state not in ",
+        closed_states!(),
+    ))
+    .bind(days_param(at_risk_days))
     .fetch_one(db)
     .await?;
 
@@ -147,6 +156,7 @@ pub async fn figures(db: &Db) -> sqlx::Result<Figures> {
         requests,
         overdue,
         due_within_7_days,
+        at_risk,
         jobs,
         audit_entries,
         audit_tree_size,

@@ -92,6 +92,27 @@ macro_rules! closed_states {
 }
 pub(crate) use closed_states;
 
+/// Whether a request is *at risk* (an SQL condition on `erasure_requests`): open, and due from now
+/// on but within `$days` days, `$days` being the placeholder (an `int4`) of
+/// `ERASURE_AT_RISK_DAYS` (a macro, so SQL literals take it with `concat!`). Past its due date a
+/// request is overdue instead (its own filter and figure), no longer at risk; with 0 days none is.
+/// The one definition of the list's `at_risk` filter, the status page's section, the
+/// `erasure_requests_at_risk` gauge and the sweep that audits it (`mark_at_risk`), so that they
+/// agree. `state not in closed_states!()` and a range of `due_at` read the partial index
+/// `erasure_requests_due_open`.
+macro_rules! at_risk {
+    ($days:literal) => {
+        concat!(
+            "(state not in ",
+            $crate::store::requests::closed_states!(),
+            " and due_at >= now() and due_at < now() + make_interval(days => ",
+            $days,
+            "))"
+        )
+    };
+}
+pub(crate) use at_risk;
+
 /// The unique index that keeps one open request per target.
 const ONE_OPEN_PER_SUBJECT: &str = "erasure_requests_one_open_per_subject";
 
@@ -650,6 +671,8 @@ pub struct ListFilter {
     pub due_to: Option<DateTime<Utc>>,
     /// Only requests not yet completed or cancelled.
     pub open_only: bool,
+    /// Only requests at risk (`at_risk!`) with this many days.
+    pub at_risk_days: Option<u32>,
     pub batch_id: Option<Uuid>,
     /// Page after this (received_at, id), newest first.
     pub after: Option<(DateTime<Utc>, Uuid)>,
@@ -669,7 +692,9 @@ pub async fn list(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<ErasureRequest>> 
             ") \
              and ($8::uuid is null or batch_id = $8) \
              and ($9::timestamptz is null or (received_at, id) < ($9, $10::uuid)) \
-             order by received_at desc, id desc limit $11"
+             and ($12::int4 is null or ",
+            at_risk!("$12"),
+            ") order by received_at desc, id desc limit $11"
         ),
         COLUMNS = COLUMNS
     );
@@ -685,6 +710,7 @@ pub async fn list(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<ErasureRequest>> 
         .bind(f.after.map(|a| a.0))
         .bind(f.after.map(|a| a.1))
         .bind(f.limit)
+        .bind(f.at_risk_days.map(days_param))
         .fetch_all(db)
         .await?;
     let ids: Vec<Uuid> = page.iter().map(|r| r.id).collect();
@@ -699,12 +725,21 @@ pub async fn list(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<ErasureRequest>> 
     Ok(page)
 }
 
+/// `ERASURE_AT_RISK_DAYS` as the `int4` that `at_risk!` takes, at most `MAX_AT_RISK_DAYS` (as
+/// `config` checks it), so that the interval stays in range.
+pub(crate) fn days_param(days: u32) -> i32 {
+    days.min(crate::config::MAX_AT_RISK_DAYS) as i32
+}
+
 /// What a transition needs besides the action.
 #[derive(Debug, Clone, Default)]
 pub struct ActionInput {
     pub legal_basis: Option<&'static str>,
     pub note: Option<String>,
     pub months: Option<u32>,
+    /// `ERASURE_AT_RISK_DAYS`: an extension that takes a request out of the at-risk window
+    /// clears its mark, so that it is audited again when it comes back into it.
+    pub at_risk_days: u32,
 }
 
 /// Why a transition was refused.
@@ -832,6 +867,15 @@ pub async fn act(
             .bind(crate::domain::due_at(received_at, total as u32))
             .execute(&mut *tx)
             .await?;
+            sqlx::query(concat!(
+                "update erasure_requests set at_risk_at = null \
+                 where id = $1 and at_risk_at is not null and not ",
+                at_risk!("$2"),
+            ))
+            .bind(id)
+            .bind(days_param(input.at_risk_days))
+            .execute(&mut *tx)
+            .await?;
             data["months"] = json!(months);
         }
     }
@@ -862,6 +906,53 @@ pub async fn act(
     .await?;
     tx.commit().await?;
     Ok(Ok(()))
+}
+
+/// Marks the requests that became at risk (`at_risk!` with `days`) since the last sweep, each
+/// with its `at_risk` audit entry (`{"due_at", "days_left"}`, by the engine) in the same
+/// transaction; returns how many. Any number of processes may sweep at once: a request is marked
+/// once (`at_risk_at`), and rows another transaction holds are skipped, to be marked by the next
+/// sweep, rather than waited for. In transactions of at most `MARKS` requests, so that a first
+/// sweep over many requests holds no lock long.
+pub async fn mark_at_risk(db: &Db, days: u32) -> sqlx::Result<u64> {
+    const MARKS: i64 = 1000;
+    let mut marked = 0;
+    loop {
+        let mut tx = db.begin().await?;
+        let mut rows: Vec<(Uuid, String, DateTime<Utc>, i32)> = sqlx::query_as(concat!(
+            "update erasure_requests set at_risk_at = now() where id in ( \
+                 select id from erasure_requests where at_risk_at is null and ",
+            at_risk!("$1"),
+            " order by due_at limit $2 for update skip locked) \
+             returning id, subject_ref, due_at, \
+                 floor(extract(epoch from due_at - now()) / 86400)::int4",
+        ))
+        .bind(days_param(days))
+        .bind(MARKS)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(marked);
+        }
+        rows.sort_by_key(|r| (r.2, r.0));
+        let entries = rows
+            .iter()
+            .map(|(id, subject_ref, due_at, days_left)| Entry {
+                request_id: Some(*id),
+                subject_ref: Some(subject_ref),
+                actor: audit::ENGINE,
+                event: "at_risk",
+                data: json!({"due_at": due_at, "days_left": days_left}),
+            })
+            .collect();
+        audit::append_all(&mut tx, entries).await?;
+        tx.commit().await?;
+        marked += rows.len() as u64;
+        if (rows.len() as i64) < MARKS {
+            return Ok(marked);
+        }
+    }
 }
 
 /// Makes the paused first pending step of a request ready again.

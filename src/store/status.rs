@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Db;
-use super::requests::closed_states;
-use crate::domain::{Scope, State};
+use super::requests::{at_risk, closed_states, days_param};
+use crate::domain::{Scope, State, StepKind};
 
 /// What the status page shows, as of one reading.
 #[derive(Debug, Clone)]
@@ -20,8 +20,8 @@ pub struct Status {
     pub by_state: HashMap<State, i64>,
     /// Open requests past their due date, the most overdue first (at most 100).
     pub overdue: Vec<DueRequest>,
-    /// Open requests due within 7 days, the soonest first (at most 100).
-    pub due_soon: Vec<DueRequest>,
+    /// Open requests at risk (`requests::at_risk!`), the soonest due first (at most 100).
+    pub at_risk: Vec<AtRiskRequest>,
     /// Failed requests by reason, the commonest first (at most 20).
     pub failures: Vec<ReasonCount>,
     /// Steps waiting to retry, by their last error, the commonest first (at most 20).
@@ -49,6 +49,16 @@ pub struct DueRequest {
     pub state: State,
     pub received_at: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
+}
+
+/// An open request at risk, with its current step (the last one stored) and that step's last
+/// error, if any.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AtRiskRequest {
+    #[sqlx(flatten)]
+    pub request: DueRequest,
+    pub step: Option<StepKind>,
+    pub last_error: Option<String>,
 }
 
 /// How many share one reason.
@@ -98,8 +108,9 @@ macro_rules! open_due {
     };
 }
 
-/// Reads the figures of the status page.
-pub async fn read(db: &Db) -> sqlx::Result<Status> {
+/// Reads the figures of the status page, with requests at risk from `at_risk_days` before their
+/// due date.
+pub async fn read(db: &Db, at_risk_days: u32) -> sqlx::Result<Status> {
     let by_state: Vec<(State, i64)> =
         sqlx::query_as("select state, count(*) from erasure_requests group by state")
             .fetch_all(db)
@@ -107,9 +118,16 @@ pub async fn read(db: &Db) -> sqlx::Result<Status> {
     let overdue = sqlx::query_as(open_due!("due_at < now()"))
         .fetch_all(db)
         .await?;
-    let due_soon = sqlx::query_as(open_due!(
-        "due_at >= now() and due_at < now() + interval '7 days'"
+    let at_risk = sqlx::query_as(concat!(
+        "select r.id, r.scope, r.state, r.received_at, r.due_at, s.kind as step, s.last_error \
+         from erasure_requests r left join lateral \
+             (select kind, last_error from steps where request_id = r.id \
+              order by ordinal desc limit 1) s on true \
+         where ",
+        at_risk!("$1"),
+        " order by r.due_at limit 100"
     ))
+    .bind(days_param(at_risk_days))
     .fetch_all(db)
     .await?;
     let failures: Vec<(String, i64)> = sqlx::query_as(
@@ -146,7 +164,7 @@ pub async fn read(db: &Db) -> sqlx::Result<Status> {
     Ok(Status {
         by_state: by_state.into_iter().collect(),
         overdue,
-        due_soon,
+        at_risk,
         failures: failures.into_iter().map(ReasonCount::from).collect(),
         retrying: retrying.into_iter().map(ReasonCount::from).collect(),
         batches: batches

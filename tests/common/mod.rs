@@ -86,6 +86,8 @@ pub struct Options {
     /// Limits of the HTTP API (by default: no rate per key and no cap of connections per
     /// address, so that tests sending many requests at once are not throttled).
     pub limits: HttpLimits,
+    /// `ERASURE_AT_RISK_DAYS`.
+    pub at_risk_days: u32,
 }
 
 /// A guard that reads events often and never re-verifies by itself.
@@ -134,6 +136,7 @@ impl Default for Options {
                 max_connections_per_ip: 0,
                 ..HttpLimits::default()
             },
+            at_risk_days: erasure::config::DEFAULT_AT_RISK_DAYS,
         }
     }
 }
@@ -182,6 +185,7 @@ impl TestApp {
             db_pool: 20,
             http_workers: 2,
             checkpoint_every: std::time::Duration::from_secs(10),
+            at_risk_days: options.at_risk_days,
         };
         let running = service::start_with(config, options.limits.clone())
             .await
@@ -232,6 +236,7 @@ impl TestApp {
             db_pool: 10,
             http_workers: 1,
             checkpoint_every: std::time::Duration::from_secs(10),
+            at_risk_days: erasure::config::DEFAULT_AT_RISK_DAYS,
         })
         .await
         .unwrap()
