@@ -163,18 +163,21 @@ fn figures_registry(f: &Figures) -> Registry {
     }
     r.register("restorations", "Restorations by state", restorations);
 
-    let failing = f.last_reverification.is_some_and(|last| !last.passed);
+    let failing = f
+        .last_reverification
+        .as_ref()
+        .is_some_and(|last| !last.passed());
     r.register(
         "reverification_failing",
         "1 when the last re-verification found erased targets upstream again or could not finish",
         ConstGauge::new(i64::from(failing)),
     );
-    if let Some(last) = f.last_reverification {
+    if let Some(last) = &f.last_reverification {
         r.register_with_unit(
             "reverification_last_finished",
             "When the last re-verification finished (Unix time)",
             Unit::Seconds,
-            ConstGauge::new(last.finished_at),
+            ConstGauge::new(last.finished_at.timestamp_micros() as f64 / 1e6),
         );
         r.register(
             "reverification_last_found",
@@ -194,7 +197,8 @@ fn figures_registry(f: &Figures) -> Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::metrics::{Jobs, Reverification};
+    use crate::store::metrics::Jobs;
+    use crate::store::reverify::LastRun;
 
     #[test]
     fn database_figures_keep_their_names_and_labels() {
@@ -218,9 +222,9 @@ mod tests {
             resurrections: 2,
             recurring_connections: 1,
             restorations: vec![(RestorationState::TimedOut, 1)],
-            last_reverification: Some(Reverification {
-                passed: false,
-                finished_at: 1_700_000_000.0,
+            last_reverification: Some(LastRun {
+                state: "failed".into(),
+                finished_at: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
                 found: 3,
             }),
             event_cursor: 42,

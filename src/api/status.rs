@@ -18,7 +18,8 @@ use crate::audit::report::{self, esc};
 use crate::domain::State;
 use crate::store;
 use crate::store::audit::Event;
-use crate::store::status::{DueRequest, ReasonCount, Reverification, RunningBatch};
+use crate::store::reverify::LastRun;
+use crate::store::status::{DueRequest, ReasonCount, RunningBatch};
 
 const COOKIE: &str = "erasure_key";
 
@@ -267,7 +268,9 @@ pub async fn status(
          Last re-verification: {}.</p>",
         figures.resurrections,
         match figures.last_reverification {
-            Some(Reverification { state, finished_at }) => format!(
+            Some(LastRun {
+                state, finished_at, ..
+            }) => format!(
                 "{} at {}",
                 esc(&state),
                 finished_at.format("%Y-%m-%d %H:%M UTC")

@@ -6,6 +6,7 @@
 use super::Db;
 use super::guard::RECURRING;
 use super::requests::{at_risk, closed_states, days_param};
+use super::reverify::LastRun;
 use crate::domain::{Scope, State};
 
 /// Everything `/metrics` shows from the database, read at once.
@@ -33,7 +34,7 @@ pub struct Figures {
     /// Restorations by state (only the states that have any).
     pub restorations: Vec<(RestorationState, i64)>,
     /// The last finished re-verification, if any.
-    pub last_reverification: Option<Reverification>,
+    pub last_reverification: Option<LastRun>,
     /// Id of the last upstream event the guard applied.
     pub event_cursor: i64,
 }
@@ -72,17 +73,6 @@ impl RestorationState {
             RestorationState::TimedOut => "timed_out",
         }
     }
-}
-
-/// The outcome of a finished re-verification.
-#[derive(Debug, Clone, Copy, sqlx::FromRow)]
-pub struct Reverification {
-    /// It found nothing erased upstream again and finished.
-    pub passed: bool,
-    /// When it finished (Unix time, seconds).
-    pub finished_at: f64,
-    /// Erased targets it found upstream again.
-    pub found: i64,
 }
 
 /// Reads every figure of `/metrics` from the database, with requests at risk from
@@ -142,13 +132,7 @@ pub async fn figures(db: &Db, at_risk_days: u32) -> sqlx::Result<Figures> {
             .fetch_all(db)
             .await?;
 
-    let last_reverification: Option<Reverification> = sqlx::query_as(
-        "select state = 'passed' as passed, \
-                extract(epoch from finished_at)::float8 as finished_at, found \
-         from reverifications where finished_at is not null order by id desc limit 1",
-    )
-    .fetch_optional(db)
-    .await?;
+    let last_reverification = super::reverify::last_finished(db).await?;
 
     let event_cursor = super::guard::cursor(db).await?;
 

@@ -120,3 +120,30 @@ pub async fn completed_before(
     .fetch_optional(conn)
     .await
 }
+
+/// The last finished re-verification, as the status page and `/metrics` show it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LastRun {
+    /// `passed`, `failed` or `error`.
+    pub state: String,
+    pub finished_at: DateTime<Utc>,
+    /// Erased targets it found upstream again.
+    pub found: i64,
+}
+
+impl LastRun {
+    /// It found nothing erased upstream again and finished.
+    pub fn passed(&self) -> bool {
+        self.state == "passed"
+    }
+}
+
+/// The last finished re-verification, if any.
+pub async fn last_finished(db: &Db) -> sqlx::Result<Option<LastRun>> {
+    sqlx::query_as(
+        "select state, finished_at, found from reverifications where finished_at is not null \
+         order by id desc limit 1",
+    )
+    .fetch_optional(db)
+    .await
+}

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::Db;
 use super::requests::{at_risk, closed_states, days_param};
+use super::reverify::LastRun;
 use crate::domain::{Scope, State, StepKind};
 
 /// What the status page shows, as of one reading.
@@ -31,7 +32,7 @@ pub struct Status {
     /// Resurrections detected (and erased again).
     pub resurrections: i64,
     /// The last re-verification that finished.
-    pub last_reverification: Option<Reverification>,
+    pub last_reverification: Option<LastRun>,
 }
 
 impl Status {
@@ -83,14 +84,6 @@ pub struct RunningBatch {
     pub done: i64,
     /// When its first request was received.
     pub received_at: DateTime<Utc>,
-}
-
-/// A finished re-verification.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Reverification {
-    /// `passed`, `failed` or `error`.
-    pub state: String,
-    pub finished_at: DateTime<Utc>,
 }
 
 /// The open requests whose due date meets `$when` (SQL on `due_at`), the soonest due first, at
@@ -155,12 +148,7 @@ pub async fn read(db: &Db, at_risk_days: u32) -> sqlx::Result<Status> {
     let resurrections = sqlx::query_scalar("select count(*) from resurrections")
         .fetch_one(db)
         .await?;
-    let last_reverification = sqlx::query_as(
-        "select state, finished_at from reverifications where finished_at is not null \
-         order by id desc limit 1",
-    )
-    .fetch_optional(db)
-    .await?;
+    let last_reverification = super::reverify::last_finished(db).await?;
     Ok(Status {
         by_state: by_state.into_iter().collect(),
         overdue,
