@@ -167,8 +167,6 @@ impl TestApp {
             max_rps: options.max_rps,
             max_concurrency: options.max_concurrency,
             timeout: Duration::from_secs(2),
-            // One process per test database: nobody else's calls to wait for.
-            quiet_start: Duration::ZERO,
         };
         let config = ServiceConfig {
             database_url: db_url.clone(),
