@@ -112,7 +112,10 @@ impl Upstream {
         (self.settings.max_rps, self.settings.max_concurrency)
     }
 
-    /// This process's share of the caps: calls a second and concurrent calls. A smaller share applies at once (calls in flight beyond it finish); set a larger one only
+    /// This process's share of the caps: calls a second and concurrent calls. A new client has
+    /// all of it, as if alone; a process that shares the caps with others sets it (and keeps it up
+    /// to date: `engine::shares`, which starts by setting none until it is granted one). A
+    /// smaller share applies at once (calls in flight beyond it finish); set a larger one only
     /// once the others have given it up.
     pub fn set_share(&self, per_second: f64, concurrency: usize) {
         self.limiter.set_share(per_second);

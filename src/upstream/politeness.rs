@@ -479,7 +479,10 @@ mod tests {
     /// Equal to the timer's millisecond.
     fn assert_close(got: Duration, want: Duration) {
         let off = got.abs_diff(want);
-        assert!(off <= Duration::from_millis(1), "{got:?} instead of {want:?}");
+        assert!(
+            off <= Duration::from_millis(1),
+            "{got:?} instead of {want:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -574,7 +577,11 @@ mod tests {
             tokio::time::sleep(RATE_WINDOW).await;
             limiter.throttled(tokio::time::Instant::now());
         }
-        assert_eq!(limiter.rate(), 16.0 * BACKOFF_FLOOR, "never below the floor");
+        assert_eq!(
+            limiter.rate(),
+            16.0 * BACKOFF_FLOOR,
+            "never below the floor"
+        );
         assert_eq!(limiter.share(), 16.0, "the share is unchanged");
         // Quiet: the rate grows back by an eighth of the share a second.
         tokio::time::sleep(BACKOFF_QUIET).await;
