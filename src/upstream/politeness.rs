@@ -513,42 +513,33 @@ mod tests {
         );
     }
 
+    /// A caller of `limiter`: when it went.
+    fn call(limiter: &Arc<RateLimiter>) -> tokio::task::JoinHandle<tokio::time::Instant> {
+        let limiter = limiter.clone();
+        tokio::spawn(async move {
+            limiter.acquire().await;
+            tokio::time::Instant::now()
+        })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn no_share_sends_nothing_and_a_smaller_one_applies_to_the_caller_already_waiting() {
         let limiter = Arc::new(RateLimiter::new(0.0));
         let start = tokio::time::Instant::now();
-        let first = tokio::spawn({
-            let limiter = limiter.clone();
-            async move {
-                limiter.acquire().await;
-                tokio::time::Instant::now()
-            }
-        });
+        let first = call(&limiter);
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(!first.is_finished(), "no call without a share");
         limiter.set_share(10.0);
         assert_eq!(first.await.unwrap() - start, Duration::from_secs(5));
         // The next slot would be 100 ms after the first; the share drops to 2/s meanwhile.
-        let second = tokio::spawn({
-            let limiter = limiter.clone();
-            async move {
-                limiter.acquire().await;
-                tokio::time::Instant::now()
-            }
-        });
+        let second = call(&limiter);
         tokio::time::sleep(Duration::from_millis(50)).await;
         limiter.set_share(2.0);
         let went = second.await.unwrap() - start;
         let spaced = |secs: f64| Duration::from_secs_f64(secs * (1.0 + SPACING_MARGIN));
         assert_close(went, Duration::from_secs(5) + spaced(0.5));
         // A larger share applies at once too.
-        let third = tokio::spawn({
-            let limiter = limiter.clone();
-            async move {
-                limiter.acquire().await;
-                tokio::time::Instant::now()
-            }
-        });
+        let third = call(&limiter);
         tokio::time::sleep(Duration::from_millis(10)).await;
         limiter.set_share(50.0);
         assert_close(
