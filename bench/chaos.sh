@@ -23,19 +23,34 @@
 #                              # another quarter; once the old workers have met a request of the
 #                              # new API (completed it, or run a step of it again) and MIXED_SECS
 #                              # (20) more, each is replaced by a new one (a rolling upgrade)
-#   bench/chaos.sh all         # each of the above in turn (fresh database and simulator each)
+#   bench/chaos.sh shared-cap  # one `erasure serve` (API and workers) and SHARED_WORKERS (3)
+#                              # `erasure worker`, ERASURE_UPSTREAM_MAX_RPS=SHARED_RPS (30) and
+#                              # ERASURE_UPSTREAM_MAX_CONCURRENCY=SHARED_CONCURRENCY (8) for the four
+#                              # together, 40 ms upstream latency; a third of the way through, kill -9
+#                              # of one worker. Checks: no second over SHARED_RPS + 1 calls, at least
+#                              # 85 % of it sustained, the dead worker's share taken by the others
+#                              # within one lease (6 s), concurrency within the cap (N: 600)
+#   bench/chaos.sh all         # each of the above but long-outage and upgrade in turn (fresh
+#                              # database and simulator each)
 #
-# Settings: N (10000), WORKERS (2), MAX_RPS per worker (200), CONCURRENCY per worker (16),
-# KILLS (20), DOWN_SECS (120), LONG_DOWN_SECS (300), SETTLE_SECS (1800: give up waiting after this), ERASURE_BIN,
-# PGPORT and PG_CLUSTER (main), OLD_BIN (upgrade only).
+# Settings: N (10000), WORKERS (2), MAX_RPS (400) and CONCURRENCY (32): the caps of all processes
+# together, as ERASURE_UPSTREAM_MAX_RPS and ERASURE_UPSTREAM_MAX_CONCURRENCY are; KILLS (20),
+# DOWN_SECS (120), LONG_DOWN_SECS (300), SETTLE_SECS (1800: give up waiting after this), ERASURE_BIN,
+# PGPORT and PG_CLUSTER (main), OLD_BIN (upgrade only), SHARED_* (shared-cap only).
 # Exit status 0 only when every check of every scenario run holds.
 source "$(dirname "$0")/lib.sh"
 
+N_GIVEN=${N:-}
 N=${N:-10000}
 MIXED_SECS=${MIXED_SECS:-20}
 WORKERS=${WORKERS:-2}
-MAX_RPS=${MAX_RPS:-200}
-CONCURRENCY=${CONCURRENCY:-16}
+MAX_RPS=${MAX_RPS:-400}
+CONCURRENCY=${CONCURRENCY:-32}
+SHARED_RPS=${SHARED_RPS:-30}
+SHARED_CONCURRENCY=${SHARED_CONCURRENCY:-8}
+SHARED_WORKERS=${SHARED_WORKERS:-3}
+# engine::shares::LEASE: how long a dead process's share of the caps stays held.
+SHARE_LEASE_SECS=6
 KILLS=${KILLS:-20}
 DOWN_SECS=${DOWN_SECS:-120}
 LONG_DOWN_SECS=${LONG_DOWN_SECS:-300}
@@ -87,19 +102,25 @@ run_scenario() {
         ERASURE_BIN=$OLD_BIN
         export SIM_BIN=$new_bin # the simulator is the harness, not the release under test
     fi
+    local sim_flags=() api_flags=(--no-worker)
+    if [[ $scenario == shared-cap ]]; then
+        # Four processes share the caps: the API process runs workers too.
+        MAX_RPS=$SHARED_RPS CONCURRENCY=$SHARED_CONCURRENCY WORKERS=$SHARED_WORKERS N=${N_GIVEN:-600}
+        sim_flags=(--fault-latency-ms 40) api_flags=()
+    fi
     BENCH_OUT=$(mktemp -d "/tmp/erasure-chaos-$scenario.XXXXXX")
     bench_init "chaos_${scenario//-/_}"
     export ERASURE_UPSTREAM_MAX_RPS=$MAX_RPS ERASURE_UPSTREAM_MAX_CONCURRENCY=$CONCURRENCY
-    export ERASURE_UPSTREAM_TIMEOUT_SECS=$TIMEOUT_SECS ERASURE_WORKER_CONCURRENCY=$((CONCURRENCY * 2))
+    export ERASURE_UPSTREAM_TIMEOUT_SECS=$TIMEOUT_SECS ERASURE_WORKER_CONCURRENCY=$CONCURRENCY
     export ERASURE_LEASE_SECS=5 ERASURE_POLL_MS=200 ERASURE_RETRY_BASE_SECS=0.2 ERASURE_RETRY_CAP_SECS=10
     export ERASURE_MAX_ATTEMPTS=100 ERASURE_CHECKPOINT_SECS=2 ERASURE_SHUTDOWN_GRACE_SECS=5
     export ERASURE_EVENTS_POLL_MS=1000 ERASURE_REVERIFY_EVERY_HOURS=0
     # long-outage: the default policy (no attempt count), backoff compressed to 1 s at most.
     [[ $scenario == long-outage ]] && export ERASURE_MAX_ATTEMPTS=0 ERASURE_RETRY_CAP_SECS=1
     fresh_db 0
-    start_sim --journal-capacity 2000000
+    start_sim --journal-capacity 2000000 "${sim_flags[@]}"
     seed_accounts "$N" "$BENCH_OUT/accounts"
-    start_api --no-worker
+    start_api "${api_flags[@]}"
     local key auditor
     key=$(make_key requester)
     auditor=$(make_key auditor)
@@ -172,6 +193,25 @@ run_scenario() {
         curl -fsS -X PUT "$SIM_URL/_sim/faults" -H 'content-type: application/json' -d '{}' >/dev/null
         log "upstream back; most attempts of a step: $(q "select max(attempts) from steps")"
         ;;
+    shared-cap)
+        start_workers
+        while (($(q "select count(*) from erasure_requests where state = 'completed'") < accepted / 3)); do sleep 0.5; done
+        local victim=${WPID[$((WORKERS - 1))]} t_kill
+        log "shares before the kill: $(q "select string_agg(pid || ':' || rate || '/s,' || concurrency, ' ' order by started_at) from upstream_shares where lease_until > now()")"
+        kill -KILL "$victim"
+        t_kill=$(now)
+        wait "$victim" 2>/dev/null || true
+        KILL_COUNT=1
+        # Taken: the victim's lease is gone and the others hold the whole rate between them.
+        until [[ $(q "select count(*) filter (where pid = $victim) = 0 and abs(coalesce(sum(rate) filter (where pid <> $victim), 0) - $MAX_RPS) < 0.001
+                      from upstream_shares where lease_until > now()") == t ]]; do
+            (($(calc "int($(now) - $t_kill)") > 60)) && break
+            sleep 0.1
+        done
+        TAKEOVER_SECS=$(fmt "$(now) - $t_kill" 2)
+        T_KILL_MS=$(calc "int($t_kill * 1000)")
+        log "worker $victim killed; its share taken by the others ${TAKEOVER_SECS}s later: $(q "select string_agg(pid || ':' || rate || '/s,' || concurrency, ' ' order by started_at) from upstream_shares where lease_until > now()")"
+        ;;
     sigterm)
         start_workers
         while (($(q "select count(*) from erasure_requests where state = 'completed'") < accepted / 4)); do sleep 0.5; done
@@ -235,15 +275,16 @@ run_scenario() {
     python3 "$BENCH_DIR/chaos_check.py" --scenario "$scenario" --db "$BENCH_DB" --sim "$SIM_URL" \
         --api "$API_URL" --auditor-key "$auditor" --public-key "$BENCH_OUT/audit.vkey" \
         --erasure-bin "$ERASURE_BIN" --accepted "$accepted" --accounts "$BENCH_OUT/accounts" \
-        --max-rps "$(calc "$MAX_RPS * $WORKERS")" --max-concurrency "$((CONCURRENCY * WORKERS))" \
-        --kills "$KILL_COUNT" --timeout-secs "$TIMEOUT_SECS" --drain-secs "$DRAIN_SECS" --out "$BENCH_OUT" || check=$?
+        --max-rps "$MAX_RPS" --max-concurrency "$CONCURRENCY" \
+        --kills "$KILL_COUNT" --timeout-secs "$TIMEOUT_SECS" --drain-secs "$DRAIN_SECS" --out "$BENCH_OUT" \
+        ${TAKEOVER_SECS:+--takeover-secs "$TAKEOVER_SECS" --kill-ms "$T_KILL_MS" --lease-secs "$SHARE_LEASE_SECS"} || check=$?
     local i
     for ((i = 0; i < WORKERS; i++)); do stop_pid "${WPID[$i]}"; done
     return $check
 }
 
 scenarios=("$@")
-[[ ${#scenarios[@]} -eq 0 || ${scenarios[0]} == all ]] && scenarios=(kill pg-restart faults outage sigterm)
+[[ ${#scenarios[@]} -eq 0 || ${scenarios[0]} == all ]] && scenarios=(kill pg-restart faults outage sigterm shared-cap)
 failed=0
 for s in "${scenarios[@]}"; do
     (run_scenario "$s") || failed=1

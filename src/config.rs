@@ -68,10 +68,6 @@ pub enum ApprovalPolicy {
     All,
 }
 
-/// How long a new process waits before its first upstream call: one window of the rate limiter
-/// (see `upstream::RateLimiter::new`).
-pub const QUIET_START: Duration = Duration::from_secs(1);
-
 /// How to reach the aggregator.
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpstreamArgs {
@@ -83,10 +79,12 @@ pub struct UpstreamArgs {
     pub upstream_auth_url: Option<String>,
     #[arg(long, env = "ERASURE_UPSTREAM_CLIENT_ID")]
     pub upstream_client_id: Option<String>,
-    /// Maximum upstream requests per second of this process.
+    /// Maximum upstream requests per second of the whole deployment: every process that shares
+    /// the database and runs workers takes a share of it (coordinated through PostgreSQL:
+    /// `engine::shares`); API-only processes take none.
     #[arg(long, env = "ERASURE_UPSTREAM_MAX_RPS", default_value_t = 20.0)]
     pub upstream_max_rps: f64,
-    /// Maximum concurrent upstream calls of this process.
+    /// Maximum concurrent upstream calls of the whole deployment, shared the same way.
     #[arg(long, env = "ERASURE_UPSTREAM_MAX_CONCURRENCY", default_value_t = 8)]
     pub upstream_max_concurrency: usize,
     /// Time-out of one upstream call, in seconds.
@@ -101,11 +99,11 @@ pub struct UpstreamSettings {
     pub auth_url: String,
     pub client_id: String,
     pub client_secret: Secret,
+    /// Calls a second, every process's together (this process uses its share: `engine::shares`).
     pub max_rps: f64,
+    /// Concurrent calls, every process's together (shared the same way).
     pub max_concurrency: usize,
     pub timeout: Duration,
-    /// How long a new process waits before its first upstream call (see `RateLimiter::new`).
-    pub quiet_start: Duration,
 }
 
 impl UpstreamArgs {
@@ -151,7 +149,6 @@ impl UpstreamArgs {
             max_rps: self.upstream_max_rps,
             max_concurrency: self.upstream_max_concurrency,
             timeout: Duration::from_secs_f64(self.upstream_timeout_secs.max(0.1)),
-            quiet_start: QUIET_START,
         })
     }
 }
@@ -484,7 +481,6 @@ mod tests {
             max_rps: 1.0,
             max_concurrency: 1,
             timeout: Duration::from_secs(1),
-            quiet_start: Duration::ZERO,
         };
         let shown = format!("{keys:?} {keys:#?} {settings:?} {settings:#?}");
         for secret in [

@@ -100,7 +100,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             max_rps: 50.0,
             max_concurrency: 8,
             timeout: std::time::Duration::from_secs(10),
-            quiet_start: crate::config::QUIET_START,
         }),
         engine: EngineSettings::default(),
         guard: Some(GuardSettings::default()),

@@ -181,6 +181,11 @@ pub struct Metrics {
     limiter_wait_seconds: Counter<f64, AtomicU64>,
     breaker_state: Gauge,
     breaker_opened: Counter,
+    limiter_rate: Gauge<f64, AtomicU64>,
+    limiter_share: Gauge<f64, AtomicU64>,
+    limiter_backoffs: Counter,
+    concurrency_share: Gauge,
+    processes: Gauge,
 }
 
 /// The process's metrics.
@@ -209,6 +214,11 @@ impl Default for Metrics {
             limiter_wait_seconds: Counter::default(),
             breaker_state: Gauge::default(),
             breaker_opened: Counter::default(),
+            limiter_rate: Gauge::default(),
+            limiter_share: Gauge::default(),
+            limiter_backoffs: Counter::default(),
+            concurrency_share: Gauge::default(),
+            processes: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register_with_unit(
@@ -243,6 +253,33 @@ impl Default for Metrics {
             "Time upstream calls spent waiting for the rate limiter (this process)",
             Unit::Seconds,
             m.limiter_wait_seconds.clone(),
+        );
+        r.register(
+            "rate_limiter_rate",
+            "Upstream calls a second this process may make now: its share of \
+             ERASURE_UPSTREAM_MAX_RPS less the back-off after 429s",
+            m.limiter_rate.clone(),
+        );
+        r.register(
+            "rate_limiter_share",
+            "This process's share of ERASURE_UPSTREAM_MAX_RPS, calls a second (the deployment's \
+             total, split among the processes that run workers)",
+            m.limiter_share.clone(),
+        );
+        r.register(
+            "rate_limiter_backoffs",
+            "Times the rate limiter backed off after the upstream answered 429 (this process)",
+            m.limiter_backoffs.clone(),
+        );
+        r.register(
+            "upstream_concurrency_share",
+            "This process's share of ERASURE_UPSTREAM_MAX_CONCURRENCY, concurrent calls",
+            m.concurrency_share.clone(),
+        );
+        r.register(
+            "upstream_processes",
+            "Processes sharing the upstream caps (live leases as this process last saw them)",
+            m.processes.clone(),
         );
         r.register(
             "circuit_breaker_state",
@@ -280,6 +317,26 @@ impl Metrics {
     pub fn limiter_wait(&self, waited: Duration) {
         self.limiter_waits.inc();
         self.limiter_wait_seconds.inc_by(waited.as_secs_f64());
+    }
+
+    /// The rate the limiter allows now.
+    pub fn limiter_rate(&self, calls_per_sec: f64) {
+        self.limiter_rate.set(calls_per_sec);
+    }
+
+    /// The limiter backed off after a 429, to this rate.
+    pub fn limiter_backoff(&self, calls_per_sec: f64) {
+        self.limiter_backoffs.inc();
+        self.limiter_rate.set(calls_per_sec);
+    }
+
+    /// This process's share of the upstream caps, and how many processes share them.
+    pub fn upstream_share(&self, calls_per_sec: f64, slots: usize, processes: usize) {
+        self.limiter_share.set(calls_per_sec);
+        self.concurrency_share
+            .set(i64::try_from(slots).unwrap_or(i64::MAX));
+        self.processes
+            .set(i64::try_from(processes).unwrap_or(i64::MAX));
     }
 
     pub fn breaker(&self, state: BreakerGauge) {
@@ -335,6 +392,8 @@ mod tests {
         m.breaker(BreakerGauge::Open);
         m.breaker(BreakerGauge::Open);
         m.limiter_wait(Duration::from_millis(1500));
+        m.upstream_share(7.5, 2, 4);
+        m.limiter_backoff(3.75);
         let out = encoded(&m);
         for needed in [
             "erasure_upstream_calls_total{method=\"GET\",status_class=\"5xx\"} 1\n",
@@ -349,6 +408,11 @@ mod tests {
             "erasure_rate_limiter_wait_seconds_total 1.5\n",
             "erasure_circuit_breaker_state 1\n",
             "erasure_circuit_breaker_opened_total 1\n",
+            "erasure_rate_limiter_rate 3.75\n",
+            "erasure_rate_limiter_share 7.5\n",
+            "erasure_rate_limiter_backoffs_total 1\n",
+            "erasure_upstream_concurrency_share 2\n",
+            "erasure_upstream_processes 4\n",
             "# TYPE erasure_upstream_calls counter\n",
             "# TYPE erasure_upstream_call_duration_seconds histogram\n",
             "# UNIT erasure_upstream_call_duration_seconds seconds\n",

@@ -14,6 +14,7 @@ use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
 use crate::config::{ApprovalPolicy, EngineSettings, GuardSettings, HttpLimits, UpstreamSettings};
 use crate::engine::Engine;
+use crate::engine::shares::Shares;
 use crate::guard::Guard;
 use crate::secrets::Keys;
 use crate::store::intake;
@@ -71,6 +72,8 @@ pub struct Running {
     shutdown: CancellationToken,
     server: Option<actix_web::dev::ServerHandle>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// This process's share of the upstream caps (processes that run workers).
+    shares: Option<Shares>,
 }
 
 pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
@@ -112,6 +115,11 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
         Some(settings) => Some(Arc::new(Upstream::new(settings.clone())?)),
         None => None,
     };
+    // A process that calls the upstream takes its share of the deployment's caps; until the
+    // first round grants it, it sends nothing.
+    let shares = upstream
+        .as_ref()
+        .map(|upstream| Shares::start(db.clone(), upstream.clone()));
     let rates = Arc::new(api::limits::KeyRates::new(
         limits.rate_per_key,
         limits.burst_per_key,
@@ -196,6 +204,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
         shutdown,
         server,
         tasks,
+        shares,
     })
 }
 
@@ -220,23 +229,41 @@ fn shared_connections(config: &ServiceConfig) -> anyhow::Result<u32> {
 }
 
 impl Running {
-    /// Stops claiming, lets running steps finish within the grace period, stops the API.
+    /// This process's id among those sharing the upstream caps (`upstream_shares`), if it
+    /// calls the upstream.
+    pub fn upstream_process(&self) -> Option<uuid::Uuid> {
+        self.shares.as_ref().map(Shares::process_id)
+    }
+
+    /// Stops claiming, lets running steps finish within the grace period, stops the API; then
+    /// gives the share of the upstream caps back.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         if let Some(server) = &self.server {
             server.stop(true).await;
         }
+        let mut result = Ok(());
         for task in self.tasks {
-            task.await??;
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = result.and(Err(e)),
+                Err(e) => result = result.and(Err(e.into())),
+            }
+        }
+        if let Some(shares) = self.shares {
+            shares.leave().await;
         }
         self.db.close().await;
-        Ok(())
+        result
     }
 
     /// Stops at once, as a crash would: nothing is given back; leases expire by themselves.
     pub async fn abort(self) {
         if let Some(server) = &self.server {
             server.stop(false).await;
+        }
+        if let Some(shares) = self.shares {
+            shares.abort().await;
         }
         for task in &self.tasks {
             task.abort();

@@ -4,37 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Options, TestApp, fast_engine};
-use erasure::sim::{CallRecord, Faults, SeedRequest, SimConfig};
+use common::{Options, TestApp, busiest_second, fast_engine, peak_in_flight};
+use erasure::sim::{Faults, SimConfig};
 use serde_json::json;
-
-fn accounts(app: &TestApp, users: usize) -> Vec<String> {
-    let seeded = app
-        .sim
-        .seed(&SeedRequest {
-            users,
-            connections_per_user: Some(1),
-            channels_per_connection: Some(1),
-            accounts_per_channel: Some(3),
-            ..Default::default()
-        })
-        .unwrap();
-    seeded
-        .users
-        .iter()
-        .flat_map(|u| &u.connections)
-        .flat_map(|c| &c.channels)
-        .flat_map(|ch| ch.accounts.clone())
-        .collect()
-}
-
-fn api_calls(app: &TestApp) -> Vec<CallRecord> {
-    app.sim
-        .calls(0)
-        .into_iter()
-        .filter(|c| c.route.starts_with("/v2.1"))
-        .collect()
-}
 
 async fn completed_once(app: &TestApp, id: &str) {
     let events = app.audit_events(id).await;
@@ -60,7 +32,7 @@ async fn retries_through_5xx_and_429_respect_retry_after_and_the_caps() {
         ..Options::empty_sim()
     })
     .await;
-    let targets = accounts(&app, 10);
+    let targets = app.seed_accounts(10);
     app.sim
         .set_faults(Faults {
             error_rate: 0.3,
@@ -80,7 +52,7 @@ async fn retries_through_5xx_and_429_respect_retry_after_and_the_caps() {
         completed_once(&app, id).await;
     }
     // The service's calls only (the test's own checks below go to the simulator too).
-    let calls = api_calls(&app);
+    let calls = app.api_calls();
     app.sim.set_faults(Faults::default()).unwrap();
     for t in &targets {
         assert_eq!(app.upstream_status(&format!("/accounts/{t}")).await, 404);
@@ -111,28 +83,13 @@ async fn retries_through_5xx_and_429_respect_retry_after_and_the_caps() {
         }
     }
     // Rate: no one-second window holds more than max_rps calls (+1 at its edge).
-    let mut starts: Vec<f64> = calls.iter().map(|c| c.started_at_ms).collect();
-    starts.sort_by(f64::total_cmp);
-    let mut busiest = 0;
-    for (i, s) in starts.iter().enumerate() {
-        let n = starts[i..].iter().take_while(|t| **t < s + 1000.0).count();
-        busiest = busiest.max(n);
-    }
+    let busiest = busiest_second(&calls);
     assert!(
         busiest as f64 <= max_rps + 1.0,
         "{busiest} calls in one second"
     );
     // Concurrency: never more than max_concurrency calls in flight.
-    let mut edges: Vec<(f64, i32)> = calls
-        .iter()
-        .flat_map(|c| [(c.started_at_ms, 1), (c.ended_at_ms, -1)])
-        .collect();
-    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let (mut now, mut peak) = (0, 0);
-    for (_, d) in edges {
-        now += d;
-        peak = peak.max(now);
-    }
+    let peak = peak_in_flight(&calls);
     assert!(peak <= max_concurrency as i32, "{peak} calls in flight");
     println!(
         "calls {} faults {faults} busiest second {busiest} peak concurrency {peak}",
@@ -265,7 +222,7 @@ async fn expiring_tokens_are_refreshed() {
         ..Options::default()
     })
     .await;
-    let targets = accounts(&app, 3);
+    let targets = app.seed_accounts(3);
     let mut ids = Vec::new();
     for t in &targets {
         ids.push(app.submit("account", t).await);
@@ -288,7 +245,7 @@ async fn expiring_tokens_are_refreshed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_circuit_opens_while_the_upstream_is_down() {
     let app = TestApp::spawn(Options::empty_sim()).await;
-    let targets = accounts(&app, 4);
+    let targets = app.seed_accounts(4);
     app.sim
         .set_faults(Faults {
             error_rate: 1.0,
@@ -301,7 +258,7 @@ async fn the_circuit_opens_while_the_upstream_is_down() {
         ids.push(app.submit("account", t).await);
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let during = api_calls(&app).len();
+    let during = app.api_calls().len();
     // 12 requests, backoff 50..500 ms: without a breaker that is well over 100 calls in 3 s.
     assert!(
         during < 40,
@@ -357,7 +314,7 @@ async fn graceful_stop_gives_back_unfinished_steps() {
         ..Options::empty_sim()
     })
     .await;
-    let targets = accounts(&app, 3);
+    let targets = app.seed_accounts(3);
     app.sim
         .set_faults(Faults {
             latency_ms: 3000,
@@ -395,7 +352,7 @@ async fn a_process_killed_and_restarted_loses_nothing_and_completes_nothing_twic
         ..Options::empty_sim()
     })
     .await;
-    let targets = accounts(&app, 10);
+    let targets = app.seed_accounts(10);
     app.sim
         .set_faults(Faults {
             latency_ms: 100,
@@ -442,7 +399,7 @@ async fn sigterm_stops_a_worker_process_cleanly() {
         ..Options::empty_sim()
     })
     .await;
-    let targets = accounts(&app, 4);
+    let targets = app.seed_accounts(4);
     app.sim
         .set_faults(Faults {
             latency_ms: 2000,
@@ -627,7 +584,7 @@ async fn requests_stored_by_earlier_releases_with_all_their_steps_complete_too()
         ..Options::default()
     })
     .await;
-    let accounts = accounts(&app, 1);
+    let accounts = app.seed_accounts(1);
     let new = app.submit("account", &accounts[0]).await;
     let old = app.submit("account", &accounts[1]).await;
     let stored = |id: String| {

@@ -4,6 +4,7 @@
 
 mod retry;
 mod run;
+pub mod shares;
 
 use crate::config::EngineSettings;
 
@@ -27,6 +28,9 @@ const RECORDERS: usize = 8;
 /// How often each worker process looks for requests that became at risk, to audit them
 /// (`store::requests::mark_at_risk`; the first look at start).
 const AT_RISK_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// How often a worker without a share of the upstream caps looks whether it has one.
+const PAUSED_POLL: Duration = Duration::from_millis(100);
 
 pub struct Engine {
     pub(crate) db: Db,
@@ -81,6 +85,15 @@ impl Engine {
         tracing::info!(concurrency = self.settings.concurrency, "workers started");
         while !shutdown.is_cancelled() {
             while running.try_join_next().is_some() {}
+            // No share of the upstream caps (not granted yet, or its lease lapsed): nothing
+            // claimed could be sent.
+            if self.upstream.paused() {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.settings.poll.min(PAUSED_POLL)) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
             let admission = self.upstream.breaker.admit();
             if let Admission::Wait(wait) = admission {
                 tokio::select! {

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 
 use super::CallRecord;
-use super::politeness::{Breaker, PathGates, RateLimiter};
+use super::politeness::{Breaker, PathGates, RateLimiter, Slots};
 use crate::config::UpstreamSettings;
 
 /// The most an upstream answer may weigh; more is treated as a transient fault.
@@ -72,8 +72,10 @@ pub struct Upstream {
     http: reqwest::Client,
     settings: UpstreamSettings,
     token: Mutex<Option<Arc<Token>>>,
+    /// This process's share of the deployment's rate.
     limiter: RateLimiter,
-    slots: Semaphore,
+    /// This process's share of the deployment's concurrent calls.
+    slots: Slots,
     pub breaker: Breaker,
     /// Per path (with ids): one call in flight, and no call before a `Retry-After` given for it,
     /// whichever step or task makes it.
@@ -95,13 +97,51 @@ impl Upstream {
             .build()?;
         Ok(Self {
             http,
-            limiter: RateLimiter::new(settings.max_rps, settings.quiet_start),
-            slots: Semaphore::new(settings.max_concurrency),
+            limiter: RateLimiter::new(settings.max_rps),
+            slots: Slots::new(settings.max_concurrency),
             breaker: Breaker::new(),
             paths: PathGates::default(),
             settings,
             token: Mutex::new(None),
         })
+    }
+
+    /// The deployment's caps, every process's calls together: calls a second and calls at once
+    /// (`ERASURE_UPSTREAM_MAX_RPS`, `ERASURE_UPSTREAM_MAX_CONCURRENCY`).
+    pub fn caps(&self) -> (f64, usize) {
+        (self.settings.max_rps, self.settings.max_concurrency)
+    }
+
+    /// This process's share of the caps: calls a second and concurrent calls. A new client has
+    /// all of it, as if alone; a process that shares the caps with others sets it (and keeps it up
+    /// to date: `engine::shares`, which starts by setting none until it is granted one). A
+    /// smaller share applies at once (calls in flight beyond it finish); set a larger one only
+    /// once the others have given it up.
+    pub fn set_share(&self, per_second: f64, concurrency: usize) {
+        self.limiter.set_share(per_second);
+        self.slots.set(concurrency);
+    }
+
+    /// This process's share: calls a second (before any back-off) and concurrent calls.
+    pub fn share(&self) -> (f64, usize) {
+        (self.limiter.share(), self.slots.wanted())
+    }
+
+    /// What this process holds of the caps: its rate share, and the concurrent calls it may
+    /// have in flight (its share, or more while calls beyond a smaller one are still out).
+    pub fn held(&self) -> (f64, usize) {
+        (self.limiter.share(), self.slots.held())
+    }
+
+    /// The calls a second allowed now (the share less the back-off after 429s).
+    pub fn rate(&self) -> f64 {
+        self.limiter.rate()
+    }
+
+    /// True while this process has no share to call the upstream with (not granted yet, or its
+    /// lease on it lapsed): workers claim nothing meanwhile.
+    pub fn paused(&self) -> bool {
+        self.limiter.share() <= 0.0 || self.slots.wanted() == 0
     }
 
     /// A client token, from the cache unless it is about to expire (or `force`).
@@ -263,7 +303,7 @@ impl Upstream {
                 if let Some(until) = turn.held_until() {
                     tokio::time::sleep_until(until.into()).await;
                 }
-                let slot = self.slots.acquire().await.expect("semaphore never closed");
+                let slot = self.slots.acquire().await;
                 self.limiter.acquire().await;
                 if turn.held_until().is_none() {
                     break slot;
@@ -272,6 +312,7 @@ impl Upstream {
             // The token is taken after the waits, so it cannot expire while queued.
             let token = self.token(stale.is_some(), stale.as_ref()).await?;
             let started = Instant::now();
+            let sent = tokio::time::Instant::now();
             let result = self
                 .http
                 .request(method.clone(), &url)
@@ -327,6 +368,10 @@ impl Upstream {
             }
             if status.is_server_error() {
                 self.breaker.failure();
+            }
+            // The upstream asks every caller to slow down: the whole process does.
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                self.limiter.throttled(sent);
             }
             let err = classify(status, reply.headers(), "upstream");
             if let CallError::Transient {

@@ -1,5 +1,7 @@
-//! Treating the upstream with care: a rate limiter, and a circuit breaker that pauses dispatch
-//! while the upstream fails. (The concurrency cap is a semaphore in the client.)
+//! Treating the upstream with care: a rate limiter that backs off when the upstream answers 429,
+//! the concurrency slots, and a circuit breaker that pauses dispatch while the upstream fails.
+//! The rate and the slots are this process's share of the deployment's caps
+//! (`engine::shares` sets them); both start at nothing until a share is granted.
 
 use crate::metrics::BreakerGauge;
 use std::collections::HashMap;
@@ -12,39 +14,237 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// How late a caller may wake (the timer's granularity) and still keep its planned slot.
 const SLACK: Duration = Duration::from_millis(1);
 
-/// Spaces calls at least `1 / rate` apart, so that no one-second window ever holds more than
-/// `rate` calls (plus the one at its edge, plus `rate * SLACK`). Callers take turns (first come,
-/// first served). A caller that wakes later than `SLACK` after its slot (a busy machine) moves the
-/// schedule: the next slot is counted from when it actually went, so late calls cannot bunch up
-/// with the ones after them.
+/// Calls are spaced this much wider than the rate: `rate + 1` calls in a row span
+/// `1 + SPACING_MARGIN` seconds, so that a call reaching the upstream up to 25 ms later than the
+/// one before it (the network, a busy machine) still leaves at most `rate` in each of its
+/// seconds. It costs 2.5 % of the rate.
+const SPACING_MARGIN: f64 = 0.025;
+
+/// A 429 multiplies the rate by this (at most once a `RATE_WINDOW`, and only for a call sent
+/// after the last back-off: the 429s of calls sent before it are the same congestion).
+const BACKOFF: f64 = 0.5;
+/// The rate never backs off below this fraction of the share.
+const BACKOFF_FLOOR: f64 = 1.0 / 8.0;
+/// The rate starts to recover this long after the last back-off...
+const BACKOFF_QUIET: Duration = Duration::from_secs(2);
+/// ...by this fraction of the share a second (from half to all of it in 4 s).
+const RECOVERY_PER_SEC: f64 = 1.0 / 8.0;
+
+/// Spaces calls at least `(1 + SPACING_MARGIN) / rate` apart, so that no one-second window ever
+/// holds more than `rate` calls (plus the one at its edge, plus `rate * SLACK`); with a whole
+/// number of calls a second, a one-second window holds at most `rate` even when calls reach the
+/// upstream up to 25 ms late (`engine::shares` splits the deployment's rate that way, so the
+/// processes' calls add up to at most the deployment's rate in any second). Callers take turns (first come, first served). A caller that
+/// wakes later than `SLACK` after its slot (a busy machine) moves the schedule: the next slot is
+/// counted from when it actually went, so late calls cannot bunch up with the ones after them.
+///
+/// The rate is `share * factor`. The share is set from outside (`set_share`; 0 sends nothing);
+/// a smaller rate applies at once, to the caller already waiting too (its slot is counted from
+/// the last call with the new spacing). The factor is the back-off: a 429 halves it (AIMD: at
+/// most once a `RATE_WINDOW`, for a call sent after the last back-off, never below
+/// `BACKOFF_FLOOR`), and `BACKOFF_QUIET` after the last back-off it grows back by
+/// `RECOVERY_PER_SEC` a second to 1.
 pub struct RateLimiter {
-    interval: Duration,
-    next: tokio::sync::Mutex<tokio::time::Instant>,
+    /// The planned slot of the last call; the turn of callers.
+    last: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+    rate: Mutex<Rate>,
+    /// Wakes the waiting caller when the rate changes.
+    changed: tokio::sync::Notify,
+}
+
+struct Rate {
+    share: f64,
+    /// The factor right after the last back-off, and when it was.
+    backed_off: Option<(f64, tokio::time::Instant)>,
+}
+
+impl Rate {
+    fn factor(&self, now: tokio::time::Instant) -> f64 {
+        let Some((factor, at)) = self.backed_off else {
+            return 1.0;
+        };
+        let recovering = now.saturating_duration_since(at + BACKOFF_QUIET);
+        (factor + RECOVERY_PER_SEC * recovering.as_secs_f64()).min(1.0)
+    }
+
+    fn effective(&self, now: tokio::time::Instant) -> f64 {
+        self.share * self.factor(now)
+    }
 }
 
 impl RateLimiter {
-    /// The first call leaves `quiet_start` after now. A process that replaces one that died (or
-    /// was restarted) cannot know how many calls the other made in its last second: waiting one
-    /// rate window keeps the two together within the cap.
-    pub fn new(per_second: f64, quiet_start: Duration) -> Self {
+    /// A limiter of `per_second` calls a second (0: none until `set_share`).
+    pub fn new(per_second: f64) -> Self {
         Self {
-            interval: Duration::from_secs_f64(1.0 / per_second.max(0.001)),
-            next: tokio::sync::Mutex::new(tokio::time::Instant::now() + quiet_start),
+            last: tokio::sync::Mutex::new(None),
+            rate: Mutex::new(Rate {
+                share: per_second.max(0.0),
+                backed_off: None,
+            }),
+            changed: tokio::sync::Notify::new(),
         }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Rate> {
+        self.rate.lock().expect("rate lock")
+    }
+
+    /// The calls a second this process may make, before any back-off.
+    pub fn share(&self) -> f64 {
+        self.state().share
+    }
+
+    /// The calls a second allowed now: the share less the back-off.
+    pub fn rate(&self) -> f64 {
+        self.state().effective(tokio::time::Instant::now())
+    }
+
+    /// Sets the share (0: no call until it is raised again).
+    pub fn set_share(&self, per_second: f64) {
+        let rate = {
+            let mut state = self.state();
+            state.share = per_second.max(0.0);
+            state.effective(tokio::time::Instant::now())
+        };
+        crate::metrics::global().limiter_rate(rate);
+        self.changed.notify_waiters();
+    }
+
+    /// The upstream answered 429 to a call sent at `sent`: backs off unless this congestion was
+    /// already answered. True when it backed off.
+    pub fn throttled(&self, sent: tokio::time::Instant) -> bool {
+        let now = tokio::time::Instant::now();
+        let rate = {
+            let mut state = self.state();
+            if let Some((_, at)) = state.backed_off
+                && (sent <= at || now < at + RATE_WINDOW)
+            {
+                return false;
+            }
+            let factor = (state.factor(now) * BACKOFF).max(BACKOFF_FLOOR);
+            state.backed_off = Some((factor, now));
+            state.effective(now)
+        };
+        tracing::info!(
+            calls_per_sec = rate,
+            "the upstream answered 429: rate backed off"
+        );
+        crate::metrics::global().limiter_backoff(rate);
+        self.changed.notify_waiters();
+        true
     }
 
     /// Waits for this caller's turn.
     pub async fn acquire(&self) {
         let queued = tokio::time::Instant::now();
-        let mut next = self.next.lock().await;
-        tokio::time::sleep_until(*next).await;
+        let mut last = self.last.lock().await;
+        let slot = loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let now = tokio::time::Instant::now();
+            let rate = self.state().effective(now);
+            if rate <= 0.0 {
+                changed.await;
+                continue;
+            }
+            let slot = match *last {
+                Some(last) => last + Duration::from_secs_f64((1.0 + SPACING_MARGIN) / rate),
+                None => now,
+            };
+            if slot <= now {
+                break slot;
+            }
+            // A smaller rate moves the slot later, a recovering one earlier: look again then.
+            tokio::select! {
+                _ = tokio::time::sleep_until(slot) => {}
+                _ = changed => {}
+            }
+        };
         let went = tokio::time::Instant::now();
         let late_limit = went.checked_sub(SLACK).unwrap_or(went);
-        *next = (*next).max(late_limit) + self.interval;
-        drop(next);
+        *last = Some(slot.max(late_limit));
+        drop(last);
         let waited = went - queued;
         if waited >= Duration::from_micros(100) {
             crate::metrics::global().limiter_wait(waited);
+        }
+    }
+}
+
+/// The concurrency cap: slots that calls hold while in flight. Their number is this process's
+/// share of the deployment's cap and can change: more are added at once; fewer are taken out as
+/// they come back (`held` counts the ones not yet back).
+pub struct Slots {
+    semaphore: tokio::sync::Semaphore,
+    /// (wanted, held): held is the slots that exist, free or in use.
+    count: Mutex<(usize, usize)>,
+}
+
+/// A slot, until dropped.
+pub struct Slot<'a> {
+    slots: &'a Slots,
+    permit: Option<tokio::sync::SemaphorePermit<'a>>,
+}
+
+impl Slots {
+    pub fn new(n: usize) -> Self {
+        Self {
+            semaphore: tokio::sync::Semaphore::new(n),
+            count: Mutex::new((n, n)),
+        }
+    }
+
+    fn count(&self) -> std::sync::MutexGuard<'_, (usize, usize)> {
+        self.count.lock().expect("slots lock")
+    }
+
+    /// Sets the number of slots: more at once; fewer as the ones in use come back.
+    pub fn set(&self, wanted: usize) {
+        let mut count = self.count();
+        let (_, held) = *count;
+        let held = if wanted > held {
+            self.semaphore.add_permits(wanted - held);
+            wanted
+        } else {
+            held - self.semaphore.forget_permits(held - wanted)
+        };
+        *count = (wanted, held);
+    }
+
+    /// The number of slots wanted.
+    pub fn wanted(&self) -> usize {
+        self.count().0
+    }
+
+    /// The slots that exist: the ones wanted, and those in use beyond them until they come back.
+    pub fn held(&self) -> usize {
+        self.count().1
+    }
+
+    /// Waits for a free slot.
+    pub async fn acquire(&self) -> Slot<'_> {
+        let permit = self
+            .semaphore
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        Slot {
+            slots: self,
+            permit: Some(permit),
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut count = self.slots.count();
+        let permit = self.permit.take().expect("set until dropped");
+        if count.1 > count.0 {
+            permit.forget();
+            count.1 -= 1;
+        } else {
+            drop(permit);
         }
     }
 }
@@ -276,9 +476,18 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    /// Equal to the timer's millisecond.
+    fn assert_close(got: Duration, want: Duration) {
+        let off = got.abs_diff(want);
+        assert!(
+            off <= Duration::from_millis(1),
+            "{got:?} instead of {want:?}"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn limiter_spaces_calls() {
-        let limiter = RateLimiter::new(10.0, Duration::ZERO);
+        let limiter = RateLimiter::new(10.0);
         let start = tokio::time::Instant::now();
         for _ in 0..21 {
             limiter.acquire().await;
@@ -290,7 +499,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_late_caller_moves_the_schedule_instead_of_bunching_with_the_next() {
-        let limiter = RateLimiter::new(10.0, Duration::ZERO);
+        let limiter = RateLimiter::new(10.0);
         limiter.acquire().await;
         // This caller's slot was 100 ms after the first; it comes 300 ms late.
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -298,17 +507,126 @@ mod tests {
         limiter.acquire().await;
         assert_eq!(late.elapsed(), Duration::ZERO);
         limiter.acquire().await;
-        assert_eq!(late.elapsed(), Duration::from_millis(100) - SLACK);
+        assert_close(
+            late.elapsed(),
+            Duration::from_secs_f64(0.1 * (1.0 + SPACING_MARGIN)) - SLACK,
+        );
+    }
+
+    /// A caller of `limiter`: when it went.
+    fn call(limiter: &Arc<RateLimiter>) -> tokio::task::JoinHandle<tokio::time::Instant> {
+        let limiter = limiter.clone();
+        tokio::spawn(async move {
+            limiter.acquire().await;
+            tokio::time::Instant::now()
+        })
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_new_limiter_waits_its_quiet_start_before_the_first_call() {
+    async fn no_share_sends_nothing_and_a_smaller_one_applies_to_the_caller_already_waiting() {
+        let limiter = Arc::new(RateLimiter::new(0.0));
         let start = tokio::time::Instant::now();
-        let limiter = RateLimiter::new(10.0, Duration::from_secs(1));
+        let first = call(&limiter);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!first.is_finished(), "no call without a share");
+        limiter.set_share(10.0);
+        assert_eq!(first.await.unwrap() - start, Duration::from_secs(5));
+        // The next slot would be 100 ms after the first; the share drops to 2/s meanwhile.
+        let second = call(&limiter);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        limiter.set_share(2.0);
+        let went = second.await.unwrap() - start;
+        let spaced = |secs: f64| Duration::from_secs_f64(secs * (1.0 + SPACING_MARGIN));
+        assert_close(went, Duration::from_secs(5) + spaced(0.5));
+        // A larger share applies at once too.
+        let third = call(&limiter);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        limiter.set_share(50.0);
+        assert_close(
+            third.await.unwrap() - start,
+            Duration::from_secs(5) + spaced(0.5) + spaced(0.02),
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_halves_the_rate_once_per_congestion_and_it_recovers_after_a_quiet_time() {
+        let limiter = RateLimiter::new(16.0);
+        let sent = tokio::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(limiter.throttled(sent));
+        assert_eq!(limiter.rate(), 8.0);
+        // More 429s for calls sent before the back-off, or within its window: the same congestion.
+        assert!(!limiter.throttled(sent));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!limiter.throttled(tokio::time::Instant::now()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let later = tokio::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(limiter.throttled(later));
+        assert_eq!(limiter.rate(), 4.0);
+        for _ in 0..5 {
+            tokio::time::sleep(RATE_WINDOW).await;
+            limiter.throttled(tokio::time::Instant::now());
+        }
+        assert_eq!(
+            limiter.rate(),
+            16.0 * BACKOFF_FLOOR,
+            "never below the floor"
+        );
+        assert_eq!(limiter.share(), 16.0, "the share is unchanged");
+        // Quiet: the rate grows back by an eighth of the share a second.
+        tokio::time::sleep(BACKOFF_QUIET).await;
+        assert_eq!(limiter.rate(), 2.0);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(limiter.rate(), 6.0);
+        // Calls are spaced by the rate of the moment.
         limiter.acquire().await;
-        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        let start = tokio::time::Instant::now();
         limiter.acquire().await;
-        assert_eq!(start.elapsed(), Duration::from_millis(1100));
+        let gap = start.elapsed();
+        assert!(
+            gap > Duration::from_millis(140) && gap <= Duration::from_millis(175),
+            "{gap:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(limiter.rate(), 16.0, "recovered in full");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fewer_slots_take_effect_as_the_calls_in_flight_come_back() {
+        let slots = Slots::new(0);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), slots.acquire())
+                .await
+                .is_err(),
+            "no slot without a share"
+        );
+        slots.set(3);
+        let (a, b, c) = (
+            slots.acquire().await,
+            slots.acquire().await,
+            slots.acquire().await,
+        );
+        slots.set(1);
+        assert_eq!((slots.wanted(), slots.held()), (1, 3));
+        drop(a);
+        assert_eq!(slots.held(), 2);
+        drop(b);
+        assert_eq!(slots.held(), 1);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), slots.acquire())
+                .await
+                .is_err(),
+            "the one slot is still in use"
+        );
+        drop(c);
+        let d = slots.acquire().await;
+        slots.set(2);
+        assert_eq!(slots.held(), 2);
+        let e = slots.acquire().await;
+        drop((d, e));
+        slots.set(0);
+        assert_eq!(slots.held(), 0, "free slots go at once");
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,7 +10,7 @@ use erasure::config::{
 use erasure::domain::Role;
 use erasure::secrets::{Keys, Secret};
 use erasure::service::{self, Running, ServiceConfig};
-use erasure::sim::{Sim, SimConfig};
+use erasure::sim::{CallRecord, SeedRequest, Sim, SimConfig};
 use erasure::store;
 use serde_json::{Value, json};
 
@@ -170,8 +170,6 @@ impl TestApp {
             max_rps: options.max_rps,
             max_concurrency: options.max_concurrency,
             timeout: Duration::from_secs(2),
-            // One process per test database: nobody else's calls to wait for.
-            quiet_start: Duration::ZERO,
         };
         let config = ServiceConfig {
             database_url: db_url.clone(),
@@ -240,6 +238,36 @@ impl TestApp {
         })
         .await
         .unwrap()
+    }
+
+    /// Seeds `users` users of one connection, one channel and three accounts each: the accounts.
+    pub fn seed_accounts(&self, users: usize) -> Vec<String> {
+        let seeded = self
+            .sim
+            .seed(&SeedRequest {
+                users,
+                connections_per_user: Some(1),
+                channels_per_connection: Some(1),
+                accounts_per_channel: Some(3),
+                ..Default::default()
+            })
+            .unwrap();
+        seeded
+            .users
+            .iter()
+            .flat_map(|u| &u.connections)
+            .flat_map(|c| &c.channels)
+            .flat_map(|ch| ch.accounts.clone())
+            .collect()
+    }
+
+    /// The simulator's journal of API calls (not token requests).
+    pub fn api_calls(&self) -> Vec<CallRecord> {
+        self.sim
+            .calls(0)
+            .into_iter()
+            .filter(|c| c.route.starts_with("/v2.1"))
+            .collect()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -429,4 +457,33 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The most calls started in any one-second window.
+pub fn busiest_second(calls: &[CallRecord]) -> usize {
+    let mut starts: Vec<f64> = calls.iter().map(|c| c.started_at_ms).collect();
+    starts.sort_by(f64::total_cmp);
+    let (mut busiest, mut j) = (0, 0);
+    for (i, t) in starts.iter().enumerate() {
+        while starts[j] <= t - 1000.0 {
+            j += 1;
+        }
+        busiest = busiest.max(i - j + 1);
+    }
+    busiest
+}
+
+/// The most calls in flight at once at the simulator.
+pub fn peak_in_flight(calls: &[CallRecord]) -> i32 {
+    let mut edges: Vec<(f64, i32)> = calls
+        .iter()
+        .flat_map(|c| [(c.started_at_ms, 1), (c.ended_at_ms, -1)])
+        .collect();
+    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut now, mut peak) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        peak = peak.max(now);
+    }
+    peak
 }
