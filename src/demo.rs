@@ -1,4 +1,6 @@
 //! `erasure demo`: the whole system on one machine for a first look.
+//!
+//! Never used in production: its keys are generated and kept in `.erasure-demo/`.
 
 use std::path::{Path, PathBuf};
 

@@ -1,3 +1,6 @@
+//! The `erasure` binary: parses the command line, sets up logging and calls the library. Thin: it
+//! never holds logic of a part (README, "Where to change what").
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

@@ -1,4 +1,6 @@
 //! Starting and stopping the API and the workers, shared by `serve`, `worker`, `demo` and tests.
+//!
+//! It holds no logic of a part: it builds each part from its settings and starts and stops them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

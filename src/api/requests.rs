@@ -1,4 +1,6 @@
 //! `/v1/erasure-requests`: intake, reads and transitions.
+//!
+//! Never returns a target id: it is sealed on create and answered as its pseudonym only.
 
 use std::collections::BTreeMap;
 

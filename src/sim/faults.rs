@@ -1,4 +1,6 @@
 //! Fault injection of the simulator: what can go wrong on `/v2.1/*`, decided per call from an RNG.
+//!
+//! Never applies to `/token` or `/_sim/*`.
 
 use std::time::Duration;
 

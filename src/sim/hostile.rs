@@ -1,5 +1,7 @@
 //! Hostile answers of the fault layer: huge bodies, truncated JSON, HTML instead of JSON,
 //! redirects to another host and bodies that drip in a byte at a time.
+//!
+//! Never reached unless a test or a benchmark sets such a fault.
 
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! HTTP side of the simulator: the gate (journal, rate limit, faults, token resolution) and the
 //! handlers of `/token`, `/v2.1/*` and `/_sim/*`.
+//!
+//! Part of the simulator: it never imports the service's parts.
 
 use std::borrow::Cow;
 use std::cell::Cell;

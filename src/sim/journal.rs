@@ -1,5 +1,7 @@
 //! The call journal (`/_sim/calls`): one record per `/token` and `/v2.1/*` call, in a bounded ring
 //! buffer behind one mutex (a push is a few hundred nanoseconds, far below the cost of a call).
+//!
+//! It keeps paths and timings of fake data only; never grows beyond its capacity.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;

@@ -1,6 +1,8 @@
 //! The simulator's data: what the aggregator holds (users, connections, channels, accounts,
 //! transactions, events) and, separately, what the bank holds (the accounts behind each channel),
 //! which is what a `LIST_ACCOUNTS` synchronisation restores from.
+//!
+//! Fake data only (`sim::fake`), never a real person's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

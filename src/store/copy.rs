@@ -4,6 +4,8 @@
 //! executor per row). Used by batch intake and the audit sequencer; the tables they fill have no
 //! BEFORE INSERT triggers, and their copies give every column whose default is volatile (such as
 //! `clock_timestamp()`): either would make PostgreSQL insert the rows one at a time.
+//!
+//! It never decides what is written: the statements and rows are its callers' in `store`.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;

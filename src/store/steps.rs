@@ -1,5 +1,7 @@
 //! Steps as durable jobs: SKIP LOCKED claims with a lease, fenced completion, rescue of expired
 //! leases. No transaction is held open while a step calls the upstream.
+//!
+//! Never writes an outcome for a step its attempt no longer holds (the lease token fences it).
 
 use std::time::Duration;
 

@@ -1,4 +1,8 @@
 //! HTTP to the aggregator: one place that sends, times, classifies and records each call.
+//!
+//! Never touches the database, never logs a token, a secret or an id (the path template is
+//! recorded, not the path), and never sends a call outside the rate limiter and a concurrency
+//! slot.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

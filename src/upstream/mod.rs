@@ -2,6 +2,8 @@
 //! breaker), error classification, and the few operations the engine needs. Every assumption about
 //! the upstream contract lives here, so another API version can be swapped in behind the same
 //! operations.
+//!
+//! It never touches the database: the calls it made are handed back as `CallRecord`s for the store.
 
 mod client;
 mod politeness;
