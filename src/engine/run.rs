@@ -1,7 +1,7 @@
 //! One attempt of one step.
 //!
-//! A transient error never fails a request here (unless `ERASURE_MAX_ATTEMPTS` asks for it); what is
-//! read upstream stays in memory, sealed or pseudonymised before it is kept.
+//! A transient error never fails a request here (unless `ERASURE_MAX_ATTEMPTS` asks for it);
+//! what is read upstream stays in memory, sealed or pseudonymised before it is kept.
 
 use std::sync::Arc;
 
