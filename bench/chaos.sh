@@ -284,7 +284,7 @@ run_scenario() {
 }
 
 scenarios=("$@")
-[[ ${#scenarios[@]} -eq 0 || ${scenarios[0]} == all ]] && scenarios=(kill pg-restart faults outage sigterm shared-cap)
+[[ ${#scenarios[@]} -eq 0 || ${scenarios[0]} == all ]] && scenarios=(kill pg-restart faults outage long-outage sigterm shared-cap)
 failed=0
 for s in "${scenarios[@]}"; do
     (run_scenario "$s") || failed=1
