@@ -18,6 +18,7 @@ use crate::config::{ApprovalPolicy, EngineSettings, GuardSettings, HttpLimits, U
 use crate::engine::Engine;
 use crate::engine::shares::Shares;
 use crate::guard::Guard;
+use crate::guard::restore::RestoreCheck;
 use crate::secrets::Keys;
 use crate::store::intake;
 use crate::store::ready::Ready;
@@ -141,9 +142,11 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
             limits.clone(),
         );
         let (approval, at_risk_days) = (config.approval, config.at_risk_days);
+        let restore_check =
+            upstream.map(|upstream| RestoreCheck::new(db.clone(), upstream, pseudonyms.clone()));
         move || AppState {
             db: db.clone(),
-            upstream: upstream.clone(),
+            restore_check: restore_check.clone(),
             pseudonyms: pseudonyms.clone(),
             sealer: sealer.clone(),
             approval,

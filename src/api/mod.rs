@@ -31,8 +31,9 @@ use error::{ApiError, CommonResponses};
 /// What every handler shares.
 pub struct AppState {
     pub db: Db,
-    /// The upstream client, in processes that run workers (`None` for `serve --no-worker`).
-    pub upstream: Option<std::sync::Arc<crate::upstream::Upstream>>,
+    /// The guard's restoration check, in processes that have an upstream client (`None` for
+    /// `serve --no-worker`).
+    pub restore_check: Option<crate::guard::restore::RestoreCheck>,
     pub pseudonyms: Pseudonymizer,
     pub sealer: Sealer,
     pub approval: ApprovalPolicy,

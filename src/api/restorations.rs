@@ -14,7 +14,6 @@ use super::error::{ApiError, ErrorBody};
 use super::input;
 use crate::domain::validate::{self, TargetId};
 use crate::domain::{Role, Scope};
-use crate::guard::restore::{self, Verdict};
 use crate::store::audit;
 use crate::store::restorations::{self, Refused, Restoration};
 
@@ -115,15 +114,10 @@ async fn refused_for_the_user(
     state: &AppState,
     connection: &str,
 ) -> Result<Option<ApiError>, ApiError> {
-    let Some(upstream) = &state.upstream else {
+    let Some(check) = &state.restore_check else {
         return Ok(None);
     };
-    Ok(
-        match restore::check(&state.db, upstream, &state.pseudonyms, connection).await? {
-            Verdict::Refused(r) => Some(conflict(r)),
-            Verdict::May(_) | Verdict::Unknown(_) => None,
-        },
-    )
+    Ok(check.refusal(connection).await?.map(conflict))
 }
 
 /// A refusal as the API's 409.

@@ -2,6 +2,8 @@
 //! one check of whether a connection may come back, which the API asks before it accepts a
 //! restoration (the API never calls the aggregator itself).
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use serde_json::Value;
 
@@ -51,6 +53,37 @@ pub async fn check(
         }
     }
     Ok(Verdict::May(found))
+}
+
+/// The check as the API holds it, in processes that have an upstream client: it asks the check
+/// above and keeps only the refusal (the API never names the aggregator's client).
+#[derive(Clone)]
+pub struct RestoreCheck {
+    db: Db,
+    upstream: Arc<Upstream>,
+    pseudonyms: Pseudonymizer,
+}
+
+impl RestoreCheck {
+    pub fn new(db: Db, upstream: Arc<Upstream>, pseudonyms: Pseudonymizer) -> Self {
+        Self {
+            db,
+            upstream,
+            pseudonyms,
+        }
+    }
+
+    /// Why the connection may not come back, if this service or the upstream says so now;
+    /// `None` also when the upstream did not answer (the worker asks again before it
+    /// synchronises).
+    pub async fn refusal(&self, connection: &str) -> sqlx::Result<Option<Refused>> {
+        Ok(
+            match check(&self.db, &self.upstream, &self.pseudonyms, connection).await? {
+                Verdict::Refused(r) => Some(r),
+                Verdict::May(_) | Verdict::Unknown(_) => None,
+            },
+        )
+    }
 }
 
 /// A claimed restoration is not offered to another worker for this long.
