@@ -58,35 +58,35 @@ impl Seen {
 
 /// One round trip instead of one per question (request, entry count, checkpoint, leaves).
 async fn look(db: &Db, request_id: Uuid) -> Result<Option<Seen>, NoReceipt> {
-    let rows = tree::receipt_rows(db, request_id).await?;
-    let Some(first) = rows.first() else {
+    let mut rows = tree::receipt_rows(db, request_id).await?.into_iter();
+    let Some(first) = rows.next() else {
         return Ok(None);
     };
-    let checkpoint = match (first.size, &first.root, &first.note, first.created_at) {
+    let checkpoint = match (first.size, first.root, first.note, first.created_at) {
         (Some(size), Some(root), Some(note), Some(created_at)) => {
             Some(log::stored(CheckpointRow {
                 size,
-                root: root.clone(),
-                note: note.clone(),
+                root,
+                note,
                 created_at,
             })?)
         }
         _ => None,
     };
-    let (state, subject_ref, total) = (first.state, first.subject_ref.clone(), first.total);
-    let leaves = rows
-        .into_iter()
-        .filter_map(|row| {
-            Some(Leaf {
-                index: row.leaf_index? as u64,
-                leaf: row.leaf?,
-            })
+    let leaf = |index: Option<i64>, leaf: Option<String>| {
+        Some(Leaf {
+            index: index? as u64,
+            leaf: leaf?,
         })
+    };
+    let leaves = leaf(first.leaf_index, first.leaf)
+        .into_iter()
+        .chain(rows.filter_map(|row| leaf(row.leaf_index, row.leaf)))
         .collect();
     Ok(Some(Seen {
-        state,
-        subject_ref,
-        total,
+        state: first.state,
+        subject_ref: first.subject_ref,
+        total: first.total,
         checkpoint,
         leaves,
     }))

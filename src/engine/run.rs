@@ -116,7 +116,8 @@ impl Engine {
 
     async fn attempt(&self, step: &Claimed, calls: &mut Vec<CallRecord>) -> Outcome {
         let policy = &self.settings.retry;
-        if policy.max_attempts > 0 && step.attempts > policy.max_attempts {
+        // Claimed again after the (opt-in) count ran out: a retry lowered nothing.
+        if policy.exhausted(step.attempts - 1) {
             return Outcome::Fail {
                 error: format!("gave up after {} attempts", policy.max_attempts),
             };
