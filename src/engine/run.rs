@@ -116,7 +116,7 @@ impl Engine {
 
     async fn attempt(&self, step: &Claimed, calls: &mut Vec<CallRecord>) -> Outcome {
         let policy = &self.settings.retry;
-        // Claimed again after the (opt-in) count ran out: a retry lowered nothing.
+        // A step claimed past the (opt-in) attempt count fails before any call.
         if policy.exhausted(step.attempts - 1) {
             return Outcome::Fail {
                 error: format!("gave up after {} attempts", policy.max_attempts),
