@@ -11,6 +11,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod domain;
 pub mod engine;

@@ -164,7 +164,13 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
             let listener = std::net::TcpListener::bind(bind)
                 .with_context(|| format!("cannot listen on {bind}"))?;
             addr = Some(listener.local_addr()?);
-            Some(api::serve(listener, &limits, state, config.http_workers)?)
+            Some(api::serve(
+                listener,
+                &limits,
+                state,
+                config.http_workers,
+                crate::console::routes,
+            )?)
         }
         (None, Some(bind)) => {
             let listener = std::net::TcpListener::bind(bind)

@@ -299,8 +299,18 @@ pub async fn export(
     } else {
         "application/x-ndjson"
     };
+    // A browser saves it as a file (curl ignores this).
+    let file = if csv {
+        "audit-export.csv"
+    } else {
+        "audit-export.jsonl"
+    };
     Ok(HttpResponse::Ok()
         .content_type(content_type)
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"{file}\""),
+        ))
         .insert_header(("X-Checkpoint-Size", size.to_string()))
         .streaming(body))
 }

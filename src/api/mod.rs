@@ -12,7 +12,6 @@ pub mod limits;
 pub mod metrics;
 pub mod requests;
 pub mod restorations;
-pub mod status;
 pub mod subjects;
 
 use actix_web::dev::Server;
@@ -197,21 +196,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(restorations::create)
         .service(restorations::get_one)
         .service(metrics::metrics)
-        .service(status::status)
-        .service(status::login)
-        .service(status::logout)
-        .service(status::request)
         .service(
             SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()),
         );
 }
 
-/// Starts the HTTP server on a bound listener; each worker thread makes its own state.
+/// Starts the HTTP server on a bound listener; each worker thread makes its own state. `pages`
+/// adds the routes served beside the API (the console's, from the layer above).
 pub fn serve(
     listener: std::net::TcpListener,
     limits: &HttpLimits,
     state: impl Fn() -> AppState + Clone + Send + 'static,
     workers: usize,
+    pages: fn(&mut web::ServiceConfig),
 ) -> anyhow::Result<Server> {
     let request_timeout = limits.request_timeout;
     let cap = limits.max_connections_per_ip;
@@ -222,6 +219,7 @@ pub fn serve(
             .wrap(actix_web::middleware::from_fn(limits::check))
             .wrap_fn(request_span)
             .configure(routes)
+            .configure(pages)
             .default_service(web::to(not_found))
     })
     .workers(workers.max(1))

@@ -21,6 +21,7 @@ use crate::config::ApprovalPolicy;
 use crate::domain::validate::{self, TargetId};
 use crate::domain::{Action, LegalBasis, Role, Scope, State};
 use crate::store::intake::Submission;
+use crate::store::keys::Principal;
 use crate::store::requests::{
     self, ActionInput, ErasureRequest, Inserted, ListFilter, NewRequest, Origin, Refusal,
 };
@@ -176,34 +177,19 @@ pub async fn create(
         }
     };
     let item: CreateRequest = input::json_object(&bytes)?;
+    let Some(key) = idempotency_key else {
+        return accepted(vec![submit_one(&state, principal, item).await?]);
+    };
     let (scope, target_id) = (item.scope, item.target_id.clone());
     let new = state.prepare(item).map_err(ApiError::fields)?;
     // An open request recorded under an older pseudonym key version is the same target (checked
-    // before inserting, after an idempotent replay).
+    // after an idempotent replay, before inserting).
     let old_duplicate = subjects::open_under_old_keys(&state, &[(scope, &target_id)])
         .await?
         .pop()
         .flatten();
     let digest = state.pseudonyms.digest(&bytes);
-
     let actor = audit::key_actor(principal.key_id);
-    let Some(key) = idempotency_key else {
-        if let Some(existing) = old_duplicate {
-            return Err(duplicate(existing));
-        }
-        // Committed with whatever other single requests arrive meanwhile; the writer wakes the
-        // workers.
-        let inserted = state
-            .intake
-            .submit(Submission {
-                item: new,
-                requested_by: principal.key_id,
-            })
-            .await
-            .map_err(duplicate_race)?;
-        let reply = accepted(vec![inserted])?;
-        return Ok(reply);
-    };
     let mut tx = state.db.begin().await?;
     if let Some(first) = idempotency::take(&mut tx, principal.key_id, &key, &digest).await? {
         if !state
@@ -252,6 +238,34 @@ pub async fn create(
     tx.commit().await?;
     state.ready.ring();
     Ok(reply)
+}
+
+/// Submits one request without an idempotency key (the API's and the console's one way): it is
+/// validated, checked against open requests under older pseudonym key versions, and committed
+/// with whatever other single requests arrive meanwhile; the writer wakes the workers. Answers
+/// the new request or the open one it duplicates.
+pub async fn submit_one(
+    state: &AppState,
+    principal: &Principal,
+    item: CreateRequest,
+) -> Result<Inserted, ApiError> {
+    let (scope, target_id) = (item.scope, item.target_id.clone());
+    let new = state.prepare(item).map_err(ApiError::fields)?;
+    if let Some(existing) = subjects::open_under_old_keys(state, &[(scope, &target_id)])
+        .await?
+        .pop()
+        .flatten()
+    {
+        return Ok(Inserted::DuplicateOf(existing));
+    }
+    state
+        .intake
+        .submit(Submission {
+            item: new,
+            requested_by: principal.key_id,
+        })
+        .await
+        .map_err(duplicate_race)
 }
 
 /// 202 with the new request, or 409 naming the open one.
@@ -366,6 +380,16 @@ pub async fn batch(
             ));
         }
     };
+    Ok(HttpResponse::Ok().json(submit_batch(&state, principal, parsed).await?))
+}
+
+/// Submits parsed batch items (`parse_json_batch`, `parse_csv_batch`): each is validated on its
+/// own and every valid one committed in one transaction under a new batch id.
+pub async fn submit_batch(
+    state: &AppState,
+    principal: &Principal,
+    parsed: Parsed,
+) -> Result<BatchResult, ApiError> {
     if parsed.is_empty() {
         return Err(ApiError::bad_request(
             "empty_batch",
@@ -398,7 +422,7 @@ pub async fn batch(
     // As for one request: a target with an open request recorded under an older pseudonym key
     // version is a duplicate of it (the insert's conflict only sees the current version).
     let targets: Vec<(Scope, &str)> = targets.iter().map(|(s, t)| (*s, t.as_str())).collect();
-    let old_duplicates = subjects::open_under_old_keys(&state, &targets).await?;
+    let old_duplicates = subjects::open_under_old_keys(state, &targets).await?;
     let (mut to_insert, mut insert_slots) = (Vec::with_capacity(news.len()), Vec::new());
     for ((slot, new), old) in slots.into_iter().zip(news).zip(old_duplicates) {
         match old {
@@ -437,16 +461,17 @@ pub async fn batch(
     }
     let count = |status: &str| items.iter().filter(|i| i.status == status).count();
     let (created, duplicates, invalid) = (count("created"), count("duplicate"), count("invalid"));
-    Ok(HttpResponse::Ok().json(BatchResult {
+    Ok(BatchResult {
         batch_id,
         created,
         duplicates,
         invalid,
         items,
-    }))
+    })
 }
 
-type Parsed = Vec<(BatchItem, Result<CreateRequest, BTreeMap<String, String>>)>;
+/// Batch items as read, each with its parsed request or why it is invalid.
+pub type Parsed = Vec<(BatchItem, Result<CreateRequest, BTreeMap<String, String>>)>;
 
 fn too_many() -> ApiError {
     ApiError::client(
@@ -463,7 +488,7 @@ fn invalid_fields(e: ApiError) -> BTreeMap<String, String> {
     }
 }
 
-fn parse_json_batch(bytes: &[u8]) -> Result<Parsed, ApiError> {
+pub fn parse_json_batch(bytes: &[u8]) -> Result<Parsed, ApiError> {
     let values: Vec<serde_json::Value> = input::json(bytes).map_err(|_| {
         ApiError::bad_request(
             "invalid_json",
@@ -491,7 +516,7 @@ fn parse_json_batch(bytes: &[u8]) -> Result<Parsed, ApiError> {
         .collect())
 }
 
-fn parse_csv_batch(bytes: &[u8]) -> Result<Parsed, ApiError> {
+pub fn parse_csv_batch(bytes: &[u8]) -> Result<Parsed, ApiError> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(true)
@@ -627,6 +652,9 @@ pub struct ListQuery {
     /// yet overdue.
     pub at_risk: Option<bool>,
     pub batch_id: Option<Uuid>,
+    /// Only requests with this `external_reference`.
+    #[param(max_length = 128)]
+    pub external_reference: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1 to 500, default 50.
@@ -663,6 +691,11 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
     let q: ListQuery = input::query(&req)?;
+    Ok(HttpResponse::Ok().json(list_page(&state, q).await?))
+}
+
+/// A page of the list: filters validated as the API documents them.
+pub async fn list_page(state: &AppState, q: ListQuery) -> Result<RequestPage, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 500"));
@@ -709,6 +742,7 @@ pub async fn list(
         open_only,
         at_risk_days: (q.at_risk == Some(true)).then_some(state.at_risk_days),
         batch_id: q.batch_id,
+        external_reference: q.external_reference,
         after,
         limit: limit as i64 + 1,
     };
@@ -721,7 +755,7 @@ pub async fn list(
     } else {
         None
     };
-    Ok(HttpResponse::Ok().json(RequestPage { items, next_cursor }))
+    Ok(RequestPage { items, next_cursor })
 }
 
 /// One erasure request with its steps.
@@ -822,7 +856,19 @@ pub async fn act(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (id, action) = path.into_inner();
-    let action = match action.as_str() {
+    let action = action_named(&action)?;
+    let principal = caller.require(action_roles(action))?;
+    let id = input::path_id(&id)?;
+    let bytes = input::body(payload, input::MAX_BODY).await?;
+    let optional = !matches!(action, Action::Hold | Action::Extend);
+    input::require_json(&req, &bytes, optional)?;
+    let input_data = action_input(&state, action, &bytes)?;
+    Ok(HttpResponse::Ok().json(perform(&state, principal, id, action, input_data).await?))
+}
+
+/// An action by its name in the path.
+pub fn action_named(name: &str) -> Result<Action, ApiError> {
+    Ok(match name {
         "approve" => Action::Approve,
         "cancel" => Action::Cancel,
         "retry" => Action::Retry,
@@ -834,26 +880,35 @@ pub async fn act(
                 "action (approve, cancel, retry, hold, release, extend)",
             ));
         }
-    };
-    let principal = caller.require(match action {
+    })
+}
+
+/// Who may take an action (admin always may).
+pub fn action_roles(action: Action) -> &'static [Role] {
+    match action {
         Action::Cancel => &[Role::Requester],
         _ => &[Role::Approver],
-    })?;
-    let id = input::path_id(&id)?;
-    let bytes = input::body(payload, input::MAX_BODY).await?;
-    let optional = !matches!(action, Action::Hold | Action::Extend);
-    input::require_json(&req, &bytes, optional)?;
+    }
+}
+
+/// An action's JSON body, validated: `HoldBody` for hold, `ExtendBody` for extend, an optional
+/// `NoteBody` otherwise.
+pub fn action_input(
+    state: &AppState,
+    action: Action,
+    bytes: &[u8],
+) -> Result<ActionInput, ApiError> {
     let mut input_data = ActionInput::default();
     match action {
         Action::Hold => {
-            let body: HoldBody = input::json_object(&bytes)?;
+            let body: HoldBody = input::json_object(bytes)?;
             input_data.legal_basis = Some(body.legal_basis.as_str());
             input_data.note = Some(
                 validate::free_text(&body.note, 500).map_err(|why| ApiError::field("note", why))?,
             );
         }
         Action::Extend => {
-            let body: ExtendBody = input::json_object(&bytes)?;
+            let body: ExtendBody = input::json_object(bytes)?;
             if !(1..=2).contains(&body.months) {
                 return Err(ApiError::field("months", "must be 1 or 2"));
             }
@@ -865,7 +920,7 @@ pub async fn act(
             );
         }
         _ => {
-            let body: NoteBody = input::json_or_default(&bytes)?;
+            let body: NoteBody = input::json_or_default(bytes)?;
             if let Some(note) = body.note {
                 input_data.note = Some(
                     validate::free_text(&note, 500).map_err(|why| ApiError::field("note", why))?,
@@ -873,7 +928,19 @@ pub async fn act(
             }
         }
     }
-    refuse_own_decision(&state, id, action, principal.key_id).await?;
+    Ok(input_data)
+}
+
+/// Applies a validated action for `principal` (whose role the caller checked with
+/// `action_roles`) and answers the request as it now is.
+pub async fn perform(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    action: Action,
+    input_data: ActionInput,
+) -> Result<ErasureRequest, ApiError> {
+    refuse_own_decision(state, id, action, principal.key_id).await?;
     match requests::act(&state.db, id, action, principal.key_id, input_data).await? {
         // These make the request's paused or failed step ready again.
         Ok(()) if matches!(action, Action::Approve | Action::Release | Action::Retry) => {
@@ -906,8 +973,7 @@ pub async fn act(
             ));
         }
     }
-    let request = requests::get(&state.db, id)
+    requests::get(&state.db, id)
         .await?
-        .ok_or_else(|| ApiError::not_found("erasure request"))?;
-    Ok(HttpResponse::Ok().json(request))
+        .ok_or_else(|| ApiError::not_found("erasure request"))
 }

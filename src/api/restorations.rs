@@ -15,6 +15,7 @@ use super::input;
 use crate::domain::validate::{self, TargetId};
 use crate::domain::{Role, Scope};
 use crate::store::audit;
+use crate::store::keys::Principal;
 use crate::store::restorations::{self, Refused, Restoration};
 
 /// A restoration to start.
@@ -54,11 +55,23 @@ pub async fn create(
     let bytes = input::body(payload, input::MAX_BODY).await?;
     input::require_json(&req, &bytes, false)?;
     let body: RestorationBody = input::json_object(&bytes)?;
+    let r = start(&state, principal, body).await?;
+    Ok(HttpResponse::Accepted()
+        .insert_header(("Location", format!("/v1/restorations/{}", r.id)))
+        .json(r))
+}
+
+/// Starts a restoration for `principal` (an approver): the API's and the console's one way.
+pub async fn start(
+    state: &AppState,
+    principal: &Principal,
+    body: RestorationBody,
+) -> Result<Restoration, ApiError> {
     let connection = TargetId::parse(&body.connection_id)
         .map_err(|why| ApiError::field("connection_id", why))?;
     let reason =
         validate::free_text(&body.reason, 500).map_err(|why| ApiError::field("reason", why))?;
-    if let Some(refusal) = refused_for_the_user(&state, connection.as_str()).await? {
+    if let Some(refusal) = refused_for_the_user(state, connection.as_str()).await? {
         return Err(refusal);
     }
     let id = Uuid::new_v4();
@@ -77,12 +90,7 @@ pub async fn create(
         &actor,
     )
     .await?;
-    match created {
-        Ok(r) => Ok(HttpResponse::Accepted()
-            .insert_header(("Location", format!("/v1/restorations/{}", r.id)))
-            .json(r)),
-        Err(refused) => Err(conflict(refused)),
-    }
+    created.map_err(conflict)
 }
 
 /// A restoration: its state and what the synchronisation listed (counts only).

@@ -65,6 +65,12 @@ pub async fn lookup(
     let bytes = input::body(payload, input::MAX_BODY).await?;
     input::require_json(&req, &bytes, false)?;
     let body: LookupBody = input::json_object(&bytes)?;
+    Ok(HttpResponse::Ok().json(find(&state, body).await?))
+}
+
+/// What the service holds about a target, found by its pseudonyms under every key version (the
+/// API's and the console's one way). The identifier is hashed in memory and dropped.
+pub async fn find(state: &AppState, body: LookupBody) -> Result<LookupResult, ApiError> {
     let target =
         TargetId::parse(&body.target_id).map_err(|why| ApiError::field("target_id", why))?;
     // Every key version: what was recorded before a rotation is found too.
@@ -87,12 +93,12 @@ pub async fn lookup(
         .filter(|r| r.state == State::Completed)
         .filter_map(|r| r.completed_at)
         .min();
-    Ok(HttpResponse::Ok().json(LookupResult {
+    Ok(LookupResult {
         erased: erased_at.is_some(),
         erased_at,
         subject_ref: refs[0].clone(),
         requests,
-    }))
+    })
 }
 
 /// For each target (scope and upstream id), the open request recorded under an older pseudonym

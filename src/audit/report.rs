@@ -2,8 +2,7 @@
 //! external asset) with the figures of a period and the signed checkpoint at its end. Only
 //! counts, durations and the checkpoint: no identifier, no pseudonym.
 
-use std::fmt::Write;
-
+use askama::Template;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::log::StoredCheckpoint;
@@ -22,22 +21,6 @@ pub struct Report {
 
 /// The one-month deadline of GDPR Art. 12(3), for comparisons (30.44 days).
 const MONTH_SECS: f64 = 30.436_875 * 86_400.0;
-
-/// Escapes text for HTML content and attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -71,146 +54,125 @@ fn opt_duration(secs: Option<f64>) -> String {
     )
 }
 
-const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;color:#1d2733;max-width:860px;margin:2em auto;padding:0 1em}\
-h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #d5dbe3}\
-.sub{color:#5b6b7c}table{border-collapse:collapse;width:100%}td,th{padding:.35em .6em;border-bottom:1px solid #e6eaef;text-align:left}\
-td.n{text-align:right;font-variant-numeric:tabular-nums}.bad{color:#b3261e;font-weight:600}\
-pre{background:#f4f6f9;padding:1em;overflow-x:auto;font-size:.85em}svg{width:100%;height:auto}\
-.legend span{display:inline-block;width:.9em;height:.9em;margin:0 .3em 0 1em;vertical-align:-.1em}\
-@media print{body{margin:0}}";
+/// One line of a figures table.
+pub struct Row {
+    pub label: &'static str,
+    pub value: String,
+    /// Shown in red: something an auditor should look at.
+    pub bad: bool,
+}
+
+fn row(label: &'static str, value: impl ToString, bad: bool) -> Row {
+    Row {
+        label,
+        value: value.to_string(),
+        bad,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "report.html")]
+struct Page<'a> {
+    from: String,
+    to: String,
+    generated: String,
+    received: Vec<Row>,
+    timing: Vec<Row>,
+    chart: Chart,
+    checkpoint: Option<&'a StoredCheckpoint>,
+    checkpoint_at: String,
+    public_key: &'a str,
+}
 
 /// Renders the page.
 pub fn render(r: &Report) -> String {
     let f = &r.figures;
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>Erasure report {from} – {to}</title><style>{STYLE}</style></head><body>\
-         <h1>GDPR Art. 17 erasure report</h1>\
-         <p class=\"sub\">Period <b>{from}</b> to <b>{to}</b> (UTC, end excluded). Generated {gen}. \
-         No personal data: counts, durations and the signed audit checkpoint only.</p>",
-        from = time(r.from),
-        to = time(r.to),
-        gen = time(r.generated_at),
-    );
-    let row = |h: &mut String, label: &str, value: String, bad: bool| {
-        let class = if bad { "n bad" } else { "n" };
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td class=\"{class}\">{}</td></tr>",
-            esc(label),
-            esc(&value)
-        );
-    };
-    h.push_str("<h2>Requests received in the period</h2><table>");
-    row(&mut h, "Received", f.received.to_string(), false);
-    row(
-        &mut h,
-        "Completed (erased and verified)",
-        f.completed.to_string(),
-        false,
-    );
-    row(
-        &mut h,
-        "Failed (awaiting an operator)",
-        f.failed.to_string(),
-        f.failed > 0,
-    );
-    row(
-        &mut h,
-        "On hold (Art. 17(3) legal basis)",
-        f.on_hold.to_string(),
-        false,
-    );
-    row(&mut h, "Cancelled", f.cancelled.to_string(), false);
-    row(
-        &mut h,
-        "Overdue: still open past the due date",
-        f.overdue_open.to_string(),
-        f.overdue_open > 0,
-    );
-    row(
-        &mut h,
-        "Completed after the due date",
-        f.completed_late.to_string(),
-        f.completed_late > 0,
-    );
-    h.push_str("</table>");
-
-    h.push_str(
-        "<h2>Time to completion</h2><p class=\"sub\">Requests completed in the period, \
-        from receipt to verified erasure, against the deadline of one calendar month \
-        (Art. 12(3); up to two more months when extended with a reason).</p><table>",
-    );
-    row(
-        &mut h,
-        "Completed in the period",
-        f.completed_in_period.to_string(),
-        false,
-    );
     let late = f.completed_in_period - f.within_deadline;
-    row(
-        &mut h,
-        "Completed by their due date",
-        format!("{} of {}", f.within_deadline, f.completed_in_period),
-        late > 0,
-    );
-    row(&mut h, "Median", opt_duration(f.median_secs), false);
-    row(&mut h, "95th percentile", opt_duration(f.p95_secs), false);
-    row(
-        &mut h,
-        "Worst",
-        opt_duration(f.worst_secs),
-        f.worst_secs.is_some_and(|w| w > MONTH_SECS),
-    );
-    h.push_str("</table>");
-
-    h.push_str("<h2>Daily volumes and completion times</h2>");
-    h.push_str(&chart(&f.days));
-
-    h.push_str("<h2>Signed checkpoint at the end of the period</h2>");
-    match &r.checkpoint {
-        Some(cp) => {
-            let _ = write!(
-                h,
-                "<p>The audit log held <b>{size}</b> entries at {at}; this signed note commits to \
-                 all of them (RFC 9162 Merkle tree, Ed25519 signature, C2SP signed note):</p>\
-                 <pre>{note}</pre><p>Verifier key:</p><pre>{key}</pre>\
-                 <p class=\"sub\">Check offline: <code>erasure audit verify --export FILE \
-                 --public-key KEY</code> on <code>GET /v1/audit/export?from=…&amp;to=…</code>, \
-                 and <code>--receipt</code> on each request's receipt.</p>",
-                size = cp.size,
-                at = time(cp.created_at),
-                note = esc(&cp.note),
-                key = esc(&r.public_key),
-            );
-        }
-        None => {
-            h.push_str("<p class=\"bad\">No checkpoint was signed by the end of the period.</p>")
-        }
-    }
-    h.push_str("</body></html>\n");
-    h
+    let page = Page {
+        from: time(r.from),
+        to: time(r.to),
+        generated: time(r.generated_at),
+        received: vec![
+            row("Received", f.received, false),
+            row("Completed (erased and verified)", f.completed, false),
+            row("Failed (awaiting an operator)", f.failed, f.failed > 0),
+            row("On hold (Art. 17(3) legal basis)", f.on_hold, false),
+            row("Cancelled", f.cancelled, false),
+            row(
+                "Overdue: still open past the due date",
+                f.overdue_open,
+                f.overdue_open > 0,
+            ),
+            row(
+                "Completed after the due date",
+                f.completed_late,
+                f.completed_late > 0,
+            ),
+        ],
+        timing: vec![
+            row("Completed in the period", f.completed_in_period, false),
+            row(
+                "Completed by their due date",
+                format!("{} of {}", f.within_deadline, f.completed_in_period),
+                late > 0,
+            ),
+            row("Median", opt_duration(f.median_secs), false),
+            row("95th percentile", opt_duration(f.p95_secs), false),
+            row(
+                "Worst",
+                opt_duration(f.worst_secs),
+                f.worst_secs.is_some_and(|w| w > MONTH_SECS),
+            ),
+        ],
+        chart: chart(&f.days),
+        checkpoint: r.checkpoint.as_ref(),
+        checkpoint_at: r
+            .checkpoint
+            .as_ref()
+            .map_or(String::new(), |c| time(c.created_at)),
+        public_key: &r.public_key,
+    };
+    let mut html = page.render().expect("the report's template renders");
+    html.push('\n');
+    html
 }
 
-/// An inline SVG: bars of requests received and completed per day, and a line of the median
-/// time to completion (right axis, days).
-pub fn chart(days: &[Day]) -> String {
-    const W: f64 = 760.0;
-    const H: f64 = 240.0;
+/// A bar of the chart, its numbers formatted for SVG.
+pub struct Bar {
+    pub x: String,
+    pub y: String,
+    pub width: String,
+    pub height: String,
+    pub colour: &'static str,
+    pub title: String,
+}
+
+/// The chart's geometry (`templates/chart.html` draws it): bars of requests received and
+/// completed per day, and a line of the median time to completion (right axis).
+pub struct Chart {
+    pub bars: Vec<Bar>,
+    /// The median line's points, `x,y` each.
+    pub points: Vec<(String, String)>,
+    pub max_count: i64,
+    /// The right axis's top, as a duration.
+    pub top: String,
+    pub first: String,
+    pub last: String,
+}
+
+/// Lays out the chart of `days`.
+pub fn chart(days: &[Day]) -> Chart {
     const LEFT: f64 = 44.0;
     const RIGHT: f64 = 56.0;
     const TOP: f64 = 12.0;
     const BOTTOM: f64 = 34.0;
-    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    let (pw, ph) = (760.0 - LEFT - RIGHT, 240.0 - TOP - BOTTOM);
     let max_count = days
         .iter()
         .map(|d| d.received.max(d.completed))
         .max()
         .unwrap_or(0)
-        .max(1) as f64;
+        .max(1);
     let max_days = days
         .iter()
         .filter_map(|d| d.median_secs)
@@ -219,35 +181,8 @@ pub fn chart(days: &[Day]) -> String {
         / 86_400.0;
     let slot = pw / days.len().max(1) as f64;
     let bar = (slot * 0.4).max(0.5);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" role=\"img\" \
-         aria-label=\"Requests received and completed per day, and median time to completion\">\
-         <g font-size=\"11\" fill=\"#5b6b7c\">\
-         <line x1=\"{LEFT}\" y1=\"{base}\" x2=\"{right}\" y2=\"{base}\" stroke=\"#9aa7b5\"/>\
-         <text x=\"{lx}\" y=\"{ty}\" text-anchor=\"end\">{max_count}</text>\
-         <text x=\"{lx}\" y=\"{base}\" text-anchor=\"end\">0</text>\
-         <text x=\"{rx}\" y=\"{ty}\">{top}</text>",
-        base = TOP + ph,
-        right = LEFT + pw,
-        lx = LEFT - 6.0,
-        rx = LEFT + pw + 6.0,
-        ty = TOP + 10.0,
-        top = duration(max_days * 86_400.0),
-    );
-    if let (Some(first), Some(last)) = (days.first(), days.last()) {
-        let _ = write!(
-            s,
-            "<text x=\"{LEFT}\" y=\"{y}\">{first}</text><text x=\"{r}\" y=\"{y}\" text-anchor=\"end\">{last}</text>",
-            y = H - 18.0,
-            r = LEFT + pw,
-            first = first.date,
-            last = last.date,
-        );
-    }
-    s.push_str("</g>");
-    let mut line = Vec::new();
+    let mut bars = Vec::new();
+    let mut points = Vec::new();
     for (i, d) in days.iter().enumerate() {
         let x = LEFT + i as f64 * slot + slot * 0.1;
         for (k, (count, colour, what)) in [
@@ -257,41 +192,43 @@ pub fn chart(days: &[Day]) -> String {
         .into_iter()
         .enumerate()
         {
-            let height = count as f64 / max_count * ph;
-            let _ = write!(
-                s,
-                "<rect x=\"{x:.2}\" y=\"{y:.2}\" width=\"{bar:.2}\" height=\"{height:.2}\" fill=\"{colour}\">\
-                 <title>{date}: {count} {what}</title></rect>",
-                x = x + k as f64 * bar,
-                y = TOP + ph - height,
-                date = d.date,
-            );
+            let height = count as f64 / max_count as f64 * ph;
+            bars.push(Bar {
+                x: format!("{:.2}", x + k as f64 * bar),
+                y: format!("{:.2}", TOP + ph - height),
+                width: format!("{bar:.2}"),
+                height: format!("{height:.2}"),
+                colour,
+                title: format!("{}: {count} {what}", d.date),
+            });
         }
         if let Some(m) = d.median_secs {
             let y = TOP + ph - (m / 86_400.0) / max_days * ph;
-            line.push(format!("{:.2},{:.2}", LEFT + (i as f64 + 0.5) * slot, y));
+            points.push((
+                format!("{:.2}", LEFT + (i as f64 + 0.5) * slot),
+                format!("{y:.2}"),
+            ));
         }
     }
-    if !line.is_empty() {
-        let _ = write!(
-            s,
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"#e07b24\" stroke-width=\"2\"/>",
-            line.join(" ")
-        );
-        for p in &line {
-            let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
-            let _ = write!(
-                s,
-                "<circle cx=\"{x}\" cy=\"{y}\" r=\"2.5\" fill=\"#e07b24\"/>"
-            );
-        }
+    Chart {
+        bars,
+        points,
+        max_count,
+        top: duration(max_days * 86_400.0),
+        first: days.first().map(|d| d.date.to_string()).unwrap_or_default(),
+        last: days.last().map(|d| d.date.to_string()).unwrap_or_default(),
     }
-    s.push_str(
-        "</svg><p class=\"legend sub\"><span style=\"background:#5b8def\"></span>received\
-        <span style=\"background:#2e9d5b\"></span>completed\
-        <span style=\"background:#e07b24\"></span>median time to completion (right axis)</p>",
-    );
-    s
+}
+
+impl Chart {
+    /// The median line's points as SVG's `points` attribute.
+    pub fn polyline(&self) -> String {
+        self.points
+            .iter()
+            .map(|(x, y)| format!("{x},{y}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 #[cfg(test)]
@@ -341,7 +278,7 @@ mod tests {
     #[test]
     fn the_page_is_self_contained_and_escapes_what_it_shows() {
         let html = render(&report());
-        assert!(html.starts_with("<!DOCTYPE html>"));
+        assert!(html.starts_with("<!doctype html>"));
         for needle in [
             "<svg",
             "<polyline",

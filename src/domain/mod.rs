@@ -240,6 +240,31 @@ pub enum LegalBasis {
 }
 
 impl LegalBasis {
+    pub const ALL: [LegalBasis; 5] = [
+        LegalBasis::FreedomOfExpression,
+        LegalBasis::LegalObligation,
+        LegalBasis::PublicHealth,
+        LegalBasis::Archiving,
+        LegalBasis::LegalClaims,
+    ];
+
+    /// The ground as GDPR Art. 17(3) words it, shortly.
+    pub fn describe(self) -> &'static str {
+        match self {
+            LegalBasis::FreedomOfExpression => {
+                "Art. 17(3)(a): freedom of expression and information"
+            }
+            LegalBasis::LegalObligation => {
+                "Art. 17(3)(b): a legal obligation, or a task in the public interest"
+            }
+            LegalBasis::PublicHealth => "Art. 17(3)(c): public health",
+            LegalBasis::Archiving => {
+                "Art. 17(3)(d): archiving, research or statistics in the public interest"
+            }
+            LegalBasis::LegalClaims => "Art. 17(3)(e): legal claims",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             LegalBasis::FreedomOfExpression => "art17_3_a",

@@ -18,6 +18,7 @@ pub mod ready;
 pub mod requests;
 pub mod restorations;
 pub mod reverify;
+pub mod sessions;
 pub mod shares;
 pub mod status;
 pub mod steps;

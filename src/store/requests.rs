@@ -674,6 +674,8 @@ pub struct ListFilter {
     /// Only requests at risk (`at_risk!`) with this many days.
     pub at_risk_days: Option<u32>,
     pub batch_id: Option<Uuid>,
+    /// Only requests with this external reference.
+    pub external_reference: Option<String>,
     /// Page after this (received_at, id), newest first.
     pub after: Option<(DateTime<Utc>, Uuid)>,
     pub limit: i64,
@@ -691,6 +693,7 @@ pub async fn list(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<ErasureRequest>> 
             closed_states!(),
             ") \
              and ($8::uuid is null or batch_id = $8) \
+             and ($13::text is null or external_reference = $13) \
              and ($9::timestamptz is null or (received_at, id) < ($9, $10::uuid)) \
              and ($12::int4 is null or ",
             at_risk!("$12"),
@@ -711,6 +714,7 @@ pub async fn list(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<ErasureRequest>> 
         .bind(f.after.map(|a| a.1))
         .bind(f.limit)
         .bind(f.at_risk_days.map(days_param))
+        .bind(f.external_reference.as_deref())
         .fetch_all(db)
         .await?;
     let ids: Vec<Uuid> = page.iter().map(|r| r.id).collect();
@@ -966,6 +970,21 @@ async fn resume_steps(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> sqlx::Res
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The re-erasures made of request `id` (after its target was listed again upstream), oldest
+/// first.
+pub async fn re_erasures_of(db: &Db, id: Uuid) -> sqlx::Result<Vec<(Uuid, State)>> {
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "select id, state from erasure_requests where resurrection_of = $1 order by received_at, id",
+    )
+    .bind(id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, state)| State::parse(&state).map(|s| (id, s)))
+        .collect())
 }
 
 #[cfg(test)]

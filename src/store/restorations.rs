@@ -219,6 +219,15 @@ pub async fn get(db: &Db, id: Uuid) -> sqlx::Result<Option<Restoration>> {
         .await
 }
 
+/// The newest restorations, at most `limit`.
+pub async fn recent(db: &Db, limit: i64) -> sqlx::Result<Vec<Restoration>> {
+    let sql = format!("select {COLUMNS} from restorations order by created_at desc, id limit $1");
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
+
 /// A pending restoration taken by a worker, with its sealed connection id.
 #[derive(Debug, sqlx::FromRow)]
 pub struct Claimed {

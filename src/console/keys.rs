@@ -1,0 +1,118 @@
+//! API keys in the console (admins): list them (prefix, role, label, created, expiry, revoked),
+//! create one (shown once, on the answer page only) and revoke one, through `store::keys` as
+//! `erasure keys` does. A revoked key is refused by the next request, its sessions with it.
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use askama::Template;
+use uuid::Uuid;
+
+use super::session::{field, form_fields, session_or_sign_in};
+use super::{Chrome, Failure, render, see_other};
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::domain::Role;
+use crate::domain::validate;
+use crate::store;
+use crate::store::keys::KeyInfo;
+
+#[derive(Template)]
+#[template(path = "keys.html")]
+struct Page {
+    chrome: Chrome,
+    keys: Vec<KeyInfo>,
+    roles: Vec<&'static str>,
+    /// A key just created: shown on this answer only.
+    created: Option<(String, String)>,
+    revoked: bool,
+}
+
+async fn show(
+    state: &AppState,
+    chrome: Chrome,
+    created: Option<(String, String)>,
+    revoked: bool,
+) -> Result<HttpResponse, Failure> {
+    render(&Page {
+        chrome,
+        keys: store::keys::list(&state.db).await?,
+        roles: [Role::Requester, Role::Approver, Role::Auditor, Role::Admin]
+            .iter()
+            .map(|r| r.as_str())
+            .collect(),
+        created,
+        revoked,
+    })
+}
+
+/// The keys.
+#[get("/keys")]
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Failure> {
+    let session = session_or_sign_in!(state, req);
+    session.require(&[])?;
+    let revoked = req.query_string() == "revoked=1";
+    let chrome = Chrome::new(&session.principal, &session.csrf, "Keys");
+    show(&state, chrome, None, revoked).await
+}
+
+/// Creates a key and shows it once.
+#[post("/keys")]
+pub async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, Failure> {
+    let session = session_or_sign_in!(state, req);
+    let fields = form_fields(&body)?;
+    session.check_form(&req, field(&fields, "csrf"))?;
+    session.require(&[])?;
+    let role = field(&fields, "role")
+        .and_then(Role::parse)
+        .ok_or_else(|| ApiError::field("role", "must be requester, approver, auditor or admin"))?;
+    let label = validate::free_text(field(&fields, "label").unwrap_or(""), 200)
+        .map_err(|why| ApiError::field("label", why))?;
+    let expires_at = match field(&fields, "expires_days") {
+        None => None,
+        Some(days) => {
+            let days: i64 = days
+                .parse()
+                .ok()
+                .filter(|d| (1..=3660).contains(d))
+                .ok_or_else(|| ApiError::field("expires_days", "must be 1 to 3660 days"))?;
+            Some(chrono::Utc::now() + chrono::Duration::days(days))
+        }
+    };
+    let (_, key) = store::keys::create(&state.db, role, &label, expires_at)
+        .await
+        .map_err(ApiError::Internal)?;
+    let chrome = Chrome::new(&session.principal, &session.csrf, "Keys");
+    show(
+        &state,
+        chrome,
+        Some((role.as_str().to_string(), key)),
+        false,
+    )
+    .await
+}
+
+/// Revokes a key at once.
+#[post("/keys/{id}/revoke")]
+pub async fn revoke(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, Failure> {
+    let session = session_or_sign_in!(state, req);
+    let fields = form_fields(&body)?;
+    session.check_form(&req, field(&fields, "csrf"))?;
+    session.require(&[])?;
+    let id: Uuid = crate::api::input::path_id(&path)?;
+    if store::keys::find(&state.db, &id.to_string())
+        .await?
+        .is_none()
+    {
+        return Err(Failure(ApiError::not_found("key")));
+    }
+    store::keys::revoke(&state.db, id).await?;
+    Ok(see_other("/keys?revoked=1"))
+}

@@ -1,0 +1,85 @@
+//! Restorations in the console (approvers): start one with its reason, follow its progress
+//! (as `POST /v1/restorations` and `GET /v1/restorations/{id}`).
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use askama::Template;
+
+use super::session::{field, form_fields, session_or_sign_in};
+use super::{Chrome, Failure, render, see_other};
+use crate::api::AppState;
+use crate::api::auth::READERS;
+use crate::api::error::ApiError;
+use crate::api::restorations::{self as api, RestorationBody};
+use crate::domain::Role;
+use crate::store;
+use crate::store::restorations::Restoration;
+
+#[derive(Template)]
+#[template(path = "restorations.html")]
+struct NewPage {
+    chrome: Chrome,
+    recent: Vec<Restoration>,
+}
+
+/// The form to start a restoration, and the newest ones.
+#[get("/restorations/new")]
+pub async fn new_form(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Failure> {
+    let session = session_or_sign_in!(state, req);
+    session.require(&[Role::Approver])?;
+    render(&NewPage {
+        chrome: Chrome::new(&session.principal, &session.csrf, "Restorations"),
+        recent: store::restorations::recent(&state.db, 50).await?,
+    })
+}
+
+/// Starts a restoration.
+#[post("/restorations")]
+pub async fn start(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, Failure> {
+    let session = session_or_sign_in!(state, req);
+    let fields = form_fields(&body)?;
+    session.check_form(&req, field(&fields, "csrf"))?;
+    let principal = session.require(&[Role::Approver])?;
+    let started = api::start(
+        &state,
+        principal,
+        RestorationBody {
+            connection_id: field(&fields, "connection_id").unwrap_or("").to_string(),
+            reason: field(&fields, "reason").unwrap_or("").to_string(),
+        },
+    )
+    .await?;
+    Ok(see_other(&format!("/restorations/{}", started.id)))
+}
+
+#[derive(Template)]
+#[template(path = "restoration.html")]
+struct Page {
+    chrome: Chrome,
+    r: Restoration,
+}
+
+/// A restoration's progress.
+#[get("/restorations/{id}")]
+pub async fn page(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Failure> {
+    let session = session_or_sign_in!(state, req);
+    session.require(READERS)?;
+    let id = crate::api::input::path_id(&path)?;
+    let r = store::restorations::get(&state.db, id)
+        .await?
+        .ok_or_else(|| Failure(ApiError::not_found("restoration")))?;
+    render(&Page {
+        chrome: Chrome::new(&session.principal, &session.csrf, "Restoration"),
+        r,
+    })
+}

@@ -1,0 +1,213 @@
+//! Sign-in, sign-out, and the checks every console form passes: the session cookie, a CSRF token
+//! bound to it, and `Origin`.
+//!
+//! The CSRF token is HMAC-SHA256 of a fixed label keyed by the session token: only the server
+//! and the holder of the HttpOnly cookie can make it, and it changes with each session. Never
+//! logs a key, a token or a form's values.
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, post, web};
+use askama::Template;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::{Failure, html, see_other};
+use crate::api::AppState;
+use crate::api::auth::SESSION_COOKIE;
+use crate::api::error::ApiError;
+use crate::store;
+use crate::store::keys::Principal;
+
+/// A signed-in browser.
+pub struct Session {
+    pub principal: Principal,
+    /// The token every form of this session carries.
+    pub csrf: String,
+    token: String,
+}
+
+fn csrf_of(token: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(token.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(b"erasure console csrf v1");
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The session of this request's cookie, while it and its key are live.
+pub async fn current(state: &AppState, req: &HttpRequest) -> Result<Option<Session>, Failure> {
+    let Some(cookie) = req.cookie(SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    let token = cookie.value().to_string();
+    Ok(store::sessions::principal(&state.db, &token)
+        .await?
+        .map(|principal| Session {
+            principal,
+            csrf: csrf_of(&token),
+            token,
+        }))
+}
+
+/// The signed-in session, or a redirect to the sign-in page.
+pub async fn signed_in(
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<Result<Session, HttpResponse>, Failure> {
+    Ok(current(state, req).await?.ok_or_else(|| see_other("/")))
+}
+
+/// The page's session; without one, returns the redirect to the sign-in page.
+macro_rules! session_or_sign_in {
+    ($state:expr, $req:expr) => {
+        match $crate::console::session::signed_in(&$state, &$req).await? {
+            Ok(session) => session,
+            Err(redirect) => return Ok(redirect),
+        }
+    };
+}
+pub(crate) use session_or_sign_in;
+
+fn forbidden(message: &str) -> Failure {
+    Failure(ApiError::client(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        message,
+    ))
+}
+
+/// Refuses a POST whose `Origin` is not this service (a browser sends it with every POST).
+pub fn same_origin(req: &HttpRequest) -> Result<(), Failure> {
+    let info = req.connection_info();
+    let origin = req
+        .headers()
+        .get(actix_web::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| forbidden("this form must come from the console's own page (no Origin)"))?;
+    let ours = format!("{}://{}", info.scheme(), info.host());
+    if origin != ours {
+        return Err(forbidden(
+            "this form must come from the console's own page (Origin differs)",
+        ));
+    }
+    Ok(())
+}
+
+impl Session {
+    /// Refuses a form unless it comes from this origin and carries this session's token.
+    pub fn check_form(&self, req: &HttpRequest, csrf: Option<&str>) -> Result<(), Failure> {
+        same_origin(req)?;
+        let given = csrf.unwrap_or("").as_bytes();
+        let ours = self.csrf.as_bytes();
+        let same = given.len() == ours.len()
+            && given
+                .iter()
+                .zip(ours)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            return Err(forbidden(
+                "this form's CSRF token is missing or stale: reload the page and try again",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses with 403 unless the session's key has one of `roles` (admin always may).
+    pub fn require(&self, roles: &[crate::domain::Role]) -> Result<&Principal, Failure> {
+        Ok(crate::api::auth::require(&self.principal, roles)?)
+    }
+}
+
+/// The fields of an url-encoded form (at most 64 KiB).
+pub fn form_fields(body: &[u8]) -> Result<Vec<(String, String)>, Failure> {
+    if body.len() > 64 * 1024 {
+        return Err(Failure(ApiError::client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "form_too_large",
+            "this form is larger than 64 KiB",
+        )));
+    }
+    Ok(form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect())
+}
+
+/// One field of a form (the first of that name), trimmed; `None` when absent or empty.
+pub fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+pub struct SignIn<'a> {
+    pub message: Option<&'a str>,
+}
+
+/// The sign-in page (401 with its message when a key was refused).
+pub fn sign_in_page(message: Option<&str>) -> Result<HttpResponse, Failure> {
+    let status = if message.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    let body = SignIn { message }.render().map_err(anyhow::Error::from)?;
+    Ok(html(status, body))
+}
+
+/// Signs in with an API key sent by the form: opens a session and sets its cookie.
+#[post("/login")]
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, Failure> {
+    same_origin(&req)?;
+    let fields = form_fields(&body)?;
+    let key = field(&fields, "key").unwrap_or("").to_string();
+    let Some(principal) = state.keys.submit(key).await? else {
+        return sign_in_page(Some("Unknown, revoked or expired API key."));
+    };
+    let (token, _) = store::sessions::start(&state.db, principal.key_id).await?;
+    let secure = req.connection_info().scheme() == "https";
+    let cookie = Cookie::build(SESSION_COOKIE, token)
+        .path("/")
+        .http_only(true)
+        .secure(secure)
+        .same_site(SameSite::Strict)
+        .max_age(actix_web::cookie::time::Duration::hours(
+            store::sessions::LIFETIME.num_hours(),
+        ))
+        .finish();
+    let mut response = see_other("/");
+    response
+        .add_cookie(&cookie)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(response)
+}
+
+/// Signs out: ends the session and clears the cookie.
+#[post("/logout")]
+pub async fn logout(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, Failure> {
+    if let Some(session) = current(&state, &req).await? {
+        let fields = form_fields(&body)?;
+        session.check_form(&req, field(&fields, "csrf"))?;
+        store::sessions::end(&state.db, &session.token).await?;
+    }
+    let mut response = see_other("/");
+    let mut cookie = Cookie::new(SESSION_COOKIE, "");
+    cookie.set_path("/");
+    cookie.make_removal();
+    response
+        .add_cookie(&cookie)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(response)
+}
