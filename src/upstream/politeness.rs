@@ -249,14 +249,16 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Per path (with its ids): the time before which no call may go (a `Retry-After` the upstream
-/// gave for it), and one write in flight at a time, so that a `Retry-After` in a write's answer
-/// holds the next write. (Without the turn, writes sent while a 429 was on its way back would
-/// reach the upstream before the time it asked for.) Reads of one path may overlap: the cascade
-/// checks of many accounts read their one connection, and taking turns there allowed one read
-/// per upstream latency (80 % of a 200/s rate cap with 50 ms latency and 100 accounts a
-/// connection, BENCHMARKS.md). A read sent after a `Retry-After` for its path was received waits
-/// for it, as a write does.
+/// Per resource (the path with its ids; a listing with its filter, `/accounts?connection_id=…`,
+/// so that one connection's `Retry-After` does not hold the listings of the others): the time
+/// before which no call may go (a `Retry-After` the upstream gave for it), and one write in
+/// flight at a time, so that a `Retry-After` in a write's answer holds the next write. (Without
+/// the turn, writes sent while a 429 was on its way back would reach the upstream before the time
+/// it asked for.) Reads of one resource may overlap: the cascade checks of many accounts read
+/// their one connection, and taking turns there allowed one read per upstream latency (80 % of a
+/// 200/s rate cap with 50 ms latency and 100 accounts a connection, BENCHMARKS.md). A read sent
+/// after a `Retry-After` for its resource was received waits for it, as a write does. The keys
+/// hold ids: they are never logged.
 #[derive(Default)]
 pub struct PathGates {
     gates: Mutex<HashMap<String, Arc<Gate>>>,
@@ -270,7 +272,7 @@ struct Gate {
     held: Mutex<Option<Instant>>,
 }
 
-/// A caller's place on a path (and a write's turn), until dropped.
+/// A caller's place on a resource (and a write's turn), until dropped.
 pub struct PathTurn<'a> {
     gates: &'a PathGates,
     gate: Option<Arc<Gate>>,
@@ -278,13 +280,13 @@ pub struct PathTurn<'a> {
 }
 
 impl PathGates {
-    /// Enters `path`; a write (`exclusive`) waits for the write before it to be answered.
-    pub async fn enter(&self, path: &str, exclusive: bool) -> PathTurn<'_> {
+    /// Enters `resource`; a write (`exclusive`) waits for the write before it to be answered.
+    pub async fn enter(&self, resource: &str, exclusive: bool) -> PathTurn<'_> {
         let gate = self
             .gates
             .lock()
             .expect("gates lock")
-            .entry(path.to_string())
+            .entry(resource.to_string())
             .or_default()
             .clone();
         let turn = if exclusive {
@@ -311,13 +313,13 @@ impl PathTurn<'_> {
         gate.held.lock().expect("hold lock")
     }
 
-    /// When a `Retry-After` given for this path ends, if it has not yet.
+    /// When a `Retry-After` given for this resource ends, if it has not yet.
     pub fn held_until(&self) -> Option<Instant> {
         let until = (*self.held())?;
         (until > Instant::now()).then_some(until)
     }
 
-    /// No call to this path before `until`.
+    /// No call to this resource before `until`.
     pub fn hold(&mut self, until: Instant) {
         *self.held() = Some(until);
     }
@@ -328,7 +330,7 @@ impl Drop for PathTurn<'_> {
         let mut gates = self.gates.gates.lock().expect("gates lock");
         drop(self.turn.take());
         drop(self.gate.take());
-        // Forget the paths nobody is on and no `Retry-After` holds any more.
+        // Forget the resources nobody is on and no `Retry-After` holds any more.
         let now = Instant::now();
         gates.retain(|_, gate| {
             Arc::strong_count(gate) > 1
@@ -665,7 +667,9 @@ mod tests {
         assert_eq!(gates.len(), 1, "kept while held");
         let read = gates.enter("/connections/1", false).await;
         assert_eq!(read.held_until(), Some(until), "a read waits for it too");
-        drop(read);
+        let other = gates.enter("/connections/2", false).await;
+        assert_eq!(other.held_until(), None, "another resource is not held");
+        drop((read, other));
         let mut next = gates.enter("/connections/1", true).await;
         assert_eq!(next.held_until(), Some(until));
         next.hold(Instant::now());
