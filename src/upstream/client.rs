@@ -348,6 +348,10 @@ impl Upstream {
                 }
             };
             let status = reply.status();
+            // The upstream asks every caller to slow down when it refuses many calls (429): the
+            // whole process does.
+            self.limiter
+                .answered(sent, status == StatusCode::TOO_MANY_REQUESTS);
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
                 calls.push(record(Some(401), None));
                 stale = Some(token);
@@ -374,10 +378,6 @@ impl Upstream {
             }
             if status.is_server_error() {
                 self.breaker.failure();
-            }
-            // The upstream asks every caller to slow down: the whole process does.
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                self.limiter.throttled(sent);
             }
             let err = classify(status, reply.headers(), "upstream");
             if let CallError::Transient {
