@@ -6,7 +6,8 @@ any check fails.
 Checks: every accepted request completed or failed with a reason (none lost, none still open);
 exactly one `completed` audit entry per completed request (none completed twice); each target
 deleted upstream; the audit export verifies offline against the signed checkpoint, with one
-completion per request; no upstream call earlier than a `Retry-After` it was given; the upstream
+completion per request; no upstream call earlier than a `Retry-After` given for its resource
+(its path, and a listing's filter); the upstream
 rate (any one-second window) and concurrency never above the caps (the caps of all processes
 together). shared-cap: no second over the rate + 1, at least 85 % of it sustained, and the killed
 worker's share taken by the others within one lease.
@@ -35,6 +36,14 @@ def get(url, key=None):
         req.add_header("Authorization", f"Bearer {key}")
     with urllib.request.urlopen(req, timeout=120) as r:
         return r.read()
+
+
+def resource(c):
+    """What the service holds after a Retry-After: the path, and a listing's filter (the query
+    without its page), so the account listings of two connections are two resources."""
+    filt = [p for p in (c.get("query") or "").split("&")
+            if p and not p.startswith("page=") and not p.startswith("limit=")]
+    return c["path"] + ("?" + "&".join(filt) if filt else "")
 
 
 def busiest_window(calls):
@@ -128,32 +137,39 @@ def main():
     if isinstance(calls, dict):
         calls = calls.get("calls", [])
     api_calls = [c for c in calls if c["route"].startswith("/v2.1")]
-    by_path = defaultdict(list)
+    by_resource = defaultdict(list)
     for c in api_calls:
         # Retry-After binds the caller it was given to: one process (its User-Agent has its pid).
-        # The service holds the whole path (every method) until then.
-        by_path[(c.get("client"), c["path"])].append(c)
+        # The service holds the resource (every method) until then.
+        by_resource[(c.get("client"), resource(c))].append(c)
     early = defaultdict(int)
     examples = []
-    for seq in by_path.values():
+    followed = 0  # answers with a Retry-After that a later call to their resource was held to
+    for seq in by_resource.values():
         seq.sort(key=lambda c: c["started_at_ms"])
-        holds = []  # (answer sent, hold ends) of each answer with a Retry-After so far
+        holds = []  # [answer sent, hold ends, a later call was held to it] of each so far
         for c in seq:
             t = c["started_at_ms"]
             # Early: sent after an answer with a Retry-After reached the caller (GRACE: the
             # answer's way back; a call sent before it could not know of it, as reads of one
             # path may overlap) and before the time that answer asked for.
-            hit = next(((sent, until) for sent, until in holds
+            hit = next(((sent, until) for sent, until, _ in holds
                         if sent + GRACE_MS <= t and t + GRACE_MS < until), None)
+            for hold in holds:
+                if hold[0] + GRACE_MS <= t and not hold[2]:
+                    hold[2] = True
+                    followed += 1
             if hit:
                 early[c["route"]] += 1
                 if len(examples) < 3:
                     examples.append(f"{c['method']} {c['route']} {t - hit[0]:.0f} ms after an answer with Retry-After {(hit[1] - hit[0]) / 1000:g}")
             if c.get("retry_after_secs"):
-                holds.append((c["ended_at_ms"], c["ended_at_ms"] + c["retry_after_secs"] * 1000))
+                holds.append([c["ended_at_ms"], c["ended_at_ms"] + c["retry_after_secs"] * 1000, False])
     told = sum(1 for c in api_calls if c.get("retry_after_secs"))
-    check("no call earlier than its Retry-After", not early,
-          f"{told} answers carried Retry-After, {sum(early.values())} calls came early {dict(early)} {examples}")
+    # Held to something: when answers carried Retry-After, later calls to their resources came.
+    check("no call earlier than its Retry-After", not early and (followed > 0 or not told),
+          f"{told} answers carried Retry-After, {followed} of them followed by a call to their "
+          f"resource, {sum(early.values())} calls came early {dict(early)} {examples}")
 
     # A release before the callers' User-Agent named its process (the upgrade scenario's old
     # processes) is reported, not held to this release's check.

@@ -268,7 +268,7 @@ impl Default for Metrics {
         );
         r.register(
             "rate_limiter_backoffs",
-            "Times the rate limiter backed off after the upstream answered 429 (this process)",
+            "Times the rate limiter backed off for a burst of 429s (this process)",
             m.limiter_backoffs.clone(),
         );
         r.register(

@@ -81,8 +81,8 @@ pub struct Upstream {
     /// This process's share of the deployment's concurrent calls.
     slots: Slots,
     pub breaker: Breaker,
-    /// Per path (with ids): one call in flight, and no call before a `Retry-After` given for it,
-    /// whichever step or task makes it.
+    /// Per resource (the path with its ids; a listing with its filter): one write in flight, and
+    /// no call before a `Retry-After` given for it, whichever step or task makes it.
     paths: PathGates,
 }
 
@@ -229,7 +229,7 @@ impl Upstream {
                 ("page", page.to_string()),
                 ("limit", PAGE.to_string()),
             ];
-            let Some(bytes) = self.send(Method::GET, template, "", &query, calls).await? else {
+            let Some(bytes) = self.send(Method::GET, template, id, &query, calls).await? else {
                 break;
             };
             let items: Vec<Value> = serde_json::from_slice(&bytes)
@@ -249,7 +249,8 @@ impl Upstream {
     /// GET and DELETE are sent again (they are idempotent), and not once the circuit breaker is
     /// open or the upstream asks to wait longer than `CALL_RETRY_MAX_WAIT`: the step's attempt
     /// ends then and the engine schedules the next. `Ok(Some(body))` on 2xx, `Ok(None)` on 404.
-    /// Records every HTTP exchange in `calls`.
+    /// Records every HTTP exchange in `calls`. `id` fills the template's `{id}`, in the path or
+    /// in a listing's filter (`/accounts?connection_id={id}`: `query` has the filter itself).
     pub(super) async fn send(
         &self,
         method: Method,
@@ -280,8 +281,8 @@ impl Upstream {
         }
     }
 
-    /// Sends one call (re-sending once with a fresh token after a 401). One write per path is in
-    /// flight.
+    /// Sends one call (re-sending once with a fresh token after a 401). One write per resource is
+    /// in flight.
     async fn send_once(
         &self,
         method: Method,
@@ -290,19 +291,20 @@ impl Upstream {
         query: &[(&str, String)],
         calls: &mut Vec<CallRecord>,
     ) -> Result<Option<Vec<u8>>, CallError> {
-        let path = template
-            .split('?')
-            .next()
-            .unwrap_or(template)
-            .replace("{id}", id);
+        // The resource called: the template with its id, a listing's filter included
+        // (`/accounts?connection_id=…`, not every connection's `/accounts`), so that a
+        // `Retry-After` holds that resource only. It has an id: it keys the gates, never a log.
+        let resource = template.replace("{id}", id);
+        let path = resource.split('?').next().unwrap_or(&resource);
         let url = format!("{}{}", self.settings.api_url, path);
-        let mut turn = self.paths.enter(&path, method != Method::GET).await;
+        let mut turn = self.paths.enter(&resource, method != Method::GET).await;
         let mut stale: Option<Arc<Token>> = None;
         for attempt in 0..2 {
-            // A write has the path to itself (reads of it may overlap); a `Retry-After` given
-            // to an earlier call holds it. Then a concurrency slot, then the rate slot: calls
-            // that waited for a slot must not leave together in a burst. A `Retry-After` that
-            // came back for this path meanwhile (to an overlapping read) sends it back to wait.
+            // A write has the resource to itself (reads of it may overlap); a `Retry-After`
+            // given to an earlier call holds it. Then a concurrency slot, then the rate slot:
+            // calls that waited for a slot must not leave together in a burst. A `Retry-After`
+            // that came back for this resource meanwhile (to an overlapping read) sends it back
+            // to wait.
             let _slot = loop {
                 if let Some(until) = turn.held_until() {
                     tokio::time::sleep_until(until.into()).await;
@@ -346,6 +348,10 @@ impl Upstream {
                 }
             };
             let status = reply.status();
+            // The upstream asks every caller to slow down when it refuses many calls (429): the
+            // whole process does.
+            self.limiter
+                .answered(sent, status == StatusCode::TOO_MANY_REQUESTS);
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
                 calls.push(record(Some(401), None));
                 stale = Some(token);
@@ -372,10 +378,6 @@ impl Upstream {
             }
             if status.is_server_error() {
                 self.breaker.failure();
-            }
-            // The upstream asks every caller to slow down: the whole process does.
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                self.limiter.throttled(sent);
             }
             let err = classify(status, reply.headers(), "upstream");
             if let CallError::Transient {

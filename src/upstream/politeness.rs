@@ -4,7 +4,7 @@
 //! (`engine::shares` sets them); both start at nothing until a share is granted.
 
 use crate::metrics::BreakerGauge;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,9 +20,19 @@ const SLACK: Duration = Duration::from_millis(1);
 /// seconds. It costs 2.5 % of the rate.
 const SPACING_MARGIN: f64 = 0.025;
 
-/// A 429 multiplies the rate by this (at most once a `RATE_WINDOW`, and only for a call sent
-/// after the last back-off: the 429s of calls sent before it are the same congestion).
+/// A 429 multiplies the rate by this when the upstream is refusing calls (`THROTTLED_SHARE`),
+/// at most once a `RATE_WINDOW`, and only for a call sent after the last back-off (the 429s of
+/// calls sent before it are the same congestion).
 const BACKOFF: f64 = 0.5;
+/// The answers the limiter weighs: those received in this window, to calls sent after the last
+/// back-off.
+const THROTTLE_WINDOW: Duration = Duration::from_secs(2);
+/// The limiter backs off when at least this share of those answers were 429, and at least
+/// `THROTTLED_MIN` of them: an upstream refusing our excess. An aggregator answering 429 now and
+/// then (a tenth of the calls, at random) is waited out call by call, by its `Retry-After`,
+/// without slowing every other call: halving at each of those would keep the rate at its floor.
+const THROTTLED_SHARE: f64 = 0.2;
+const THROTTLED_MIN: usize = 3;
 /// The rate never backs off below this fraction of the share.
 const BACKOFF_FLOOR: f64 = 1.0 / 8.0;
 /// The rate starts to recover this long after the last back-off...
@@ -40,10 +50,10 @@ const RECOVERY_PER_SEC: f64 = 1.0 / 8.0;
 ///
 /// The rate is `share * factor`. The share is set from outside (`set_share`; 0 sends nothing);
 /// a smaller rate applies at once, to the caller already waiting too (its slot is counted from
-/// the last call with the new spacing). The factor is the back-off: a 429 halves it (AIMD: at
-/// most once a `RATE_WINDOW`, for a call sent after the last back-off, never below
-/// `BACKOFF_FLOOR`), and `BACKOFF_QUIET` after the last back-off it grows back by
-/// `RECOVERY_PER_SEC` a second to 1.
+/// the last call with the new spacing). The factor is the back-off: a 429 halves it when a fifth
+/// or more of the answers of the last `THROTTLE_WINDOW` were 429 (AIMD: at most once a
+/// `RATE_WINDOW`, for a call sent after the last back-off, never below `BACKOFF_FLOOR`), and
+/// `BACKOFF_QUIET` after the last back-off it grows back by `RECOVERY_PER_SEC` a second to 1.
 pub struct RateLimiter {
     /// The planned slot of the last call; the turn of callers.
     last: tokio::sync::Mutex<Option<tokio::time::Instant>>,
@@ -56,6 +66,35 @@ struct Rate {
     share: f64,
     /// The factor right after the last back-off, and when it was.
     backed_off: Option<(f64, tokio::time::Instant)>,
+    /// The answers of the last `THROTTLE_WINDOW` to calls sent after the last back-off.
+    answers: Answers,
+}
+
+/// Answers in a window: when each came, whether it was 429, and how many were.
+#[derive(Default)]
+struct Answers {
+    log: VecDeque<(tokio::time::Instant, bool)>,
+    throttled: usize,
+}
+
+impl Answers {
+    fn record(&mut self, now: tokio::time::Instant, throttled: bool) {
+        while let Some(&(at, was)) = self.log.front() {
+            if at + THROTTLE_WINDOW > now {
+                break;
+            }
+            self.log.pop_front();
+            self.throttled -= usize::from(was);
+        }
+        self.log.push_back((now, throttled));
+        self.throttled += usize::from(throttled);
+    }
+
+    /// Whether the upstream is refusing calls: enough 429s, and a large enough share of them.
+    fn refusing(&self) -> bool {
+        self.throttled >= THROTTLED_MIN
+            && self.throttled as f64 >= THROTTLED_SHARE * self.log.len() as f64
+    }
 }
 
 impl Rate {
@@ -80,6 +119,7 @@ impl RateLimiter {
             rate: Mutex::new(Rate {
                 share: per_second.max(0.0),
                 backed_off: None,
+                answers: Answers::default(),
             }),
             changed: tokio::sync::Notify::new(),
         }
@@ -110,24 +150,33 @@ impl RateLimiter {
         self.changed.notify_waiters();
     }
 
-    /// The upstream answered 429 to a call sent at `sent`: backs off unless this congestion was
-    /// already answered. True when it backed off.
-    pub fn throttled(&self, sent: tokio::time::Instant) -> bool {
+    /// The upstream answered a call sent at `sent`, with 429 when `throttled`: backs off when
+    /// the upstream is refusing calls and this congestion was not already answered. True when it
+    /// backed off.
+    pub fn answered(&self, sent: tokio::time::Instant, throttled: bool) -> bool {
         let now = tokio::time::Instant::now();
         let rate = {
             let mut state = self.state();
-            if let Some((_, at)) = state.backed_off
-                && (sent <= at || now < at + RATE_WINDOW)
+            let last = state.backed_off.map(|(_, at)| at);
+            // A call sent before the last back-off says nothing of the rate since.
+            if last.is_some_and(|at| sent <= at) {
+                return false;
+            }
+            state.answers.record(now, throttled);
+            if !throttled
+                || last.is_some_and(|at| now < at + RATE_WINDOW)
+                || !state.answers.refusing()
             {
                 return false;
             }
             let factor = (state.factor(now) * BACKOFF).max(BACKOFF_FLOOR);
             state.backed_off = Some((factor, now));
+            state.answers = Answers::default();
             state.effective(now)
         };
         tracing::info!(
             calls_per_sec = rate,
-            "the upstream answered 429: rate backed off"
+            "the upstream refuses calls (429): rate backed off"
         );
         crate::metrics::global().limiter_backoff(rate);
         self.changed.notify_waiters();
@@ -249,14 +298,16 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Per path (with its ids): the time before which no call may go (a `Retry-After` the upstream
-/// gave for it), and one write in flight at a time, so that a `Retry-After` in a write's answer
-/// holds the next write. (Without the turn, writes sent while a 429 was on its way back would
-/// reach the upstream before the time it asked for.) Reads of one path may overlap: the cascade
-/// checks of many accounts read their one connection, and taking turns there allowed one read
-/// per upstream latency (80 % of a 200/s rate cap with 50 ms latency and 100 accounts a
-/// connection, BENCHMARKS.md). A read sent after a `Retry-After` for its path was received waits
-/// for it, as a write does.
+/// Per resource (the path with its ids; a listing with its filter, `/accounts?connection_id=…`,
+/// so that one connection's `Retry-After` does not hold the listings of the others): the time
+/// before which no call may go (a `Retry-After` the upstream gave for it), and one write in
+/// flight at a time, so that a `Retry-After` in a write's answer holds the next write. (Without
+/// the turn, writes sent while a 429 was on its way back would reach the upstream before the time
+/// it asked for.) Reads of one resource may overlap: the cascade checks of many accounts read
+/// their one connection, and taking turns there allowed one read per upstream latency (80 % of a
+/// 200/s rate cap with 50 ms latency and 100 accounts a connection, BENCHMARKS.md). A read sent
+/// after a `Retry-After` for its resource was received waits for it, as a write does. The keys
+/// hold ids: they are never logged.
 #[derive(Default)]
 pub struct PathGates {
     gates: Mutex<HashMap<String, Arc<Gate>>>,
@@ -270,7 +321,7 @@ struct Gate {
     held: Mutex<Option<Instant>>,
 }
 
-/// A caller's place on a path (and a write's turn), until dropped.
+/// A caller's place on a resource (and a write's turn), until dropped.
 pub struct PathTurn<'a> {
     gates: &'a PathGates,
     gate: Option<Arc<Gate>>,
@@ -278,13 +329,13 @@ pub struct PathTurn<'a> {
 }
 
 impl PathGates {
-    /// Enters `path`; a write (`exclusive`) waits for the write before it to be answered.
-    pub async fn enter(&self, path: &str, exclusive: bool) -> PathTurn<'_> {
+    /// Enters `resource`; a write (`exclusive`) waits for the write before it to be answered.
+    pub async fn enter(&self, resource: &str, exclusive: bool) -> PathTurn<'_> {
         let gate = self
             .gates
             .lock()
             .expect("gates lock")
-            .entry(path.to_string())
+            .entry(resource.to_string())
             .or_default()
             .clone();
         let turn = if exclusive {
@@ -311,13 +362,13 @@ impl PathTurn<'_> {
         gate.held.lock().expect("hold lock")
     }
 
-    /// When a `Retry-After` given for this path ends, if it has not yet.
+    /// When a `Retry-After` given for this resource ends, if it has not yet.
     pub fn held_until(&self) -> Option<Instant> {
         let until = (*self.held())?;
         (until > Instant::now()).then_some(until)
     }
 
-    /// No call to this path before `until`.
+    /// No call to this resource before `until`.
     pub fn hold(&mut self, until: Instant) {
         *self.held() = Some(until);
     }
@@ -328,7 +379,7 @@ impl Drop for PathTurn<'_> {
         let mut gates = self.gates.gates.lock().expect("gates lock");
         drop(self.turn.take());
         drop(self.gate.take());
-        // Forget the paths nobody is on and no `Retry-After` holds any more.
+        // Forget the resources nobody is on and no `Retry-After` holds any more.
         let now = Instant::now();
         gates.retain(|_, gate| {
             Arc::strong_count(gate) > 1
@@ -548,25 +599,55 @@ mod tests {
         );
     }
 
+    /// `n` answers to calls sent now, `every`-th of them 429 (0: none), 10 ms apart: whether the
+    /// limiter backed off at any of them.
+    async fn answers(limiter: &RateLimiter, n: usize, every: usize) -> bool {
+        let mut backed_off = false;
+        for i in 1..=n {
+            let sent = tokio::time::Instant::now();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            backed_off |= limiter.answered(sent, every > 0 && i % every == 0);
+        }
+        backed_off
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_429_halves_the_rate_once_per_congestion_and_it_recovers_after_a_quiet_time() {
-        let limiter = RateLimiter::new(16.0);
+    async fn scattered_429s_leave_the_rate_alone() {
+        // A tenth of the answers 429, for a minute: each is waited out by its caller only.
+        let limiter = RateLimiter::new(100.0);
+        assert!(!answers(&limiter, 6_000, 10).await);
+        assert_eq!(limiter.rate(), 100.0);
+        // A few in a row at a low rate are not yet a refusal either.
+        tokio::time::sleep(THROTTLE_WINDOW).await;
         let sent = tokio::time::Instant::now();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(limiter.throttled(sent));
+        assert!(!limiter.answered(sent, true));
+        assert!(!limiter.answered(sent, true));
+        assert_eq!(limiter.rate(), 100.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_429s_halves_the_rate_once_per_congestion_and_it_recovers_after_a_quiet_time()
+     {
+        let limiter = RateLimiter::new(16.0);
+        // Every other answer is 429: the upstream is refusing calls.
+        let sent = tokio::time::Instant::now();
+        assert!(answers(&limiter, 6, 2).await);
         assert_eq!(limiter.rate(), 8.0);
         // More 429s for calls sent before the back-off, or within its window: the same congestion.
-        assert!(!limiter.throttled(sent));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(!limiter.throttled(tokio::time::Instant::now()));
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let later = tokio::time::Instant::now();
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert!(limiter.throttled(later));
+        assert!(!limiter.answered(sent, true));
+        assert!(
+            !answers(&limiter, 20, 2).await,
+            "within a second of the last"
+        );
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(
+            answers(&limiter, 6, 2).await,
+            "still refusing a second later"
+        );
         assert_eq!(limiter.rate(), 4.0);
         for _ in 0..5 {
             tokio::time::sleep(RATE_WINDOW).await;
-            limiter.throttled(tokio::time::Instant::now());
+            answers(&limiter, 3, 1).await;
         }
         assert_eq!(
             limiter.rate(),
@@ -574,11 +655,19 @@ mod tests {
             "never below the floor"
         );
         assert_eq!(limiter.share(), 16.0, "the share is unchanged");
-        // Quiet: the rate grows back by an eighth of the share a second.
+        // Quiet: the rate grows back by an eighth of the share a second (the last back-off was
+        // at one of the last 3 answers, up to 20 ms ago).
+        let near = |want: f64| {
+            let rate = limiter.rate();
+            assert!(
+                rate >= want && rate <= want + 0.05,
+                "{rate} instead of {want}"
+            );
+        };
         tokio::time::sleep(BACKOFF_QUIET).await;
-        assert_eq!(limiter.rate(), 2.0);
+        near(2.0);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(limiter.rate(), 6.0);
+        near(6.0);
         // Calls are spaced by the rate of the moment.
         limiter.acquire().await;
         let start = tokio::time::Instant::now();
@@ -665,7 +754,9 @@ mod tests {
         assert_eq!(gates.len(), 1, "kept while held");
         let read = gates.enter("/connections/1", false).await;
         assert_eq!(read.held_until(), Some(until), "a read waits for it too");
-        drop(read);
+        let other = gates.enter("/connections/2", false).await;
+        assert_eq!(other.held_until(), None, "another resource is not held");
+        drop((read, other));
         let mut next = gates.enter("/connections/1", true).await;
         assert_eq!(next.held_until(), Some(until));
         next.hold(Instant::now());

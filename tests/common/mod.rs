@@ -487,3 +487,58 @@ pub fn peak_in_flight(calls: &[CallRecord]) -> i32 {
     }
     peak
 }
+
+/// The resource a call was to, as the service holds it after a `Retry-After`: its path, and a
+/// listing's filter (the query without its page), so `/accounts?connection_id=…` of one
+/// connection and of another are two resources.
+pub fn resource(c: &CallRecord) -> String {
+    let filter: Vec<&str> = c
+        .query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("page=") && !p.starts_with("limit="))
+        .collect();
+    if filter.is_empty() {
+        c.path.clone()
+    } else {
+        format!("{}?{}", c.path, filter.join("&"))
+    }
+}
+
+/// Every call to a resource that reached the simulator after it answered a call to that resource
+/// with a `Retry-After` came no earlier than that answer asked (less 5 ms for the clocks); calls to
+/// other resources may go meanwhile. The number of such answers a later call to their resource
+/// was checked against.
+pub fn assert_no_call_before_retry_after(calls: &[CallRecord]) -> usize {
+    let mut by_resource: std::collections::HashMap<String, Vec<&CallRecord>> = Default::default();
+    for c in calls {
+        by_resource.entry(resource(c)).or_default().push(c);
+    }
+    let mut checked = 0;
+    for same in by_resource.values() {
+        for c in same {
+            let Some(wait) = c.retry_after_secs else {
+                continue;
+            };
+            let free_at = c.ended_at_ms + wait as f64 * 1000.0;
+            let mut later = same
+                .iter()
+                .filter(|n| n.started_at_ms > c.ended_at_ms)
+                .peekable();
+            if later.peek().is_some() {
+                checked += 1;
+            }
+            for next in later {
+                assert!(
+                    next.started_at_ms >= free_at - 5.0,
+                    "{} {} came {:.0} ms after a Retry-After of {wait} s for its resource",
+                    next.method,
+                    next.route,
+                    next.started_at_ms - c.ended_at_ms
+                );
+            }
+        }
+    }
+    checked
+}
