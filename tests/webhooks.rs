@@ -695,6 +695,18 @@ async fn spent_retries_disable_the_subscription_with_an_alert_and_redelivery_res
         metrics.contains("erasure_webhook_subscriptions{state=\"disabled\"} 1"),
         "{metrics}"
     );
+    let page = app
+        .http
+        .get(app.url("/"))
+        .header("Cookie", format!("erasure_key={}", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Webhooks disabled (1)"), "{page}");
+    assert!(page.contains(&subscription), "{page}");
 
     // Mended: enabled again, the failed event sent again with its own id, then the next one.
     receiver.broken.store(false, Ordering::SeqCst);
@@ -743,6 +755,113 @@ async fn spent_retries_disable_the_subscription_with_an_alert_and_redelivery_res
         .collect();
     assert_eq!(accepted, [queued.clone(), queued.clone()].concat());
     worker.stop().await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_at_risk_and_overdue_requests_are_told_with_their_due_date_and_nothing_personal() {
+    let app = TestApp::spawn(Options::no_worker()).await;
+    let receiver = Arc::new(Receiver::default());
+    let url = start_receiver(receiver.clone());
+    let (subscription, secret) = subscribe(
+        &app,
+        &url,
+        &["request.on_hold", "request.at_risk", "request.overdue"],
+    )
+    .await;
+    let targets: Vec<String> = (0..3).map(|i| format!("{}", 987_650 + i)).collect();
+    let mut ids = Vec::new();
+    for t in &targets {
+        let (status, body) = app
+            .post(
+                "/v1/erasure-requests",
+                &app.requester,
+                json!({"scope": "user", "target_id": t, "external_reference": "TICKET-77"}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    // A legal hold on the first; the second at risk (due in 3 days); the third past its due date.
+    let (status, body) = app
+        .post(
+            &format!("/v1/erasure-requests/{}/hold", ids[0]),
+            &app.approver,
+            json!({"legal_basis": "art17_3_e", "note": "litigation"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for (id, days) in [(&ids[1], 3), (&ids[2], -2)] {
+        sqlx::query("update erasure_requests set due_at = now() + make_interval(days => $2) where id = $1::uuid")
+            .bind(id)
+            .bind(days)
+            .execute(&app.db)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        erasure::store::requests::mark_at_risk(&app.db, 7)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        erasure::store::requests::mark_overdue(&app.db)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        erasure::store::requests::mark_overdue(&app.db)
+            .await
+            .unwrap(),
+        0,
+        "once"
+    );
+    let worker = app
+        .extra_process_with(fast_engine(), None, fast_webhooks())
+        .await;
+    wait_delivered(&app, &subscription, 60).await;
+    worker.stop().await.unwrap();
+
+    let got = receiver.got();
+    assert_eq!(
+        receiver.accepted_ids(),
+        outbox_ids(&app, &subscription).await
+    );
+    let bodies: Vec<Value> = got
+        .iter()
+        .map(|g| serde_json::from_str(&g.body).unwrap())
+        .collect();
+    let of_type = |t: &str| {
+        bodies
+            .iter()
+            .find(|b| b["type"] == t)
+            .unwrap_or_else(|| panic!("no {t}: {bodies:?}"))
+            .clone()
+    };
+    let held = of_type("request.on_hold");
+    assert_eq!(held["data"]["request_id"], ids[0].as_str());
+    assert_eq!(held["data"]["state"], "on_hold");
+    assert_eq!(held["data"]["legal_basis"], "art17_3_e");
+    assert_eq!(held["data"]["external_reference"], "TICKET-77");
+    let at_risk = of_type("request.at_risk");
+    assert_eq!(at_risk["data"]["request_id"], ids[1].as_str());
+    assert_eq!(at_risk["data"]["days_left"], 2);
+    let overdue = of_type("request.overdue");
+    assert_eq!(overdue["data"]["request_id"], ids[2].as_str());
+    assert!(overdue["data"]["due_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(got.len(), 3);
+    assert!(
+        verified_by_reference(&secret, &got)
+            .into_iter()
+            .all(|ok| ok)
+    );
+    let refs: Vec<String> = sqlx::query_scalar("select subject_ref from erasure_requests")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_nothing_personal(&got, &targets, &refs);
     app.stop().await;
 }
 

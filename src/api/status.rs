@@ -278,12 +278,42 @@ pub async fn status(
             None => "not yet run".into(),
         }
     );
+    body.push_str(&webhooks_section(&store::webhooks::disabled(db).await?));
     let _ = write!(
         body,
         "<p class=\"muted\">As of {} UTC. Machine-readable: <code>/v1/erasure-requests</code>, <code>/metrics</code>.</p>",
         now.format("%Y-%m-%d %H:%M:%S")
     );
     Ok(page("erasure status", &body))
+}
+
+/// Webhook subscriptions the service disabled (their retries were spent): an alert, shown only
+/// when there is one.
+pub fn webhooks_section(disabled: &[crate::store::webhooks::Subscription]) -> String {
+    if disabled.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "<h2 id=\"webhooks\">Webhooks disabled ({})</h2><table><tr><th>subscription</th>\
+         <th>disabled at</th><th>why</th></tr>",
+        disabled.len()
+    );
+    for s in disabled {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            s.id,
+            s.disabled_at
+                .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_default(),
+            esc(s.disabled_reason.as_deref().unwrap_or(""))
+        );
+    }
+    out.push_str(
+        "</table><p>Mend the receiver, enable the subscription again (<code>PATCH /v1/webhooks/{id}</code>) \
+         and send the failed event again (<code>POST /v1/webhooks/{id}/redeliver</code>).</p>",
+    );
+    out
 }
 
 /// One request, for people: its state, steps, attempts and audit events (no personal data).

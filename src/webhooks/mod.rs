@@ -360,6 +360,13 @@ impl Webhooks {
 
 /// What went wrong with a request, without its URL.
 fn describe(e: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        if s.to_string() == target::INTERNAL_ONLY {
+            return target::INTERNAL_ONLY.into();
+        }
+        source = s.source();
+    }
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {

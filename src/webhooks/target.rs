@@ -17,6 +17,9 @@ use reqwest::Url;
 
 use crate::config::WebhookSettings;
 
+/// Why a delivery to a host that resolves to internal addresses only was not sent.
+pub const INTERNAL_ONLY: &str = "the host resolves to internal addresses only";
+
 /// The longest URL accepted.
 pub const MAX_URL: usize = 2000;
 
@@ -156,7 +159,7 @@ impl reqwest::dns::Resolve for Resolver {
                 .filter(|a| trusted || !internal(a.ip()))
                 .collect();
             if kept.is_empty() {
-                return Err("the host resolves to internal addresses only".into());
+                return Err(INTERNAL_ONLY.into());
             }
             let addrs: reqwest::dns::Addrs = Box::new(kept.into_iter());
             Ok(addrs)
@@ -201,6 +204,22 @@ mod tests {
         ] {
             assert!(check(&s, bad).is_err(), "{bad}");
         }
+    }
+
+    /// A name that resolves to internal addresses is not connected to, unless it is trusted.
+    #[tokio::test]
+    async fn names_resolving_inside_are_refused_at_delivery() {
+        use reqwest::dns::Resolve;
+        let name = |n: &str| n.parse::<reqwest::dns::Name>().unwrap();
+        let refusing = Resolver {
+            settings: Arc::new(settings(None, &[])),
+        };
+        let e = refusing.resolve(name("localhost")).await.err().unwrap();
+        assert_eq!(e.to_string(), INTERNAL_ONLY);
+        let trusting = Resolver {
+            settings: Arc::new(settings(None, &["localhost"])),
+        };
+        assert!(trusting.resolve(name("localhost")).await.is_ok());
     }
 
     #[test]
