@@ -708,17 +708,9 @@ async fn spent_retries_disable_the_subscription_with_an_alert_and_redelivery_res
     assert!(page.contains("Webhooks disabled (1)"), "{page}");
     assert!(page.contains(&subscription), "{page}");
 
-    // Mended: enabled again, the failed event sent again with its own id, then the next one.
+    // Mended: the failed event queued again (same id, first in line), then enabled again: both
+    // arrive, in order.
     receiver.broken.store(false, Ordering::SeqCst);
-    let r = app
-        .http
-        .patch(app.url(&format!("/v1/webhooks/{subscription}")))
-        .bearer_auth(&app.admin)
-        .json(&json!({"state": "enabled"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
     let (status, body) = app
         .post(
             &format!("/v1/webhooks/{subscription}/redeliver"),
@@ -728,6 +720,15 @@ async fn spent_retries_disable_the_subscription_with_an_alert_and_redelivery_res
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["queued"], 1);
+    let r = app
+        .http
+        .patch(app.url(&format!("/v1/webhooks/{subscription}")))
+        .bearer_auth(&app.admin)
+        .json(&json!({"state": "enabled"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     wait_delivered(&app, &subscription, 60).await;
     assert_eq!(receiver.accepted_ids(), queued);
     assert!(

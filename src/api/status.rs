@@ -310,8 +310,8 @@ pub fn webhooks_section(disabled: &[crate::store::webhooks::Subscription]) -> St
         );
     }
     out.push_str(
-        "</table><p>Mend the receiver, enable the subscription again (<code>PATCH /v1/webhooks/{id}</code>) \
-         and send the failed event again (<code>POST /v1/webhooks/{id}/redeliver</code>).</p>",
+        "</table><p>Mend the receiver, send the failed event again (<code>POST /v1/webhooks/{id}/redeliver</code>; \
+         it goes first), then enable the subscription (<code>PATCH /v1/webhooks/{id}</code>).</p>",
     );
     out
 }

@@ -55,6 +55,11 @@ const BATCH: i64 = 100;
 /// How long a worker keeps one subscription before giving others their turn.
 const TURN: Duration = Duration::from_secs(5);
 
+/// While a worker has slots to spare, it keeps a subscription it delivers to for its turn and
+/// looks for new events this often (rather than every `ERASURE_WEBHOOK_POLL_MS`), so that events
+/// of a busy subscription wait milliseconds, not a poll interval.
+const LINGER_POLL: Duration = Duration::from_millis(20);
+
 /// Bytes of an answer read at most (of which 200 characters are kept).
 const ANSWER_READ: usize = 1024;
 
@@ -125,9 +130,10 @@ impl Webhooks {
                                 .acquire_owned()
                                 .await
                                 .expect("semaphore never closed");
-                            let (this, stop) = (self.clone(), shutdown.clone());
+                            let (this, stop, spare) =
+                                (self.clone(), shutdown.clone(), slots.clone());
                             running.spawn(async move {
-                                this.deliver(claim, stop).await;
+                                this.deliver(claim, stop, spare).await;
                                 drop(permit);
                             });
                         }
@@ -145,8 +151,9 @@ impl Webhooks {
     }
 
     /// Delivers a leased subscription's due events in order, for one turn.
-    async fn deliver(&self, claim: Claim, stop: CancellationToken) {
+    async fn deliver(&self, claim: Claim, stop: CancellationToken, slots: Arc<Semaphore>) {
         let started = Instant::now();
+        let mut renewed = started;
         let subscription = claim.subscription_id;
         loop {
             let next = match store::next_events(&self.db, &claim, BATCH).await {
@@ -160,7 +167,25 @@ impl Webhooks {
             };
             let (target, events) = next;
             if events.first().is_none_or(|e| !e.due) {
-                break;
+                let linger = events.is_empty()
+                    && slots.available_permits() > 0
+                    && started.elapsed() < TURN
+                    && !stop.is_cancelled();
+                if !linger {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(LINGER_POLL) => {}
+                    _ = stop.cancelled() => {}
+                }
+                // The lease must outlive the wait (renewed by each record).
+                if renewed.elapsed() > self.lease / 3 {
+                    match self.record(&claim, &[]).await {
+                        Some(true) => renewed = Instant::now(),
+                        _ => return,
+                    }
+                }
+                continue;
             }
             let keys = match self.keys(subscription, &target) {
                 Ok(keys) => keys,
@@ -194,7 +219,7 @@ impl Webhooks {
                 }
             }
             match self.record(&claim, &attempted).await {
-                Some(true) => {}
+                Some(true) => renewed = Instant::now(),
                 // The lease was lost (or the subscription disabled): another worker may hold it.
                 _ => return,
             }
