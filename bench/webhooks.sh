@@ -81,7 +81,7 @@ for e in $ENDPOINTS; do
         >"$BENCH_OUT/pgbench.$e.out" 2>&1 || die "pgbench failed: $(tail -3 "$BENCH_OUT/pgbench.$e.out")"
     wait_drained 600
     secs=$(calc "$(now) - $t0")
-    read -r count p50 p99 max < <(curl -fsS "$RECEIVER/stats")
+    read -r count p50 p99 max < <(curl -fsS "$RECEIVER/stats"; echo) || true
     events=$(grep -o 'number of transactions actually processed: [0-9]*' "$BENCH_OUT/pgbench.$e.out" | grep -o '[0-9]*$')
     figure "webhook_lag_p50_${e}_endpoints" "$p50" ms "$events events at $RATE/s, $count deliveries"
     figure "webhook_lag_p99_${e}_endpoints" "$p99" ms "max $max ms"
@@ -121,3 +121,12 @@ figure webhook_outbox_rows_per_erasure "$(calc "round(($events + $deliveries) / 
     "$events outbox + $deliveries delivery-log rows for $N erasures, 1 subscription"
 figure webhook_outbox_wal_per_erasure "$(fmt "$outbox_wal / $N")" bytes \
     "of $(fmt "$total_wal / $N") bytes of WAL per erasure in this database's records"
+# Where it goes: WAL per erasure of the records touching each webhook table and index (a record
+# that touches several counts in each).
+q "select c.relname, round(sum(w.record_length)::numeric / $N), round(sum(w.fpi_length)::numeric / $N)
+    from pg_get_wal_records_info('$lsn0', '$lsn1') w
+    join pg_class c on c.relname like 'webhook\_%' and c.relkind in ('r', 'i')
+        and w.block_ref ~ ('rel [0-9]+/$dboid/' || pg_relation_filenode(c.oid) || ' ')
+    group by 1 order by 2 desc" | while IFS='|' read -r rel bytes fpi; do
+    figure "webhook_wal_per_erasure_$rel" "$bytes" bytes "of which full-page images $fpi"
+done
