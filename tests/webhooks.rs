@@ -313,6 +313,11 @@ const PAYLOAD_FIELDS: &[&str] = &[
     "message",
     "subscription_id",
     "requested_by",
+    "restoration_id",
+    "requested_at",
+    "finished_at",
+    "accounts",
+    "guards_lifted",
 ];
 
 /// No target id, pseudonym or anything but the fields above in any payload.
@@ -767,7 +772,14 @@ async fn holds_at_risk_and_overdue_requests_are_told_with_their_due_date_and_not
     let (subscription, secret) = subscribe(
         &app,
         &url,
-        &["request.on_hold", "request.at_risk", "request.overdue"],
+        &[
+            "request.on_hold",
+            "request.at_risk",
+            "request.overdue",
+            "request.resurrection_detected",
+            "reverification.failed",
+            "restoration.completed",
+        ],
     )
     .await;
     let targets: Vec<String> = (0..3).map(|i| format!("{}", 987_650 + i)).collect();
@@ -819,6 +831,45 @@ async fn holds_at_risk_and_overdue_requests_are_told_with_their_due_date_and_not
         0,
         "once"
     );
+    // The guard's and the restorations' entries, as they write them (src/store/guard.rs,
+    // src/guard/reverify.rs, src/store/restorations.rs), into the same trigger.
+    let (status, restoration) = app
+        .post(
+            "/v1/restorations",
+            &app.approver,
+            json!({"connection_id": "5150", "reason": "a mistaken erasure"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{restoration}");
+    let re_erasure = uuid::Uuid::now_v7();
+    for (request, event, data) in [
+        (
+            Some(&ids[0]),
+            "resurrection_detected",
+            json!({"re_erasure_request": re_erasure}),
+        ),
+        (
+            Some(&ids[0]),
+            "reverification_failed",
+            json!({"re_erasure_request": re_erasure}),
+        ),
+        (
+            None,
+            "restoration_completed",
+            json!({"restoration": restoration["id"]}),
+        ),
+    ] {
+        sqlx::query(
+            "insert into audit_entries (request_id, subject_ref, actor, event, data) \
+             values ($1::uuid, 'k1:x', 'guard', $2, $3)",
+        )
+        .bind(request)
+        .bind(event)
+        .bind(data)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    }
     let worker = app
         .extra_process_with(fast_engine(), None, fast_webhooks())
         .await;
@@ -852,17 +903,28 @@ async fn holds_at_risk_and_overdue_requests_are_told_with_their_due_date_and_not
     let overdue = of_type("request.overdue");
     assert_eq!(overdue["data"]["request_id"], ids[2].as_str());
     assert!(overdue["data"]["due_at"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(got.len(), 3);
+    for t in ["request.resurrection_detected", "reverification.failed"] {
+        let b = of_type(t);
+        assert_eq!(b["data"]["request_id"], ids[0].as_str());
+        assert_eq!(b["data"]["re_erasure_request_id"], re_erasure.to_string());
+    }
+    let restored = of_type("restoration.completed");
+    assert_eq!(restored["data"]["restoration_id"], restoration["id"]);
+    assert_eq!(restored["data"]["accounts"]["new"], 0);
+    assert_eq!(got.len(), 6);
     assert!(
         verified_by_reference(&secret, &got)
             .into_iter()
             .all(|ok| ok)
     );
-    let refs: Vec<String> = sqlx::query_scalar("select subject_ref from erasure_requests")
-        .fetch_all(&app.db)
-        .await
-        .unwrap();
-    assert_nothing_personal(&got, &targets, &refs);
+    let refs: Vec<String> = sqlx::query_scalar(
+        "select subject_ref from erasure_requests union all select connection_ref from restorations",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let canaries = [targets.clone(), vec!["5150".to_string()]].concat();
+    assert_nothing_personal(&got, &canaries, &refs);
     app.stop().await;
 }
 

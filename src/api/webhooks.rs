@@ -16,7 +16,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::input;
-use crate::domain::validate;
+use crate::domain::{Role, validate};
 use crate::store::audit;
 use crate::store::webhooks::{self as store, Changes, Delivery, Subscription, SubscriptionState};
 use crate::webhooks::{EVENT_TYPES, sign, target};
@@ -198,7 +198,7 @@ pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = caller.require(&[])?;
+    let principal = caller.require(&[Role::Admin])?;
     let bytes = input::body(payload, input::MAX_BODY).await?;
     input::require_json(&req, &bytes, false)?;
     let body: CreateSubscription = input::json_object(&bytes)?;
@@ -237,7 +237,7 @@ pub async fn create(
 )]
 #[get("/v1/webhooks")]
 pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
+    caller.require(&[Role::Admin])?;
     let items = store::list(&state.db).await?;
     Ok(HttpResponse::Ok().json(SubscriptionList { items }))
 }
@@ -262,7 +262,7 @@ pub async fn get_one(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
+    caller.require(&[Role::Admin])?;
     Ok(HttpResponse::Ok().json(found(&state, &path).await?))
 }
 
@@ -283,7 +283,7 @@ pub async fn change(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = caller.require(&[])?;
+    let principal = caller.require(&[Role::Admin])?;
     let id = input::path_id(&path)?;
     let body: ChangeSubscription = json_body(&req, payload).await?;
     let url = body.url.as_deref().map(|u| url(&state, u)).transpose()?;
@@ -322,7 +322,7 @@ pub async fn rotate(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = caller.require(&[])?;
+    let principal = caller.require(&[Role::Admin])?;
     let id = input::path_id(&path)?;
     let body: Rotate = json_body(&req, payload).await?;
     let overlap = body.overlap_seconds.unwrap_or(DEFAULT_OVERLAP_SECS);
@@ -364,7 +364,7 @@ pub async fn test(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = caller.require(&[])?;
+    let principal = caller.require(&[Role::Admin])?;
     let id = input::path_id(&path)?;
     let event_id = store::queue_test(&state.db, id, principal.key_id)
         .await?
@@ -387,7 +387,7 @@ pub async fn deliveries(
     path: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
+    caller.require(&[Role::Admin])?;
     let q: DeliveryQuery = input::query(&req)?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
@@ -418,7 +418,7 @@ pub async fn redeliver(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
+    caller.require(&[Role::Admin])?;
     input::path_id(&path)?;
     let bytes = input::body(payload, input::MAX_BODY).await?;
     input::require_json(&req, &bytes, false)?;
