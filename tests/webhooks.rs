@@ -942,3 +942,66 @@ impl WebhookAudit for TestApp {
         .unwrap()
     }
 }
+
+/// The real binary at `RUST_LOG=trace` creates, rotates and delivers with secrets that never
+/// reach its logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_secrets_stay_out_of_trace_logs() {
+    let mut app = TestApp::spawn(Options::no_worker()).await;
+    let receiver = Arc::new(Receiver::default());
+    let url = start_receiver(receiver.clone());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log_path = std::env::temp_dir().join(format!(
+        "erasure-webhook-secrets-{}.log",
+        std::process::id()
+    ));
+    let service = app
+        .command("serve")
+        .env("ERASURE_BIND", format!("127.0.0.1:{port}"))
+        .env("ERASURE_WEBHOOK_ALLOW_HTTP_HOSTS", "127.0.0.1")
+        .env("ERASURE_WEBHOOK_POLL_MS", "50")
+        .env("RUST_LOG", "trace")
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut service = KillOnDrop(service);
+    app.base = format!("http://127.0.0.1:{port}");
+    wait_for_http(&app).await;
+    let (subscription, first) = subscribe(&app, &url, &["request.completed"]).await;
+    queue_tests(&app, &subscription, 2).await;
+    wait_delivered(&app, &subscription, 60).await;
+    let (status, body) = app
+        .post(
+            &format!("/v1/webhooks/{subscription}/rotate"),
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let second = body["secret"].as_str().unwrap().to_string();
+    queue_tests(&app, &subscription, 2).await;
+    wait_delivered(&app, &subscription, 60).await;
+    service.0.kill().unwrap();
+    let _ = service.0.wait();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(logs.contains("TRACE"), "trace logs were written");
+    assert_eq!(receiver.accepted_ids().len(), 4);
+    for secret in [&first, &second] {
+        assert!(!logs.contains(&secret[6..]), "a signing secret in the logs");
+    }
+}
+
+async fn wait_for_http(app: &TestApp) {
+    for _ in 0..200 {
+        if app.http.get(app.url("/healthz")).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the service did not start");
+}
