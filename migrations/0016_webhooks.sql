@@ -50,9 +50,12 @@ create index webhook_events_pending on webhook_events (subscription_id, seq) whe
 create index webhook_events_of_subscription on webhook_events (subscription_id, occurred_at);
 
 -- Each attempt: its status, duration and at most 200 characters of the answer (never more).
+-- `event_seq` is the event's `seq`, without a foreign key: both tables are pruned by age
+-- (ERASURE_WEBHOOK_RETENTION_DAYS), the attempts first, and a key would make each deleted event
+-- look for its attempts.
 create table webhook_deliveries (
     id                  bigint generated always as identity primary key,
-    event_seq           bigint not null references webhook_events (seq),
+    event_seq           bigint not null,
     subscription_id     uuid not null references webhook_subscriptions (id),
     attempt             integer not null,
     at                  timestamptz not null default now(),

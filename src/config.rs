@@ -348,6 +348,8 @@ pub struct WebhookSettings {
     /// Prefix of the receipt link in payloads (e.g. `https://erasure.example.com`); without it
     /// the link is the path alone.
     pub public_url: Option<String>,
+    /// Days delivered events and delivery attempts are kept.
+    pub retention_days: u32,
 }
 
 impl Default for WebhookSettings {
@@ -360,6 +362,7 @@ impl Default for WebhookSettings {
             poll: Duration::from_millis(200),
             concurrency: 16,
             public_url: None,
+            retention_days: 30,
         }
     }
 }
@@ -389,6 +392,9 @@ pub struct WebhookArgs {
     /// The service's public base URL, for the receipt link in payloads.
     #[arg(long, env = "ERASURE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Days delivered webhook events and delivery attempts are kept (1 to 3650).
+    #[arg(long, env = "ERASURE_WEBHOOK_RETENTION_DAYS", default_value_t = 30)]
+    pub webhook_retention_days: u32,
 }
 
 /// A comma-separated list of host names, lower-cased, empty items dropped.
@@ -412,6 +418,9 @@ impl WebhookArgs {
             || self.webhook_retry_scale > 1.0
         {
             bail!("ERASURE_WEBHOOK_RETRY_SCALE must be above 0 and at most 1");
+        }
+        if !(1..=3650).contains(&self.webhook_retention_days) {
+            bail!("ERASURE_WEBHOOK_RETENTION_DAYS must be between 1 and 3650");
         }
         if self.webhook_concurrency == 0 {
             bail!("ERASURE_WEBHOOK_CONCURRENCY must be at least 1");
@@ -439,6 +448,7 @@ impl WebhookArgs {
                 .public_url
                 .as_deref()
                 .map(|u| u.trim_end_matches('/').to_string()),
+            retention_days: self.webhook_retention_days,
         })
     }
 }

@@ -1005,3 +1005,59 @@ async fn wait_for_http(app: &TestApp) {
     }
     panic!("the service did not start");
 }
+
+/// Delivered events and attempts older than the retention go (each worker prunes at its start and
+/// then hourly); pending ones and recent ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_deliveries_are_pruned_and_pending_events_kept() {
+    let app = TestApp::spawn(Options::no_worker()).await;
+    let receiver = Arc::new(Receiver::default());
+    let url = start_receiver(receiver.clone());
+    let (subscription, _) = subscribe(&app, &url, &["request.completed"]).await;
+    let old = queue_tests(&app, &subscription, 3).await;
+    let worker = app
+        .extra_process_with(fast_engine(), None, fast_webhooks())
+        .await;
+    wait_delivered(&app, &subscription, 60).await;
+    worker.stop().await.unwrap();
+    // Those three a month and a half ago; then one recent delivery and one still pending.
+    for sql in [
+        "update webhook_events set occurred_at = occurred_at - interval '45 days', \
+             delivered_at = delivered_at - interval '45 days'",
+        "update webhook_deliveries set at = at - interval '45 days'",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&app.db)
+            .await
+            .unwrap();
+    }
+    let recent = queue_tests(&app, &subscription, 1).await;
+    let worker = app
+        .extra_process_with(fast_engine(), None, fast_webhooks())
+        .await;
+    wait_delivered(&app, &subscription, 60).await;
+    worker.stop().await.unwrap();
+    let pending = queue_tests(&app, &subscription, 1).await;
+
+    // The second worker pruned at its start already, or this does.
+    let pruned = erasure::store::webhooks::prune(&app.db, 30).await.unwrap();
+    assert!(
+        pruned == 0 || pruned == 6,
+        "three events and their three attempts"
+    );
+    let left = outbox_ids(&app, &subscription).await;
+    assert_eq!(left, [recent, pending].concat());
+    assert!(old.iter().all(|id| !left.contains(id)));
+    let (_, log) = app
+        .get(
+            &format!("/v1/webhooks/{subscription}/deliveries"),
+            &app.admin,
+        )
+        .await;
+    assert_eq!(log["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        erasure::store::webhooks::prune(&app.db, 30).await.unwrap(),
+        0
+    );
+    app.stop().await;
+}

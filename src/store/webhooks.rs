@@ -541,6 +541,55 @@ pub async fn record(
     Ok(held.rows_affected() == 1)
 }
 
+/// Deletes what is older than `days`: delivery attempts made before then, and delivered events
+/// delivered before then (their attempts are older still); pending and failed events stay. At
+/// most `CHUNK` rows a statement, rows another process is deleting skipped. Returns how many
+/// rows went.
+pub async fn prune(db: &Db, days: u32) -> sqlx::Result<u64> {
+    const CHUNK: i64 = 5000;
+    let mut deleted = 0;
+    // Both tables grow in the order of their keys: the first young row bounds the old ones, and
+    // walking the key to it reads only rows that are deleted.
+    loop {
+        let done = sqlx::query(
+            "delete from webhook_deliveries where id in ( \
+                 select id from webhook_deliveries where id < coalesce( \
+                     (select id from webhook_deliveries \
+                      where at >= now() - make_interval(days => $1) order by id limit 1), \
+                     9223372036854775807) \
+                 order by id limit $2 for update skip locked)",
+        )
+        .bind(days as i32)
+        .bind(CHUNK)
+        .execute(db)
+        .await?;
+        deleted += done.rows_affected();
+        if (done.rows_affected() as i64) < CHUNK {
+            break;
+        }
+    }
+    loop {
+        let done = sqlx::query(
+            "delete from webhook_events where seq in ( \
+                 select seq from webhook_events where state = 'delivered' \
+                     and delivered_at < now() - make_interval(days => $1) and seq < coalesce( \
+                     (select seq from webhook_events \
+                      where occurred_at >= now() - make_interval(days => $1) order by seq limit 1), \
+                     9223372036854775807) \
+                 order by seq limit $2 for update skip locked)",
+        )
+        .bind(days as i32)
+        .bind(CHUNK)
+        .execute(db)
+        .await?;
+        deleted += done.rows_affected();
+        if (done.rows_affected() as i64) < CHUNK {
+            break;
+        }
+    }
+    Ok(deleted)
+}
+
 /// Webhook figures for `/metrics` and the status page.
 #[derive(Debug, Clone, Default)]
 pub struct Figures {

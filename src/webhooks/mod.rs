@@ -60,6 +60,9 @@ const TURN: Duration = Duration::from_secs(5);
 /// of a busy subscription wait milliseconds, not a poll interval.
 const LINGER_POLL: Duration = Duration::from_millis(20);
 
+/// How often each worker process prunes what is older than `ERASURE_WEBHOOK_RETENTION_DAYS`.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Bytes of an answer read at most (of which 200 characters are kept).
 const ANSWER_READ: usize = 1024;
 
@@ -118,8 +121,17 @@ impl Webhooks {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
         let mut running = JoinSet::new();
+        let mut pruned: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             while running.try_join_next().is_some() {}
+            if pruned.is_none_or(|at| at.elapsed() > PRUNE_EVERY) {
+                pruned = Some(Instant::now());
+                match store::prune(&self.db, self.settings.retention_days).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "pruned old webhook events and attempts"),
+                    Err(e) => tracing::warn!(error = %e, "pruning webhook events failed"),
+                }
+            }
             let free = slots.available_permits();
             if free > 0 {
                 match store::claim(&self.db, free as i64, self.lease).await {
