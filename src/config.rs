@@ -325,6 +325,134 @@ impl GuardArgs {
     }
 }
 
+/// Webhooks: where deliveries may go, how long an answer may take, how fast retries come
+/// (read by `webhooks` and by the API when it checks a subscription's URL).
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// `ERASURE_WEBHOOK_ALLOWED_HOSTS`: when set, the only hosts a subscription may name (exact
+    /// names, or `*.example.com` for its subdomains), trusted wherever they resolve. When unset,
+    /// any public host: names and addresses that are (or resolve to) loopback, private,
+    /// link-local or otherwise internal are refused.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// `ERASURE_WEBHOOK_ALLOW_HTTP_HOSTS`: hosts that may be reached over plain `http` (and are
+    /// trusted wherever they resolve); every other URL must be `https`.
+    pub allow_http_hosts: Vec<String>,
+    /// Time-out of one delivery (connect, send, answer).
+    pub timeout: Duration,
+    /// Multiplies the retry schedule (1: the real one, over more than 3 days); tests shrink it.
+    pub retry_scale: f64,
+    /// How often a worker looks for events to deliver.
+    pub poll: Duration,
+    /// Subscriptions one process delivers to at once.
+    pub concurrency: usize,
+    /// Prefix of the receipt link in payloads (e.g. `https://erasure.example.com`); without it
+    /// the link is the path alone.
+    pub public_url: Option<String>,
+    /// Days delivered events and delivery attempts are kept.
+    pub retention_days: u32,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: None,
+            allow_http_hosts: Vec::new(),
+            timeout: Duration::from_secs(10),
+            retry_scale: 1.0,
+            poll: Duration::from_millis(200),
+            concurrency: 16,
+            public_url: None,
+            retention_days: 30,
+        }
+    }
+}
+
+/// Webhooks, as flags and variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookArgs {
+    /// Hosts webhooks may be sent to, comma-separated (`hooks.example.com,*.corp.example`); when
+    /// unset, any public host (internal addresses refused).
+    #[arg(long, env = "ERASURE_WEBHOOK_ALLOWED_HOSTS")]
+    pub webhook_allowed_hosts: Option<String>,
+    /// Hosts webhooks may reach over plain http, comma-separated (e.g. `127.0.0.1` for tests).
+    #[arg(long, env = "ERASURE_WEBHOOK_ALLOW_HTTP_HOSTS")]
+    pub webhook_allow_http_hosts: Option<String>,
+    /// Time-out of one delivery, in seconds.
+    #[arg(long, env = "ERASURE_WEBHOOK_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub webhook_timeout_secs: f64,
+    /// Multiplies the retry schedule's delays (1: over more than 3 days).
+    #[arg(long, env = "ERASURE_WEBHOOK_RETRY_SCALE", default_value_t = 1.0)]
+    pub webhook_retry_scale: f64,
+    /// How often a worker looks for events to deliver, in milliseconds.
+    #[arg(long, env = "ERASURE_WEBHOOK_POLL_MS", default_value_t = 200)]
+    pub webhook_poll_ms: u64,
+    /// Subscriptions one process delivers to at once.
+    #[arg(long, env = "ERASURE_WEBHOOK_CONCURRENCY", default_value_t = 16)]
+    pub webhook_concurrency: usize,
+    /// The service's public base URL, for the receipt link in payloads.
+    #[arg(long, env = "ERASURE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Days delivered webhook events and delivery attempts are kept (1 to 3650).
+    #[arg(long, env = "ERASURE_WEBHOOK_RETENTION_DAYS", default_value_t = 30)]
+    pub webhook_retention_days: u32,
+}
+
+/// A comma-separated list of host names, lower-cased, empty items dropped.
+fn host_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect()
+}
+
+impl WebhookArgs {
+    pub fn settings(&self) -> anyhow::Result<WebhookSettings> {
+        if !self.webhook_timeout_secs.is_finite()
+            || self.webhook_timeout_secs < 0.1
+            || self.webhook_timeout_secs > 300.0
+        {
+            bail!("ERASURE_WEBHOOK_TIMEOUT_SECS must be between 0.1 and 300");
+        }
+        if !self.webhook_retry_scale.is_finite()
+            || self.webhook_retry_scale <= 0.0
+            || self.webhook_retry_scale > 1.0
+        {
+            bail!("ERASURE_WEBHOOK_RETRY_SCALE must be above 0 and at most 1");
+        }
+        if !(1..=3650).contains(&self.webhook_retention_days) {
+            bail!("ERASURE_WEBHOOK_RETENTION_DAYS must be between 1 and 3650");
+        }
+        if self.webhook_concurrency == 0 {
+            bail!("ERASURE_WEBHOOK_CONCURRENCY must be at least 1");
+        }
+        if let Some(url) = &self.public_url {
+            reqwest::Url::parse(url).context("ERASURE_PUBLIC_URL is not a valid URL")?;
+        }
+        let allowed_hosts = self
+            .webhook_allowed_hosts
+            .as_deref()
+            .map(host_list)
+            .filter(|l| !l.is_empty());
+        Ok(WebhookSettings {
+            allowed_hosts,
+            allow_http_hosts: self
+                .webhook_allow_http_hosts
+                .as_deref()
+                .map(host_list)
+                .unwrap_or_default(),
+            timeout: Duration::from_secs_f64(self.webhook_timeout_secs),
+            retry_scale: self.webhook_retry_scale,
+            poll: Duration::from_millis(self.webhook_poll_ms.clamp(10, 60_000)),
+            concurrency: self.webhook_concurrency,
+            public_url: self
+                .public_url
+                .as_deref()
+                .map(|u| u.trim_end_matches('/').to_string()),
+            retention_days: self.webhook_retention_days,
+        })
+    }
+}
+
 /// The database.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbArgs {

@@ -29,6 +29,8 @@ pub struct DemoArgs {
     // `ERASURE_AT_RISK_DAYS=31` shows every new request at risk at once.
     #[command(flatten)]
     pub at_risk: crate::config::AtRiskArgs,
+    #[command(flatten)]
+    pub webhooks: crate::config::WebhookArgs,
 }
 
 /// Loads the demo's keys from `dir/keys.env`, generating any that are missing.
@@ -110,6 +112,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         http_workers: 2,
         checkpoint_every: std::time::Duration::from_secs(10),
         at_risk_days: args.at_risk.days()?,
+        webhooks: args.webhooks.settings()?,
     })
     .await?;
     let addr = running.addr.expect("the demo runs the API");

@@ -23,3 +23,4 @@ pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
+pub mod webhooks;

@@ -8,6 +8,7 @@ use erasure::audit::checkpoint::Signer;
 use erasure::audit::verify;
 use erasure::config::{
     ApprovalPolicy, AtRiskArgs, DbArgs, EngineArgs, GuardArgs, HttpLimitArgs, UpstreamArgs,
+    WebhookArgs,
 };
 use erasure::domain::Role;
 use erasure::secrets::Keys;
@@ -158,6 +159,8 @@ struct CommonArgs {
     guard: GuardArgs,
     #[command(flatten)]
     at_risk: AtRiskArgs,
+    #[command(flatten)]
+    webhooks: WebhookArgs,
     /// Which requests need a second person's approval.
     #[arg(long, value_enum, env = "ERASURE_APPROVAL", default_value = "none")]
     approval: ApprovalPolicy,
@@ -201,6 +204,7 @@ impl CommonArgs {
             http_workers: self.http_workers,
             checkpoint_every: std::time::Duration::from_secs_f64(self.checkpoint_secs.max(0.1)),
             at_risk_days: self.at_risk.days()?,
+            webhooks: self.webhooks.settings()?,
         })
     }
 }

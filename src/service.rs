@@ -14,7 +14,9 @@ use crate::audit::checkpoint::Signer;
 use crate::audit::log::AuditLog;
 use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
-use crate::config::{ApprovalPolicy, EngineSettings, GuardSettings, HttpLimits, UpstreamSettings};
+use crate::config::{
+    ApprovalPolicy, EngineSettings, GuardSettings, HttpLimits, UpstreamSettings, WebhookSettings,
+};
 use crate::engine::Engine;
 use crate::engine::shares::Shares;
 use crate::guard::Guard;
@@ -24,6 +26,7 @@ use crate::store::intake;
 use crate::store::ready::Ready;
 use crate::store::{self, Db};
 use crate::upstream::Upstream;
+use crate::webhooks::Webhooks;
 
 /// The name of the checkpoint signing key (in signed notes and the verifier key).
 pub const AUDIT_KEY_NAME: &str = "erasure-audit";
@@ -66,6 +69,8 @@ pub struct ServiceConfig {
     pub checkpoint_every: std::time::Duration,
     /// Days before its due date from which an open request is at risk (`ERASURE_AT_RISK_DAYS`).
     pub at_risk_days: u32,
+    /// Webhooks: delivered by processes that run workers; their URLs checked by the API.
+    pub webhooks: WebhookSettings,
 }
 
 /// A running service.
@@ -142,6 +147,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
             limits.clone(),
         );
         let (approval, at_risk_days) = (config.approval, config.at_risk_days);
+        let webhooks = std::sync::Arc::new(config.webhooks.clone());
         let restore_check =
             upstream.map(|upstream| RestoreCheck::new(db.clone(), upstream, pseudonyms.clone()));
         move || AppState {
@@ -151,6 +157,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
             sealer: sealer.clone(),
             approval,
             at_risk_days,
+            webhooks: webhooks.clone(),
             audit: audit.clone(),
             rates: rates.clone(),
             limits: limits.clone(),
@@ -187,6 +194,8 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
         }));
     }
     if let Some(upstream) = upstream {
+        let webhooks = Webhooks::new(db.clone(), sealer.clone(), config.webhooks.clone())?;
+        tasks.push(tokio::spawn(webhooks.run(shutdown.clone())));
         if let Some(settings) = &config.guard {
             let guard = Guard::new(
                 db.clone(),
@@ -320,6 +329,7 @@ mod tests {
             http_workers,
             checkpoint_every: std::time::Duration::from_secs(10),
             at_risk_days: crate::config::DEFAULT_AT_RISK_DAYS,
+            webhooks: WebhookSettings::default(),
         }
     }
 

@@ -2207,7 +2207,7 @@ async fn requests_near_their_due_date_are_at_risk() {
     let page = app
         .http
         .get(app.url("/"))
-        .header("cookie", format!("erasure_key={}", app.auditor))
+        .header("cookie", app.sign_in(&app.auditor).await)
         .send()
         .await
         .unwrap()

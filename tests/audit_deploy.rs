@@ -39,6 +39,7 @@ async fn restart(app: &mut TestApp, database_url: String, keys: Keys) {
         http_workers: 2,
         checkpoint_every: Duration::from_millis(500),
         at_risk_days: erasure::config::DEFAULT_AT_RISK_DAYS,
+        webhooks: Default::default(),
     })
     .await
     .unwrap();

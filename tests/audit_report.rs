@@ -24,7 +24,7 @@ async fn page(app: &TestApp, query: &str, key: &str) -> (u16, String, String) {
 
 fn figure(html: &str, label: &str) -> String {
     let start = html
-        .find(&format!("<td>{label}</td>"))
+        .find(&format!(">{label}</th>"))
         .unwrap_or_else(|| panic!("no row {label}"));
     let rest = &html[start..];
     let value = &rest[rest.find("\">").unwrap() + 2..];

@@ -26,6 +26,8 @@ const READERS: Allowed = Allowed::Roles(&[Role::Requester, Role::Approver, Role:
 const REQUESTER: Allowed = Allowed::Roles(&[Role::Requester]);
 const APPROVER: Allowed = Allowed::Roles(&[Role::Approver]);
 const AUDITOR: Allowed = Allowed::Roles(&[Role::Auditor]);
+/// Admin keys only.
+const ADMIN: Allowed = Allowed::Roles(&[]);
 
 /// DESIGN.md's roles, one row per operation (`{action}` expanded).
 fn matrix() -> Vec<(&'static str, String, Allowed)> {
@@ -50,6 +52,14 @@ fn matrix() -> Vec<(&'static str, String, Allowed)> {
         ("GET", "/v1/audit/entries".to_string(), AUDITOR),
         ("GET", "/v1/audit/export".to_string(), AUDITOR),
         ("GET", "/v1/audit/report".to_string(), AUDITOR),
+        ("POST", "/v1/webhooks".to_string(), ADMIN),
+        ("GET", "/v1/webhooks".to_string(), ADMIN),
+        ("GET", "/v1/webhooks/{id}".to_string(), ADMIN),
+        ("PATCH", "/v1/webhooks/{id}".to_string(), ADMIN),
+        ("POST", "/v1/webhooks/{id}/rotate".to_string(), ADMIN),
+        ("POST", "/v1/webhooks/{id}/test".to_string(), ADMIN),
+        ("GET", "/v1/webhooks/{id}/deliveries".to_string(), ADMIN),
+        ("POST", "/v1/webhooks/{id}/redeliver".to_string(), ADMIN),
     ];
     for action in ACTIONS {
         let allowed = if action == "cancel" {
@@ -93,6 +103,12 @@ fn body_for(path: &str, n: usize) -> Option<Value> {
         "/v1/erasure-requests/batch" => json!([{"scope": "connection", "target_id": target}]),
         "/v1/subjects/lookup" => json!({"scope": "user", "target_id": target}),
         "/v1/restorations" => json!({"connection_id": target, "reason": "matrix test"}),
+        "/v1/webhooks" => {
+            json!({"url": "https://hooks.example.com/in", "event_types": ["request.completed"]})
+        }
+        "/v1/webhooks/{id}" => json!({"state": "paused"}),
+        "/v1/webhooks/{id}/rotate" => json!({"overlap_seconds": 60}),
+        "/v1/webhooks/{id}/redeliver" => json!({"since": "2000-01-01T00:00:00Z"}),
         p if p.ends_with("/hold") => json!({"legal_basis": "art17_3_b", "note": "matrix"}),
         p if p.ends_with("/extend") => json!({"months": 1, "reason": "matrix"}),
         p if p.starts_with("/v1/erasure-requests/") && !p.ends_with("/receipt") => json!({}),
@@ -151,6 +167,7 @@ async fn call(
     let mut req = match method {
         "GET" => app.http.get(url),
         "POST" => app.http.post(url),
+        "PATCH" => app.http.patch(url),
         other => panic!("no method {other} in the matrix"),
     };
     if let Some(auth) = auth {
@@ -223,6 +240,15 @@ async fn every_route_every_role_every_bad_key() {
         .await;
     assert_eq!(status, 202, "{restoration}");
     let restoration_id = restoration["id"].as_str().unwrap().to_string();
+    let (status, webhook) = app
+        .post(
+            "/v1/webhooks",
+            &app.admin,
+            json!({"url": "https://hooks.example.com/in", "event_types": ["request.failed"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{webhook}");
+    let webhook_id = webhook["id"].as_str().unwrap().to_string();
 
     let doc: Value = serde_json::from_str(&erasure::api::openapi_json()).unwrap();
     let mut n = 0;
@@ -230,6 +256,8 @@ async fn every_route_every_role_every_bad_key() {
     for (method, template, allowed) in &rows {
         let path = if template.starts_with("/v1/restorations/") {
             template.replace("{id}", &restoration_id)
+        } else if template.starts_with("/v1/webhooks/") {
+            template.replace("{id}", &webhook_id)
         } else {
             template.replace("{id}", &request_id)
         };

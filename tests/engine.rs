@@ -188,6 +188,7 @@ async fn a_refused_token_is_a_permanent_failure_with_its_reason() {
         http_workers: 1,
         checkpoint_every: std::time::Duration::from_secs(10),
         at_risk_days: erasure::config::DEFAULT_AT_RISK_DAYS,
+        webhooks: Default::default(),
     })
     .await
     .unwrap();

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["upstream"],
     &["store"],
     &["audit"],
-    &["engine", "guard"],
+    &["engine", "guard", "webhooks"],
     &["api"],
     &["console"],
     &["service"],

@@ -189,7 +189,9 @@ fn with_body_deadline(req: ServiceRequest, timeout: Duration) -> ServiceRequest 
             )),
         }
     });
-    ServiceRequest::from_parts(http, Payload::from(stream.boxed_local()))
+    // Fused: a reader may poll again after the end (actix-multipart does), which an unfold
+    // alone answers with a panic.
+    ServiceRequest::from_parts(http, Payload::from(stream.fuse().boxed_local()))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use crate::domain::{Scope, State};
 use crate::metrics::{CONTENT_TYPE, PREFIX, global, label_values};
 use crate::store;
 use crate::store::metrics::{Figures, RestorationState};
+use crate::store::webhooks::SubscriptionState;
 
 /// Metrics for Prometheus.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
@@ -52,7 +53,7 @@ impl JobState {
     }
 }
 
-label_values!(JobState, State, Scope, RestorationState);
+label_values!(JobState, State, Scope, RestorationState, SubscriptionState);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
@@ -63,6 +64,11 @@ struct RequestLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct JobLabels {
     state: JobState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SubscriptionLabels {
+    state: SubscriptionState,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -191,6 +197,42 @@ fn figures_registry(f: &Figures) -> Registry {
         "Id of the last upstream event the guard applied",
         ConstGauge::new(f.event_cursor),
     );
+
+    // Every state is shown, so that an alert on `disabled` > 0 has a series to read.
+    let subscriptions = Family::<SubscriptionLabels, Gauge>::default();
+    for state in [
+        SubscriptionState::Enabled,
+        SubscriptionState::Paused,
+        SubscriptionState::Disabled,
+    ] {
+        let n = f
+            .webhooks
+            .subscriptions
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n);
+        subscriptions
+            .get_or_create(&SubscriptionLabels { state })
+            .set(n);
+    }
+    r.register(
+        "webhook_subscriptions",
+        "Webhook subscriptions by state; disabled: the service gave up on an event after retrying it for more than 3 days (alert on it)",
+        subscriptions,
+    );
+    r.register(
+        "webhook_events_pending",
+        "Webhook events not delivered yet",
+        ConstGauge::new(f.webhooks.pending),
+    );
+    if let Some(age) = f.webhooks.oldest_pending_age_seconds {
+        r.register_with_unit(
+            "webhook_oldest_pending_age",
+            "Seconds since the oldest undelivered event of an enabled subscription occurred",
+            Unit::Seconds,
+            ConstGauge::new(age),
+        );
+    }
     r
 }
 
@@ -228,9 +270,18 @@ mod tests {
                 found: 3,
             }),
             event_cursor: 42,
+            webhooks: crate::store::webhooks::Figures {
+                subscriptions: vec![(SubscriptionState::Disabled, 2)],
+                pending: 7,
+                oldest_pending_age_seconds: Some(1.5),
+            },
         };
         let out = exposition(&figures);
         for needed in [
+            "erasure_webhook_subscriptions{state=\"disabled\"} 2\n",
+            "erasure_webhook_subscriptions{state=\"enabled\"} 0\n",
+            "erasure_webhook_events_pending 7\n",
+            "erasure_webhook_oldest_pending_age_seconds 1.5\n",
             "erasure_requests{state=\"completed\",scope=\"user\"} 3\n",
             "erasure_requests{state=\"pending_approval\",scope=\"account\"} 1\n",
             "erasure_requests_overdue 2\n",

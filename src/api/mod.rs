@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod requests;
 pub mod restorations;
 pub mod subjects;
+pub mod webhooks;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -38,6 +39,8 @@ pub struct AppState {
     pub approval: ApprovalPolicy,
     /// Days before its due date from which an open request is at risk (`ERASURE_AT_RISK_DAYS`).
     pub at_risk_days: u32,
+    /// Where webhooks may be sent (subscriptions' URLs are checked against it).
+    pub webhooks: std::sync::Arc<crate::config::WebhookSettings>,
     pub audit: std::sync::Arc<AuditLog>,
     pub limits: HttpLimits,
     /// Request rate per API key.
@@ -63,11 +66,13 @@ pub struct AppState {
         restorations::create, restorations::get_one,
         audit::receipt, audit::checkpoint, audit::consistency, audit::entries, audit::export,
         audit::report,
+        webhooks::create, webhooks::list, webhooks::get_one, webhooks::change, webhooks::rotate,
+        webhooks::test, webhooks::deliveries, webhooks::redeliver,
         health::healthz, health::readyz, metrics::metrics,
     ),
     components(schemas(requests::HoldBody, requests::ExtendBody, requests::NoteBody, requests::ActionName)),
     modifiers(&BearerAuth, &CommonResponses),
-    tags((name = "erasure requests"), (name = "subjects"), (name = "restorations"), (name = "audit"), (name = "operations"))
+    tags((name = "erasure requests"), (name = "subjects"), (name = "restorations"), (name = "audit"), (name = "webhooks"), (name = "operations"))
 )]
 pub struct ApiDoc;
 
@@ -195,6 +200,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(subjects::lookup)
         .service(restorations::create)
         .service(restorations::get_one)
+        .service(webhooks::create)
+        .service(webhooks::list)
+        .service(webhooks::get_one)
+        .service(webhooks::change)
+        .service(webhooks::rotate)
+        .service(webhooks::test)
+        .service(webhooks::deliveries)
+        .service(webhooks::redeliver)
         .service(metrics::metrics)
         .service(
             SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()),

@@ -286,10 +286,13 @@ mod tests {
             "1.5 h",
             "2.3 days",
             "erasure-audit+abcd+key",
-            "&lt;script&gt;",
         ] {
             assert!(html.contains(needle), "{needle} missing");
         }
+        assert!(
+            html.contains("root&#60;script&#62;") || html.contains("root&lt;script&gt;"),
+            "the note is escaped"
+        );
         assert!(
             !html.contains("<script"),
             "no script, and the note is escaped"

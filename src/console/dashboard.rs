@@ -89,6 +89,8 @@ struct Dashboard {
     batches: Vec<BatchRow>,
     resurrections: i64,
     last_reverification: String,
+    /// Webhook subscriptions the service disabled (their retries were spent): an alert.
+    webhooks_disabled: Vec<crate::store::webhooks::Subscription>,
     now: String,
 }
 
@@ -159,6 +161,7 @@ pub async fn home(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         batches,
         resurrections: figures.resurrections,
         last_reverification,
+        webhooks_disabled: store::webhooks::disabled(db).await?,
         now: now.format("%Y-%m-%d %H:%M:%S").to_string(),
     })
 }

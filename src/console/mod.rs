@@ -66,7 +66,8 @@ pub fn html(status: StatusCode, body: String) -> HttpResponse {
         .insert_header(("Content-Security-Policy", CSP))
         .insert_header(("Cache-Control", "no-store"))
         .insert_header(("X-Content-Type-Options", "nosniff"))
-        .insert_header(("Referrer-Policy", "no-referrer"))
+        // Not `no-referrer`: with it a browser sends `Origin: null`, which the forms refuse.
+        .insert_header(("Referrer-Policy", "same-origin"))
         .body(body)
 }
 

@@ -199,7 +199,8 @@ async fn rescue(engine: Arc<Engine>, stop: CancellationToken) {
     }
 }
 
-/// Audits the requests that became at risk, at start and then every `AT_RISK_SWEEP_EVERY`.
+/// Audits the requests that became at risk or overdue, at start and then every
+/// `AT_RISK_SWEEP_EVERY`.
 async fn sweep_at_risk(engine: Arc<Engine>, stop: CancellationToken) {
     loop {
         match requests::mark_at_risk(&engine.db, engine.at_risk_days).await {
@@ -209,6 +210,11 @@ async fn sweep_at_risk(engine: Arc<Engine>, stop: CancellationToken) {
                 "requests became at risk: their due date is near"
             ),
             Err(e) => tracing::warn!(error = %e, "looking for requests at risk failed"),
+        }
+        match requests::mark_overdue(&engine.db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(requests = n, "requests became overdue: past their due date"),
+            Err(e) => tracing::warn!(error = %e, "looking for overdue requests failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(AT_RISK_SWEEP_EVERY) => {}

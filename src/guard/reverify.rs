@@ -162,6 +162,9 @@ impl Guard {
             return Ok(0);
         };
         let re_erasure = self.re_erase(tx, original, scope, id).await?;
+        // The request's row is locked before its entry is written, as for its other events, so
+        // that its webhooks keep their order (README, "Webhooks").
+        guard::count_resurrection(tx, original).await?;
         audit::append(
             tx,
             Entry {
@@ -173,7 +176,6 @@ impl Guard {
             },
         )
         .await?;
-        guard::count_resurrection(tx, original).await?;
         Ok(1)
     }
 

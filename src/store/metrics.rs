@@ -37,6 +37,8 @@ pub struct Figures {
     pub last_reverification: Option<LastRun>,
     /// Id of the last upstream event the guard applied.
     pub event_cursor: i64,
+    /// Webhook subscriptions and their outbox.
+    pub webhooks: super::webhooks::Figures,
 }
 
 /// Step jobs that are not finished.
@@ -150,5 +152,6 @@ pub async fn figures(db: &Db, at_risk_days: u32) -> sqlx::Result<Figures> {
         restorations,
         last_reverification,
         event_cursor,
+        webhooks: super::webhooks::figures(db).await?,
     })
 }

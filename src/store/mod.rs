@@ -23,6 +23,7 @@ pub mod shares;
 pub mod status;
 pub mod steps;
 pub mod tree;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -880,6 +880,14 @@ pub async fn act(
             .bind(days_param(input.at_risk_days))
             .execute(&mut *tx)
             .await?;
+            // Back within its due date: overdue again (and audited) if it passes it again.
+            sqlx::query(
+                "update erasure_requests set overdue_at = null \
+                 where id = $1 and overdue_at is not null and due_at >= now()",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             data["months"] = json!(months);
         }
     }
@@ -948,6 +956,49 @@ pub async fn mark_at_risk(db: &Db, days: u32) -> sqlx::Result<u64> {
                 actor: audit::ENGINE,
                 event: "at_risk",
                 data: json!({"due_at": due_at, "days_left": days_left}),
+            })
+            .collect();
+        audit::append_all(&mut tx, entries).await?;
+        tx.commit().await?;
+        marked += rows.len() as u64;
+        if (rows.len() as i64) < MARKS {
+            return Ok(marked);
+        }
+    }
+}
+
+/// Marks the open requests that passed their due date since the last sweep, each with its
+/// `overdue` audit entry (`{"due_at"}`, by the engine) in the same transaction (which also queues
+/// its `request.overdue` webhooks); returns how many. Like `mark_at_risk`: once per request
+/// (`overdue_at`), rows held elsewhere skipped, at most `MARKS` a transaction.
+pub async fn mark_overdue(db: &Db) -> sqlx::Result<u64> {
+    const MARKS: i64 = 1000;
+    let mut marked = 0;
+    loop {
+        let mut tx = db.begin().await?;
+        let mut rows: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(concat!(
+            "update erasure_requests set overdue_at = now() where id in ( \
+                 select id from erasure_requests where overdue_at is null and state not in ",
+            closed_states!(),
+            " and due_at < now() order by due_at limit $1 for update skip locked) \
+             returning id, subject_ref, due_at",
+        ))
+        .bind(MARKS)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(marked);
+        }
+        rows.sort_by_key(|r| (r.2, r.0));
+        let entries = rows
+            .iter()
+            .map(|(id, subject_ref, due_at)| Entry {
+                request_id: Some(*id),
+                subject_ref: Some(subject_ref),
+                actor: audit::ENGINE,
+                event: "overdue",
+                data: json!({"due_at": due_at}),
             })
             .collect();
         audit::append_all(&mut tx, entries).await?;

@@ -1,4 +1,4 @@
-//! The figures of the status page (`api::status`): counts and short lists over requests, steps,
+//! The figures of the status page (`console::dashboard`): counts and short lists over requests, steps,
 //! resurrections and re-verifications, read together for people watching the service.
 //!
 //! Read only: never writes. Never returns personal data: request ids, states, times, counts and

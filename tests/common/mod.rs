@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use erasure::config::{
     ApprovalPolicy, EngineSettings, GuardSettings, HttpLimits, RetryPolicy, UpstreamSettings,
+    WebhookSettings,
 };
 use erasure::domain::Role;
 use erasure::secrets::{Keys, Secret};
@@ -88,6 +89,18 @@ pub struct Options {
     pub limits: HttpLimits,
     /// `ERASURE_AT_RISK_DAYS`.
     pub at_risk_days: u32,
+    /// Webhooks (by default: plain http to 127.0.0.1 allowed, quick polling).
+    pub webhooks: WebhookSettings,
+}
+
+/// Webhook settings that make tests quick: http to 127.0.0.1, polled every 50 ms.
+pub fn fast_webhooks() -> WebhookSettings {
+    WebhookSettings {
+        allow_http_hosts: vec!["127.0.0.1".into()],
+        poll: Duration::from_millis(50),
+        timeout: Duration::from_secs(2),
+        ..WebhookSettings::default()
+    }
 }
 
 /// A guard that reads events often and never re-verifies by itself.
@@ -137,6 +150,7 @@ impl Default for Options {
                 ..HttpLimits::default()
             },
             at_risk_days: erasure::config::DEFAULT_AT_RISK_DAYS,
+            webhooks: fast_webhooks(),
         }
     }
 }
@@ -184,6 +198,7 @@ impl TestApp {
             http_workers: 2,
             checkpoint_every: std::time::Duration::from_secs(10),
             at_risk_days: options.at_risk_days,
+            webhooks: options.webhooks.clone(),
         };
         let running = service::start_with(config, options.limits.clone())
             .await
@@ -222,6 +237,17 @@ impl TestApp {
         engine: EngineSettings,
         guard: Option<GuardSettings>,
     ) -> Running {
+        self.extra_process_with(engine, guard, fast_webhooks())
+            .await
+    }
+
+    /// Another worker process-equivalent with the given webhook settings.
+    pub async fn extra_process_with(
+        &self,
+        engine: EngineSettings,
+        guard: Option<GuardSettings>,
+        webhooks: WebhookSettings,
+    ) -> Running {
         service::start(ServiceConfig {
             database_url: self.db_url.clone(),
             bind: None,
@@ -235,6 +261,7 @@ impl TestApp {
             http_workers: 1,
             checkpoint_every: std::time::Duration::from_secs(10),
             at_risk_days: erasure::config::DEFAULT_AT_RISK_DAYS,
+            webhooks,
         })
         .await
         .unwrap()
@@ -285,6 +312,31 @@ impl TestApp {
             .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Signs in to the console with `key` as a browser would (a form post from this origin) and
+    /// returns the `Cookie` header of the session.
+    pub async fn sign_in(&self, key: &str) -> String {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let origin = self.url("");
+        let response = client
+            .post(self.url("/login"))
+            .header("Origin", origin.trim_end_matches('/'))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("key={key}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 303, "signed in");
+        let cookie = response
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .expect("a session cookie");
+        cookie.split(';').next().unwrap().to_string()
     }
 
     /// GET returning the body as text (receipts and exports are verified byte for byte).

@@ -1,0 +1,352 @@
+//! The console over HTTP as a browser uses it (form posts with the session cookie, the CSRF
+//! token and `Origin`): each role does its job, a role that may not act is refused, forms without
+//! the token or from another origin are refused, and no target id appears in a page.
+
+mod common;
+
+use common::{Options, TestApp};
+
+/// A signed-in browser: its session cookie and the forms' CSRF token.
+struct Console {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+impl Console {
+    async fn sign_in(app: &TestApp, key: &str) -> Console {
+        let cookie = app.sign_in(key).await;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let mut console = Console {
+            http,
+            base: app.url(""),
+            cookie,
+            csrf: String::new(),
+        };
+        let (status, page) = console.get("/").await;
+        assert_eq!(status, 200);
+        console.csrf = csrf_of(&page);
+        console
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("Cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Posts a form with this session's token from this origin; answers the status, the
+    /// redirect's target and the body.
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
+        let mut all: Vec<(&str, &str)> = vec![("csrf", &self.csrf)];
+        all.extend_from_slice(fields);
+        self.post_raw(path, &all, Some(&self.base)).await
+    }
+
+    async fn post_raw(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        origin: Option<&str>,
+    ) -> (u16, String, String) {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("Cookie", &self.cookie)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(fields).unwrap());
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
+        let r = request.send().await.unwrap();
+        let location = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        (r.status().as_u16(), location, r.text().await.unwrap())
+    }
+
+    async fn upload(&self, file: String) -> (u16, String) {
+        // multipart/form-data as a browser sends the upload form.
+        let boundary = "----console-test-boundary-7f3a";
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"batch.csv\"\r\n\
+             Content-Type: text/csv\r\n\r\n{file}\r\n--{boundary}--\r\n",
+            self.csrf
+        );
+        let r = self
+            .http
+            .post(format!("{}/requests/upload", self.base))
+            .header("Cookie", &self.cookie)
+            .header("Origin", &self.base)
+            .header(
+                "Content-Type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+fn csrf_of(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no CSRF token in {page}"));
+    let rest = &page[at + 19..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// The id a 303 to `/requests/{id}?done=…` names.
+fn request_id(location: &str) -> String {
+    location
+        .trim_start_matches("/requests/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_does_its_job_in_the_console_and_no_more() {
+    let app = TestApp::spawn(Options::default()).await;
+    let officer = Console::sign_in(&app, &app.requester).await;
+    let approver = Console::sign_in(&app, &app.approver).await;
+    let auditor = Console::sign_in(&app, &app.auditor).await;
+    let admin = Console::sign_in(&app, &app.admin).await;
+    let later = (chrono::Utc::now() + chrono::Duration::days(300)).to_rfc3339();
+
+    // The officer submits one erasure (held back by its not-before time, so it stays queued).
+    let target = "987654321012";
+    let (status, location, _) = officer
+        .post(
+            "/requests/new",
+            &[
+                ("scope", "account"),
+                ("target_id", target),
+                ("external_reference", "TICKET-77"),
+                ("not_before", &later),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303, "submitted");
+    let id = request_id(&location);
+    let (status, page) = officer.get(&location).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Submitted.") && page.contains("TICKET-77"),
+        "{page}"
+    );
+    assert!(!page.contains(target), "no target id on the request's page");
+    // The officer may cancel but not hold: no hold button, and 403 when posted anyway.
+    assert!(page.contains("action-cancel") && !page.contains("action-hold"));
+    let (status, _, body) = officer
+        .post(
+            &format!("/requests/{id}/hold"),
+            &[("legal_basis", "art17_3_e"), ("note", "x")],
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    // The same target again: a duplicate, linked to the open request.
+    let (status, _, body) = officer
+        .post(
+            "/requests/new",
+            &[("scope", "account"), ("target_id", target)],
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert!(body.contains(&format!("/requests/{id}")) && !body.contains(target));
+
+    // Forms without the token, with another's token, or from another origin are refused.
+    let fields = [("scope", "account"), ("target_id", "5")];
+    let (status, _, _) = officer
+        .post_raw("/requests/new", &fields, Some(&officer.base))
+        .await;
+    assert_eq!(status, 403, "no CSRF token");
+    let mut stolen = vec![("csrf", approver.csrf.as_str())];
+    stolen.extend_from_slice(&fields);
+    let (status, _, _) = officer
+        .post_raw("/requests/new", &stolen, Some(&officer.base))
+        .await;
+    assert_eq!(status, 403, "another session's token");
+    let mut ours = vec![("csrf", officer.csrf.as_str())];
+    ours.extend_from_slice(&fields);
+    let (status, _, _) = officer
+        .post_raw("/requests/new", &ours, Some("https://evil.example"))
+        .await;
+    assert_eq!(status, 403, "another origin");
+    let (status, _, _) = officer.post_raw("/requests/new", &ours, None).await;
+    assert_eq!(status, 403, "no Origin");
+
+    // A file of 200 lines: 190 new, 4 duplicates of lines above or of the open request, 6 invalid.
+    let mut csv = String::from("scope,target_id,external_reference\n");
+    for i in 0..190 {
+        csv.push_str(&format!("account,{},B-{i}\n", 5_000_000 + i));
+    }
+    for i in 0..3 {
+        csv.push_str(&format!("account,{},B-dup\n", 5_000_000 + i));
+    }
+    csv.push_str(&format!("account,{target},B-open\n"));
+    for bad in [
+        "account,12ab",
+        "planet,1",
+        "account,",
+        "user,-4",
+        "account,01",
+        "x",
+    ] {
+        csv.push_str(bad);
+        csv.push('\n');
+    }
+    let (status, page) = officer.upload(csv).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<b id=\"created\">190</b>"), "{page}");
+    assert!(page.contains("<b id=\"duplicates\">4</b>"), "{page}");
+    assert!(page.contains("<b id=\"invalid\">6</b>"), "{page}");
+    assert!(
+        page.contains(&format!("/requests/{id}")),
+        "the duplicate links the open request"
+    );
+    assert!(
+        !page.contains("5000001"),
+        "no target id on the outcome page"
+    );
+
+    // The approver holds, releases and extends, each after a confirmation page.
+    let (status, confirm) = approver.get(&format!("/requests/{id}/hold")).await;
+    assert_eq!(status, 200);
+    assert!(confirm.contains("Art. 17(3)(e)") && confirm.contains("Confirm hold"));
+    let (status, location, body) = approver
+        .post(
+            &format!("/requests/{id}/hold"),
+            &[("legal_basis", "art17_3_e"), ("note", "litigation pending")],
+        )
+        .await;
+    assert_eq!(status, 303, "{body}");
+    let (_, page) = approver.get(&location).await;
+    assert!(page.contains("<td id=\"state\">on_hold</td>"), "{page}");
+    let (status, _, _) = approver.post(&format!("/requests/{id}/release"), &[]).await;
+    assert_eq!(status, 303);
+    let (status, _, body) = approver
+        .post(
+            &format!("/requests/{id}/extend"),
+            &[("months", "3"), ("reason", "complex")],
+        )
+        .await;
+    assert_eq!(status, 422, "three months is refused: {body}");
+    assert!(body.contains("months"));
+    let (status, location, _) = approver
+        .post(
+            &format!("/requests/{id}/extend"),
+            &[("months", "2"), ("reason", "complex case")],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (_, page) = approver.get(&location).await;
+    assert!(
+        page.contains("extended by 2 month(s)") && page.contains("<td id=\"state\">queued</td>")
+    );
+    for event in ["held", "released", "extended"] {
+        assert!(page.contains(event), "{event} in the timeline: {page}");
+    }
+
+    // Filters: by external reference and by batch.
+    let (_, list) = auditor
+        .get("/requests?external_reference=TICKET-77&state=")
+        .await;
+    assert!(
+        list.contains(&id) && list.contains("1 request(s)"),
+        "{list}"
+    );
+    // The look-up posts the id; the answer shows request ids only.
+    let (status, _, page) = auditor
+        .post(
+            "/requests/search",
+            &[("scope", "account"), ("target_id", target)],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&id) && !page.contains(target), "{page}");
+
+    // The auditor reads the report and an export with the session cookie; a POST to the API
+    // with the cookie alone is refused.
+    let (status, report) = auditor
+        .get("/audit/report?from=2026-01-01&to=2030-12-31")
+        .await;
+    assert_eq!(status, 303, "{report}");
+    let (status, report) = auditor
+        .get("/v1/audit/report?from=2026-01-01T00:00:00Z&to=2026-12-31T00:00:00Z")
+        .await;
+    assert_eq!(status, 200);
+    assert!(report.contains("GDPR Art. 17 erasure report"));
+    let (status, export) = auditor.get("/v1/audit/export?format=jsonl").await;
+    assert_eq!(status, 200);
+    assert!(export.starts_with("{\"checkpoint\"") || export.contains("erasure-export/v1"));
+    let r = auditor
+        .http
+        .post(format!("{}/v1/erasure-requests/{id}/cancel", auditor.base))
+        .header("Cookie", &auditor.cookie)
+        .header("Origin", &auditor.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "the API acts on bearer keys only");
+    // Keys are the admin's: the auditor gets 403.
+    let (status, _) = auditor.get("/keys").await;
+    assert_eq!(status, 403);
+
+    // The admin creates a key, which signs in; revoked, it is refused at once, its session too.
+    let (status, _, page) = admin
+        .post("/keys", &[("role", "requester"), ("label", "temp officer")])
+        .await;
+    assert_eq!(status, 200);
+    let at = page
+        .find("<pre id=\"new-key\">")
+        .expect("the new key, once")
+        + 18;
+    let key = page[at..at + page[at..].find('<').unwrap()].to_string();
+    let (status, _) = app.get("/v1/erasure-requests?limit=1", &key).await;
+    assert_eq!(status, 200);
+    let temp = Console::sign_in(&app, &key).await;
+    let (_, keys_page) = admin.get("/keys").await;
+    assert!(!keys_page.contains(&key), "a key is shown only once");
+    let prefix = &key[3..11];
+    let row = &keys_page[keys_page.find(&format!("id=\"key-{prefix}\"")).unwrap()..];
+    let at = row.find("action=\"/keys/").unwrap() + 14;
+    let key_id = &row[at..at + 36];
+    let (status, location, _) = admin.post(&format!("/keys/{key_id}/revoke"), &[]).await;
+    assert_eq!((status, location.as_str()), (303, "/keys?revoked=1"));
+    let (status, _) = app.get("/v1/erasure-requests?limit=1", &key).await;
+    assert_eq!(status, 401, "the revoked key is refused at once");
+    let (status, location, _) = temp
+        .post("/requests/new", &[("scope", "user"), ("target_id", "9")])
+        .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (303, "/"),
+        "the session of a revoked key is over: back to sign-in"
+    );
+    let (_, home) = temp.get("/").await;
+    assert!(home.contains("API key") && !home.contains("Requests by state"));
+
+    // Sign-out ends the session.
+    let (status, _, _) = officer.post("/logout", &[]).await;
+    assert_eq!(status, 303);
+    let (_, home) = officer.get("/").await;
+    assert!(home.contains("erasure: sign in"), "signed out");
+    app.stop().await;
+}
