@@ -135,8 +135,12 @@ pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Ap
 
 /// Parses a query string into `T`, naming the refused parameter.
 pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    let de =
-        serde_urlencoded::Deserializer::new(form_urlencoded::parse(req.query_string().as_bytes()));
+    query_str(req.query_string())
+}
+
+/// Parses query text into `T`, naming the refused parameter (never repeating its value).
+pub fn query_str<T: DeserializeOwned>(text: &str) -> Result<T, ApiError> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(text.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| field_error(&e))
 }
 

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -419,7 +418,6 @@ pub async fn redeliver(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Admin])?;
-    input::path_id(&path)?;
     let bytes = input::body(payload, input::MAX_BODY).await?;
     input::require_json(&req, &bytes, false)?;
     let body: Redeliver = input::json_object(&bytes)?;
@@ -454,11 +452,7 @@ pub async fn redeliver(
     )
     .await?;
     if body.event_id.is_some() && queued == 0 {
-        return Err(ApiError::client(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such event of this subscription",
-        ));
+        return Err(ApiError::not_found("event of this subscription"));
     }
     Ok(HttpResponse::Accepted().json(Queued { queued }))
 }

@@ -57,8 +57,8 @@ fn period(req: &HttpRequest) -> Result<Vec<(String, String)>, Failure> {
             }
             _ => {
                 return Err(Failure(ApiError::field(
-                    name.as_ref(),
-                    "unknown field; the form sends from, to and format",
+                    "query",
+                    "the form sends from, to and format (jsonl or csv) only",
                 )));
             }
         }

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
 use uuid::Uuid;
 
-use super::session::{field, form_fields, session_or_sign_in};
+use super::session::{field, session_or_sign_in};
 use super::{Chrome, Failure, render, see_other};
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -62,8 +62,7 @@ pub async fn create(
     body: web::Bytes,
 ) -> Result<HttpResponse, Failure> {
     let session = session_or_sign_in!(state, req);
-    let fields = form_fields(&body)?;
-    session.check_form(&req, field(&fields, "csrf"))?;
+    let fields = session.form(&req, &body)?;
     session.require(&[])?;
     let role = field(&fields, "role")
         .and_then(Role::parse)
@@ -103,8 +102,7 @@ pub async fn revoke(
     body: web::Bytes,
 ) -> Result<HttpResponse, Failure> {
     let session = session_or_sign_in!(state, req);
-    let fields = form_fields(&body)?;
-    session.check_form(&req, field(&fields, "csrf"))?;
+    session.form(&req, &body)?;
     session.require(&[])?;
     let id: Uuid = crate::api::input::path_id(&path)?;
     if store::keys::find(&state.db, &id.to_string())

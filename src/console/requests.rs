@@ -10,7 +10,7 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 use super::dashboard::DueRow;
-use super::session::{self, field, form_fields, session_or_sign_in};
+use super::session::{self, field, session_or_sign_in};
 use super::{Chrome, Failure, html, render, see_other};
 use crate::api::AppState;
 use crate::api::auth::{READERS, allowed};
@@ -62,9 +62,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         .map(|(k, v)| (k.into_owned(), v.trim().to_string()))
         .collect();
     let query_text = serde_urlencoded::to_string(&given).map_err(anyhow::Error::from)?;
-    let q: ListQuery = serde_urlencoded::from_str(&query_text).map_err(|e| {
-        ApiError::bad_request("invalid_filter", format!("this filter cannot be read: {e}"))
-    })?;
+    let q: ListQuery = crate::api::input::query_str(&query_text)?;
     let page = api::list_page(&state, q).await?;
     let now = chrono::Utc::now();
     let rows = page
@@ -132,8 +130,7 @@ pub async fn search(
     body: web::Bytes,
 ) -> Result<HttpResponse, Failure> {
     let session = session_or_sign_in!(state, req);
-    let fields = form_fields(&body)?;
-    session.check_form(&req, field(&fields, "csrf"))?;
+    let fields = session.form(&req, &body)?;
     session.require(READERS)?;
     let scope = scope_field(&fields)?;
     let found = subjects::find(
@@ -198,8 +195,7 @@ pub async fn submit(
     body: web::Bytes,
 ) -> Result<HttpResponse, Failure> {
     let session = session_or_sign_in!(state, req);
-    let fields = form_fields(&body)?;
-    session.check_form(&req, field(&fields, "csrf"))?;
+    let fields = session.form(&req, &body)?;
     let principal = session.require(&[Role::Requester])?;
     let not_before = match field(&fields, "not_before") {
         None => None,
@@ -308,7 +304,7 @@ struct StepRow {
 struct RequestPage {
     chrome: Chrome,
     r: ErasureRequest,
-    done: Option<String>,
+    done: Option<&'static str>,
     steps: Vec<StepRow>,
     events: Vec<crate::store::audit::Event>,
     actions: Vec<&'static str>,
@@ -362,27 +358,15 @@ pub async fn detail(
     let r = request_or_404(&state, id).await?;
     let done = form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "done")
-        .and_then(|(_, v)| {
-            [
-                "submitted",
-                "approve",
-                "hold",
-                "release",
-                "extend",
-                "retry",
-                "cancel",
-            ]
-            .into_iter()
-            .find(|known| *known == v)
-        })
-        .map(|v| match v {
-            "submitted" => "Submitted.".to_string(),
-            "approve" => "Approved.".into(),
-            "hold" => "Placed on hold.".into(),
-            "release" => "Released.".into(),
-            "extend" => "Extended.".into(),
-            "retry" => "Retried.".into(),
-            _ => "Cancelled.".into(),
+        .and_then(|(_, v)| match v.as_ref() {
+            "submitted" => Some("Submitted."),
+            "approve" => Some("Approved."),
+            "hold" => Some("Placed on hold."),
+            "release" => Some("Released."),
+            "extend" => Some("Extended."),
+            "retry" => Some("Retried."),
+            "cancel" => Some("Cancelled."),
+            _ => None,
         });
     let steps = r
         .steps
@@ -463,8 +447,7 @@ pub async fn act(
     body: web::Bytes,
 ) -> Result<HttpResponse, Failure> {
     let session = session_or_sign_in!(state, req);
-    let fields = form_fields(&body)?;
-    session.check_form(&req, field(&fields, "csrf"))?;
+    let fields = session.form(&req, &body)?;
     let (id, action) = path.into_inner();
     let action = action_named(&action)?;
     let principal = session.require(action_roles(action))?;

@@ -4,7 +4,7 @@
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
 
-use super::session::{field, form_fields, session_or_sign_in};
+use super::session::{field, session_or_sign_in};
 use super::{Chrome, Failure, render, see_other};
 use crate::api::AppState;
 use crate::api::auth::READERS;
@@ -43,8 +43,7 @@ pub async fn start(
     body: web::Bytes,
 ) -> Result<HttpResponse, Failure> {
     let session = session_or_sign_in!(state, req);
-    let fields = form_fields(&body)?;
-    session.check_form(&req, field(&fields, "csrf"))?;
+    let fields = session.form(&req, &body)?;
     let principal = session.require(&[Role::Approver])?;
     let started = api::start(
         &state,

@@ -113,6 +113,13 @@ impl Session {
         Ok(())
     }
 
+    /// A posted url-encoded form's fields, once its origin and CSRF token are checked.
+    pub fn form(&self, req: &HttpRequest, body: &[u8]) -> Result<Vec<(String, String)>, Failure> {
+        let fields = form_fields(body)?;
+        self.check_form(req, field(&fields, "csrf"))?;
+        Ok(fields)
+    }
+
     /// Refuses with 403 unless the session's key has one of `roles` (admin always may).
     pub fn require(&self, roles: &[crate::domain::Role]) -> Result<&Principal, Failure> {
         Ok(crate::api::auth::require(&self.principal, roles)?)
@@ -198,8 +205,7 @@ pub async fn logout(
     body: web::Bytes,
 ) -> Result<HttpResponse, Failure> {
     if let Some(session) = current(&state, &req).await? {
-        let fields = form_fields(&body)?;
-        session.check_form(&req, field(&fields, "csrf"))?;
+        session.form(&req, &body)?;
         store::sessions::end(&state.db, &session.token).await?;
     }
     let mut response = see_other("/");

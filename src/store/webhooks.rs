@@ -546,48 +546,51 @@ pub async fn record(
 /// most `CHUNK` rows a statement, rows another process is deleting skipped. Returns how many
 /// rows went.
 pub async fn prune(db: &Db, days: u32) -> sqlx::Result<u64> {
-    const CHUNK: i64 = 5000;
-    let mut deleted = 0;
     // Both tables grow in the order of their keys: the first young row bounds the old ones, and
     // walking the key to it reads only rows that are deleted.
+    let attempts = delete_in_chunks(
+        db,
+        days,
+        "delete from webhook_deliveries where id in ( \
+             select id from webhook_deliveries where id < coalesce( \
+                 (select id from webhook_deliveries \
+                  where at >= now() - make_interval(days => $1) order by id limit 1), \
+                 9223372036854775807) \
+             order by id limit $2 for update skip locked)",
+    )
+    .await?;
+    let events = delete_in_chunks(
+        db,
+        days,
+        "delete from webhook_events where seq in ( \
+             select seq from webhook_events where state = 'delivered' \
+                 and delivered_at < now() - make_interval(days => $1) and seq < coalesce( \
+                 (select seq from webhook_events \
+                  where occurred_at >= now() - make_interval(days => $1) order by seq limit 1), \
+                 9223372036854775807) \
+             order by seq limit $2 for update skip locked)",
+    )
+    .await?;
+    Ok(attempts + events)
+}
+
+/// Runs a `delete … limit $2` (`$1`: the days) until it deletes fewer than a chunk; returns how
+/// many rows went.
+async fn delete_in_chunks(db: &Db, days: u32, sql: &'static str) -> sqlx::Result<u64> {
+    const CHUNK: i64 = 5000;
+    let mut deleted = 0;
     loop {
-        let done = sqlx::query(
-            "delete from webhook_deliveries where id in ( \
-                 select id from webhook_deliveries where id < coalesce( \
-                     (select id from webhook_deliveries \
-                      where at >= now() - make_interval(days => $1) order by id limit 1), \
-                     9223372036854775807) \
-                 order by id limit $2 for update skip locked)",
-        )
-        .bind(days as i32)
-        .bind(CHUNK)
-        .execute(db)
-        .await?;
-        deleted += done.rows_affected();
-        if (done.rows_affected() as i64) < CHUNK {
-            break;
+        let done = sqlx::query(sql)
+            .bind(days as i32)
+            .bind(CHUNK)
+            .execute(db)
+            .await?
+            .rows_affected();
+        deleted += done;
+        if (done as i64) < CHUNK {
+            return Ok(deleted);
         }
     }
-    loop {
-        let done = sqlx::query(
-            "delete from webhook_events where seq in ( \
-                 select seq from webhook_events where state = 'delivered' \
-                     and delivered_at < now() - make_interval(days => $1) and seq < coalesce( \
-                     (select seq from webhook_events \
-                      where occurred_at >= now() - make_interval(days => $1) order by seq limit 1), \
-                     9223372036854775807) \
-                 order by seq limit $2 for update skip locked)",
-        )
-        .bind(days as i32)
-        .bind(CHUNK)
-        .execute(db)
-        .await?;
-        deleted += done.rows_affected();
-        if (done.rows_affected() as i64) < CHUNK {
-            break;
-        }
-    }
-    Ok(deleted)
 }
 
 /// Webhook figures for `/metrics` and the status page.
