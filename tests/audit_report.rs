@@ -1,13 +1,14 @@
 //! `GET /v1/audit/report`: the compliance page, its figures, its errors, and that it renders in
-//! a real headless browser (Debian's `chromium`, installed by `.ci/run`).
+//! real headless Chromium
+//! (Debian's `chromium` and `chromium-driver`, installed by `.ci/run`; driven by fantoccini).
 
 mod common;
-
-use std::time::Duration;
+#[path = "browser/driver.rs"]
+mod driver;
 
 use common::{Options, TestApp};
+use driver::Browser;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn page(app: &TestApp, query: &str, key: &str) -> (u16, String, String) {
     let r = app
@@ -110,93 +111,23 @@ async fn the_report_counts_the_period_and_renders_in_chromium() {
     app.stop().await;
 }
 
-/// Loads the page in headless Chromium through a local proxy that adds the API key (a browser
-/// cannot be told to send a bearer header): the DOM it built, and a screenshot.
+/// Opens the report in headless Chromium signed in as the auditor (the session cookie is
+/// enough for a GET): the DOM the browser built, axe-core's check, and a screenshot.
 async fn render_in_chromium(app: &TestApp) {
-    let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|c| {
-        std::process::Command::new(c)
-            .arg("--version")
-            .output()
-            .is_ok()
-    }) else {
-        eprintln!(
-            "SKIPPED the headless browser check: chromium is not installed \
-             (`apt-get install -y chromium`; .ci/run installs it)"
-        );
-        return;
-    };
-    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_addr = proxy.local_addr().unwrap();
-    let upstream = app.base.trim_start_matches("http://").to_string();
-    let auth = format!("\r\nAuthorization: Bearer {}", app.auditor);
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = proxy.accept().await {
-            let (upstream, auth) = (upstream.clone(), auth.clone());
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match client.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let line_end = head.windows(2).position(|w| w == b"\r\n").unwrap();
-                head.splice(line_end..line_end, auth.bytes());
-                let mut server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
-                server.write_all(&head).await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-            });
-        }
-    });
-    let url = format!("http://{proxy_addr}/v1/audit/report");
-    let dir = std::env::temp_dir().join(format!("erasure-report-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let run = |extra: Vec<String>| {
-        let mut cmd = tokio::process::Command::new(chromium);
-        cmd.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--window-size=1000,1800",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .args(extra)
-        .arg(&url)
-        .kill_on_drop(true);
-        async move {
-            tokio::time::timeout(Duration::from_secs(90), cmd.output())
-                .await
-                .expect("chromium answers within 90 s")
-                .unwrap()
-        }
-    };
-    let dom = run(vec!["--dump-dom".into()]).await;
-    let dom_text = String::from_utf8_lossy(&dom.stdout);
+    let browser = Browser::start(&app.base).await;
+    browser.sign_in(&app.auditor).await;
+    browser.open("/v1/audit/report").await;
+    let dom = browser.wait_for("GDPR Art. 17 erasure report").await;
     assert!(
-        dom_text.contains("GDPR Art. 17 erasure report"),
-        "chromium did not render the report: {dom_text:.500} {}",
-        String::from_utf8_lossy(&dom.stderr)
-    );
-    assert!(
-        dom_text.contains("<svg") && dom_text.contains("<rect"),
+        dom.contains("<svg") && dom.contains("<rect"),
         "the chart is in the DOM"
     );
     assert!(
-        dom_text.contains("erasure/audit-log/v1"),
+        dom.contains("erasure/audit-log/v1"),
         "the checkpoint is in the DOM"
     );
-
-    let shot = dir.join("report.png");
-    let out = run(vec![format!("--screenshot={}", shot.display())]).await;
-    let png = std::fs::read(&shot)
-        .unwrap_or_else(|_| panic!("no screenshot: {}", String::from_utf8_lossy(&out.stderr)));
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 10_000,
-        "{} bytes",
-        png.len()
-    );
-    eprintln!("report screenshot: {}", shot.display());
+    browser.assert_accessible().await;
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.quit().await;
 }

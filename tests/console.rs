@@ -193,25 +193,7 @@ async fn each_role_does_its_job_in_the_console_and_no_more() {
     assert_eq!(status, 403, "no Origin");
 
     // A file of 200 lines: 190 new, 4 duplicates of lines above or of the open request, 6 invalid.
-    let mut csv = String::from("scope,target_id,external_reference\n");
-    for i in 0..190 {
-        csv.push_str(&format!("account,{},B-{i}\n", 5_000_000 + i));
-    }
-    for i in 0..3 {
-        csv.push_str(&format!("account,{},B-dup\n", 5_000_000 + i));
-    }
-    csv.push_str(&format!("account,{target},B-open\n"));
-    for bad in [
-        "account,12ab",
-        "planet,1",
-        "account,",
-        "user,-4",
-        "account,01",
-        "x",
-    ] {
-        csv.push_str(bad);
-        csv.push('\n');
-    }
+    let csv = common::upload_of_200(5_000_000, target, &later);
     let (status, page) = officer.upload(csv).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("<b id=\"created\">190</b>"), "{page}");
@@ -326,8 +308,11 @@ async fn each_role_does_its_job_in_the_console_and_no_more() {
     assert!(!keys_page.contains(&key), "a key is shown only once");
     let prefix = &key[3..11];
     let row = &keys_page[keys_page.find(&format!("id=\"key-{prefix}\"")).unwrap()..];
-    let at = row.find("action=\"/keys/").unwrap() + 14;
+    let at = row.find("href=\"/keys/").unwrap() + 12;
     let key_id = &row[at..at + 36];
+    let (status, confirm) = admin.get(&format!("/keys/{key_id}/revoke")).await;
+    assert_eq!(status, 200);
+    assert!(confirm.contains("Confirm revoke") && confirm.contains(&prefix.to_string()));
     let (status, location, _) = admin.post(&format!("/keys/{key_id}/revoke"), &[]).await;
     assert_eq!((status, location.as_str()), (303, "/keys?revoked=1"));
     let (status, _) = app.get("/v1/erasure-requests?limit=1", &key).await;
@@ -348,5 +333,111 @@ async fn each_role_does_its_job_in_the_console_and_no_more() {
     assert_eq!(status, 303);
     let (_, home) = officer.get("/").await;
     assert!(home.contains("erasure: sign in"), "signed out");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_subscriptions_are_managed_by_admins_in_the_console() {
+    let app = TestApp::spawn(Options::no_worker()).await;
+    let admin = Console::sign_in(&app, &app.admin).await;
+    let approver = Console::sign_in(&app, &app.approver).await;
+    let url = "http://127.0.0.1:9/hook";
+    let types = [
+        ("event_types", "request.completed"),
+        ("event_types", "request.failed"),
+    ];
+
+    // Not an approver's: no link, 403 to read or to post.
+    let (_, home) = approver.get("/").await;
+    assert!(!home.contains("href=\"/webhooks\""));
+    let (status, _) = approver.get("/webhooks").await;
+    assert_eq!(status, 403);
+    let (status, _, _) = approver.post("/webhooks", &[("url", url), types[0]]).await;
+    assert_eq!(status, 403);
+
+    // Refused with the field named, nothing created: an internal address, no event type.
+    let (status, _, body) = admin
+        .post("/webhooks", &[("url", "http://10.1.2.3/hook"), types[0]])
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("<b>url</b>"), "{body}");
+    let (status, _, body) = admin.post("/webhooks", &[("url", url)]).await;
+    assert_eq!(status, 422);
+    assert!(body.contains("<b>event_types</b>"), "{body}");
+    let (_, listed) = app.get("/v1/webhooks", &app.admin).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 0);
+
+    // Created: the secret is on this answer only; the API shows the same subscription.
+    let (status, _, page) = admin
+        .post(
+            "/webhooks",
+            &[("url", url), types[0], types[1], ("description", "SIEM")],
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let at = page
+        .find("<pre id=\"new-secret\">")
+        .expect("the secret, once")
+        + 21;
+    let secret = page[at..at + page[at..].find('<').unwrap()].to_string();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let (_, listed) = app.get("/v1/webhooks", &app.admin).await;
+    let sub = &listed["items"][0];
+    assert_eq!(
+        sub["event_types"],
+        serde_json::json!(["request.completed", "request.failed"])
+    );
+    assert_eq!(sub["description"], "SIEM");
+    let id = sub["id"].as_str().unwrap().to_string();
+    let (status, page) = admin.get(&format!("/webhooks/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(!page.contains(&secret), "the secret is shown once");
+
+    // Forms need the token; a pause goes through the API's change.
+    let path = format!("/webhooks/{id}/state");
+    let (status, _, _) = admin
+        .post_raw(&path, &[("state", "paused")], Some(&admin.base))
+        .await;
+    assert_eq!(status, 403, "no CSRF token");
+    let (status, location, _) = admin.post(&path, &[("state", "paused")]).await;
+    assert_eq!(status, 303);
+    assert_eq!(location, format!("/webhooks/{id}?done=paused"));
+    let (_, sub) = app.get(&format!("/v1/webhooks/{id}"), &app.admin).await;
+    assert_eq!(sub["state"], "paused");
+    let (status, _, _) = admin.post(&path, &[("state", "gone")]).await;
+    assert_eq!(status, 422);
+
+    // Bad rotation and redelivery input: 422 naming the field; an unknown subscription: 404.
+    let (status, _, body) = admin
+        .post(
+            &format!("/webhooks/{id}/rotate"),
+            &[("overlap_hours", "999")],
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(body.contains("overlap_hours"));
+    let (status, _, body) = admin.post(&format!("/webhooks/{id}/redeliver"), &[]).await;
+    assert_eq!(status, 422);
+    assert!(body.contains("event_id"));
+    let (status, _, body) = admin
+        .post(
+            &format!("/webhooks/{id}/redeliver"),
+            &[("since", "last week")],
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(body.contains("since"));
+    let (status, _, _) = admin
+        .post(
+            &format!("/webhooks/{id}/redeliver"),
+            &[("since", "2026-01-01T00:00")],
+        )
+        .await;
+    assert_eq!(status, 303, "a datetime-local value is taken as UTC");
+    let unknown = uuid::Uuid::new_v4();
+    let (status, _) = admin.get(&format!("/webhooks/{unknown}")).await;
+    assert_eq!(status, 404);
+    let (status, _, _) = admin.post(&format!("/webhooks/{unknown}/test"), &[]).await;
+    assert_eq!(status, 404);
     app.stop().await;
 }

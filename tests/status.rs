@@ -1,163 +1,14 @@
 //! The status page and /metrics as people and Prometheus see them: the page in real headless
-//! Chromium (through chromedriver's WebDriver protocol), signed in with an API key, showing the
-//! numbers the API reports, with no console errors.
+//! Chromium (chromedriver, driven by fantoccini), signed in with an API key, showing the numbers
+//! the API reports, accessible, with no console errors.
 
 mod common;
+#[path = "browser/driver.rs"]
+mod driver;
 
-use std::time::Duration;
-
-use common::{KillOnDrop, Options, TestApp};
-use serde_json::{Value, json};
-
-/// A headless Chromium session driven by chromedriver.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    session: String,
-    _driver: KillOnDrop,
-}
-
-impl Browser {
-    async fn start() -> Browser {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let driver = std::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian's chromium-driver; .ci/run installs it)");
-        let driver = KillOnDrop(driver);
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        for _ in 0..100 {
-            if http.get(format!("{base}/status")).send().await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-            },
-            "goog:loggingPrefs": {"browser": "ALL"}
-        }}});
-        let created: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = created["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no WebDriver session: {created}"))
-            .to_string();
-        Browser {
-            http,
-            base,
-            session,
-            _driver: driver,
-        }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let mut request = self.http.request(method.clone(), url);
-        if method != reqwest::Method::GET {
-            request = request.json(&body);
-        }
-        let reply: Value = request.send().await.unwrap().json().await.unwrap();
-        reply["value"].clone()
-    }
-
-    async fn open(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", json!({"url": url}))
-            .await;
-    }
-
-    async fn element(&self, css: &str) -> String {
-        let found = self
-            .call(
-                reqwest::Method::POST,
-                "/element",
-                json!({"using": "css selector", "value": css}),
-            )
-            .await;
-        found
-            .as_object()
-            .and_then(|o| o.values().next())
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("no element {css}: {found}"))
-            .to_string()
-    }
-
-    async fn text(&self, css: &str) -> String {
-        let id = self.element(css).await;
-        self.call(
-            reqwest::Method::GET,
-            &format!("/element/{id}/text"),
-            json!(null),
-        )
-        .await
-        .as_str()
-        .unwrap()
-        .to_string()
-    }
-
-    async fn source(&self) -> String {
-        let value = self
-            .call(reqwest::Method::GET, "/source", json!(null))
-            .await;
-        value
-            .as_str()
-            .unwrap_or_else(|| panic!("no page source: {value}"))
-            .to_string()
-    }
-
-    /// The page source once it contains `text` (navigations finish in their own time).
-    async fn wait_for(&self, text: &str) -> String {
-        for _ in 0..100 {
-            let source = self.source().await;
-            if source.contains(text) {
-                return source;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the page never showed {text:?}: {}", self.source().await);
-    }
-
-    /// Console messages of level SEVERE (errors) since the last call.
-    async fn console_errors(&self) -> Vec<String> {
-        let logs = self
-            .call(reqwest::Method::POST, "/se/log", json!({"type": "browser"}))
-            .await;
-        logs.as_array()
-            .map(|entries| {
-                entries
-                    .iter()
-                    .filter(|e| e["level"] == "SEVERE")
-                    .map(|e| e["message"].to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    async fn quit(self) {
-        let _ = self
-            .http
-            .delete(format!("{}/session/{}", self.base, self.session))
-            .send()
-            .await;
-    }
-}
+use common::{Options, TestApp};
+use driver::Browser;
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_what_the_api_reports_in_a_real_browser() {
@@ -209,50 +60,22 @@ async fn the_status_page_shows_what_the_api_reports_in_a_real_browser() {
     assert_eq!(api_count("on_hold"), 1);
     assert_eq!(api_count("queued"), 2);
 
-    let browser = Browser::start().await;
-    browser.open(&app.url("/")).await;
+    let browser = Browser::start(&app.base).await;
+    browser.open("/").await;
     assert!(
         browser.source().await.contains("API key"),
         "the sign-in form"
     );
     // A wrong key is refused.
-    let input = browser.element("input[name=key]").await;
-    browser
-        .call(
-            reqwest::Method::POST,
-            &format!("/element/{input}/value"),
-            json!({"text": "ek_00000000_nope"}),
-        )
-        .await;
-    let button = browser.element("button[type=submit]").await;
-    browser
-        .call(
-            reqwest::Method::POST,
-            &format!("/element/{button}/click"),
-            json!({}),
-        )
-        .await;
+    browser.fill("input[name=key]", "ek_00000000_nope").await;
+    browser.click("button[type=submit]").await;
     browser
         .wait_for("Unknown, revoked or expired API key")
         .await;
     // The auditor's key signs in.
-    let input = browser.element("input[name=key]").await;
-    browser
-        .call(
-            reqwest::Method::POST,
-            &format!("/element/{input}/value"),
-            json!({"text": app.auditor}),
-        )
-        .await;
-    let button = browser.element("button[type=submit]").await;
-    browser
-        .call(
-            reqwest::Method::POST,
-            &format!("/element/{button}/click"),
-            json!({}),
-        )
-        .await;
-    let page = browser.wait_for("Requests by state").await;
+    browser.sign_in(&app.auditor).await;
+    browser.assert_accessible().await;
+    let page = browser.source().await;
     for (state, n) in [
         ("completed", 1),
         ("on_hold", 1),
@@ -270,12 +93,9 @@ async fn the_status_page_shows_what_the_api_reports_in_a_real_browser() {
     assert!(!page.contains(&app.auditor), "the key is not in the page");
 
     // A request's own page, by its link.
-    browser.open(&app.url(&format!("/requests/{done}"))).await;
-    let detail = browser.source().await;
-    assert!(
-        detail.contains("verified_absent") && detail.contains("completed"),
-        "{detail}"
-    );
+    browser.open(&format!("/requests/{done}")).await;
+    let detail = browser.wait_for("verified_absent").await;
+    assert!(detail.contains("completed"), "{detail}");
     // The refused sign-in answered 401, which the console reports; nothing else may.
     let errors: Vec<String> = browser
         .console_errors()

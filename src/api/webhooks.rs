@@ -17,6 +17,7 @@ use super::error::{ApiError, ErrorBody};
 use super::input;
 use crate::domain::{Role, validate};
 use crate::store::audit;
+use crate::store::keys::Principal;
 use crate::store::webhooks::{self as store, Changes, Delivery, Subscription, SubscriptionState};
 use crate::webhooks::{EVENT_TYPES, sign, target};
 
@@ -201,11 +202,28 @@ pub async fn create(
     let bytes = input::body(payload, input::MAX_BODY).await?;
     input::require_json(&req, &bytes, false)?;
     let body: CreateSubscription = input::json_object(&bytes)?;
-    let url = url(&state, &body.url)?;
+    let created = subscribe(&state, principal, &body).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((
+            "Location",
+            format!("/v1/webhooks/{}", created.subscription.id),
+        ))
+        .insert_header(("Cache-Control", "no-store"))
+        .json(created))
+}
+
+/// Validates and stores a subscription; its secret is in the answer, this once. The API and the
+/// console both subscribe through it.
+pub async fn subscribe(
+    state: &AppState,
+    principal: &Principal,
+    body: &CreateSubscription,
+) -> Result<WithSecret, ApiError> {
+    let url = url(state, &body.url)?;
     let types = event_types(&body.event_types)?;
     let description = body.description.as_deref().map(description).transpose()?;
     let id = Uuid::now_v7();
-    let (secret, sealed) = new_secret(&state, id);
+    let (secret, sealed) = new_secret(state, id);
     let created = store::create(
         &state.db,
         store::NewSubscription {
@@ -219,13 +237,10 @@ pub async fn create(
         &audit::key_actor(principal.key_id),
     )
     .await?;
-    Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/v1/webhooks/{id}")))
-        .insert_header(("Cache-Control", "no-store"))
-        .json(WithSecret {
-            subscription: created,
-            secret: secret.to_string(),
-        }))
+    Ok(WithSecret {
+        subscription: created,
+        secret: secret.to_string(),
+    })
 }
 
 /// Every subscription (never a secret).
@@ -241,7 +256,8 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
     Ok(HttpResponse::Ok().json(SubscriptionList { items }))
 }
 
-async fn found(state: &AppState, path: &str) -> Result<Subscription, ApiError> {
+/// The subscription a path names, or 404.
+pub async fn found(state: &AppState, path: &str) -> Result<Subscription, ApiError> {
     let id = input::path_id(path)?;
     store::get(&state.db, id)
         .await?
@@ -285,7 +301,17 @@ pub async fn change(
     let principal = caller.require(&[Role::Admin])?;
     let id = input::path_id(&path)?;
     let body: ChangeSubscription = json_body(&req, payload).await?;
-    let url = body.url.as_deref().map(|u| url(&state, u)).transpose()?;
+    Ok(HttpResponse::Ok().json(change_one(&state, principal, id, &body).await?))
+}
+
+/// Applies changes to a subscription (the API's PATCH and the console's buttons).
+pub async fn change_one(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    body: &ChangeSubscription,
+) -> Result<Subscription, ApiError> {
+    let url = body.url.as_deref().map(|u| url(state, u)).transpose()?;
     let types = body.event_types.as_deref().map(event_types).transpose()?;
     let description = match &body.description {
         None => None,
@@ -298,10 +324,9 @@ pub async fn change(
         description: description.as_ref().map(|d| d.as_deref()),
         state: body.state,
     };
-    let changed = store::update(&state.db, id, changes, &audit::key_actor(principal.key_id))
+    store::update(&state.db, id, changes, &audit::key_actor(principal.key_id))
         .await?
-        .ok_or_else(|| ApiError::not_found("webhook subscription"))?;
-    Ok(HttpResponse::Ok().json(changed))
+        .ok_or_else(|| ApiError::not_found("webhook subscription"))
 }
 
 /// Replaces the signing secret. The new one is in the answer, this once; the old one stays valid
@@ -324,14 +349,28 @@ pub async fn rotate(
     let principal = caller.require(&[Role::Admin])?;
     let id = input::path_id(&path)?;
     let body: Rotate = json_body(&req, payload).await?;
-    let overlap = body.overlap_seconds.unwrap_or(DEFAULT_OVERLAP_SECS);
+    let rotated = rotate_one(&state, principal, id, body.overlap_seconds).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(rotated))
+}
+
+/// Replaces a subscription's secret, the old one valid for `overlap_seconds` (default 24 h);
+/// the new one is in the answer, this once.
+pub async fn rotate_one(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    overlap_seconds: Option<u64>,
+) -> Result<WithSecret, ApiError> {
+    let overlap = overlap_seconds.unwrap_or(DEFAULT_OVERLAP_SECS);
     if overlap > MAX_OVERLAP_SECS {
         return Err(ApiError::field(
             "overlap_seconds",
             format!("must be between 0 and {MAX_OVERLAP_SECS}"),
         ));
     }
-    let (secret, sealed) = new_secret(&state, id);
+    let (secret, sealed) = new_secret(state, id);
     let until = Utc::now() + chrono::Duration::seconds(overlap as i64);
     let rotated = store::rotate(
         &state.db,
@@ -342,12 +381,10 @@ pub async fn rotate(
     )
     .await?
     .ok_or_else(|| ApiError::not_found("webhook subscription"))?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(WithSecret {
-            subscription: rotated,
-            secret: secret.to_string(),
-        }))
+    Ok(WithSecret {
+        subscription: rotated,
+        secret: secret.to_string(),
+    })
 }
 
 /// Queues a `test` event for the subscription (after the events queued already).
@@ -365,10 +402,19 @@ pub async fn test(
 ) -> Result<HttpResponse, ApiError> {
     let principal = caller.require(&[Role::Admin])?;
     let id = input::path_id(&path)?;
+    Ok(HttpResponse::Accepted().json(send_test(&state, principal, id).await?))
+}
+
+/// Queues a `test` event for a subscription.
+pub async fn send_test(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<TestQueued, ApiError> {
     let event_id = store::queue_test(&state.db, id, principal.key_id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook subscription"))?;
-    Ok(HttpResponse::Accepted().json(TestQueued { event_id }))
+    Ok(TestQueued { event_id })
 }
 
 /// The delivery log: each attempt's event, status, duration, error and at most 200 characters of
@@ -388,16 +434,25 @@ pub async fn deliveries(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Admin])?;
     let q: DeliveryQuery = input::query(&req)?;
+    let subscription = found(&state, &path).await?;
+    Ok(HttpResponse::Ok().json(delivery_page(&state, subscription.id, &q).await?))
+}
+
+/// A page of a subscription's delivery log.
+pub async fn delivery_page(
+    state: &AppState,
+    subscription: Uuid,
+    q: &DeliveryQuery,
+) -> Result<DeliveryPage, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 200"));
     }
-    let subscription = found(&state, &path).await?;
-    let items = store::deliveries(&state.db, subscription.id, q.before, i64::from(limit)).await?;
+    let items = store::deliveries(&state.db, subscription, q.before, i64::from(limit)).await?;
     let next_before = (items.len() == limit as usize)
         .then(|| items.last().map(|d| d.id))
         .flatten();
-    Ok(HttpResponse::Ok().json(DeliveryPage { items, next_before }))
+    Ok(DeliveryPage { items, next_before })
 }
 
 /// Sends events again with their own `webhook-id`: one (`event_id`) or every one since a time
@@ -421,6 +476,17 @@ pub async fn redeliver(
     let bytes = input::body(payload, input::MAX_BODY).await?;
     input::require_json(&req, &bytes, false)?;
     let body: Redeliver = input::json_object(&bytes)?;
+    let subscription = found(&state, &path).await?;
+    let queued = redeliver_events(&state, subscription.id, &body).await?;
+    Ok(HttpResponse::Accepted().json(Queued { queued }))
+}
+
+/// Queues events of a subscription again: one (`event_id`) or every one since a time (`since`).
+pub async fn redeliver_events(
+    state: &AppState,
+    subscription: Uuid,
+    body: &Redeliver,
+) -> Result<u64, ApiError> {
     match (&body.event_id, body.since) {
         (Some(_), Some(_)) | (None, None) => {
             return Err(ApiError::field(
@@ -443,10 +509,9 @@ pub async fn redeliver(
             validate::timestamp(since).map_err(|why| ApiError::field("since", why))?;
         }
     }
-    let subscription = found(&state, &path).await?;
     let queued = store::redeliver(
         &state.db,
-        subscription.id,
+        subscription,
         body.event_id.as_deref(),
         body.since,
     )
@@ -454,5 +519,5 @@ pub async fn redeliver(
     if body.event_id.is_some() && queued == 0 {
         return Err(ApiError::not_found("event of this subscription"));
     }
-    Ok(HttpResponse::Accepted().json(Queued { queued }))
+    Ok(queued)
 }

@@ -93,6 +93,36 @@ pub async fn create(
     .await
 }
 
+#[derive(Template)]
+#[template(path = "key_revoke.html")]
+struct ConfirmRevoke {
+    chrome: Chrome,
+    k: KeyInfo,
+}
+
+/// Asks to confirm a revocation, naming the key.
+#[get("/keys/{id}/revoke")]
+pub async fn confirm_revoke(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Failure> {
+    let session = session_or_sign_in!(state, req);
+    session.require(&[])?;
+    let k = key_or_404(&state, &path).await?;
+    render(&ConfirmRevoke {
+        chrome: Chrome::new(&session.principal, &session.csrf, "Revoke a key"),
+        k,
+    })
+}
+
+async fn key_or_404(state: &AppState, path: &str) -> Result<KeyInfo, Failure> {
+    let id: Uuid = crate::api::input::path_id(path)?;
+    store::keys::find(&state.db, &id.to_string())
+        .await?
+        .ok_or_else(|| Failure(ApiError::not_found("key")))
+}
+
 /// Revokes a key at once.
 #[post("/keys/{id}/revoke")]
 pub async fn revoke(
@@ -104,13 +134,7 @@ pub async fn revoke(
     let session = session_or_sign_in!(state, req);
     session.form(&req, &body)?;
     session.require(&[])?;
-    let id: Uuid = crate::api::input::path_id(&path)?;
-    if store::keys::find(&state.db, &id.to_string())
-        .await?
-        .is_none()
-    {
-        return Err(Failure(ApiError::not_found("key")));
-    }
-    store::keys::revoke(&state.db, id).await?;
+    let k = key_or_404(&state, &path).await?;
+    store::keys::revoke(&state.db, k.id).await?;
     Ok(see_other("/keys?revoked=1"))
 }

@@ -2,7 +2,7 @@
 //! on the API's sign-in (an API key exchanged for an HttpOnly, SameSite=Strict session cookie).
 //! Each page and button is shown by the key's role, and every action goes through the same
 //! functions as the API (`api::requests::perform`, `submit_one`, `submit_batch`, `list_page`,
-//! `api::subjects::find`, `api::restorations::start`, `store::keys`): the console never has a
+//! `api::subjects::find`, `api::restorations::start`, `api::webhooks`, `store::keys`): the console never has a
 //! path of its own to the data.
 //!
 //! Templates are askama's (compiled, escaping by default) under `templates/`. Pages carry no
@@ -18,6 +18,7 @@ pub mod keys;
 pub mod requests;
 pub mod restorations;
 pub mod session;
+pub mod webhooks;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
@@ -163,5 +164,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(audit::export)
         .service(keys::list)
         .service(keys::create)
-        .service(keys::revoke);
+        .service(keys::confirm_revoke)
+        .service(keys::revoke)
+        .service(webhooks::list)
+        .service(webhooks::create)
+        .service(webhooks::detail)
+        .service(webhooks::change_state)
+        .service(webhooks::test)
+        .service(webhooks::rotate)
+        .service(webhooks::redeliver);
 }

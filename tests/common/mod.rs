@@ -59,6 +59,32 @@ pub async fn fresh_database() -> String {
     url
 }
 
+/// A CSV upload of 200 lines: 190 new accounts (`first`, `first + 1`, ...), 3 repeats of lines
+/// above, `open_target` (a duplicate when a request for it is open), and 6 invalid lines. Every
+/// valid line carries `not_before`.
+pub fn upload_of_200(first: u64, open_target: &str, not_before: &str) -> String {
+    let mut csv = String::from("scope,target_id,external_reference,not_before\n");
+    for i in 0..190 {
+        csv.push_str(&format!("account,{},B-{i},{not_before}\n", first + i));
+    }
+    for i in 0..3 {
+        csv.push_str(&format!("account,{},B-dup,{not_before}\n", first + i));
+    }
+    csv.push_str(&format!("account,{open_target},B-open,{not_before}\n"));
+    for bad in [
+        "account,12ab",
+        "planet,1",
+        "account,",
+        "user,-4",
+        "account,01",
+        "x",
+    ] {
+        csv.push_str(bad);
+        csv.push('\n');
+    }
+    csv
+}
+
 /// Engine settings that make tests quick.
 pub fn fast_engine() -> EngineSettings {
     EngineSettings {
