@@ -13,7 +13,7 @@ mod driver;
 use std::time::Duration;
 
 use common::{Options, TestApp};
-use driver::Browser;
+use driver::{Browser, ENTER};
 use erasure::config::ApprovalPolicy;
 use serde_json::json;
 
@@ -92,8 +92,20 @@ async fn an_officer_submits_one_erasure_and_a_file_and_may_not_decide() {
     browser.open("/").await;
     checked(&browser, &[]).await;
     browser.screenshot("signin").await;
-    browser.sign_in(&app.requester).await;
+    // By keyboard alone: Tab to the key, type it, Enter.
+    browser.tab_to("input[name=key]", 5).await;
+    browser.keys(&app.requester).await;
+    browser.keys(ENTER).await;
+    browser.wait_for("Requests by state").await;
     checked(&browser, &[&app.requester]).await;
+    // The first Tab reaches the link that skips the navigation.
+    browser.tab_to("a.skip", 1).await;
+    browser.keys(ENTER).await;
+    assert!(browser.path().await.starts_with('/'));
+    assert_eq!(
+        browser.client.current_url().await.unwrap().fragment(),
+        Some("content")
+    );
 
     // One erasure by form.
     browser.open("/requests/new").await;
@@ -244,9 +256,12 @@ async fn an_approver_approves_holds_releases_extends_and_restores() {
     browser.fill("#c-note", "litigation pending").await;
     browser.click("#confirm").await;
     browser.wait_for("<td id=\"state\">on_hold</td>").await;
-    browser.click("#action-release").await;
+    // Released by keyboard alone: Tab to the action, Enter, Tab to the confirmation, Enter.
+    browser.tab_to("#action-release", 20).await;
+    browser.keys(ENTER).await;
     browser.wait_for("Confirm: release").await;
-    browser.click("#confirm").await;
+    browser.tab_to("#confirm", 20).await;
+    browser.keys(ENTER).await;
     // Released, it waits for approval again (a hold never skips the approval).
     browser
         .wait_for("<td id=\"state\">pending_approval</td>")

@@ -16,6 +16,10 @@ use serde_json::{Value, json};
 
 use crate::common::KillOnDrop;
 
+/// The Tab and Enter keys, for `keys`.
+pub const TAB: &str = "\u{e004}";
+pub const ENTER: &str = "\u{e007}";
+
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
 
 /// axe-core's script, installed from the npm registry once per test process.
@@ -195,6 +199,39 @@ impl Browser {
             .click()
             .await
             .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    /// Types on whatever has the focus, as a keyboard does (`TAB`, `ENTER`, text).
+    pub async fn keys(&self, text: &str) {
+        let focused = self.client.active_element().await.unwrap();
+        focused.send_keys(text).await.unwrap();
+    }
+
+    /// Whether the focus is on an element matching `css`.
+    pub async fn focused(&self, css: &str) -> bool {
+        let found = self
+            .client
+            .execute(
+                "return document.activeElement !== null && document.activeElement.matches(arguments[0]);",
+                vec![json!(css)],
+            )
+            .await
+            .unwrap();
+        found == json!(true)
+    }
+
+    /// Presses Tab until the focus is on `css`; panics after `max` presses.
+    pub async fn tab_to(&self, css: &str, max: usize) {
+        for _ in 0..max {
+            self.keys(TAB).await;
+            if self.focused(css).await {
+                return;
+            }
+        }
+        panic!(
+            "{max} Tab presses never reached {css} on {}",
+            self.path().await
+        );
     }
 
     /// Signs in with an API key through the sign-in form; waits for the status page.
