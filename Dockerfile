@@ -7,6 +7,8 @@ COPY vendor ./vendor
 COPY src ./src
 COPY migrations ./migrations
 COPY openapi ./openapi
+# askama compiles the console's templates into the binary.
+COPY templates ./templates
 RUN cargo build --release --locked --bin erasure
 
 FROM debian:bookworm-slim

@@ -88,7 +88,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     })
     .await?;
     let db = store::connect(&args.db.database_url, 2).await?;
-    let (_, api_key) = store::keys::create(&db, Role::Admin, "demo", None).await?;
+    let (_, api_key) =
+        store::keys::create(&db, Role::Admin, "demo", None, store::audit::OPERATOR).await?;
     db.close().await;
 
     let running = service::start(ServiceConfig {

@@ -314,7 +314,8 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                 Some(d) => Some(chrono::Utc::now() + chrono::Duration::days(d as i64)),
             };
             let pool = store::connect(&db.database_url, 2).await?;
-            let (_, key) = store::keys::create(&pool, role, label, expires).await?;
+            let (_, key) =
+                store::keys::create(&pool, role, label, expires, store::audit::OPERATOR).await?;
             println!("{key}");
         }
         KeysCommand::List { json, db } => {
@@ -350,7 +351,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             let found = store::keys::find(&pool, &key).await?.ok_or_else(|| {
                 anyhow::anyhow!("no key has that id or prefix (see `erasure keys list`)")
             })?;
-            if store::keys::revoke(&pool, found.id).await? {
+            if store::keys::revoke(&pool, found.id, store::audit::OPERATOR).await? {
                 eprintln!("revoked key {} ({})", found.id, found.prefix);
             } else {
                 eprintln!("key {} ({}) was revoked already", found.id, found.prefix);
@@ -369,7 +370,8 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                 anyhow::bail!("--grace-minutes must be at most 10080 (a week)");
             }
             let grace = std::time::Duration::from_secs(u64::from(grace_minutes) * 60);
-            let (id, new_key) = store::keys::rotate(&pool, &found, grace).await?;
+            let (id, new_key) =
+                store::keys::rotate(&pool, &found, grace, store::audit::OPERATOR).await?;
             println!("{new_key}");
             if grace.is_zero() {
                 eprintln!("new key {id}; old key {} revoked", found.id);

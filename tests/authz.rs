@@ -10,6 +10,7 @@ use common::{Options, TestApp};
 use erasure::config::ApprovalPolicy;
 use erasure::domain::Role;
 use erasure::store;
+use erasure::store::audit::OPERATOR;
 use serde_json::{Value, json};
 
 const ACTIONS: [&str; 6] = ["approve", "cancel", "retry", "hold", "release", "extend"];
@@ -140,12 +141,17 @@ fn documented_statuses(doc: &Value, method: &str, template: &str) -> BTreeSet<u1
 
 /// An admin key revoked and one expired: (revoked, expired).
 async fn revoked_and_expired_admin_keys(app: &TestApp) -> (String, String) {
-    let (revoked_id, revoked) = store::keys::create(&app.db, Role::Admin, "revoked", None)
-        .await
-        .unwrap();
-    assert!(store::keys::revoke(&app.db, revoked_id).await.unwrap());
+    let (revoked_id, revoked) =
+        store::keys::create(&app.db, Role::Admin, "revoked", None, OPERATOR)
+            .await
+            .unwrap();
+    assert!(
+        store::keys::revoke(&app.db, revoked_id, OPERATOR)
+            .await
+            .unwrap()
+    );
     let past = chrono::Utc::now() - chrono::Duration::seconds(1);
-    let (_, expired) = store::keys::create(&app.db, Role::Admin, "expired", Some(past))
+    let (_, expired) = store::keys::create(&app.db, Role::Admin, "expired", Some(past), OPERATOR)
         .await
         .unwrap();
     (revoked, expired)
@@ -435,7 +441,11 @@ async fn keys_checked_together_are_each_answered_for_their_own_key() {
         .await
         .unwrap()
         .unwrap();
-    assert!(store::keys::revoke(&app.db, requester.id).await.unwrap());
+    assert!(
+        store::keys::revoke(&app.db, requester.id, OPERATOR)
+            .await
+            .unwrap()
+    );
     let after = call(
         &app,
         "GET",
@@ -463,10 +473,14 @@ async fn a_key_is_revoked_never_deleted() {
         assert!(err.to_string().contains("never deleted"), "{sql}: {err}");
     }
     // Revoking still works, and the request still names the key that made it.
-    let (key_id, _) = store::keys::create(&app.db, Role::Requester, "leaving", None)
+    let (key_id, _) = store::keys::create(&app.db, Role::Requester, "leaving", None, OPERATOR)
         .await
         .unwrap();
-    assert!(store::keys::revoke(&app.db, key_id).await.unwrap());
+    assert!(
+        store::keys::revoke(&app.db, key_id, OPERATOR)
+            .await
+            .unwrap()
+    );
     let (status, body) = app
         .get(&format!("/v1/erasure-requests/{id}"), &app.auditor)
         .await;

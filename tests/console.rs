@@ -317,6 +317,20 @@ async fn each_role_does_its_job_in_the_console_and_no_more() {
     assert_eq!((status, location.as_str()), (303, "/keys?revoked=1"));
     let (status, _) = app.get("/v1/erasure-requests?limit=1", &key).await;
     assert_eq!(status, 401, "the revoked key is refused at once");
+    // Both are in the audit log, by the admin's key, without the label or the key.
+    let entries: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
+        "select event, actor, data from audit_entries where data->>'prefix' = $1 order by id",
+    )
+    .bind(prefix)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let events: Vec<&str> = entries.iter().map(|(e, _, _)| e.as_str()).collect();
+    assert_eq!(events, ["key_created", "key_revoked"]);
+    for (_, actor, data) in &entries {
+        assert!(actor.starts_with("key:"), "{actor}");
+        assert!(!data.to_string().contains("temp officer") && !data.to_string().contains(&key));
+    }
     let (status, location, _) = temp
         .post("/requests/new", &[("scope", "user"), ("target_id", "9")])
         .await;

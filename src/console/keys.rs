@@ -13,6 +13,7 @@ use crate::api::error::ApiError;
 use crate::domain::Role;
 use crate::domain::validate;
 use crate::store;
+use crate::store::audit::key_actor;
 use crate::store::keys::KeyInfo;
 
 #[derive(Template)]
@@ -63,7 +64,7 @@ pub async fn create(
 ) -> Result<HttpResponse, Failure> {
     let session = session_or_sign_in!(state, req);
     let fields = session.form(&req, &body)?;
-    session.require(&[])?;
+    let actor = key_actor(session.require(&[])?.key_id);
     let role = field(&fields, "role")
         .and_then(Role::parse)
         .ok_or_else(|| ApiError::field("role", "must be requester, approver, auditor or admin"))?;
@@ -80,7 +81,7 @@ pub async fn create(
             Some(chrono::Utc::now() + chrono::Duration::days(days))
         }
     };
-    let (_, key) = store::keys::create(&state.db, role, &label, expires_at)
+    let (_, key) = store::keys::create(&state.db, role, &label, expires_at, &actor)
         .await
         .map_err(ApiError::Internal)?;
     let chrome = Chrome::new(&session.principal, &session.csrf, "Keys");
@@ -133,8 +134,8 @@ pub async fn revoke(
 ) -> Result<HttpResponse, Failure> {
     let session = session_or_sign_in!(state, req);
     session.form(&req, &body)?;
-    session.require(&[])?;
+    let actor = key_actor(session.require(&[])?.key_id);
     let k = key_or_404(&state, &path).await?;
-    store::keys::revoke(&state.db, k.id).await?;
+    store::keys::revoke(&state.db, k.id, &actor).await?;
     Ok(see_other("/keys?revoked=1"))
 }

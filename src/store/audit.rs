@@ -28,6 +28,26 @@ pub async fn append(conn: &mut PgConnection, entry: Entry<'_>) -> sqlx::Result<(
     append_all(conn, vec![entry]).await
 }
 
+/// Appends an entry about no request and no subject (a key, a subscription, a guard run).
+pub async fn append_unlinked(
+    conn: &mut PgConnection,
+    actor: &str,
+    event: &str,
+    data: Value,
+) -> sqlx::Result<()> {
+    append(
+        conn,
+        Entry {
+            request_id: None,
+            subject_ref: None,
+            actor,
+            event,
+            data,
+        },
+    )
+    .await
+}
+
 /// Appends entries in the order given, in one statement.
 pub async fn append_all(conn: &mut PgConnection, entries: Vec<Entry<'_>>) -> sqlx::Result<()> {
     let n = entries.len();
@@ -154,6 +174,9 @@ pub async fn leaves_in(
 pub fn key_actor(key_id: Uuid) -> String {
     format!("key:{key_id}")
 }
+
+/// The actor name of an operator at the command line (`erasure keys`, `erasure demo`).
+pub const OPERATOR: &str = "operator";
 
 /// The actor name of the engine.
 pub const ENGINE: &str = "engine";

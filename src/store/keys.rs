@@ -4,11 +4,13 @@
 //! Never stores or logs a key in clear; never deletes a key (they are revoked).
 
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Db;
+use super::audit;
 use super::group::{Group, Writes};
 use crate::domain::Role;
 
@@ -23,22 +25,30 @@ fn digest(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
 }
 
-/// Creates a key and returns (id, the key itself). The key is not stored.
+/// Creates a key and returns (id, the key itself), with a `key_created` audit entry by `actor`.
+/// The key is not stored.
 pub async fn create(
     db: &Db,
     role: Role,
     label: &str,
     expires_at: Option<DateTime<Utc>>,
+    actor: &str,
 ) -> anyhow::Result<(Uuid, String)> {
-    let mut conn = db.acquire().await?;
-    insert(&mut conn, role, label, expires_at).await
+    let mut tx = db.begin().await?;
+    let created = insert(&mut tx, role, label, expires_at, actor, None).await?;
+    tx.commit().await?;
+    Ok(created)
 }
 
+/// Inserts a key and its `key_created` entry (id, prefix, role, expiry; never the label, which is
+/// free text, nor the key).
 async fn insert(
     conn: &mut sqlx::PgConnection,
     role: Role,
     label: &str,
     expires_at: Option<DateTime<Utc>>,
+    actor: &str,
+    replaces: Option<Uuid>,
 ) -> anyhow::Result<(Uuid, String)> {
     let prefix = hex::encode(rand::random::<[u8; 4]>());
     let secret = hex::encode(rand::random::<[u8; 24]>());
@@ -53,8 +63,14 @@ async fn insert(
     .bind(role.as_str())
     .bind(label)
     .bind(expires_at)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    let mut data =
+        json!({"key": id, "prefix": prefix, "role": role.as_str(), "expires_at": expires_at});
+    if let Some(old) = replaces {
+        data["replaces"] = json!(old);
+    }
+    audit::append_unlinked(conn, actor, "key_created", data).await?;
     Ok((id, key))
 }
 
@@ -179,13 +195,27 @@ pub async fn find(db: &Db, id_or_prefix: &str) -> sqlx::Result<Option<KeyInfo>> 
 
 /// Revokes a key at once (the next request with it gets 401, in every process: authentication
 /// reads the database on each request). Returns false when it was revoked already.
-pub async fn revoke(db: &Db, id: Uuid) -> sqlx::Result<bool> {
-    let done =
-        sqlx::query("update api_keys set revoked_at = now() where id = $1 and revoked_at is null")
-            .bind(id)
-            .execute(db)
-            .await?;
-    Ok(done.rows_affected() == 1)
+/// `actor` is named in its `key_revoked` audit entry.
+pub async fn revoke(db: &Db, id: Uuid, actor: &str) -> sqlx::Result<bool> {
+    let mut tx = db.begin().await?;
+    let done = revoke_in(&mut tx, id, actor).await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+async fn revoke_in(conn: &mut PgConnection, id: Uuid, actor: &str) -> sqlx::Result<bool> {
+    let prefix: Option<String> = sqlx::query_scalar(
+        "update api_keys set revoked_at = now() where id = $1 and revoked_at is null returning prefix",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(prefix) = prefix else {
+        return Ok(false);
+    };
+    let data = json!({"key": id, "prefix": prefix});
+    audit::append_unlinked(conn, actor, "key_revoked", data).await?;
+    Ok(true)
 }
 
 /// Rotation: a new key with the old one's role, label and remaining lifetime; the old key is
@@ -194,6 +224,7 @@ pub async fn rotate(
     db: &Db,
     old: &KeyInfo,
     grace: std::time::Duration,
+    actor: &str,
 ) -> anyhow::Result<(Uuid, String)> {
     let role =
         Role::parse(&old.role).ok_or_else(|| anyhow::anyhow!("unknown role {}", old.role))?;
@@ -204,12 +235,17 @@ pub async fn rotate(
         );
     }
     let mut tx = db.begin().await?;
-    let (id, key) = insert(&mut tx, role, &old.label, old.expires_at).await?;
+    let (id, key) = insert(
+        &mut tx,
+        role,
+        &old.label,
+        old.expires_at,
+        actor,
+        Some(old.id),
+    )
+    .await?;
     if grace.is_zero() {
-        sqlx::query("update api_keys set revoked_at = now() where id = $1 and revoked_at is null")
-            .bind(old.id)
-            .execute(&mut *tx)
-            .await?;
+        revoke_in(&mut tx, old.id, actor).await?;
     } else {
         let at = Utc::now() + chrono::Duration::from_std(grace)?;
         sqlx::query(
@@ -219,6 +255,8 @@ pub async fn rotate(
         .bind(at)
         .execute(&mut *tx)
         .await?;
+        let data = json!({"key": old.id, "prefix": old.prefix, "expires_at": at});
+        audit::append_unlinked(&mut tx, actor, "key_expiry_shortened", data).await?;
     }
     tx.commit().await?;
     Ok((id, key))

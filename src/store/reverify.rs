@@ -11,7 +11,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Db;
-use super::audit::{self, Entry};
+use super::audit;
 use super::guard::GUARD;
 use super::requests::of_target;
 
@@ -83,17 +83,7 @@ pub async fn finish(db: &Db, run_id: i64, ended: &Ended<'_>) -> sqlx::Result<()>
         "connections_listed": ended.connections_listed, "accounts_listed": ended.accounts_listed,
         "found": ended.found,
     });
-    audit::append(
-        &mut tx,
-        Entry {
-            request_id: None,
-            subject_ref: None,
-            actor: GUARD,
-            event: "reverification_run",
-            data,
-        },
-    )
-    .await?;
+    audit::append_unlinked(&mut tx, GUARD, "reverification_run", data).await?;
     tx.commit().await
 }
 

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::Db;
-use super::audit::{self, Entry};
+use super::audit;
 
 /// Whether a subscription gets events and deliveries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
@@ -84,25 +84,6 @@ fn host_of(url: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn append(
-    conn: &mut sqlx::PgConnection,
-    actor: &str,
-    event: &str,
-    data: Value,
-) -> sqlx::Result<()> {
-    audit::append(
-        conn,
-        Entry {
-            request_id: None,
-            subject_ref: None,
-            actor,
-            event,
-            data,
-        },
-    )
-    .await
-}
-
 /// Creates a subscription with its audit entry.
 pub async fn create(db: &Db, new: NewSubscription<'_>, actor: &str) -> sqlx::Result<Subscription> {
     let mut tx = db.begin().await?;
@@ -120,7 +101,7 @@ pub async fn create(db: &Db, new: NewSubscription<'_>, actor: &str) -> sqlx::Res
     .await?;
     let data =
         json!({"subscription": new.id, "host": host_of(new.url), "event_types": new.event_types});
-    append(&mut tx, actor, "webhook_created", data).await?;
+    audit::append_unlinked(&mut tx, actor, "webhook_created", data).await?;
     let created = get_in(&mut tx, new.id)
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;
@@ -194,7 +175,7 @@ pub async fn update(
         "event_types": changes.event_types,
         "state": changes.state,
     });
-    append(&mut tx, actor, "webhook_changed", data).await?;
+    audit::append_unlinked(&mut tx, actor, "webhook_changed", data).await?;
     let changed = get_in(&mut tx, id).await?;
     tx.commit().await?;
     Ok(changed)
@@ -223,7 +204,7 @@ pub async fn rotate(
         return Ok(None);
     }
     let data = json!({"subscription": id, "previous_secret_expires_at": previous_expires_at});
-    append(&mut tx, actor, "webhook_secret_rotated", data).await?;
+    audit::append_unlinked(&mut tx, actor, "webhook_secret_rotated", data).await?;
     let rotated = get_in(&mut tx, id).await?;
     tx.commit().await?;
     Ok(rotated)
@@ -523,7 +504,7 @@ pub async fn record(
                 "last_status": gave_up.status,
                 "last_error": gave_up.error,
             });
-            append(&mut tx, audit::ENGINE, "webhook_disabled", data).await?;
+            audit::append_unlinked(&mut tx, audit::ENGINE, "webhook_disabled", data).await?;
         }
         tx.commit().await?;
         return Ok(false);

@@ -233,7 +233,12 @@ impl TestApp {
         let db = store::connect(&db_url, 4).await.unwrap();
         let key = |role, label: &'static str| {
             let db = db.clone();
-            async move { store::keys::create(&db, role, label, None).await.unwrap().1 }
+            async move {
+                store::keys::create(&db, role, label, None, store::audit::OPERATOR)
+                    .await
+                    .unwrap()
+                    .1
+            }
         };
         TestApp {
             requester: key(Role::Requester, "requester").await,
