@@ -425,3 +425,50 @@ async fn retention_destroys_expired_epochs_once_and_everything_still_verifies() 
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_key_is_migrated_once_and_then_not_needed() {
+    let app = TestApp::spawn(Options::no_worker()).await;
+    let id = app.submit("user", "5150").await;
+    let (_, recorded) = app
+        .get(&format!("/v1/erasure-requests/{id}"), &app.auditor)
+        .await;
+    let api = |keys: erasure::secrets::Keys| ServiceConfig {
+        bind: Some("127.0.0.1:0".into()),
+        upstream: None,
+        keys,
+        ..app.extra_config()
+    };
+
+    // Without any pseudonym key configured, another process finds the request by its target.
+    let unconfigured = erasure::secrets::Keys {
+        pseudonym: None,
+        pseudonym_old: vec![],
+        ..app.keys.clone()
+    };
+    let other = erasure::service::start(api(unconfigured)).await.unwrap();
+    let base = format!("http://{}", other.addr.unwrap());
+    let found = lookup_at(&app, &base, "user", "5150").await;
+    assert_eq!(found["requests"][0]["id"], id.as_str(), "{found}");
+    assert_eq!(found["subject_ref"], recorded["subject_ref"]);
+    other.stop().await.unwrap();
+
+    // Another key under the version of a stored epoch is refused, naming neither key.
+    let other_key = erasure::secrets::Key32::random();
+    let wrong = erasure::secrets::Keys {
+        pseudonym: Some(other_key.clone()),
+        ..app.keys.clone()
+    };
+    let err = match erasure::service::start(api(wrong)).await {
+        Ok(_) => panic!("a different key under version 1 was accepted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("configured with another key"), "{err}");
+    assert!(!err.contains(&other_key.to_hex()), "{err}");
+    let epochs: i64 = sqlx::query_scalar("select count(*) from pseudonym_epochs")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(epochs, 1, "nothing was imported");
+    app.stop().await;
+}
