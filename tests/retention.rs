@@ -133,6 +133,21 @@ async fn metric(app: &TestApp, name: &str) -> String {
         .to_string()
 }
 
+/// Whether the table's file on disk holds `bytes` (after a checkpoint wrote out what was changed
+/// in memory): the dump shows only live rows, the file could hold a dead one.
+async fn table_file_holds(app: &TestApp, table: &str, bytes: &[u8]) -> bool {
+    sqlx::query("checkpoint").execute(&app.db).await.unwrap();
+    let (dir, file): (String, String) = sqlx::query_as(
+        "select current_setting('data_directory'), pg_relation_filepath($1::regclass)",
+    )
+    .bind(table)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let data = std::fs::read(format!("{dir}/{file}")).expect("the test reads PostgreSQL's files");
+    data.windows(bytes.len()).any(|w| w == bytes)
+}
+
 fn pg_dump(url: &str) -> String {
     let pg_dump = ["pg_dump", "/usr/lib/postgresql/15/bin/pg_dump"]
         .into_iter()
@@ -241,6 +256,7 @@ async fn retention_destroys_expired_epochs_once_and_everything_still_verifies() 
         dump.contains(&hex::encode(&sealed)),
         "the dump shows bytea in hex"
     );
+    assert!(table_file_holds(&app, "pseudonym_epochs", &sealed).await);
 
     // Another API process that would reload its keys only in an hour: it holds epoch 2's key.
     let stale = erasure::service::start(ServiceConfig {
@@ -295,6 +311,10 @@ async fn retention_destroys_expired_epochs_once_and_everything_still_verifies() 
     assert!(
         !dump.contains(&hex::encode(&plain)),
         "the key is in the dump"
+    );
+    assert!(
+        !table_file_holds(&app, "pseudonym_epochs", &sealed).await,
+        "a dead row version still holds the sealed key on disk"
     );
     assert!(
         dump.contains(done["subject_ref"].as_str().unwrap()),

@@ -53,12 +53,24 @@ pub async fn run_once(
             destroyed.push(Destroyed { epoch, requests });
         }
     }
-    if !destroyed.is_empty()
-        && let Err(e) = epochs::compact(db).await
-    {
-        tracing::info!(error = %e, "pseudonym_epochs not compacted (autovacuum will)");
+    if !destroyed.is_empty() {
+        compact(db).await;
     }
     Ok(destroyed)
+}
+
+/// Rewrites `pseudonym_epochs` so that the destroyed keys leave its file too; it waits for its lock
+/// only briefly (`store::epochs::compact`), so it tries a few times.
+async fn compact(db: &Db) {
+    for attempt in 1..=5 {
+        match epochs::compact(db).await {
+            Ok(()) => return,
+            Err(e) if attempt == 5 => {
+                tracing::warn!(error = %e, "pseudonym_epochs not compacted: run VACUUM FULL on it")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await,
+        }
+    }
 }
 
 /// Runs the retention every `settings.run_every` (first at start), then reloads this process's

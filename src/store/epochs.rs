@@ -247,12 +247,21 @@ async fn strip_guard(conn: &mut PgConnection, prefix: &str) -> sqlx::Result<()> 
 
 /// Rewrites the table so that no dead row version holds a destroyed key on disk (the dump never
 /// shows one; the files could until vacuumed). Needs the table's owner: refused to the service's
-/// own role, where autovacuum does it later (`SECURITY.md`).
+/// own role, where autovacuum does it later (`SECURITY.md`). It waits at most 200 ms for its lock
+/// (while it waits, it holds up every other use of the table, and a retention run at the same
+/// moment could wait for it in turn): a run that cannot have it now leaves it to autovacuum.
 pub async fn compact(db: &Db) -> sqlx::Result<()> {
-    sqlx::query("vacuum full pseudonym_epochs")
-        .execute(db)
+    let mut conn = db.acquire().await?;
+    sqlx::query("set lock_timeout = '200ms'")
+        .execute(&mut *conn)
         .await?;
-    Ok(())
+    let done = sqlx::query("vacuum full pseudonym_epochs")
+        .execute(&mut *conn)
+        .await;
+    sqlx::query("reset lock_timeout")
+        .execute(&mut *conn)
+        .await?;
+    done.map(|_| ())
 }
 
 /// What `/metrics`, the status page and the report show.
