@@ -39,6 +39,67 @@ pub const DEFAULT_AT_RISK_DAYS: u32 = 7;
 /// The largest `ERASURE_AT_RISK_DAYS`: ten years, as the list's `due_within_days`.
 pub const MAX_AT_RISK_DAYS: u32 = 3660;
 
+/// `ERASURE_PSEUDONYM_EPOCH_DAYS` when unset: a new pseudonym key every 90 days.
+pub const DEFAULT_EPOCH_DAYS: u32 = 90;
+
+/// `ERASURE_RETENTION_DAYS` when unset: three years.
+pub const DEFAULT_RETENTION_DAYS: u32 = 1095;
+
+/// Pseudonym key epochs and the retention of erasure records (`audit::epochs`,
+/// `audit::retention`).
+#[derive(Debug, Clone)]
+pub struct RetentionSettings {
+    /// Days between the starts of two pseudonym epochs.
+    pub epoch_days: u32,
+    /// Days a closed request stays linkable before its epoch's key is destroyed.
+    pub retention_days: u32,
+    /// How often each process reloads the live epochs (and starts a new one when it is due).
+    pub refresh: Duration,
+    /// How often this process runs the retention job (`None`: never).
+    pub run_every: Option<Duration>,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            epoch_days: DEFAULT_EPOCH_DAYS,
+            retention_days: DEFAULT_RETENTION_DAYS,
+            refresh: Duration::from_secs(60),
+            run_every: Some(Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+/// `ERASURE_PSEUDONYM_EPOCH_DAYS` and `ERASURE_RETENTION_DAYS`; give every process the same.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RetentionArgs {
+    /// Days between the starts of two pseudonym key epochs.
+    #[arg(long, env = "ERASURE_PSEUDONYM_EPOCH_DAYS", default_value_t = DEFAULT_EPOCH_DAYS)]
+    pub pseudonym_epoch_days: u32,
+    /// Days a closed request stays linkable to its target; then its epoch's key is destroyed.
+    #[arg(long, env = "ERASURE_RETENTION_DAYS", default_value_t = DEFAULT_RETENTION_DAYS)]
+    pub retention_days: u32,
+}
+
+impl RetentionArgs {
+    /// The settings, validated (each between 1 and 36,600 days).
+    pub fn settings(&self) -> anyhow::Result<RetentionSettings> {
+        for (name, days) in [
+            ("ERASURE_PSEUDONYM_EPOCH_DAYS", self.pseudonym_epoch_days),
+            ("ERASURE_RETENTION_DAYS", self.retention_days),
+        ] {
+            if !(1..=36_600).contains(&days) {
+                bail!("{name} must be between 1 and 36600 days");
+            }
+        }
+        Ok(RetentionSettings {
+            epoch_days: self.pseudonym_epoch_days,
+            retention_days: self.retention_days,
+            ..RetentionSettings::default()
+        })
+    }
+}
+
 /// When an open request is *at risk*, as flags and variables (read by the API's list filter,
 /// status page and `/metrics`, and by the workers' sweep that audits it once: give every process
 /// the same value).
@@ -570,6 +631,37 @@ mod tests {
     }
 
     #[test]
+    fn epochs_and_retention_default_to_90_and_1095_days_and_are_bounded() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            retention: RetentionArgs,
+        }
+        use clap::Parser;
+        let settings = |args: &[&str]| Cli::try_parse_from(args).unwrap().retention.settings();
+        let s = settings(&["erasure"]).unwrap();
+        assert_eq!((s.epoch_days, s.retention_days), (90, 1095));
+        let s = settings(&[
+            "erasure",
+            "--pseudonym-epoch-days",
+            "7",
+            "--retention-days",
+            "365",
+        ])
+        .unwrap();
+        assert_eq!((s.epoch_days, s.retention_days), (7, 365));
+        for (flag, name) in [
+            ("--pseudonym-epoch-days", "ERASURE_PSEUDONYM_EPOCH_DAYS"),
+            ("--retention-days", "ERASURE_RETENTION_DAYS"),
+        ] {
+            for bad in ["0", "36601"] {
+                let e = settings(&["erasure", flag, bad]).unwrap_err();
+                assert!(e.to_string().contains(name), "{e}");
+            }
+        }
+    }
+
+    #[test]
     fn at_risk_days_default_to_7_and_are_bounded() {
         #[derive(clap::Parser)]
         struct Cli {
@@ -612,7 +704,7 @@ mod tests {
         };
         let shown = format!("{keys:?} {keys:#?} {settings:?} {settings:#?}");
         for secret in [
-            keys.pseudonym.to_hex(),
+            keys.pseudonym.as_ref().unwrap().to_hex(),
             keys.signing.to_hex(),
             keys.data.to_hex(),
             "s3cr3t-value".to_string(),

@@ -31,6 +31,8 @@ pub struct DemoArgs {
     pub at_risk: crate::config::AtRiskArgs,
     #[command(flatten)]
     pub webhooks: crate::config::WebhookArgs,
+    #[command(flatten)]
+    pub retention: crate::config::RetentionArgs,
 }
 
 /// Loads the demo's keys from `dir/keys.env`, generating any that are missing.
@@ -44,16 +46,21 @@ fn demo_keys(dir: &Path) -> anyhow::Result<Keys> {
             .and_then(|v| Key32::from_hex(name, v).ok())
     };
     let keys = Keys {
-        pseudonym: find(Keys::PSEUDONYM).unwrap_or_else(Key32::random),
+        // Pseudonym keys are random epochs kept in the database; one an earlier demo generated is
+        // migrated into them.
+        pseudonym: find(Keys::PSEUDONYM),
         pseudonym_version: 1,
         pseudonym_old: Vec::new(),
         signing: find(Keys::SIGNING).unwrap_or_else(Key32::random),
         data: find(Keys::DATA).unwrap_or_else(Key32::random),
     };
+    let pseudonym = keys
+        .pseudonym
+        .as_ref()
+        .map(|k| format!("{}={}\n", Keys::PSEUDONYM, k.to_hex()))
+        .unwrap_or_default();
     let content = format!(
-        "# Keys of `erasure demo` (secrets: keep this file private)\n{}={}\n{}={}\n{}={}\n",
-        Keys::PSEUDONYM,
-        keys.pseudonym.to_hex(),
+        "# Keys of `erasure demo` (secrets: keep this file private)\n{pseudonym}{}={}\n{}={}\n",
         Keys::SIGNING,
         keys.signing.to_hex(),
         Keys::DATA,
@@ -114,6 +121,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         checkpoint_every: std::time::Duration::from_secs(10),
         at_risk_days: args.at_risk.days()?,
         webhooks: args.webhooks.settings()?,
+        retention: args.retention.settings()?,
     })
     .await?;
     let addr = running.addr.expect("the demo runs the API");

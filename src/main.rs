@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use erasure::audit::checkpoint::Signer;
-use erasure::audit::verify;
+use erasure::audit::{retention, verify};
 use erasure::config::{
-    ApprovalPolicy, AtRiskArgs, DbArgs, EngineArgs, GuardArgs, HttpLimitArgs, UpstreamArgs,
-    WebhookArgs,
+    ApprovalPolicy, AtRiskArgs, DbArgs, EngineArgs, GuardArgs, HttpLimitArgs, RetentionArgs,
+    UpstreamArgs, WebhookArgs,
 };
 use erasure::domain::Role;
 use erasure::secrets::Keys;
@@ -58,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Retention of erasure records: destroy the pseudonym keys of epochs past it.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
     /// The upstream simulator as its own server.
     Sim(sim::SimArgs),
 }
@@ -102,6 +107,27 @@ enum KeysCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// Destroy the key of every pseudonym epoch past the retention (what the workers do daily);
+    /// prints each epoch destroyed and how many requests it covered.
+    Run {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        retention: RetentionArgs,
+        /// Apply the retention as of this time (RFC 3339) instead of now.
+        #[arg(long, value_parser = parse_time)]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| "must be an RFC 3339 time, e.g. 2029-01-31T00:00:00Z".to_string())
 }
 
 #[derive(Subcommand)]
@@ -161,6 +187,8 @@ struct CommonArgs {
     at_risk: AtRiskArgs,
     #[command(flatten)]
     webhooks: WebhookArgs,
+    #[command(flatten)]
+    retention: RetentionArgs,
     /// Which requests need a second person's approval.
     #[arg(long, value_enum, env = "ERASURE_APPROVAL", default_value = "none")]
     approval: ApprovalPolicy,
@@ -205,6 +233,7 @@ impl CommonArgs {
             checkpoint_every: std::time::Duration::from_secs_f64(self.checkpoint_secs.max(0.1)),
             at_risk_days: self.at_risk.days()?,
             webhooks: self.webhooks.settings()?,
+            retention: self.retention.settings()?,
         })
     }
 }
@@ -291,6 +320,26 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Sim(args) => sim::run(args).await?,
+        Command::Retention {
+            command:
+                RetentionCommand::Run {
+                    db,
+                    retention,
+                    as_of,
+                },
+        } => {
+            let settings = retention.settings()?;
+            let pool = store::connect(&db.database_url, 2).await?;
+            store::check_migrated(&pool).await?;
+            let as_of = as_of.unwrap_or_else(chrono::Utc::now);
+            let destroyed = retention::run_once(&pool, settings.retention_days, as_of).await?;
+            for d in &destroyed {
+                println!("epoch {} destroyed: {} requests", d.epoch, d.requests);
+            }
+            if destroyed.is_empty() {
+                println!("no epoch past the retention");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

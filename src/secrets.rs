@@ -45,6 +45,11 @@ impl Key32 {
         Self(rand::random())
     }
 
+    /// A key made elsewhere of random bytes (a pseudonym epoch's, once unsealed).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     pub fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -112,10 +117,12 @@ pub fn secret_from_env(name: &str) -> anyhow::Result<Option<String>> {
 /// The three service keys of DESIGN.md.
 #[derive(Debug, Clone)]
 pub struct Keys {
-    pub pseudonym: Key32,
+    /// A configured pseudonym key (optional since pseudonym epochs: it is migrated into the
+    /// database once as the epoch of its version, `audit::epochs`).
+    pub pseudonym: Option<Key32>,
     pub pseudonym_version: u32,
-    /// Older pseudonym keys `(version, key)`, still used for look-ups after a rotation
-    /// (`ERASURE_PSEUDONYM_OLD_KEYS`).
+    /// Older configured pseudonym keys `(version, key)` (`ERASURE_PSEUDONYM_OLD_KEYS`), migrated
+    /// into epochs as well.
     pub pseudonym_old: Vec<(u32, Key32)>,
     pub signing: Key32,
     pub data: Key32,
@@ -139,10 +146,13 @@ impl Keys {
                 ),
             }
         };
-        let pseudonym = load(Self::PSEUDONYM)?;
+        let pseudonym = match secret_from_env(Self::PSEUDONYM)? {
+            Some(text) => Some(Key32::from_hex(Self::PSEUDONYM, &text)?),
+            None => None,
+        };
         let pseudonym_version = pseudonym_version_from_env()?;
         let pseudonym_old = match secret_from_env(Self::PSEUDONYM_OLD)? {
-            Some(text) => parse_old_keys(&text, pseudonym_version, &pseudonym)?,
+            Some(text) => parse_old_keys(&text, pseudonym_version, pseudonym.as_ref())?,
             None => Vec::new(),
         };
         Ok(Self {
@@ -156,7 +166,7 @@ impl Keys {
 
     pub fn random() -> Self {
         Self {
-            pseudonym: Key32::random(),
+            pseudonym: Some(Key32::random()),
             pseudonym_version: 1,
             pseudonym_old: Vec::new(),
             signing: Key32::random(),
@@ -170,7 +180,7 @@ impl Keys {
 fn parse_old_keys(
     text: &str,
     current: u32,
-    current_key: &Key32,
+    current_key: Option<&Key32>,
 ) -> anyhow::Result<Vec<(u32, Key32)>> {
     const NAME: &str = Keys::PSEUDONYM_OLD;
     let mut out: Vec<(u32, Key32)> = Vec::new();
@@ -193,7 +203,7 @@ fn parse_old_keys(
                 "{NAME}: version {version} appears twice (or is the current ERASURE_PSEUDONYM_KEY_VERSION)"
             );
         }
-        if key == *current_key {
+        if current_key == Some(&key) {
             bail!("{NAME}: version {version} has the current ERASURE_PSEUDONYM_KEY");
         }
         out.push((version, key));
@@ -221,9 +231,9 @@ mod tests {
     fn old_pseudonym_keys_parse_and_never_show_in_errors() {
         let (current, a, b) = (Key32::random(), Key32::random(), Key32::random());
         let text = format!("1:{}, 2:{}\n", a.to_hex(), b.to_hex());
-        let old = parse_old_keys(&text, 3, &current).unwrap();
+        let old = parse_old_keys(&text, 3, Some(&current)).unwrap();
         assert_eq!(old, vec![(1, a.clone()), (2, b)]);
-        assert!(parse_old_keys("", 3, &current).unwrap().is_empty());
+        assert!(parse_old_keys("", 3, Some(&current)).unwrap().is_empty());
         for bad in [
             a.to_hex(),
             format!("0:{}", a.to_hex()),
@@ -232,7 +242,9 @@ mod tests {
             format!("1:{}", current.to_hex()),
             format!("1:{}", &a.to_hex()[..60]),
         ] {
-            let err = parse_old_keys(&bad, 3, &current).unwrap_err().to_string();
+            let err = parse_old_keys(&bad, 3, Some(&current))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("ERASURE_PSEUDONYM_OLD_KEYS"), "{err}");
             assert!(!err.contains(&a.to_hex()[..16]), "a key in an error: {err}");
         }

@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::audit::checkpoint::Signer;
 use crate::audit::log::AuditLog;
-use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
 use crate::config::{
-    ApprovalPolicy, EngineSettings, GuardSettings, HttpLimits, UpstreamSettings, WebhookSettings,
+    ApprovalPolicy, EngineSettings, GuardSettings, HttpLimits, RetentionSettings, UpstreamSettings,
+    WebhookSettings,
 };
 use crate::engine::Engine;
 use crate::engine::shares::Shares;
@@ -71,6 +71,8 @@ pub struct ServiceConfig {
     pub at_risk_days: u32,
     /// Webhooks: delivered by processes that run workers; their URLs checked by the API.
     pub webhooks: WebhookSettings,
+    /// Pseudonym epochs (every process) and the retention job (processes that run workers).
+    pub retention: RetentionSettings,
 }
 
 /// A running service.
@@ -93,11 +95,21 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
     let db = store::connect(&config.database_url, shared_connections(&config)?).await?;
     store::check_migrated(&db).await?;
     let sealer = Sealer::new(&config.keys.data);
+    let retention = config.retention.clone();
     let pseudonyms =
-        Pseudonymizer::new(config.keys.pseudonym.clone(), config.keys.pseudonym_version)
-            .with_old_keys(&config.keys.pseudonym_old);
+        crate::audit::epochs::start(&db, &sealer, &config.keys, retention.epoch_days).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(
+        crate::audit::epochs::run(
+            db.clone(),
+            sealer.clone(),
+            pseudonyms.clone(),
+            retention.clone(),
+            shutdown.clone(),
+        )
+        .map(Ok),
+    ));
     let mut addr = None;
     let mut server = None;
     let audit = Arc::new(AuditLog::new(
@@ -147,6 +159,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
             limits.clone(),
         );
         let (approval, at_risk_days) = (config.approval, config.at_risk_days);
+        let retention_days = retention.retention_days;
         let webhooks = std::sync::Arc::new(config.webhooks.clone());
         let restore_check =
             upstream.map(|upstream| RestoreCheck::new(db.clone(), upstream, pseudonyms.clone()));
@@ -157,6 +170,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
             sealer: sealer.clone(),
             approval,
             at_risk_days,
+            retention_days,
             webhooks: webhooks.clone(),
             audit: audit.clone(),
             rates: rates.clone(),
@@ -194,6 +208,16 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
         }));
     }
     if let Some(upstream) = upstream {
+        tasks.push(tokio::spawn(
+            crate::audit::retention::run(
+                db.clone(),
+                sealer.clone(),
+                pseudonyms.clone(),
+                retention,
+                shutdown.clone(),
+            )
+            .map(Ok),
+        ));
         let webhooks = Webhooks::new(db.clone(), sealer.clone(), config.webhooks.clone())?;
         tasks.push(tokio::spawn(webhooks.run(shutdown.clone())));
         if let Some(settings) = &config.guard {
@@ -330,6 +354,7 @@ mod tests {
             checkpoint_every: std::time::Duration::from_secs(10),
             at_risk_days: crate::config::DEFAULT_AT_RISK_DAYS,
             webhooks: WebhookSettings::default(),
+            retention: RetentionSettings::default(),
         }
     }
 

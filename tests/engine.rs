@@ -189,6 +189,7 @@ async fn a_refused_token_is_a_permanent_failure_with_its_reason() {
         checkpoint_every: std::time::Duration::from_secs(10),
         at_risk_days: erasure::config::DEFAULT_AT_RISK_DAYS,
         webhooks: Default::default(),
+        retention: common::fast_retention(),
     })
     .await
     .unwrap();

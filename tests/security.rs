@@ -706,7 +706,10 @@ async fn secrets_stay_out_of_trace_logs_and_error_bodies() {
             "client secret".into(),
             erasure::sim::DEFAULT_CLIENT_SECRET.into(),
         ),
-        ("pseudonym key".into(), app.keys.pseudonym.to_hex()),
+        (
+            "pseudonym key".into(),
+            app.keys.pseudonym.as_ref().unwrap().to_hex(),
+        ),
         ("signing key".into(), app.keys.signing.to_hex()),
         ("data key".into(), app.keys.data.to_hex()),
         ("unknown key".into(), unknown[12..].to_string()),

@@ -21,6 +21,7 @@ use super::input;
 use crate::audit::log;
 use crate::audit::receipt::{self as receipts, NoReceipt};
 use crate::audit::report::{self as page, Report};
+use crate::audit::retention;
 use crate::domain::Role;
 use crate::store;
 use crate::store::audit::{HashedLeaf, Leaf};
@@ -397,6 +398,10 @@ pub async fn report(
         figures,
         checkpoint: sealed,
         public_key: state.audit.signer().verifier_key(),
+        retention: retention::statement(
+            state.retention_days,
+            &store::epochs::figures(&state.db).await?,
+        ),
     });
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

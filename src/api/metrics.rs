@@ -197,6 +197,16 @@ fn figures_registry(f: &Figures) -> Registry {
         "Id of the last upstream event the guard applied",
         ConstGauge::new(f.event_cursor),
     );
+    r.register(
+        "pseudonym_epochs_live",
+        "Pseudonym key epochs whose key exists (their requests can be found by target)",
+        ConstGauge::new(f.epochs.live),
+    );
+    r.register(
+        "pseudonym_epochs_destroyed",
+        "Pseudonym key epochs whose key retention destroyed",
+        ConstGauge::new(f.epochs.destroyed),
+    );
 
     // Every state is shown, so that an alert on `disabled` > 0 has a series to read.
     let subscriptions = Family::<SubscriptionLabels, Gauge>::default();
@@ -275,6 +285,11 @@ mod tests {
                 pending: 7,
                 oldest_pending_age_seconds: Some(1.5),
             },
+            epochs: crate::store::epochs::Figures {
+                live: 3,
+                destroyed: 1,
+                oldest_live_start: None,
+            },
         };
         let out = exposition(&figures);
         for needed in [
@@ -300,6 +315,8 @@ mod tests {
             "erasure_reverification_last_finished_seconds 1700000000.0\n",
             "erasure_reverification_last_found 3\n",
             "erasure_upstream_event_cursor 42\n",
+            "erasure_pseudonym_epochs_live 3\n",
+            "erasure_pseudonym_epochs_destroyed 1\n",
             "erasure_circuit_breaker_state ",
         ] {
             assert!(out.contains(needed), "{needed} missing from:\n{out}");

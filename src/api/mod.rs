@@ -39,6 +39,8 @@ pub struct AppState {
     pub approval: ApprovalPolicy,
     /// Days before its due date from which an open request is at risk (`ERASURE_AT_RISK_DAYS`).
     pub at_risk_days: u32,
+    /// Days a closed request stays linkable to its target (`ERASURE_RETENTION_DAYS`).
+    pub retention_days: u32,
     /// Where webhooks may be sent (subscriptions' URLs are checked against it).
     pub webhooks: std::sync::Arc<crate::config::WebhookSettings>,
     pub audit: std::sync::Arc<AuditLog>,

@@ -15,7 +15,7 @@ use super::error::{ApiError, ErrorBody};
 use super::input;
 use crate::domain::validate::TargetId;
 use crate::domain::{Scope, State};
-use crate::store::requests;
+use crate::store::{epochs, requests};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +48,14 @@ pub struct LookupResult {
     pub subject_ref: String,
     /// Every request for this target, newest first.
     pub requests: Vec<LookupRequest>,
+    /// Days a closed request stays linkable to its target (`ERASURE_RETENTION_DAYS`); then the
+    /// key of its pseudonym epoch is destroyed and nobody can find it by target any more.
+    pub retention_days: u32,
+    /// When the oldest pseudonym epoch still held started: requests before it cannot be found.
+    pub records_held_since: Option<DateTime<Utc>>,
+    /// When no request is found: that no record of this target is held within the retention.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Was this target erased, and when? Answers from the pseudonym; stores and logs nothing.
@@ -73,8 +81,16 @@ pub async fn lookup(
 pub async fn find(state: &AppState, body: LookupBody) -> Result<LookupResult, ApiError> {
     let target =
         TargetId::parse(&body.target_id).map_err(|why| ApiError::field("target_id", why))?;
-    // Every key version: what was recorded before a rotation is found too.
-    let refs = state.pseudonyms.subject_refs(body.scope, target.as_str());
+    // Every live key version: what was recorded before a rotation is found too; an epoch
+    // destroyed by another process since this one loaded its keys is not used.
+    let live = epochs::live_versions(&state.db).await?;
+    let subject_ref = state.pseudonyms.subject_ref(body.scope, target.as_str());
+    let refs: Vec<String> = state
+        .pseudonyms
+        .subject_refs(body.scope, target.as_str())
+        .into_iter()
+        .filter(|r| live.iter().any(|(v, _)| r.starts_with(&format!("k{v}:"))))
+        .collect();
     let requests: Vec<LookupRequest> = requests::by_target(&state.db, &refs)
         .await?
         .into_iter()
@@ -93,11 +109,20 @@ pub async fn find(state: &AppState, body: LookupBody) -> Result<LookupResult, Ap
         .filter(|r| r.state == State::Completed)
         .filter_map(|r| r.completed_at)
         .min();
+    let note = requests.is_empty().then(|| {
+        format!(
+            "no record of this target is held within the retention period ({} days)",
+            state.retention_days
+        )
+    });
     Ok(LookupResult {
         erased: erased_at.is_some(),
         erased_at,
-        subject_ref: refs[0].clone(),
+        subject_ref,
         requests,
+        retention_days: state.retention_days,
+        records_held_since: live.first().map(|(_, at)| *at),
+        note,
     })
 }
 

@@ -5,11 +5,13 @@
 //! hold an identifier in clear beyond the call that pseudonymises or seals it.
 
 pub mod checkpoint;
+pub mod epochs;
 pub mod log;
 pub mod merkle;
 pub mod pseudonym;
 pub mod receipt;
 pub mod report;
+pub mod retention;
 pub mod seal;
 pub mod tree;
 pub mod verify;

@@ -17,6 +17,8 @@ pub struct Report {
     /// The newest checkpoint signed by the end of the period.
     pub checkpoint: Option<StoredCheckpoint>,
     pub public_key: String,
+    /// The retention and the oldest live pseudonym epoch (`retention::statement`).
+    pub retention: String,
 }
 
 /// The one-month deadline of GDPR Art. 12(3), for comparisons (30.44 days).
@@ -82,6 +84,7 @@ struct Page<'a> {
     checkpoint: Option<&'a StoredCheckpoint>,
     checkpoint_at: String,
     public_key: &'a str,
+    retention: &'a str,
 }
 
 /// Renders the page.
@@ -131,6 +134,7 @@ pub fn render(r: &Report) -> String {
             .as_ref()
             .map_or(String::new(), |c| time(c.created_at)),
         public_key: &r.public_key,
+        retention: &r.retention,
     };
     let mut html = page.render().expect("the report's template renders");
     html.push('\n');
@@ -272,6 +276,7 @@ mod tests {
                 created_at: "2026-11-03T23:59:00Z".parse().unwrap(),
             }),
             public_key: "erasure-audit+abcd+key".into(),
+            retention: "Retention: 1095 days".into(),
         }
     }
 

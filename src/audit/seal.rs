@@ -29,6 +29,15 @@ impl Sealer {
     }
 
     pub fn seal(&self, request_id: Uuid, plaintext: &[u8]) -> Vec<u8> {
+        self.seal_with(request_id.as_bytes(), plaintext)
+    }
+
+    pub fn open(&self, request_id: Uuid, sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.open_with(request_id.as_bytes(), sealed)
+    }
+
+    /// Seals with any associated data (what the sealed value belongs to, e.g. a pseudonym epoch).
+    pub fn seal_with(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let nonce: [u8; 12] = rand::random();
         let mut out = nonce.to_vec();
         let ciphertext = self
@@ -37,7 +46,7 @@ impl Sealer {
                 &Nonce::from(nonce),
                 Payload {
                     msg: plaintext,
-                    aad: request_id.as_bytes(),
+                    aad,
                 },
             )
             .expect("AES-GCM encryption of a small value cannot fail");
@@ -45,7 +54,8 @@ impl Sealer {
         out
     }
 
-    pub fn open(&self, request_id: Uuid, sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
+    /// Opens what `seal_with` sealed with the same associated data.
+    pub fn open_with(&self, aad: &[u8], sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
         if sealed.len() < 12 + 16 {
             anyhow::bail!("sealed value too short");
         }
@@ -56,7 +66,7 @@ impl Sealer {
                 &Nonce::from(nonce),
                 Payload {
                     msg: ciphertext,
-                    aad: request_id.as_bytes(),
+                    aad,
                 },
             )
             .map_err(|_| anyhow::anyhow!("sealed value does not open with ERASURE_DATA_KEY"))

@@ -11,6 +11,7 @@ use super::session::{self, sign_in_page};
 use super::{Chrome, Failure, render};
 use crate::api::AppState;
 use crate::audit::report::{Chart, chart};
+use crate::audit::retention;
 use crate::domain::State;
 use crate::store;
 use crate::store::status::{DueRequest, ReasonCount};
@@ -91,6 +92,8 @@ struct Dashboard {
     last_reverification: String,
     /// Webhook subscriptions the service disabled (their retries were spent): an alert.
     webhooks_disabled: Vec<crate::store::webhooks::Subscription>,
+    /// The retention and the oldest live pseudonym epoch.
+    retention: String,
     now: String,
 }
 
@@ -162,6 +165,7 @@ pub async fn home(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         resurrections: figures.resurrections,
         last_reverification,
         webhooks_disabled: store::webhooks::disabled(db).await?,
+        retention: retention::statement(state.retention_days, &store::epochs::figures(db).await?),
         now: now.format("%Y-%m-%d %H:%M:%S").to_string(),
     })
 }

@@ -39,6 +39,8 @@ pub struct Figures {
     pub event_cursor: i64,
     /// Webhook subscriptions and their outbox.
     pub webhooks: super::webhooks::Figures,
+    /// Pseudonym key epochs, live and destroyed.
+    pub epochs: super::epochs::Figures,
 }
 
 /// Step jobs that are not finished.
@@ -153,5 +155,6 @@ pub async fn figures(db: &Db, at_risk_days: u32) -> sqlx::Result<Figures> {
         last_reverification,
         event_cursor,
         webhooks: super::webhooks::figures(db).await?,
+        epochs: super::epochs::figures(db).await?,
     })
 }

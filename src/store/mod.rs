@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod copy;
+pub mod epochs;
 pub mod group;
 pub mod guard;
 pub mod idempotency;

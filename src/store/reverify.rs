@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::Db;
 use super::audit;
+use super::epochs::live_epoch;
 use super::guard::GUARD;
 use super::requests::of_target;
 
@@ -43,11 +44,15 @@ pub async fn start_if_due(db: &Db, every: Duration) -> sqlx::Result<Option<i64>>
     .await
 }
 
-/// How many erasures are completed (what a run checks).
+/// How many erasures are completed and still linkable (what a run checks: those of a destroyed
+/// pseudonym epoch can no longer be recognised).
 pub async fn completed_erasures(db: &Db) -> sqlx::Result<i64> {
-    sqlx::query_scalar("select count(*) from erasure_requests where state = 'completed'")
-        .fetch_one(db)
-        .await
+    sqlx::query_scalar(concat!(
+        "select count(*) from erasure_requests where state = 'completed' and ",
+        live_epoch!()
+    ))
+    .fetch_one(db)
+    .await
 }
 
 /// How a run ended and what it saw.
@@ -103,7 +108,9 @@ pub async fn completed_before(
     sqlx::query_as(concat!(
         of_target!(),
         "select id, subject_ref from of_target \
-         where state = 'completed' and completed_at < $2 order by completed_at limit 1",
+         where state = 'completed' and completed_at < $2 and ",
+        live_epoch!(),
+        " order by completed_at limit 1",
     ))
     .bind(refs)
     .bind(before)

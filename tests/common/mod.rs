@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use erasure::config::{
-    ApprovalPolicy, EngineSettings, GuardSettings, HttpLimits, RetryPolicy, UpstreamSettings,
-    WebhookSettings,
+    ApprovalPolicy, EngineSettings, GuardSettings, HttpLimits, RetentionSettings, RetryPolicy,
+    UpstreamSettings, WebhookSettings,
 };
 use erasure::domain::Role;
 use erasure::secrets::{Keys, Secret};
@@ -117,6 +117,17 @@ pub struct Options {
     pub at_risk_days: u32,
     /// Webhooks (by default: plain http to 127.0.0.1 allowed, quick polling).
     pub webhooks: WebhookSettings,
+    /// Pseudonym epochs and retention (by default: keys reloaded every 200 ms, no daily job).
+    pub retention: RetentionSettings,
+}
+
+/// Retention settings that make tests quick: keys reloaded every 200 ms, the job only run by hand.
+pub fn fast_retention() -> RetentionSettings {
+    RetentionSettings {
+        refresh: Duration::from_millis(200),
+        run_every: None,
+        ..RetentionSettings::default()
+    }
 }
 
 /// Webhook settings that make tests quick: http to 127.0.0.1, polled every 50 ms.
@@ -177,6 +188,7 @@ impl Default for Options {
             },
             at_risk_days: erasure::config::DEFAULT_AT_RISK_DAYS,
             webhooks: fast_webhooks(),
+            retention: fast_retention(),
         }
     }
 }
@@ -225,6 +237,7 @@ impl TestApp {
             checkpoint_every: std::time::Duration::from_secs(10),
             at_risk_days: options.at_risk_days,
             webhooks: options.webhooks.clone(),
+            retention: options.retention.clone(),
         };
         let running = service::start_with(config, options.limits.clone())
             .await
@@ -280,22 +293,34 @@ impl TestApp {
         webhooks: WebhookSettings,
     ) -> Running {
         service::start(ServiceConfig {
+            engine,
+            guard,
+            webhooks,
+            ..self.extra_config()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// What another process of this app runs with: workers without an API, on this app's
+    /// database, simulator and keys, with quick settings.
+    pub fn extra_config(&self) -> ServiceConfig {
+        ServiceConfig {
             database_url: self.db_url.clone(),
             bind: None,
             metrics_bind: None,
             keys: self.keys.clone(),
             upstream: Some(self.options_upstream.clone()),
-            engine,
-            guard,
+            engine: fast_engine(),
+            guard: None,
             approval: ApprovalPolicy::None,
             db_pool: 10,
             http_workers: 1,
             checkpoint_every: std::time::Duration::from_secs(10),
             at_risk_days: erasure::config::DEFAULT_AT_RISK_DAYS,
-            webhooks,
-        })
-        .await
-        .unwrap()
+            webhooks: fast_webhooks(),
+            retention: fast_retention(),
+        }
     }
 
     /// Seeds `users` users of one connection, one channel and three accounts each: the accounts.
@@ -368,6 +393,43 @@ impl TestApp {
             .and_then(|v| v.to_str().ok())
             .expect("a session cookie");
         cookie.split(';').next().unwrap().to_string()
+    }
+
+    /// The console's look-up page for a target, as the auditor's browser gets it (the form posted
+    /// with the session cookie, its CSRF token and this origin).
+    pub async fn console_lookup(&self, scope: &str, target: &str) -> String {
+        let cookie = self.sign_in(&self.auditor).await;
+        let page = self
+            .http
+            .get(self.url("/requests"))
+            .header("Cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let at = page.find("name=\"csrf\" value=\"").expect("a form") + 19;
+        let csrf = &page[at..at + page[at..].find('"').unwrap()];
+        let r = self
+            .http
+            .post(self.url("/requests/search"))
+            .header("Cookie", &cookie)
+            .header("Origin", self.url("").trim_end_matches('/'))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(
+                serde_urlencoded::to_string([
+                    ("csrf", csrf),
+                    ("scope", scope),
+                    ("target_id", target),
+                ])
+                .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.unwrap()
     }
 
     /// GET returning the body as text (receipts and exports are verified byte for byte).
@@ -510,7 +572,14 @@ impl TestApp {
                 erasure::sim::DEFAULT_CLIENT_SECRET,
             )
             .env("ERASURE_UPSTREAM_MAX_RPS", "200")
-            .env("ERASURE_PSEUDONYM_KEY", self.keys.pseudonym.to_hex())
+            .env(
+                "ERASURE_PSEUDONYM_KEY",
+                self.keys
+                    .pseudonym
+                    .as_ref()
+                    .map(|k| k.to_hex())
+                    .unwrap_or_default(),
+            )
             .env("ERASURE_SIGNING_KEY", self.keys.signing.to_hex())
             .env("ERASURE_DATA_KEY", self.keys.data.to_hex())
             .env("ERASURE_POLL_MS", "100")
@@ -530,6 +599,42 @@ impl TestApp {
             r.stop().await.unwrap();
         }
     }
+}
+
+/// A hash of an audit answer (a root, a proof step): base64 of 32 bytes.
+pub fn hash_of(v: &Value) -> [u8; 32] {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+/// The consistency proof between two checkpoints (`GET /v1/audit/checkpoint` answers), checked
+/// with the verifier's own code: the later log extends the earlier. Answers the proof.
+pub async fn assert_log_extends(app: &TestApp, first: &Value, second: &Value) -> Vec<[u8; 32]> {
+    let (m, n) = (
+        first["size"].as_u64().unwrap(),
+        second["size"].as_u64().unwrap(),
+    );
+    let (status, proof) = app
+        .get(
+            &format!("/v1/audit/consistency?from={m}&to={n}"),
+            &app.auditor,
+        )
+        .await;
+    assert_eq!(status, 200, "{proof}");
+    let hashes: Vec<[u8; 32]> = proof["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(hash_of)
+        .collect();
+    let (r1, r2) = (hash_of(&first["root_hash"]), hash_of(&second["root_hash"]));
+    erasure::audit::merkle::verify_consistency(m, n, &r1, &r2, &hashes)
+        .expect("the newer log extends the older");
+    hashes
 }
 
 /// A child process killed when the test ends, even when it panics.

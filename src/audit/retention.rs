@@ -1,0 +1,102 @@
+//! Retention of erasure records: once every request made under a pseudonym epoch is closed, and
+//! it and the epoch ended more than `ERASURE_RETENTION_DAYS` ago, the epoch's key is destroyed
+//! (`store::epochs::destroy_if_expired`), with a `pseudonym_epoch_destroyed` audit entry naming
+//! the epoch and how many requests it covered. The requests, their states, times and the audit
+//! log stay as they are, and every receipt, export and proof still verifies; nothing links them
+//! to a person any more. Run daily by the workers and by `erasure retention run [--as-of]`; any
+//! number of runs at once destroy each epoch once.
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::pseudonym::Pseudonymizer;
+use super::seal::Sealer;
+use crate::config::RetentionSettings;
+use crate::store::{Db, epochs};
+
+/// What the status page and the report say of the retention: how long records are kept and
+/// since when they are held.
+pub fn statement(retention_days: u32, f: &epochs::Figures) -> String {
+    let since = f.oldest_live_start.map_or_else(
+        || "none yet".to_string(),
+        |t| t.format("%Y-%m-%d").to_string(),
+    );
+    format!(
+        "Retention: erasure records can be linked to their target for {retention_days} days after \
+         their request closes; then the key of their pseudonym epoch is destroyed. Oldest live \
+         pseudonym epoch: started {since} ({} live, {} destroyed).",
+        f.live, f.destroyed
+    )
+}
+
+/// An epoch this run destroyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destroyed {
+    pub epoch: i32,
+    /// Requests pseudonymised under it.
+    pub requests: i64,
+}
+
+/// Destroys every epoch past its retention as of `as_of` (normally now).
+pub async fn run_once(
+    db: &Db,
+    retention_days: u32,
+    as_of: DateTime<Utc>,
+) -> anyhow::Result<Vec<Destroyed>> {
+    let cutoff = as_of - chrono::Duration::days(i64::from(retention_days));
+    let mut destroyed = Vec::new();
+    for epoch in epochs::ended_by(db, cutoff).await? {
+        if let Some(requests) =
+            epochs::destroy_if_expired(db, epoch, cutoff, retention_days, as_of).await?
+        {
+            tracing::info!(epoch, requests, "pseudonym epoch destroyed (retention)");
+            destroyed.push(Destroyed { epoch, requests });
+        }
+    }
+    if !destroyed.is_empty() {
+        compact(db).await;
+    }
+    Ok(destroyed)
+}
+
+/// Rewrites `pseudonym_epochs` so that the destroyed keys leave its file too; it waits for its lock
+/// only briefly (`store::epochs::compact`), so it tries a few times.
+async fn compact(db: &Db) {
+    for attempt in 1..=5 {
+        match epochs::compact(db).await {
+            Ok(()) => return,
+            Err(e) if attempt == 5 => {
+                tracing::warn!(error = %e, "pseudonym_epochs not compacted: run VACUUM FULL on it")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await,
+        }
+    }
+}
+
+/// Runs the retention every `settings.run_every` (first at start), then reloads this process's
+/// keys at once when it destroyed one.
+pub async fn run(
+    db: Db,
+    sealer: Sealer,
+    pseudonyms: Pseudonymizer,
+    settings: RetentionSettings,
+    stop: CancellationToken,
+) {
+    let Some(every) = settings.run_every else {
+        return;
+    };
+    loop {
+        match run_once(&db, settings.retention_days, Utc::now()).await {
+            Ok(destroyed) if !destroyed.is_empty() => {
+                super::epochs::refresh_or_warn(&db, &sealer, &pseudonyms, settings.epoch_days)
+                    .await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "retention run failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
