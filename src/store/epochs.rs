@@ -10,7 +10,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 
 use super::Db;
-use super::audit::{self, Entry};
+use super::audit;
 use super::requests::closed_states;
 
 /// An SQL condition on `erasure_requests` (or a row with `subject_ref`): its pseudonym was made
@@ -203,22 +203,13 @@ pub async fn destroy_if_expired(
     if destroyed.rows_affected() != 1 {
         return Ok(None);
     }
-    audit::append(
-        &mut tx,
-        Entry {
-            request_id: None,
-            subject_ref: None,
-            actor: "retention",
-            event: DESTROYED_EVENT,
-            data: json!({
-                "epoch": version,
-                "requests": requests,
-                "retention_days": retention_days,
-                "as_of": as_of,
-            }),
-        },
-    )
-    .await?;
+    let data = json!({
+        "epoch": version,
+        "requests": requests,
+        "retention_days": retention_days,
+        "as_of": as_of,
+    });
+    audit::append_unlinked(&mut tx, "retention", DESTROYED_EVENT, data).await?;
     tx.commit().await?;
     Ok(Some(requests))
 }
