@@ -133,6 +133,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| "1".into());
     println!("erasure demo is running.");
     println!("  API:            http://{addr}");
+    println!("  console:        http://{addr}/ (sign in with the admin API key below)");
     println!("  Swagger UI:     http://{addr}/swagger-ui/");
     println!(
         "  simulator:      {} ({} fake users seeded)",
