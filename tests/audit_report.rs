@@ -35,13 +35,7 @@ fn figure(html: &str, label: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_counts_the_period_and_renders_in_chromium() {
     let app = TestApp::spawn(Options::default()).await;
-    let users: Vec<String> = app
-        .sim
-        .seeded()
-        .users
-        .iter()
-        .map(|u| u.id.clone())
-        .collect();
+    let users = app.user_ids();
     for u in &users[..3] {
         let id = app.submit("user", u).await;
         app.wait_state(&id, "completed", 20).await;

@@ -15,7 +15,6 @@ use std::time::Duration;
 use common::{Options, TestApp};
 use driver::{Browser, ENTER};
 use erasure::config::ApprovalPolicy;
-use serde_json::json;
 
 /// Whether `page` holds `id` as a token of its own (the simulator's ids are short numbers, which
 /// a request id or a time may contain).
@@ -142,16 +141,8 @@ async fn an_officer_submits_one_erasure_and_a_file_and_may_not_decide() {
 
     // A file of 200 lines: 190 new, 4 duplicates (of lines above, or of an open request),
     // 6 invalid. The open request is one held back by its not-before time.
+    let open_id = app.submit_later("account", "987654321012").await;
     let later = (chrono::Utc::now() + chrono::Duration::days(300)).to_rfc3339();
-    let (status, open) = app
-        .post(
-            "/v1/erasure-requests",
-            &app.requester,
-            json!({"scope": "account", "target_id": "987654321012", "not_before": later}),
-        )
-        .await;
-    assert_eq!(status, 202, "{open}");
-    let open_id = open["id"].as_str().unwrap().to_string();
     let csv = common::upload_of_200(7_000_000, "987654321012", &later);
     let file = std::env::temp_dir().join(format!("erasure-upload-{}.csv", uuid::Uuid::new_v4()));
     std::fs::write(&file, &csv).unwrap();
@@ -210,16 +201,7 @@ async fn an_approver_approves_holds_releases_extends_and_restores() {
     let connection = &seeded.users[1].connections[0];
     let account = connection.channels[0].accounts[0].clone();
     let waiting = app.submit("account", &account).await;
-    let later = (chrono::Utc::now() + chrono::Duration::days(300)).to_rfc3339();
-    let (status, created) = app
-        .post(
-            "/v1/erasure-requests",
-            &app.requester,
-            json!({"scope": "user", "target_id": seeded.users[2].id, "not_before": later}),
-        )
-        .await;
-    assert_eq!(status, 202, "{created}");
-    let held = created["id"].as_str().unwrap().to_string();
+    let held = app.submit_later("user", &seeded.users[2].id).await;
     let secrets = [
         account.as_str(),
         seeded.users[2].id.as_str(),
@@ -317,13 +299,7 @@ async fn an_approver_approves_holds_releases_extends_and_restores() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auditor_reads_the_report_and_downloads_an_export_and_a_receipt_that_verify() {
     let app = TestApp::spawn(Options::default()).await;
-    let users: Vec<String> = app
-        .sim
-        .seeded()
-        .users
-        .iter()
-        .map(|u| u.id.clone())
-        .collect();
+    let users = app.user_ids();
     let mut done = Vec::new();
     for u in &users[..3] {
         done.push(app.submit("user", u).await);

@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use common::console::Console;
 use common::{Options, TestApp};
 use erasure::audit::seal::Sealer;
 use erasure::config::RetentionSettings;
@@ -173,13 +174,7 @@ fn pg_dump(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_destroys_expired_epochs_once_and_everything_still_verifies() {
     let app = TestApp::spawn(Options::default()).await;
-    let users: Vec<String> = app
-        .sim
-        .seeded()
-        .users
-        .iter()
-        .map(|u| u.id.clone())
-        .collect();
+    let users = app.user_ids();
     let account = app.seed_accounts(1)[0].clone();
 
     // Epoch 1 is the configured key, migrated; 100 days later epoch 2 starts (random).
@@ -206,21 +201,12 @@ async fn retention_destroys_expired_epochs_once_and_everything_still_verifies() 
     .unwrap();
     assert!(guarded > 0, "the guard keeps the account's pseudonyms");
 
-    // 100 days later, epoch 3: one erasure completed, one open (not before next month).
+    // 100 days later, epoch 3: one erasure completed, one open (held back by its not-before time).
     days_pass(&app, 100).await;
     wait_for_epoch(&app, 3).await;
     let b = app.submit("user", &users[0]).await;
     app.wait_state(&b, "completed", 30).await;
-    let later = (Utc::now() + chrono::Duration::days(30)).to_rfc3339();
-    let (status, c) = app
-        .post(
-            "/v1/erasure-requests",
-            &app.requester,
-            json!({"scope": "user", "target_id": users[1], "not_before": later}),
-        )
-        .await;
-    assert_eq!(status, 202, "{c}");
-    let c = c["id"].as_str().unwrap().to_string();
+    let c = app.submit_later("user", &users[1]).await;
     assert!(lookup(&app, "account", &account).await["erased"] == true);
 
     // 100 days later, epoch 4 is current.
@@ -350,7 +336,13 @@ async fn retention_destroys_expired_epochs_once_and_everything_still_verifies() 
             .contains("no record of this target is held within the retention period"),
         "{gone}"
     );
-    let page = app.console_lookup("account", &account).await;
+    let auditor = Console::sign_in(&app, &app.auditor).await;
+    let (_, _, page) = auditor
+        .post(
+            "/requests/search",
+            &[("scope", "account"), ("target_id", &account)],
+        )
+        .await;
     assert!(
         page.contains("no record of this target is held within the retention period")
             && page.contains("Records are kept 1095 days"),
@@ -404,17 +396,7 @@ async fn retention_destroys_expired_epochs_once_and_everything_still_verifies() 
     assert_eq!(destroyed_entries(&app).await.len(), 2);
 
     // The status page and the report state the retention and the oldest live epoch.
-    let cookie = app.sign_in(&app.auditor).await;
-    let page = app
-        .http
-        .get(app.url("/"))
-        .header("Cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, page) = auditor.get("/").await;
     assert!(page.contains("for 1095 days after"), "{page}");
     assert!(
         page.contains("Oldest live pseudonym epoch: started"),

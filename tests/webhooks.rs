@@ -636,13 +636,16 @@ async fn spent_retries_disable_the_subscription_with_an_alert_and_redelivery_res
     let url = start_receiver(receiver.clone());
     let (subscription, secret) = subscribe(&app, &url, &["request.failed"]).await;
     let queued = queue_tests(&app, &subscription, 2).await;
-    // The whole schedule (77.6 h) in about 0.3 s.
+    // The whole schedule (77.6 h) in about 0.3 s. A lease of 30 s (3 × the time-out), far beyond
+    // any stall of a loaded machine: an attempt is sent again only once its lease expired
+    // unrecorded (at least once), which would add one to the count below.
     let worker = app
         .extra_process_with(
             fast_engine(),
             None,
             WebhookSettings {
                 retry_scale: 0.000001,
+                timeout: Duration::from_secs(10),
                 ..fast_webhooks()
             },
         )

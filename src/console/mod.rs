@@ -33,6 +33,17 @@ use crate::store::keys::Principal;
 pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// The templates' own filters (`{{ t|utc }}`), in scope of each page that uses them.
+pub mod filters {
+    use chrono::{DateTime, Utc};
+
+    /// A time as pages show it: `2026-12-03 09:20:42 UTC`.
+    #[askama::filter_fn]
+    pub fn utc(t: &DateTime<Utc>, _: &dyn askama::Values) -> askama::Result<String> {
+        Ok(t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+    }
+}
+
 /// What every signed-in page shows around its content: the navigation by role and the sign-out
 /// form's CSRF token.
 pub struct Chrome {

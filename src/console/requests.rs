@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::dashboard::DueRow;
 use super::session::{self, field, session_or_sign_in};
-use super::{Chrome, Failure, html, render, see_other};
+use super::{Chrome, Failure, filters, html, render, see_other};
 use crate::api::AppState;
 use crate::api::auth::{READERS, allowed};
 use crate::api::error::ApiError;
@@ -311,12 +311,6 @@ struct RequestPage {
     re_erasures: Vec<(Uuid, State)>,
     may_receipt: bool,
     may_restore: bool,
-}
-
-impl RequestPage {
-    fn time(t: &chrono::DateTime<chrono::Utc>) -> String {
-        t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
-    }
 }
 
 fn request_id(text: &str) -> Result<Uuid, Failure> {

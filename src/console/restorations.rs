@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
 
 use super::session::{field, session_or_sign_in};
-use super::{Chrome, Failure, render, see_other};
+use super::{Chrome, Failure, filters, render, see_other};
 use crate::api::AppState;
 use crate::api::auth::READERS;
 use crate::api::error::ApiError;

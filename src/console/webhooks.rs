@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use uuid::Uuid;
 
 use super::session::{Session, field, session_or_sign_in};
-use super::{Chrome, Failure, render, see_other};
+use super::{Chrome, Failure, filters, render, see_other};
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::input;
@@ -89,26 +89,17 @@ struct DetailPage {
     secret: Option<String>,
 }
 
-impl DetailPage {
-    fn time(t: &DateTime<Utc>) -> String {
-        t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
-    }
-}
-
 async fn show_detail(
     state: &AppState,
     session: &Session,
-    id: Uuid,
+    s: Subscription,
     before: Option<i64>,
     done: Option<&'static str>,
     secret: Option<String>,
 ) -> Result<HttpResponse, Failure> {
-    let s = store::get(&state.db, id)
-        .await?
-        .ok_or_else(|| Failure(ApiError::not_found("webhook subscription")))?;
     let page = api::delivery_page(
         state,
-        id,
+        s.id,
         &DeliveryQuery {
             before,
             limit: Some(50),
@@ -154,10 +145,17 @@ pub async fn detail(
 ) -> Result<HttpResponse, Failure> {
     let session = session_or_sign_in!(state, req);
     session.require(&[])?;
-    let id = input::path_id(&path)?;
     let q: DetailQuery = input::query(&req)?;
-    let done = q.done.as_deref().and_then(notice);
-    show_detail(&state, &session, id, q.before, done, None).await
+    let s = api::found(&state, &path).await?;
+    show_detail(
+        &state,
+        &session,
+        s,
+        q.before,
+        q.done.as_deref().and_then(notice),
+        None,
+    )
+    .await
 }
 
 /// Enables, pauses or disables a subscription.
@@ -233,7 +231,7 @@ pub async fn rotate(
     show_detail(
         &state,
         &session,
-        id,
+        rotated.subscription,
         None,
         Some("Rotated: deliveries are signed with the old and the new secret until the overlap ends."),
         Some(rotated.secret),
@@ -264,14 +262,11 @@ pub async fn redeliver(
     let session = session_or_sign_in!(state, req);
     let fields = session.form(&req, &body)?;
     session.require(&[])?;
-    let id = input::path_id(&path)?;
-    if store::get(&state.db, id).await?.is_none() {
-        return Err(Failure(ApiError::not_found("webhook subscription")));
-    }
+    let s = api::found(&state, &path).await?;
     let body = api::Redeliver {
         event_id: field(&fields, "event_id").map(str::to_string),
         since: field(&fields, "since").map(since).transpose()?,
     };
-    api::redeliver_events(&state, id, &body).await?;
-    Ok(see_other(&format!("/webhooks/{id}?done=redeliver")))
+    api::redeliver_events(&state, s.id, &body).await?;
+    Ok(see_other(&format!("/webhooks/{}?done=redeliver", s.id)))
 }

@@ -1,6 +1,8 @@
 //! Test harness: a fresh database per test, the simulator on port 0, the service on port 0.
 #![allow(dead_code)]
 
+pub mod console;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -395,43 +397,6 @@ impl TestApp {
         cookie.split(';').next().unwrap().to_string()
     }
 
-    /// The console's look-up page for a target, as the auditor's browser gets it (the form posted
-    /// with the session cookie, its CSRF token and this origin).
-    pub async fn console_lookup(&self, scope: &str, target: &str) -> String {
-        let cookie = self.sign_in(&self.auditor).await;
-        let page = self
-            .http
-            .get(self.url("/requests"))
-            .header("Cookie", &cookie)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let at = page.find("name=\"csrf\" value=\"").expect("a form") + 19;
-        let csrf = &page[at..at + page[at..].find('"').unwrap()];
-        let r = self
-            .http
-            .post(self.url("/requests/search"))
-            .header("Cookie", &cookie)
-            .header("Origin", self.url("").trim_end_matches('/'))
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(
-                serde_urlencoded::to_string([
-                    ("csrf", csrf),
-                    ("scope", scope),
-                    ("target_id", target),
-                ])
-                .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        r.text().await.unwrap()
-    }
-
     /// GET returning the body as text (receipts and exports are verified byte for byte).
     pub async fn get_text(&self, path: &str, key: &str) -> (u16, String) {
         let r = self
@@ -495,6 +460,31 @@ impl TestApp {
             .await;
         assert_eq!(status, 202, "{body}");
         body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Submits an erasure held back by a not-before time 300 days on, so that it stays open; its
+    /// id.
+    pub async fn submit_later(&self, scope: &str, target: &str) -> String {
+        let later = (chrono::Utc::now() + chrono::Duration::days(300)).to_rfc3339();
+        let (status, body) = self
+            .post(
+                "/v1/erasure-requests",
+                &self.requester,
+                json!({"scope": scope, "target_id": target, "not_before": later}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    /// The ids of the simulator's seeded users.
+    pub fn user_ids(&self) -> Vec<String> {
+        self.sim
+            .seeded()
+            .users
+            .iter()
+            .map(|u| u.id.clone())
+            .collect()
     }
 
     /// Waits until the request reaches `state` (panics after `secs`).
