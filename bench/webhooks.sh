@@ -3,9 +3,10 @@
 # 1. Delivery lag, p50 and p99, from an event's commit to its arrival at a receiver, at RATE
 #    events a second (default 500) for DURATION seconds (default 30), to 1 endpoint and then to 20
 #    (each subscribed to the event: 20 deliveries per event). The events are `at_risk` audit
-#    entries that pgbench commits one by one (the outbox trigger's path, as the engine's sweep
-#    writes them); one `erasure worker` delivers; the receiver (bench/webhook_receiver.py) takes
-#    the lag from each body's `timestamp` (the audit entry's time, just before its commit).
+#    entries with their outbox rows (one per subscription, as `store::audit::append_all` writes
+#    them) that pgbench commits one by one; one `erasure worker` delivers; the receiver
+#    (bench/webhook_receiver.py) takes the lag from each body's `timestamp` (the outbox row's
+#    time, just before its commit).
 # 2. The outbox's cost per erasure: N account erasures (default 2,000) with one subscription to
 #    `request.completed`: outbox and delivery-log rows per erasure, and the WAL of the records
 #    that touch the webhook tables and their indexes (pg_walinspect, so that what other databases
@@ -66,6 +67,10 @@ RID=$(q "insert into erasure_requests (id, scope, subject_ref, state, received_a
 cat >"$BENCH_OUT/event.sql" <<SQL
 insert into audit_entries (request_id, subject_ref, actor, event, data)
 values ('$RID', 'k1:bench', 'engine', 'at_risk', '{"due_at": null, "days_left": 3}');
+insert into webhook_events (id, subscription_id, event_type, payload)
+select 'msg_' || replace(gen_random_uuid()::text, '-', ''), s.id, 'request.at_risk',
+    jsonb_build_object('request_id', '$RID', 'state', 'cancelled', 'days_left', 3)
+from webhook_subscriptions s where s.state <> 'disabled' and 'request.at_risk' = any(s.event_types);
 SQL
 
 subscribed=0

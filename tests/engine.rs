@@ -626,3 +626,152 @@ async fn requests_stored_by_earlier_releases_with_all_their_steps_complete_too()
     worker.stop().await.unwrap();
     app.stop().await;
 }
+
+/// Polls the request until `check` holds on it.
+async fn wait_request(
+    app: &TestApp,
+    id: &str,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = app
+            .get(&format!("/v1/erasure-requests/{id}"), &app.auditor)
+            .await;
+        if check(&body) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {body:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 32, hole 4: during an outage a request sits in progress with nothing deleted; a legal
+/// hold or a cancellation must still stop it, until its first DELETE has been sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_and_cancel_stop_an_erasure_in_progress_until_its_delete_is_sent() {
+    let app = TestApp::spawn(Options::default()).await;
+    // The aggregator is down for reads: the inventories fail and are tried again.
+    app.sim
+        .set_faults(Faults {
+            error_rate: 1.0,
+            error_statuses: vec![503],
+            methods: vec!["GET".into()],
+            ..Faults::default()
+        })
+        .unwrap();
+    let users = app.user_ids();
+    let held = app.submit("user", &users[0]).await;
+    let cancelled = app.submit("user", &users[1]).await;
+    for id in [&held, &cancelled] {
+        wait_request(&app, id, "in progress with a failed inventory", |r| {
+            r["state"] == "in_progress" && r["steps"][0]["attempts"].as_i64() >= Some(2)
+        })
+        .await;
+    }
+    let (status, body) = app
+        .post(
+            &format!("/v1/erasure-requests/{held}/hold"),
+            &app.approver,
+            json!({"legal_basis": "art17_3_e", "note": "litigation hold"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "on_hold");
+    let (status, body) = app
+        .post(
+            &format!("/v1/erasure-requests/{cancelled}/cancel"),
+            &app.requester,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "cancelled");
+
+    // The aggregator comes back: the held request's inventory (in flight or due) may finish,
+    // and then its delete waits, paused; the cancelled one does nothing more.
+    app.sim.set_faults(Faults::default()).unwrap();
+    wait_request(&app, &held, "the held request settles", |r| {
+        r["state"] == "on_hold"
+            && r["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["state"] != "running" && s["state"] != "ready")
+    })
+    .await;
+    // Long enough for a worker to have taken any step that were claimable.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let deletes = |app: &TestApp| {
+        app.api_calls()
+            .iter()
+            .filter(|c| c.method == "DELETE")
+            .count()
+    };
+    assert_eq!(deletes(&app), 0, "no DELETE while held or after cancelling");
+    let (_, r) = app
+        .get(&format!("/v1/erasure-requests/{held}"), &app.auditor)
+        .await;
+    assert_eq!(r["state"], "on_hold", "{r:#}");
+    let (_, r) = app
+        .get(&format!("/v1/erasure-requests/{cancelled}"), &app.auditor)
+        .await;
+    assert_eq!(r["state"], "cancelled", "{r:#}");
+    assert!(
+        r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "cancelled" || s["state"] == "succeeded"),
+        "{r:#}"
+    );
+
+    // Released, the held erasure goes on from where it was and completes.
+    let (status, body) = app
+        .post(
+            &format!("/v1/erasure-requests/{held}/release"),
+            &app.approver,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.wait_state(&held, "completed", 30).await;
+    assert_eq!(deletes(&app), 1);
+
+    // Once a DELETE was sent (here it fails, and is tried again), neither stops it any more.
+    app.sim
+        .set_faults(Faults {
+            error_rate: 1.0,
+            error_statuses: vec![503],
+            methods: vec!["DELETE".into()],
+            ..Faults::default()
+        })
+        .unwrap();
+    let sent = app.submit("user", &users[2]).await;
+    wait_request(&app, &sent, "a delete that failed", |r| {
+        r["steps"][1]["attempts"].as_i64() >= Some(1) && r["steps"][1]["state"] != "running"
+    })
+    .await;
+    for (action, key, body) in [
+        (
+            "hold",
+            &app.approver,
+            json!({"legal_basis": "art17_3_e", "note": "litigation hold"}),
+        ),
+        ("cancel", &app.requester, json!({})),
+    ] {
+        let (status, answer) = app
+            .post(&format!("/v1/erasure-requests/{sent}/{action}"), key, body)
+            .await;
+        assert_eq!(status, 409, "{action}: {answer}");
+        assert_eq!(answer["error"], "deletion_sent", "{answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains("already sent"),
+            "{answer}"
+        );
+    }
+    app.sim.set_faults(Faults::default()).unwrap();
+    app.wait_state(&sent, "completed", 30).await;
+    app.stop().await;
+}

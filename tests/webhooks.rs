@@ -17,6 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use common::{KillOnDrop, Options, TestApp, fast_engine, fast_webhooks};
 use erasure::config::WebhookSettings;
+use erasure::domain::events::{Event, ResurrectionData, ReverificationFailedData, data_of};
 use erasure::sim::SeedRequest;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -835,7 +836,7 @@ async fn holds_at_risk_and_overdue_requests_are_told_with_their_due_date_and_not
         "once"
     );
     // The guard's and the restorations' entries, as they write them (src/store/guard.rs,
-    // src/guard/reverify.rs, src/store/restorations.rs), into the same trigger.
+    // src/guard/reverify.rs, src/store/restorations.rs), through the one write point.
     let (status, restoration) = app
         .post(
             "/v1/restorations",
@@ -845,34 +846,49 @@ async fn holds_at_risk_and_overdue_requests_are_told_with_their_due_date_and_not
         .await;
     assert_eq!(status, 202, "{restoration}");
     let re_erasure = uuid::Uuid::now_v7();
+    let original: uuid::Uuid = ids[0].parse().unwrap();
+    let mut conn = app.db.acquire().await.unwrap();
     for (request, event, data) in [
         (
-            Some(&ids[0]),
-            "resurrection_detected",
-            json!({"re_erasure_request": re_erasure}),
+            Some(original),
+            Event::ResurrectionDetected,
+            data_of(&ResurrectionData {
+                source: "guard".into(),
+                listed_status: None,
+                erased_by_request: original,
+                re_erasure_request: Some(re_erasure),
+                recurring_on_connection: false,
+            }),
         ),
         (
-            Some(&ids[0]),
-            "reverification_failed",
-            json!({"re_erasure_request": re_erasure}),
+            Some(original),
+            Event::ReverificationFailed,
+            data_of(&ReverificationFailedData {
+                source: "reverification".into(),
+                scope: erasure::domain::Scope::User,
+                re_erasure_request: Some(re_erasure),
+            }),
         ),
         (
             None,
-            "restoration_completed",
+            Event::RestorationCompleted,
             json!({"restoration": restoration["id"]}),
         ),
     ] {
-        sqlx::query(
-            "insert into audit_entries (request_id, subject_ref, actor, event, data) \
-             values ($1::uuid, 'k1:x', 'guard', $2, $3)",
+        erasure::store::audit::append(
+            &mut conn,
+            erasure::store::audit::Entry {
+                request_id: request,
+                subject_ref: Some("k1:x"),
+                actor: "guard",
+                event,
+                data,
+            },
         )
-        .bind(request)
-        .bind(event)
-        .bind(data)
-        .execute(&app.db)
         .await
         .unwrap();
     }
+    drop(conn);
     let worker = app
         .extra_process_with(fast_engine(), None, fast_webhooks())
         .await;

@@ -286,7 +286,17 @@ pub async fn export(
             } in rows
             {
                 if csv {
-                    chunk.push_str(&csv_line(leaf_index, &leaf, &leaf_hash));
+                    match csv_line(leaf_index, &leaf, &leaf_hash) {
+                        Ok(line) => chunk.push_str(&line),
+                        // A leaf that cannot be written fails the stream: never a blank row.
+                        Err(e) => {
+                            tracing::error!(leaf_index, error = %e, "export stream failed");
+                            return Some((
+                                Err(actix_web::error::ErrorInternalServerError("export failed")),
+                                None,
+                            ));
+                        }
+                    }
                 } else {
                     chunk.push_str(&json!({"leaf_index": leaf_index, "leaf": leaf}).to_string());
                     chunk.push('\n');
@@ -316,8 +326,9 @@ pub async fn export(
         .streaming(body))
 }
 
-fn csv_line(index: i64, leaf: &str, hash: &[u8]) -> String {
-    let entry: Value = serde_json::from_str(leaf).unwrap_or(Value::Null);
+/// One leaf as a CSV row; an error when the leaf is not JSON (the log holds only JSON leaves).
+fn csv_line(index: i64, leaf: &str, hash: &[u8]) -> anyhow::Result<String> {
+    let entry: Value = serde_json::from_str(leaf)?;
     let field = |name: &str| match &entry[name] {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
@@ -326,7 +337,7 @@ fn csv_line(index: i64, leaf: &str, hash: &[u8]) -> String {
     let mut writer = csv::WriterBuilder::new()
         .has_headers(false)
         .from_writer(vec![]);
-    let _ = writer.write_record([
+    writer.write_record([
         index.to_string(),
         field("at"),
         field("request_id"),
@@ -335,8 +346,8 @@ fn csv_line(index: i64, leaf: &str, hash: &[u8]) -> String {
         field("event"),
         field("data"),
         hex::encode(hash),
-    ]);
-    String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
+    ])?;
+    Ok(String::from_utf8(writer.into_inner()?)?)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -73,7 +73,7 @@ pub struct AppState {
         health::healthz, health::readyz, metrics::metrics,
     ),
     components(schemas(requests::HoldBody, requests::ExtendBody, requests::NoteBody, requests::ActionName)),
-    modifiers(&BearerAuth, &CommonResponses),
+    modifiers(&BearerAuth, &CommonResponses, &Webhooks),
     tags((name = "erasure requests"), (name = "subjects"), (name = "restorations"), (name = "audit"), (name = "webhooks"), (name = "operations"))
 )]
 pub struct ApiDoc;
@@ -92,6 +92,99 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The document's `webhooks` (OpenAPI 3.1): one entry per type a subscription may ask for, its
+/// body the envelope `{type, timestamp, data}` with `data` made from the same types as the
+/// outbox's payloads (`domain::events`), signed as Standard Webhooks.
+struct Webhooks;
+
+impl Modify for Webhooks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use crate::domain::events::{
+            RequestEventData, RestorationAccounts, RestorationEventData, WebhookType,
+        };
+        use utoipa::PartialSchema;
+        use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+        use utoipa::openapi::request_body::RequestBodyBuilder;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{
+            ContentBuilder, PathItem, PathsBuilder, Ref, Required, ResponseBuilder,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, schema) in [
+            ("RequestEventData", RequestEventData::schema()),
+            ("RestorationEventData", RestorationEventData::schema()),
+            ("RestorationAccounts", RestorationAccounts::schema()),
+        ] {
+            components.schemas.insert(name.to_string(), schema);
+        }
+        let mut paths = PathsBuilder::new();
+        for kind in WebhookType::all() {
+            let data = if kind.is_restoration() {
+                "RestorationEventData"
+            } else {
+                "RequestEventData"
+            };
+            let envelope = ObjectBuilder::new()
+                .property(
+                    "type",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([kind.as_str()])),
+                )
+                .required("type")
+                .property(
+                    "timestamp",
+                    ObjectBuilder::new().schema_type(Type::String).format(Some(
+                        utoipa::openapi::SchemaFormat::KnownFormat(
+                            utoipa::openapi::KnownFormat::DateTime,
+                        ),
+                    )),
+                )
+                .required("timestamp")
+                .property("data", Ref::from_schema_name(data))
+                .required("data");
+            let header = |name: &str, what: &str| {
+                ParameterBuilder::new()
+                    .name(name)
+                    .parameter_in(ParameterIn::Header)
+                    .required(Required::True)
+                    .description(Some(what))
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                    .build()
+            };
+            let operation = OperationBuilder::new()
+                .summary(Some(kind.describe()))
+                .tag("webhooks")
+                .parameter(header(
+                    "webhook-id",
+                    "The event's id, the same at every attempt.",
+                ))
+                .parameter(header("webhook-timestamp", "Unix seconds of this attempt."))
+                .parameter(header(
+                    "webhook-signature",
+                    "`v1,<base64 HMAC-SHA256 of id.timestamp.body>` (Standard Webhooks).",
+                ))
+                .request_body(Some(
+                    RequestBodyBuilder::new()
+                        .content(
+                            "application/json",
+                            ContentBuilder::new().schema(Some(envelope)).build(),
+                        )
+                        .required(Some(Required::True))
+                        .build(),
+                ))
+                .response(
+                    "2XX",
+                    ResponseBuilder::new()
+                        .description("Received; any other answer is retried on the schedule."),
+                )
+                .build();
+            paths = paths.path(kind.as_str(), PathItem::new(HttpMethod::Post, operation));
+        }
+        openapi.webhooks = Some(paths.build());
     }
 }
 

@@ -17,14 +17,12 @@ use super::auth::{Caller, READERS};
 use super::error::{ApiError, ErrorBody};
 use super::input;
 use super::subjects;
-use crate::config::ApprovalPolicy;
+use crate::domain::actions::{self, Ask, Details};
 use crate::domain::validate::{self, TargetId};
 use crate::domain::{Action, LegalBasis, Role, Scope, State};
 use crate::store::intake::Submission;
 use crate::store::keys::Principal;
-use crate::store::requests::{
-    self, ActionInput, ErasureRequest, Inserted, ListFilter, NewRequest, Origin, Refusal,
-};
+use crate::store::requests::{self, ErasureRequest, Inserted, ListFilter, NewRequest, Refusal};
 use crate::store::{self, audit, idempotency};
 
 /// A new erasure request. `target_id` is the upstream id; it is never returned.
@@ -72,7 +70,7 @@ impl AppState {
         // Time-ordered (UUIDv7): each insert lands at the right edge of the indexes keyed by
         // request id instead of on a random page (BENCHMARKS.md, "time-ordered request ids").
         let id = Uuid::now_v7();
-        let needs_approval = second_person_decides(self.approval, item.scope);
+        let needs_approval = actions::second_person_decides(self.approval, item.scope);
         Ok(NewRequest {
             id,
             scope: item.scope,
@@ -87,47 +85,6 @@ impl AppState {
             },
         })
     }
-}
-
-/// Whether the approval policy wants a second person to decide about requests of `scope`: to
-/// approve them, and to hold, release or extend them.
-fn second_person_decides(policy: ApprovalPolicy, scope: Scope) -> bool {
-    match policy {
-        ApprovalPolicy::None => false,
-        ApprovalPolicy::UserScope => scope == Scope::User,
-        ApprovalPolicy::All => true,
-    }
-}
-
-/// Refuses hold, release and extend by the key that submitted the request when the policy says
-/// a second person decides (approve is refused the same way by the store).
-async fn refuse_own_decision(
-    state: &AppState,
-    id: Uuid,
-    action: Action,
-    key_id: Uuid,
-) -> Result<(), ApiError> {
-    if !matches!(action, Action::Hold | Action::Release | Action::Extend) {
-        return Ok(());
-    }
-    let Some(Origin {
-        requested_by,
-        scope,
-    }) = requests::origin(&state.db, id).await?
-    else {
-        return Ok(()); // the store answers 404
-    };
-    if second_person_decides(state.approval, scope) && requested_by == key_id {
-        return Err(ApiError::client(
-            StatusCode::FORBIDDEN,
-            "approver_is_requester",
-            format!(
-                "a second person must {}: this key submitted the request",
-                action.as_str()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn duplicate(existing: Uuid) -> ApiError {
@@ -857,13 +814,13 @@ pub async fn act(
 ) -> Result<HttpResponse, ApiError> {
     let (id, action) = path.into_inner();
     let action = action_named(&action)?;
-    let principal = caller.require(action_roles(action))?;
+    let principal = caller.require(action.roles())?;
     let id = input::path_id(&id)?;
     let bytes = input::body(payload, input::MAX_BODY).await?;
     let optional = !matches!(action, Action::Hold | Action::Extend);
     input::require_json(&req, &bytes, optional)?;
-    let input_data = action_input(&state, action, &bytes)?;
-    Ok(HttpResponse::Ok().json(perform(&state, principal, id, action, input_data).await?))
+    let details = action_details(action, &bytes)?;
+    Ok(HttpResponse::Ok().json(perform(&state, principal, id, action, details).await?))
 }
 
 /// An action by its name in the path.
@@ -883,97 +840,106 @@ pub fn action_named(name: &str) -> Result<Action, ApiError> {
     })
 }
 
-/// Who may take an action (admin always may).
-pub fn action_roles(action: Action) -> &'static [Role] {
-    match action {
-        Action::Cancel => &[Role::Requester],
-        _ => &[Role::Approver],
-    }
-}
-
 /// An action's JSON body, validated: `HoldBody` for hold, `ExtendBody` for extend, an optional
 /// `NoteBody` otherwise.
-pub fn action_input(
-    state: &AppState,
-    action: Action,
-    bytes: &[u8],
-) -> Result<ActionInput, ApiError> {
-    let mut input_data = ActionInput::default();
-    match action {
+pub fn action_details(action: Action, bytes: &[u8]) -> Result<Details, ApiError> {
+    let note = |text: &str, field: &str| {
+        validate::free_text(text, 500).map_err(|why| ApiError::field(field, why))
+    };
+    Ok(match action {
         Action::Hold => {
             let body: HoldBody = input::json_object(bytes)?;
-            input_data.legal_basis = Some(body.legal_basis.as_str());
-            input_data.note = Some(
-                validate::free_text(&body.note, 500).map_err(|why| ApiError::field("note", why))?,
-            );
+            Details {
+                legal_basis: Some(body.legal_basis),
+                note: Some(note(&body.note, "note")?),
+                months: None,
+            }
         }
         Action::Extend => {
             let body: ExtendBody = input::json_object(bytes)?;
             if !(1..=2).contains(&body.months) {
                 return Err(ApiError::field("months", "must be 1 or 2"));
             }
-            input_data.months = Some(body.months);
-            input_data.at_risk_days = state.at_risk_days;
-            input_data.note = Some(
-                validate::free_text(&body.reason, 500)
-                    .map_err(|why| ApiError::field("reason", why))?,
-            );
+            Details {
+                legal_basis: None,
+                note: Some(note(&body.reason, "reason")?),
+                months: Some(body.months),
+            }
         }
         _ => {
             let body: NoteBody = input::json_or_default(bytes)?;
-            if let Some(note) = body.note {
-                input_data.note = Some(
-                    validate::free_text(&note, 500).map_err(|why| ApiError::field("note", why))?,
-                );
+            Details {
+                note: body.note.as_deref().map(|n| note(n, "note")).transpose()?,
+                ..Details::default()
             }
         }
-    }
-    Ok(input_data)
+    })
 }
 
 /// Applies a validated action for `principal` (whose role the caller checked with
-/// `action_roles`) and answers the request as it now is.
+/// `Action::roles`) and answers the request as it now is.
 pub async fn perform(
     state: &AppState,
     principal: &Principal,
     id: Uuid,
     action: Action,
-    input_data: ActionInput,
+    details: Details,
 ) -> Result<ErasureRequest, ApiError> {
-    refuse_own_decision(state, id, action, principal.key_id).await?;
-    match requests::act(&state.db, id, action, principal.key_id, input_data).await? {
+    let ask = Ask {
+        action,
+        actor: principal.key_id,
+        policy: state.approval,
+        details,
+    };
+    match requests::act(&state.db, id, &ask, state.at_risk_days).await? {
         // These make the request's paused or failed step ready again.
-        Ok(()) if matches!(action, Action::Approve | Action::Release | Action::Retry) => {
+        Ok(State::Queued | State::InProgress)
+            if matches!(action, Action::Approve | Action::Release | Action::Retry) =>
+        {
             state.ready.ring()
         }
-        Ok(()) => {}
+        Ok(_) => {}
         Err(Refusal::NotFound) => return Err(ApiError::not_found("erasure request")),
-        Err(Refusal::InvalidTransition(from)) => {
-            return Err(ApiError::conflict(
-                "invalid_transition",
-                format!(
-                    "cannot {} a request that is {}",
-                    action.as_str(),
-                    from.as_str()
-                ),
-            )
-            .with_details(json!({"state": from})));
-        }
-        Err(Refusal::ApproverIsRequester) => {
-            return Err(ApiError::client(
-                StatusCode::FORBIDDEN,
-                "approver_is_requester",
-                "a second person must approve: this key submitted the request",
-            ));
-        }
-        Err(Refusal::ExtensionTooLong { already }) => {
-            return Err(ApiError::field(
-                "months",
-                format!("at most 2 months of extension in total; {already} already granted"),
-            ));
-        }
+        Err(Refusal::Denied(refusal)) => return Err(refused(action, refusal)),
     }
     requests::get(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("erasure request"))
+}
+
+/// The answer to an action the domain refused.
+fn refused(action: Action, refusal: actions::Refusal) -> ApiError {
+    use actions::Refusal::*;
+    match refusal {
+        InvalidTransition(from) => ApiError::conflict(
+            "invalid_transition",
+            format!(
+                "cannot {} a request that is {}",
+                action.as_str(),
+                from.as_str()
+            ),
+        )
+        .with_details(json!({"state": from})),
+        DeletionSent(_) => ApiError::conflict(
+            "deletion_sent",
+            format!(
+                "cannot {} this request: its deletion was already sent to the aggregator",
+                action.as_str()
+            ),
+        )
+        .with_details(json!({"state": State::InProgress})),
+        ApproverIsRequester(_) => ApiError::client(
+            StatusCode::FORBIDDEN,
+            "approver_is_requester",
+            format!(
+                "a second person must {}: this key submitted the request",
+                action.as_str()
+            ),
+        ),
+        LegalBasisRequired => ApiError::field("legal_basis", "a hold names its legal basis"),
+        ExtensionTooLong { already } => ApiError::field(
+            "months",
+            format!("at most 2 months of extension in total; {already} already granted"),
+        ),
+    }
 }

@@ -19,7 +19,7 @@ use crate::domain::{Role, validate};
 use crate::store::audit;
 use crate::store::keys::Principal;
 use crate::store::webhooks::{self as store, Changes, Delivery, Subscription, SubscriptionState};
-use crate::webhooks::{EVENT_TYPES, sign, target};
+use crate::webhooks::{event_types as known_types, sign, target};
 
 /// The longest overlap of a rotated secret: 7 days.
 const MAX_OVERLAP_SECS: u64 = 7 * 24 * 3600;
@@ -146,18 +146,18 @@ fn event_types(types: &[String]) -> Result<Vec<String>, ApiError> {
     }
     let mut seen = BTreeSet::new();
     for t in types {
-        if !EVENT_TYPES.contains(&t.as_str()) {
+        if !known_types().any(|known| known == t) {
+            let all: Vec<&str> = known_types().collect();
             return Err(ApiError::field(
                 "event_types",
-                format!("each must be one of {}", EVENT_TYPES.join(", ")),
+                format!("each must be one of {}", all.join(", ")),
             ));
         }
         seen.insert(t.clone());
     }
-    Ok(EVENT_TYPES
-        .iter()
-        .filter(|t| seen.contains(**t))
-        .map(|t| t.to_string())
+    Ok(known_types()
+        .filter(|t| seen.contains(*t))
+        .map(str::to_string)
         .collect())
 }
 

@@ -167,7 +167,7 @@ async fn sequence(tx: &mut PgConnection) -> anyhow::Result<u64> {
             if seq.contains_key(&r) {
                 continue;
             }
-            if e.event == "received" {
+            if e.event == crate::domain::events::Event::Received.as_str() {
                 seq.insert(r, 0);
             } else {
                 unseen.push(r);

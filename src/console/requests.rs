@@ -15,9 +15,7 @@ use super::{Chrome, Failure, filters, html, render, see_other};
 use crate::api::AppState;
 use crate::api::auth::{READERS, allowed};
 use crate::api::error::ApiError;
-use crate::api::requests::{
-    self as api, BatchResult, CreateRequest, ListQuery, action_named, action_roles,
-};
+use crate::api::requests::{self as api, BatchResult, CreateRequest, ListQuery, action_named};
 use crate::api::subjects::{self, LookupBody, LookupResult};
 use crate::domain::{Action, LegalBasis, Role, Scope, State};
 use crate::store;
@@ -334,7 +332,7 @@ fn actions_for(principal: &crate::store::keys::Principal, now: State) -> Vec<Act
         Action::Cancel,
     ]
     .into_iter()
-    .filter(|a| allowed(principal, action_roles(*a)) && a.allowed_from().contains(&now))
+    .filter(|a| allowed(principal, a.roles()) && a.allowed_from().contains(&now))
     .collect()
 }
 
@@ -413,7 +411,7 @@ pub async fn confirm(
     let session = session_or_sign_in!(state, req);
     let (id, action) = path.into_inner();
     let action = action_named(&action)?;
-    session.require(action_roles(action))?;
+    session.require(action.roles())?;
     let id = request_id(&id)?;
     let r = request_or_404(&state, id).await?;
     render(&ConfirmPage {
@@ -444,7 +442,7 @@ pub async fn act(
     let fields = session.form(&req, &body)?;
     let (id, action) = path.into_inner();
     let action = action_named(&action)?;
-    let principal = session.require(action_roles(action))?;
+    let principal = session.require(action.roles())?;
     let id = request_id(&id)?;
     // The form's fields as the API's JSON body, so that both are validated by the same code.
     let mut body = serde_json::Map::new();
@@ -463,8 +461,8 @@ pub async fn act(
         );
     }
     let bytes = serde_json::to_vec(&body).map_err(anyhow::Error::from)?;
-    let input = api::action_input(&state, action, &bytes)?;
-    api::perform(&state, principal, id, action, input).await?;
+    let details = api::action_details(action, &bytes)?;
+    api::perform(&state, principal, id, action, details).await?;
     Ok(see_other(&format!(
         "/requests/{id}?done={}",
         action.as_str()

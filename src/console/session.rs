@@ -11,6 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, post, web};
 use askama::Template;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 use super::{Failure, html, see_other};
 use crate::api::AppState;
@@ -99,12 +100,7 @@ impl Session {
         same_origin(req)?;
         let given = csrf.unwrap_or("").as_bytes();
         let ours = self.csrf.as_bytes();
-        let same = given.len() == ours.len()
-            && given
-                .iter()
-                .zip(ours)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
+        let same: bool = given.ct_eq(ours).into();
         if !same {
             return Err(forbidden(
                 "this form's CSRF token is missing or stale: reload the page and try again",

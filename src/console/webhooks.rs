@@ -15,14 +15,14 @@ use crate::api::error::ApiError;
 use crate::api::input;
 use crate::api::webhooks::{self as api, ChangeSubscription, CreateSubscription, DeliveryQuery};
 use crate::store::webhooks::{self as store, Delivery, Subscription, SubscriptionState};
-use crate::webhooks::EVENT_TYPES;
+use crate::webhooks::event_types;
 
 #[derive(Template)]
 #[template(path = "webhooks.html")]
 struct ListPage {
     chrome: Chrome,
     subscriptions: Vec<Subscription>,
-    event_types: &'static [&'static str],
+    event_types: Vec<&'static str>,
     /// A subscription just created and its secret: shown on this answer only.
     created: Option<(Uuid, String)>,
 }
@@ -35,7 +35,7 @@ async fn show_list(
     render(&ListPage {
         chrome: Chrome::new(&session.principal, &session.csrf, "Webhooks"),
         subscriptions: store::list(&state.db).await?,
-        event_types: &EVENT_TYPES,
+        event_types: event_types().collect(),
         created,
     })
 }

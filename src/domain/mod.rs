@@ -1,5 +1,7 @@
 //! Requests, steps, states and transitions. Pure: no I/O.
 
+pub mod actions;
+pub mod events;
 pub mod validate;
 
 use chrono::{DateTime, Months, Utc};
@@ -7,7 +9,21 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// What a request erases at the aggregator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    sqlx::Type,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Scope {
@@ -18,20 +34,11 @@ pub enum Scope {
 
 impl Scope {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::User => "user",
-            Scope::Connection => "connection",
-            Scope::Account => "account",
-        }
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "user" => Some(Scope::User),
-            "connection" => Some(Scope::Connection),
-            "account" => Some(Scope::Account),
-            _ => None,
-        }
+        text.parse().ok()
     }
 
     /// The steps a request of this scope runs, in order.
@@ -51,7 +58,21 @@ impl Scope {
 }
 
 /// The life of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    sqlx::Type,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum State {
@@ -66,15 +87,7 @@ pub enum State {
 
 impl State {
     pub fn as_str(self) -> &'static str {
-        match self {
-            State::PendingApproval => "pending_approval",
-            State::Queued => "queued",
-            State::InProgress => "in_progress",
-            State::Completed => "completed",
-            State::Failed => "failed",
-            State::Cancelled => "cancelled",
-            State::OnHold => "on_hold",
-        }
+        self.into()
     }
 
     /// Every state.
@@ -101,12 +114,13 @@ impl State {
     ];
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
+        text.parse().ok()
     }
 }
 
 /// What a person asks of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Action {
     Approve,
     Cancel,
@@ -118,28 +132,29 @@ pub enum Action {
 
 impl Action {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Approve => "approve",
-            Action::Cancel => "cancel",
-            Action::Retry => "retry",
-            Action::Hold => "hold",
-            Action::Release => "release",
-            Action::Extend => "extend",
-        }
+        self.into()
     }
 
-    /// The states this action may start from.
+    /// The states this action may start from (`actions::decide` refuses it from any other).
+    /// A hold or a cancellation stops an erasure in progress only until its first DELETE was
+    /// sent (`actions::decide`).
     pub fn allowed_from(self) -> &'static [State] {
         match self {
             Action::Approve => &[State::PendingApproval],
             Action::Cancel => &[
                 State::PendingApproval,
                 State::Queued,
+                State::InProgress,
                 State::OnHold,
                 State::Failed,
             ],
             Action::Retry => &[State::Failed],
-            Action::Hold => &[State::PendingApproval, State::Queued, State::Failed],
+            Action::Hold => &[
+                State::PendingApproval,
+                State::Queued,
+                State::InProgress,
+                State::Failed,
+            ],
             Action::Release => &[State::OnHold],
             Action::Extend => &[
                 State::PendingApproval,
@@ -151,22 +166,30 @@ impl Action {
         }
     }
 
-    /// The state after the action, given the state before it. `None` when refused.
-    pub fn next(self, from: State) -> Option<State> {
-        if !self.allowed_from().contains(&from) {
-            return None;
+    /// Who may take the action (admin always may).
+    pub fn roles(self) -> &'static [Role] {
+        match self {
+            Action::Cancel => &[Role::Requester],
+            _ => &[Role::Approver],
         }
-        Some(match self {
-            Action::Approve | Action::Retry | Action::Release => State::Queued,
-            Action::Cancel => State::Cancelled,
-            Action::Hold => State::OnHold,
-            Action::Extend => from,
-        })
     }
 }
 
 /// The durable steps of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    sqlx::Type,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum StepKind {
@@ -178,17 +201,25 @@ pub enum StepKind {
 
 impl StepKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            StepKind::Inventory => "inventory",
-            StepKind::Delete => "delete",
-            StepKind::Verify => "verify",
-            StepKind::CascadeCheck => "cascade_check",
-        }
+        self.into()
     }
 }
 
 /// The life of a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    sqlx::Type,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum StepState {
@@ -207,15 +238,7 @@ pub enum StepState {
 
 impl StepState {
     pub fn as_str(self) -> &'static str {
-        match self {
-            StepState::Waiting => "waiting",
-            StepState::Paused => "paused",
-            StepState::Ready => "ready",
-            StepState::Running => "running",
-            StepState::Succeeded => "succeeded",
-            StepState::Failed => "failed",
-            StepState::Cancelled => "cancelled",
-        }
+        self.into()
     }
 }
 
@@ -316,23 +339,6 @@ mod tests {
     }
 
     #[test]
-    fn transitions_follow_the_design() {
-        assert_eq!(
-            Action::Approve.next(State::PendingApproval),
-            Some(State::Queued)
-        );
-        assert_eq!(Action::Approve.next(State::Queued), None);
-        assert_eq!(Action::Retry.next(State::Failed), Some(State::Queued));
-        assert_eq!(Action::Retry.next(State::Completed), None);
-        assert_eq!(Action::Cancel.next(State::InProgress), None);
-        assert_eq!(Action::Cancel.next(State::Completed), None);
-        assert_eq!(Action::Hold.next(State::Queued), Some(State::OnHold));
-        assert_eq!(Action::Release.next(State::OnHold), Some(State::Queued));
-        assert_eq!(Action::Release.next(State::Queued), None);
-        assert_eq!(Action::Extend.next(State::Completed), None);
-    }
-
-    #[test]
     fn account_scope_has_a_cascade_check() {
         assert_eq!(Scope::Account.steps().last(), Some(&StepKind::CascadeCheck));
         assert_eq!(Scope::User.steps().len(), 3);
@@ -340,7 +346,20 @@ mod tests {
 }
 
 /// What an API key may do (DESIGN.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    clap::ValueEnum,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// create, read, cancel
@@ -355,17 +374,10 @@ pub enum Role {
 
 impl Role {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Requester => "requester",
-            Role::Approver => "approver",
-            Role::Auditor => "auditor",
-            Role::Admin => "admin",
-        }
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Role::Requester, Role::Approver, Role::Auditor, Role::Admin]
-            .into_iter()
-            .find(|r| r.as_str() == text)
+        text.parse().ok()
     }
 }

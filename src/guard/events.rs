@@ -2,6 +2,7 @@
 //! also advances the cursor, so after a crash the page is read again and nothing is done twice.
 //! It never commits part of a page, and never writes SQL itself: the statements are the store's.
 
+use crate::domain::events::Event;
 use std::sync::atomic::Ordering;
 
 use chrono::Utc;
@@ -186,7 +187,7 @@ impl Guard {
                 request_id: Some(id),
                 subject_ref: Some(&subject_ref),
                 actor: GUARD,
-                event: "re_erasure_of",
+                event: Event::ReErasureOf,
                 data: json!({"original": original}),
             },
         )

@@ -5,8 +5,9 @@
 //! audit entry, a failed run, and a new erasure linked to the original. It never writes SQL (the
 //! runs and look-ups are `store::reverify`'s) and keeps no raw id beyond the page in hand.
 
+use crate::domain::events::{Event, ReverificationFailedData, data_of};
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 
@@ -171,8 +172,12 @@ impl Guard {
                 request_id: Some(original),
                 subject_ref: Some(&subject_ref),
                 actor: GUARD,
-                event: "reverification_failed",
-                data: json!({"source": source, "scope": scope, "re_erasure_request": re_erasure}),
+                event: Event::ReverificationFailed,
+                data: data_of(&ReverificationFailedData {
+                    source: source.to_string(),
+                    scope,
+                    re_erasure_request: re_erasure,
+                }),
             },
         )
         .await?;

@@ -14,13 +14,15 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::requests::closed_states;
+use super::webhooks;
+use crate::domain::events;
 
 /// One entry about a request.
 pub struct Entry<'a> {
     pub request_id: Option<Uuid>,
     pub subject_ref: Option<&'a str>,
     pub actor: &'a str,
-    pub event: &'a str,
+    pub event: events::Event,
     pub data: Value,
 }
 
@@ -32,7 +34,7 @@ pub async fn append(conn: &mut PgConnection, entry: Entry<'_>) -> sqlx::Result<(
 pub async fn append_unlinked(
     conn: &mut PgConnection,
     actor: &str,
-    event: &str,
+    event: events::Event,
     data: Value,
 ) -> sqlx::Result<()> {
     append(
@@ -48,7 +50,11 @@ pub async fn append_unlinked(
     .await
 }
 
-/// Appends entries in the order given, in one statement.
+/// Appends entries in the order given, in one statement, and with them the webhook events that
+/// follow from them (`Event::webhook`), for every subscription that asked for their type: the
+/// only write point of both, so that a change and what it tells subscribers commit together. The
+/// same statement reads the requests of such entries that a subscription wants, so that without
+/// a subscription nothing more is sent to the database.
 pub async fn append_all(conn: &mut PgConnection, entries: Vec<Entry<'_>>) -> sqlx::Result<()> {
     let n = entries.len();
     let (mut request_ids, mut subject_refs, mut actors, mut events, mut data) = (
@@ -58,26 +64,53 @@ pub async fn append_all(conn: &mut PgConnection, entries: Vec<Entry<'_>>) -> sql
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for e in entries {
+    let (mut hook_at, mut hook_kinds, mut hook_requests) = (Vec::new(), Vec::new(), Vec::new());
+    let mut restorations = Vec::new();
+    for (i, e) in entries.into_iter().enumerate() {
+        if let Some(kind) = e.event.webhook() {
+            if kind.is_restoration() {
+                restorations.push(e.data.clone());
+            } else if let Some(request) = e.request_id {
+                hook_at.push(i as i32);
+                hook_kinds.push(kind.as_str());
+                hook_requests.push(request);
+            }
+        }
         request_ids.push(e.request_id);
         subject_refs.push(e.subject_ref);
         actors.push(e.actor);
-        events.push(e.event);
+        events.push(e.event.as_str());
         data.push(e.data);
     }
-    sqlx::query(
-        "insert into audit_entries (request_id, subject_ref, actor, event, data) \
-         select request_id, subject_ref, actor, event, data \
-         from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[]) \
-         with ordinality as e(request_id, subject_ref, actor, event, data, n) order by n",
+    let hooked: Vec<webhooks::RequestHook> = sqlx::query_as(
+        "with entries as ( \
+             insert into audit_entries (request_id, subject_ref, actor, event, data) \
+             select request_id, subject_ref, actor, event, data \
+             from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[]) \
+             with ordinality as e(request_id, subject_ref, actor, event, data, n) order by n \
+         ) \
+         select u.n, u.kind, s.id as subscription_id, r.id, r.external_reference, r.scope, \
+             r.state, r.outcome, r.received_at, r.due_at, r.completed_at, r.updated_at, \
+             r.resurrection_of \
+         from unnest($6::int4[], $7::text[], $8::uuid[]) as u(n, kind, request_id) \
+         join webhook_subscriptions s on s.state <> 'disabled' and u.kind = any(s.event_types) \
+         join erasure_requests r on r.id = u.request_id \
+         order by u.n, s.created_at, s.id",
     )
     .bind(request_ids)
     .bind(subject_refs)
     .bind(actors)
     .bind(events)
-    .bind(data)
-    .execute(conn)
+    .bind(&data)
+    .bind(hook_at)
+    .bind(hook_kinds)
+    .bind(hook_requests)
+    .fetch_all(&mut *conn)
     .await?;
+    webhooks::queue_request_events(conn, hooked, &data).await?;
+    for entry in restorations {
+        webhooks::queue_restoration_event(conn, &entry).await?;
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! `starts_at`, then version) starts; its pseudonyms are `k<version>:`. A destroyed epoch keeps
 //! its row with no key (a tombstone: its version, times and how many requests it covered).
 
+use crate::domain::events::Event;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
@@ -25,9 +26,6 @@ pub(crate) use live_epoch;
 
 /// One transaction at a time changes the epochs (imports, a new epoch, a destruction).
 const LOCK: i64 = 0x6570_6f63_6873; // "epochs"
-
-/// The audit event of a destroyed epoch.
-pub const DESTROYED_EVENT: &str = "pseudonym_epoch_destroyed";
 
 /// An epoch as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -209,7 +207,7 @@ pub async fn destroy_if_expired(
         "retention_days": retention_days,
         "as_of": as_of,
     });
-    audit::append_unlinked(&mut tx, "retention", DESTROYED_EVENT, data).await?;
+    audit::append_unlinked(&mut tx, "retention", Event::PseudonymEpochDestroyed, data).await?;
     tx.commit().await?;
     Ok(Some(requests))
 }

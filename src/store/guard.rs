@@ -5,6 +5,7 @@
 //! memory). Never calls the upstream. Never deletes a guard: a restoration lifts it, with an audit
 //! entry.
 
+use crate::domain::events::{Event, ResurrectionData, data_of};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
@@ -194,13 +195,13 @@ pub async fn record_resurrection(
             request_id: Some(guard.root_request_id),
             subject_ref: Some(&root_ref),
             actor: GUARD,
-            event: "resurrection_detected",
-            data: json!({
-                "source": source,
-                "listed_status": listed_status,
-                "erased_by_request": guard.request_id,
-                "re_erasure_request": re_erasure,
-                "recurring_on_connection": recurring,
+            event: Event::ResurrectionDetected,
+            data: data_of(&ResurrectionData {
+                source: source.to_string(),
+                listed_status: listed_status.map(str::to_string),
+                erased_by_request: guard.request_id,
+                re_erasure_request: re_erasure,
+                recurring_on_connection: recurring,
             }),
         },
     )
@@ -264,7 +265,7 @@ pub async fn lift(
                 request_id: Some(*root),
                 subject_ref: Some(subject_ref),
                 actor: GUARD,
-                event: "guard_lifted",
+                event: Event::GuardLifted,
                 data: json!({"restoration": restoration_id, "erased_by_request": request}),
             },
         )

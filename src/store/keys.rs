@@ -3,10 +3,12 @@
 //!
 //! Never stores or logs a key in clear; never deletes a key (they are revoked).
 
+use crate::domain::events::Event;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::Db;
@@ -70,7 +72,7 @@ async fn insert(
     if let Some(old) = replaces {
         data["replaces"] = json!(old);
     }
-    audit::append_unlinked(conn, actor, "key_created", data).await?;
+    audit::append_unlinked(conn, actor, Event::KeyCreated, data).await?;
     Ok((id, key))
 }
 
@@ -137,12 +139,7 @@ impl Writes for Checks {
                 let prefix = prefix_of(key)?;
                 let (_, key_id, hash, role) = rows.iter().find(|row| row.0 == prefix)?;
                 let presented = digest(key);
-                let same = hash.len() == presented.len()
-                    && hash
-                        .iter()
-                        .zip(&presented)
-                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                        == 0;
+                let same: bool = hash.as_slice().ct_eq(presented.as_slice()).into();
                 let role = Role::parse(role)?;
                 same.then_some(Principal {
                     key_id: *key_id,
@@ -214,7 +211,7 @@ async fn revoke_in(conn: &mut PgConnection, id: Uuid, actor: &str) -> sqlx::Resu
         return Ok(false);
     };
     let data = json!({"key": id, "prefix": prefix});
-    audit::append_unlinked(conn, actor, "key_revoked", data).await?;
+    audit::append_unlinked(conn, actor, Event::KeyRevoked, data).await?;
     Ok(true)
 }
 
@@ -256,7 +253,7 @@ pub async fn rotate(
         .execute(&mut *tx)
         .await?;
         let data = json!({"key": old.id, "prefix": old.prefix, "expires_at": at});
-        audit::append_unlinked(&mut tx, actor, "key_expiry_shortened", data).await?;
+        audit::append_unlinked(&mut tx, actor, Event::KeyExpiryShortened, data).await?;
     }
     tx.commit().await?;
     Ok((id, key))

@@ -5,9 +5,10 @@
 //! database refuses: migration 0011) and never changes a state but through `act` or the steps'
 //! outcomes (`store::steps`).
 
+use crate::domain::events::{AtRiskData, Event, HeldData, data_of};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
@@ -18,6 +19,7 @@ use uuid::Uuid;
 use super::Db;
 use super::audit::{self, Entry};
 use super::copy::BinaryRows;
+use crate::domain::actions::{self, Ask, Change, Snapshot};
 use crate::domain::{Action, Scope, State, StepKind, StepState};
 
 /// A request as the API shows it. Never holds the target id.
@@ -294,7 +296,7 @@ impl Rows<'_> {
                  join ins on ins.id = s.request_id \
              ), received as ( \
                  insert into audit_entries (request_id, subject_ref, actor, event, data) \
-                 select id, subject_ref, $15, 'received', \
+                 select id, subject_ref, $15, $16, \
                      jsonb_build_object('scope', scope, 'state', state, 'batch_id', $11::uuid) \
                  from ins \
              ) \
@@ -315,6 +317,7 @@ impl Rows<'_> {
         .bind(&step_states)
         .bind(&run_at)
         .bind(self.actor)
+        .bind(Event::Received.as_str())
         .fetch_all(conn)
         .await?;
         Ok(created.into_iter().collect())
@@ -415,7 +418,7 @@ impl Rows<'_> {
                 .uuid(Some(item.id))
                 .text(Some(&item.subject_ref))
                 .text(Some(self.actor))
-                .text(Some("received"))
+                .text(Some(Event::Received.as_str()))
                 .jsonb(&data)
                 .bytea(&rand::random::<[u8; 16]>())
                 .timestamptz(at);
@@ -558,22 +561,6 @@ pub async fn get(db: &Db, id: Uuid) -> sqlx::Result<Option<ErasureRequest>> {
     let stored = steps_of(&mut conn, &[id]).await?;
     request.steps = with_planned_steps(&request, stored);
     Ok(Some(request))
-}
-
-/// Who submitted a request, and its scope: what the approval policy decides by.
-#[derive(Debug, Clone, Copy, sqlx::FromRow)]
-pub struct Origin {
-    pub requested_by: Uuid,
-    pub scope: Scope,
-}
-
-/// The key that submitted a request, and the request's scope; `None` when there is no such
-/// request.
-pub async fn origin(db: &Db, id: Uuid) -> sqlx::Result<Option<Origin>> {
-    sqlx::query_as("select requested_by, scope from erasure_requests where id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await
 }
 
 /// A request of one target, as a look-up by target shows it.
@@ -735,64 +722,93 @@ pub(crate) fn days_param(days: u32) -> i32 {
     days.min(crate::config::MAX_AT_RISK_DAYS) as i32
 }
 
-/// What a transition needs besides the action.
-#[derive(Debug, Clone, Default)]
-pub struct ActionInput {
-    pub legal_basis: Option<&'static str>,
-    pub note: Option<String>,
-    pub months: Option<u32>,
-    /// `ERASURE_AT_RISK_DAYS`: an extension that takes a request out of the at-risk window
-    /// clears its mark, so that it is audited again when it comes back into it.
-    pub at_risk_days: u32,
-}
-
-/// Why a transition was refused.
+/// Why an action was not applied.
 #[derive(Debug)]
 pub enum Refusal {
     NotFound,
-    InvalidTransition(State),
-    ApproverIsRequester,
-    ExtensionTooLong { already: i32 },
+    /// The domain's decision (`domain::actions::decide`).
+    Denied(actions::Refusal),
 }
 
-/// Applies an action to a request, with its audit entry, in one transaction.
+/// Whether the delete step of request `r` was ever started (so a DELETE may have been sent).
+macro_rules! deletion_sent {
+    () => {
+        "exists (select 1 from steps s where s.request_id = r.id and s.kind = 'delete' \
+         and (s.state in ('running', 'succeeded', 'failed') or s.attempts > 0))"
+    };
+}
+
+/// Applies an action to a request as `domain::actions::decide` plans it from the request's
+/// locked row, with its audit entry, in one transaction; returns the state it leaves the request
+/// in. `at_risk_days` (`ERASURE_AT_RISK_DAYS`): an extension that takes a request out of the
+/// at-risk window clears its mark, so that it is audited again when it comes back into it.
 pub async fn act(
     db: &Db,
     id: Uuid,
-    action: Action,
-    actor_key: Uuid,
-    input: ActionInput,
-) -> anyhow::Result<Result<(), Refusal>> {
+    ask: &Ask,
+    at_risk_days: u32,
+) -> anyhow::Result<Result<State, Refusal>> {
     let mut tx = db.begin().await?;
-    type Row = (State, Uuid, i32, DateTime<Utc>, String, Option<String>);
-    let row: Option<Row> = sqlx::query_as(
-        "select state, requested_by, extended_months, received_at, subject_ref, held_from \
-         from erasure_requests where id = $1 for update",
-    )
+    type Row = (
+        State,
+        Scope,
+        Uuid,
+        i32,
+        DateTime<Utc>,
+        String,
+        Option<String>,
+        bool,
+        bool,
+    );
+    let row: Option<Row> = sqlx::query_as(concat!(
+        "select state, scope, requested_by, extended_months, received_at, subject_ref, held_from, ",
+        deletion_sent!(),
+        ", exists (select 1 from steps s where s.request_id = r.id and s.state = 'failed') \
+         from erasure_requests r where id = $1 for update of r"
+    ))
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((from, requested_by, extended, received_at, subject_ref, held_from)) = row else {
+    let Some((
+        state,
+        scope,
+        requested_by,
+        extended,
+        received_at,
+        subject_ref,
+        held_from,
+        sent,
+        step_failed,
+    )) = row
+    else {
         return Ok(Err(Refusal::NotFound));
     };
-    let Some(mut to) = action.next(from) else {
-        return Ok(Err(Refusal::InvalidTransition(from)));
+    let snapshot = Snapshot {
+        state,
+        scope,
+        requested_by,
+        extended_months: extended.max(0) as u32,
+        received_at,
+        held_from: held_from.as_deref().and_then(State::parse),
+        deletion_sent: sent,
+        step_failed,
     };
-    let actor = audit::key_actor(actor_key);
-    let mut data = json!({"from": from, "action": action.as_str(), "note": input.note});
-    match action {
-        Action::Approve => {
-            if requested_by == actor_key {
-                return Ok(Err(Refusal::ApproverIsRequester));
-            }
+    let plan = match actions::decide(&snapshot, ask) {
+        Ok(plan) => plan,
+        Err(refusal) => return Ok(Err(Refusal::Denied(refusal))),
+    };
+    let mut data =
+        json!({"from": plan.from, "action": ask.action.as_str(), "note": ask.details.note});
+    match &plan.change {
+        Change::Approve { by } => {
             sqlx::query("update erasure_requests set approved_by = $2 where id = $1")
                 .bind(id)
-                .bind(actor_key)
+                .bind(by)
                 .execute(&mut *tx)
                 .await?;
             resume_steps(&mut tx, id).await?;
         }
-        Action::Cancel => {
+        Change::Cancel => {
             sqlx::query(
                 "update erasure_requests set target_sealed = null, context_sealed = null, \
                  completed_at = now() where id = $1",
@@ -800,15 +816,17 @@ pub async fn act(
             .bind(id)
             .execute(&mut *tx)
             .await?;
+            // A step in flight (an inventory's reads) is fenced: its outcome is not recorded.
             sqlx::query(
-                "update steps set state = 'cancelled', lease_token = null, updated_at = now() \
+                "update steps set state = 'cancelled', lease_token = null, lease_until = null, \
+                     updated_at = now() \
                  where request_id = $1 and state not in ('succeeded', 'failed', 'cancelled')",
             )
             .bind(id)
             .execute(&mut *tx)
             .await?;
         }
-        Action::Retry => {
+        Change::Retry => {
             sqlx::query("update erasure_requests set failure_reason = null where id = $1")
                 .bind(id)
                 .execute(&mut *tx)
@@ -821,31 +839,37 @@ pub async fn act(
             .execute(&mut *tx)
             .await?;
         }
-        Action::Hold => {
+        Change::Hold {
+            legal_basis,
+            note,
+            from,
+        } => {
             sqlx::query(
                 "update erasure_requests set hold_legal_basis = $2, hold_note = $3, held_from = $4 \
                  where id = $1",
             )
             .bind(id)
-            .bind(input.legal_basis)
-            .bind(&input.note)
+            .bind(legal_basis.as_str())
+            .bind(note)
             .bind(from.as_str())
             .execute(&mut *tx)
             .await?;
+            // A step in flight finishes and is recorded; the next step is then stored paused
+            // (`store::steps`), and a retry of a held request's step waits paused too.
             sqlx::query(
                 "update steps set state = 'paused', updated_at = now() where request_id = $1 and state = 'ready'",
             )
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            data["legal_basis"] = json!(input.legal_basis);
+            let held = data_of(&HeldData {
+                legal_basis: *legal_basis,
+            });
+            if let (Some(data), Value::Object(fields)) = (data.as_object_mut(), held) {
+                data.extend(fields);
+            }
         }
-        Action::Release => {
-            // Back to where the hold found it: awaiting approval, queued, or failed.
-            to = held_from
-                .as_deref()
-                .and_then(State::parse)
-                .unwrap_or(State::Queued);
+        Change::Release { resume } => {
             sqlx::query(
                 "update erasure_requests set hold_legal_basis = null, hold_note = null, held_from = null \
                  where id = $1",
@@ -853,22 +877,20 @@ pub async fn act(
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            if to == State::Queued {
+            if *resume {
                 resume_steps(&mut tx, id).await?;
             }
         }
-        Action::Extend => {
-            let months = input.months.unwrap_or(1) as i32;
-            if extended + months > crate::domain::MAX_EXTENSION_MONTHS as i32 {
-                return Ok(Err(Refusal::ExtensionTooLong { already: extended }));
-            }
-            let total = extended + months;
+        Change::Extend {
+            total_months,
+            due_at,
+        } => {
             sqlx::query(
                 "update erasure_requests set extended_months = $2, due_at = $3 where id = $1",
             )
             .bind(id)
-            .bind(total)
-            .bind(crate::domain::due_at(received_at, total as u32))
+            .bind(*total_months as i32)
+            .bind(due_at)
             .execute(&mut *tx)
             .await?;
             sqlx::query(concat!(
@@ -877,7 +899,7 @@ pub async fn act(
                 at_risk!("$2"),
             ))
             .bind(id)
-            .bind(days_param(input.at_risk_days))
+            .bind(days_param(at_risk_days))
             .execute(&mut *tx)
             .await?;
             // Back within its due date: overdue again (and audited) if it passes it again.
@@ -888,36 +910,56 @@ pub async fn act(
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            data["months"] = json!(months);
+            data["months"] = json!(total_months - snapshot.extended_months);
+        }
+    }
+    // A worker may have started the delete step between the read above and the steps' update
+    // (the update waited for its claim): then the DELETE may be on its way, and the hold or the
+    // cancellation comes too late.
+    if matches!(plan.change, Change::Hold { .. } | Change::Cancel) && plan.from == State::InProgress
+    {
+        let sent: bool = sqlx::query_scalar(concat!(
+            "select ",
+            deletion_sent!(),
+            " from erasure_requests r where r.id = $1"
+        ))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if sent {
+            tx.rollback().await?;
+            return Ok(Err(Refusal::Denied(actions::Refusal::DeletionSent(
+                ask.action,
+            ))));
         }
     }
     sqlx::query("update erasure_requests set state = $2, updated_at = now() where id = $1")
         .bind(id)
-        .bind(to.as_str())
+        .bind(plan.to.as_str())
         .execute(&mut *tx)
         .await?;
-    data["to"] = json!(to);
-    let event = match action {
-        Action::Approve => "approved",
-        Action::Cancel => "cancelled",
-        Action::Retry => "retried",
-        Action::Hold => "held",
-        Action::Release => "released",
-        Action::Extend => "extended",
+    data["to"] = json!(plan.to);
+    let event = match ask.action {
+        Action::Approve => Event::Approved,
+        Action::Cancel => Event::Cancelled,
+        Action::Retry => Event::Retried,
+        Action::Hold => Event::Held,
+        Action::Release => Event::Released,
+        Action::Extend => Event::Extended,
     };
     audit::append(
         &mut tx,
         Entry {
             request_id: Some(id),
             subject_ref: Some(&subject_ref),
-            actor: &actor,
+            actor: &audit::key_actor(ask.actor),
             event,
             data,
         },
     )
     .await?;
     tx.commit().await?;
-    Ok(Ok(()))
+    Ok(Ok(plan.to))
 }
 
 /// Marks the requests that became at risk (`at_risk!` with `days`) since the last sweep, each
@@ -954,8 +996,11 @@ pub async fn mark_at_risk(db: &Db, days: u32) -> sqlx::Result<u64> {
                 request_id: Some(*id),
                 subject_ref: Some(subject_ref),
                 actor: audit::ENGINE,
-                event: "at_risk",
-                data: json!({"due_at": due_at, "days_left": days_left}),
+                event: Event::AtRisk,
+                data: data_of(&AtRiskData {
+                    due_at: *due_at,
+                    days_left: i64::from(*days_left),
+                }),
             })
             .collect();
         audit::append_all(&mut tx, entries).await?;
@@ -997,7 +1042,7 @@ pub async fn mark_overdue(db: &Db) -> sqlx::Result<u64> {
                 request_id: Some(*id),
                 subject_ref: Some(subject_ref),
                 actor: audit::ENGINE,
-                event: "overdue",
+                event: Event::Overdue,
                 data: json!({"due_at": due_at}),
             })
             .collect();

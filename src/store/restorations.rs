@@ -3,6 +3,7 @@
 //! upstream (the guard does) and never shows the connection id: it is kept sealed, and wiped when
 //! the restoration ends.
 
+use crate::domain::events::Event;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -206,7 +207,14 @@ pub async fn create(
             None => return Err(sqlx::Error::RowNotFound),
         }
     };
-    append(&mut tx, &created, actor, "restoration_requested", json!({})).await?;
+    append(
+        &mut tx,
+        &created,
+        actor,
+        Event::RestorationRequested,
+        json!({}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Ok(created))
 }
@@ -277,7 +285,7 @@ pub async fn start_waiting(
         &mut tx,
         &r,
         GUARD,
-        "restoration_started",
+        Event::RestorationStarted,
         json!({"expected_channels": expected_channels}),
     )
     .await?;
@@ -320,9 +328,9 @@ pub async fn finish(
         .await?;
     if let Some(r) = ended {
         let event = match state {
-            "completed" => "restoration_completed",
-            "timed_out" => "restoration_timed_out",
-            _ => "restoration_failed",
+            "completed" => Event::RestorationCompleted,
+            "timed_out" => Event::RestorationTimedOut,
+            _ => Event::RestorationFailed,
         };
         let data = json!({
             "failure_reason": failure_reason,
@@ -442,7 +450,7 @@ async fn append(
     conn: &mut PgConnection,
     r: &Restoration,
     actor: &str,
-    event: &str,
+    event: Event,
     mut data: Value,
 ) -> sqlx::Result<()> {
     data["restoration"] = json!(r.id);

@@ -3,6 +3,7 @@
 //! a target listed again. It never calls the upstream and never sees a raw target id: targets
 //! come in as their pseudonyms.
 
+use crate::domain::events::Event;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -88,7 +89,7 @@ pub async fn finish(db: &Db, run_id: i64, ended: &Ended<'_>) -> sqlx::Result<()>
         "connections_listed": ended.connections_listed, "accounts_listed": ended.accounts_listed,
         "found": ended.found,
     });
-    audit::append_unlinked(&mut tx, GUARD, "reverification_run", data).await?;
+    audit::append_unlinked(&mut tx, GUARD, Event::ReverificationRun, data).await?;
     tx.commit().await
 }
 

@@ -3,6 +3,7 @@
 //!
 //! Never writes an outcome for a step its attempt no longer holds (the lease token fences it).
 
+use crate::domain::events::Event;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -175,6 +176,7 @@ impl Writes for Outcomes {
 /// them. A success with `take_next` leases the request's next step to the caller in the same
 /// transaction: no claim, no wake-up between an erasure's steps.
 async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<Vec<Finished>> {
+    let on_hold = hold_before_delete(conn, jobs).await?;
     let held_ids = fence(conn, jobs).await?;
     let held: Vec<&Attempt> = jobs
         .iter()
@@ -221,7 +223,7 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
         .copied()
         .filter(|j| matches!(j.outcome, Outcome::Done { .. }))
         .collect();
-    let mut next = next_steps(conn, &succeeded).await?;
+    let mut next = next_steps(conn, &succeeded, &on_hold).await?;
     let is_last = |j: &Attempt| j.step.ordinal as usize + 1 >= j.step.scope.steps().len();
     let last: Vec<Uuid> = succeeded
         .iter()
@@ -237,9 +239,10 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
         })
         .unzip();
     if !failed.is_empty() {
+        // A request held meanwhile stays held; its release finds the failed step.
         sqlx::query(
-            "update erasure_requests r set state = 'failed', failure_reason = u.reason, \
-                 updated_at = now() \
+            "update erasure_requests r set failure_reason = u.reason, updated_at = now(), \
+                 state = case when r.state = 'on_hold' then r.state else 'failed' end \
              from unnest($1::uuid[], $2::text[]) as u(id, reason) where r.id = u.id",
         )
         .bind(&failed)
@@ -257,7 +260,7 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
             continue;
         }
         let c = &job.step;
-        let entry = |event: &'static str, data: Value| Entry {
+        let entry = |event: Event, data: Value| Entry {
             request_id: Some(c.request_id),
             subject_ref: Some(&c.subject_ref),
             actor: audit::ENGINE,
@@ -266,7 +269,7 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
         };
         entries.extend(job.calls.iter().map(|call| {
             entry(
-                "upstream_call",
+                Event::UpstreamCall,
                 json!({
                     "step": c.kind, "attempt": c.attempts, "method": call.method, "path": call.path,
                     "status": call.status, "error": call.error, "duration_ms": call.duration_ms,
@@ -279,10 +282,10 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
                 detail, context, ..
             } => {
                 let event = match c.kind {
-                    StepKind::Inventory => "inventoried",
-                    StepKind::Delete => "deleted",
-                    StepKind::Verify => "verified_absent",
-                    StepKind::CascadeCheck => "cascade_observed",
+                    StepKind::Inventory => Event::Inventoried,
+                    StepKind::Delete => Event::Deleted,
+                    StepKind::Verify => Event::VerifiedAbsent,
+                    StepKind::CascadeCheck => Event::CascadeObserved,
                 };
                 let mut data = detail.clone();
                 data["attempt"] = json!(c.attempts);
@@ -307,7 +310,7 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
                         let (outcome, original, original_ref) = completed
                             .get(&c.request_id)
                             .ok_or(sqlx::Error::RowNotFound)?;
-                        entries.push(entry("completed", json!({"outcome": outcome})));
+                        entries.push(entry(Event::Completed, json!({"outcome": outcome})));
                         // A re-erasure's completion is also told on the original, so its receipt
                         // shows it.
                         if let (Some(original), Some(original_ref)) = (original, original_ref) {
@@ -315,7 +318,7 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
                                 request_id: Some(*original),
                                 subject_ref: Some(original_ref),
                                 actor: audit::ENGINE,
-                                event: "re_erasure_completed",
+                                event: Event::ReErasureCompleted,
                                 data: json!({"re_erasure_request": c.request_id, "outcome": outcome}),
                             });
                         }
@@ -334,18 +337,49 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
                 if *throttled {
                     step["throttled"] = json!(true);
                 }
-                entries.push(entry("attempt_failed", step));
+                entries.push(entry(Event::AttemptFailed, step));
                 Finished::Recorded
             }
             Outcome::Fail { error } => {
                 step["error"] = json!(error);
-                entries.push(entry("failed", step));
+                entries.push(entry(Event::Failed, step));
                 Finished::Recorded
             }
         });
     }
     audit::append_all(conn, entries).await?;
     Ok(out)
+}
+
+/// The requests, among those whose next step is their delete, that a hold stopped: their delete
+/// step is stored paused. Their rows are locked first (as `store::requests::act` locks the row it
+/// acts on before its steps), so that a hold or a cancellation either comes before the delete
+/// step is stored, or sees it and is refused: a DELETE is never sent for a held request.
+async fn hold_before_delete(
+    conn: &mut PgConnection,
+    jobs: &[Attempt],
+) -> sqlx::Result<std::collections::HashSet<Uuid>> {
+    let ids: Vec<Uuid> = jobs
+        .iter()
+        .filter(|j| matches!(j.outcome, Outcome::Done { .. }))
+        .filter(|j| {
+            j.step.scope.steps().get(j.step.ordinal as usize + 1) == Some(&StepKind::Delete)
+        })
+        .map(|j| j.step.request_id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    // Locking reads the row as the last committed change left it.
+    let rows: Vec<(Uuid, bool)> = sqlx::query_as(
+        "select id, state = 'on_hold' from erasure_requests where id = any($1) \
+         order by id for no key update",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let on_hold = rows.into_iter().filter(|(_, held)| *held).map(|(id, _)| id);
+    Ok(on_hold.collect())
 }
 
 /// Records each attempt's step state where its lease still holds; returns those steps' ids.
@@ -420,6 +454,7 @@ async fn fence(
 async fn next_steps(
     conn: &mut PgConnection,
     succeeded: &[&Attempt],
+    on_hold: &std::collections::HashSet<Uuid>,
 ) -> sqlx::Result<std::collections::HashMap<Uuid, (i64, StepKind, i32, Option<Uuid>)>> {
     let with_next: Vec<(&Attempt, StepKind)> = succeeded
         .iter()
@@ -438,16 +473,21 @@ async fn next_steps(
         .iter()
         .map(|(j, _)| j.take_next.map(|d| d.as_secs_f64()))
         .collect();
+    let paused: Vec<bool> = with_next
+        .iter()
+        .map(|(j, _)| on_hold.contains(&j.step.request_id))
+        .collect();
     let rows: Vec<(Uuid, i64, StepKind, i32, Option<Uuid>)> = sqlx::query_as(
         "insert into steps as s (request_id, ordinal, kind, state, attempts, lease_token, \
              lease_until, run_at) \
          select u.request_id, u.ordinal, u.kind, \
-             case when u.lease is null then 'ready' else 'running' end, \
-             case when u.lease is null then 0 else 1 end, \
-             case when u.lease is null then null else gen_random_uuid() end, \
-             now() + u.lease * interval '1 second', r.received_at \
-         from unnest($1::uuid[], $2::int2[], $3::text[], $4::float8[]) \
-             as u(request_id, ordinal, kind, lease) \
+             case when u.paused then 'paused' when u.lease is null then 'ready' else 'running' end, \
+             case when u.lease is null or u.paused then 0 else 1 end, \
+             case when u.lease is null or u.paused then null else gen_random_uuid() end, \
+             case when u.paused then null else now() + u.lease * interval '1 second' end, \
+             r.received_at \
+         from unnest($1::uuid[], $2::int2[], $3::text[], $4::float8[], $5::bool[]) \
+             as u(request_id, ordinal, kind, lease, paused) \
          join erasure_requests r on r.id = u.request_id \
          on conflict (request_id, ordinal) do update set state = excluded.state, \
              attempts = s.attempts + excluded.attempts, lease_token = excluded.lease_token, \
@@ -459,6 +499,7 @@ async fn next_steps(
     .bind(&ordinals)
     .bind(&kinds)
     .bind(&leases)
+    .bind(&paused)
     .fetch_all(conn)
     .await?;
     Ok(rows

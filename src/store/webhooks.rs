@@ -1,13 +1,14 @@
 //! Webhook subscriptions, the outbox of their events and the log of delivery attempts
-//! (migration 0016). Events are written into the outbox by the database itself, in the
-//! transaction of the audit entry of the change that causes them (the trigger
-//! `audit_entries_webhooks`), so every path that changes a request and audits it emits them; only
-//! `test` events are queued here.
+//! (migration 0016). Events are queued in the outbox by `store::audit::append_all`, in the
+//! transaction of the audit entry of the change that causes them, from the types of
+//! `domain::events` (the OpenAPI document's `webhooks` are made from the same types), so every
+//! path that changes a request and audits it emits them; `test` events are queued here.
 //!
 //! Holds sealed secrets only (never a secret in clear), and payloads without target ids,
 //! pseudonyms or anything read upstream. Decides nothing: the retry schedule and when to give up
 //! are `webhooks`'.
 
+use crate::domain::events::Event;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -16,6 +17,12 @@ use uuid::Uuid;
 
 use super::Db;
 use super::audit;
+use crate::domain::events::{
+    RequestEventData, RequestFacts, RestorationAccounts, RestorationEventData, WebhookType,
+    payload_time,
+};
+use crate::domain::{Scope, State};
+use sqlx::PgConnection;
 
 /// Whether a subscription gets events and deliveries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
@@ -101,7 +108,7 @@ pub async fn create(db: &Db, new: NewSubscription<'_>, actor: &str) -> sqlx::Res
     .await?;
     let data =
         json!({"subscription": new.id, "host": host_of(new.url), "event_types": new.event_types});
-    audit::append_unlinked(&mut tx, actor, "webhook_created", data).await?;
+    audit::append_unlinked(&mut tx, actor, Event::WebhookCreated, data).await?;
     let created = get_in(&mut tx, new.id)
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;
@@ -175,7 +182,7 @@ pub async fn update(
         "event_types": changes.event_types,
         "state": changes.state,
     });
-    audit::append_unlinked(&mut tx, actor, "webhook_changed", data).await?;
+    audit::append_unlinked(&mut tx, actor, Event::WebhookChanged, data).await?;
     let changed = get_in(&mut tx, id).await?;
     tx.commit().await?;
     Ok(changed)
@@ -204,7 +211,7 @@ pub async fn rotate(
         return Ok(None);
     }
     let data = json!({"subscription": id, "previous_secret_expires_at": previous_expires_at});
-    audit::append_unlinked(&mut tx, actor, "webhook_secret_rotated", data).await?;
+    audit::append_unlinked(&mut tx, actor, Event::WebhookSecretRotated, data).await?;
     let rotated = get_in(&mut tx, id).await?;
     tx.commit().await?;
     Ok(rotated)
@@ -504,7 +511,7 @@ pub async fn record(
                 "last_status": gave_up.status,
                 "last_error": gave_up.error,
             });
-            audit::append_unlinked(&mut tx, audit::ENGINE, "webhook_disabled", data).await?;
+            audit::append_unlinked(&mut tx, audit::ENGINE, Event::WebhookDisabled, data).await?;
         }
         tx.commit().await?;
         return Ok(false);
@@ -613,4 +620,146 @@ pub async fn disabled(db: &Db) -> sqlx::Result<Vec<Subscription>> {
          order by s.disabled_at desc nulls last limit 100"
     );
     sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(db).await
+}
+
+/// A request event that a subscription asked for, with the request as it is now.
+#[derive(Debug, sqlx::FromRow)]
+pub struct RequestHook {
+    /// The audit entry's place among those appended together.
+    pub n: i32,
+    pub kind: String,
+    pub subscription_id: Uuid,
+    pub id: Uuid,
+    pub external_reference: Option<String>,
+    pub scope: Scope,
+    pub state: State,
+    pub outcome: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub resurrection_of: Option<Uuid>,
+}
+
+/// Queues one outbox row per event and subscription, in order.
+async fn queue(
+    conn: &mut PgConnection,
+    rows: Vec<(Uuid, &'static str, Value)>,
+) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (mut subscriptions, mut kinds, mut payloads) = (vec![], vec![], vec![]);
+    for (subscription, kind, payload) in rows {
+        subscriptions.push(subscription);
+        kinds.push(kind);
+        payloads.push(payload);
+    }
+    sqlx::query(
+        "insert into webhook_events (id, subscription_id, event_type, payload) \
+         select 'msg_' || replace(gen_random_uuid()::text, '-', ''), u.subscription, u.kind, \
+             u.payload \
+         from unnest($1::uuid[], $2::text[], $3::jsonb[]) with ordinality \
+             as u(subscription, kind, payload, n) order by n",
+    )
+    .bind(subscriptions)
+    .bind(kinds)
+    .bind(payloads)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Queues the request events of `hooks`; `data` holds the data of the audit entries they follow
+/// from, by their place (`RequestHook::n`).
+pub(super) async fn queue_request_events(
+    conn: &mut PgConnection,
+    hooks: Vec<RequestHook>,
+    data: &[Value],
+) -> sqlx::Result<()> {
+    let rows = hooks
+        .into_iter()
+        .filter_map(|h| {
+            let kind = WebhookType::parse(&h.kind)?;
+            let entry = data.get(h.n as usize)?;
+            let facts = RequestFacts {
+                id: h.id,
+                external_reference: h.external_reference,
+                scope: h.scope,
+                state: h.state,
+                outcome: h.outcome,
+                received_at: h.received_at,
+                due_at: h.due_at,
+                completed_at: h.completed_at,
+                updated_at: h.updated_at,
+                resurrection_of: h.resurrection_of,
+            };
+            let payload = serde_json::to_value(RequestEventData::new(kind, facts, entry)).ok()?;
+            Some((h.subscription_id, kind.as_str(), payload))
+        })
+        .collect();
+    queue(conn, rows).await
+}
+
+/// Queues `restoration.completed` for the restoration an audit entry's data names.
+pub(super) async fn queue_restoration_event(
+    conn: &mut PgConnection,
+    entry: &Value,
+) -> sqlx::Result<()> {
+    let Some(id) = entry["restoration"]
+        .as_str()
+        .and_then(|s| s.parse::<Uuid>().ok())
+    else {
+        return Ok(());
+    };
+    let kind = WebhookType::RestorationCompleted;
+    type Row = (
+        Uuid,
+        String,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        i32,
+        i32,
+        i32,
+        i32,
+    );
+    let subscriptions: Vec<Uuid> = sqlx::query_scalar(
+        "select id from webhook_subscriptions where state <> 'disabled' and $1 = any(event_types) \
+         order by created_at, id",
+    )
+    .bind(kind.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    if subscriptions.is_empty() {
+        return Ok(());
+    }
+    let Some((restoration_id, state, created_at, finished_at, new, present, missing, lifted)) =
+        sqlx::query_as::<_, Row>(
+            "select id, state, created_at, finished_at, accounts_new, accounts_present, \
+                 accounts_missing, guards_lifted from restorations where id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(());
+    };
+    let payload = serde_json::to_value(RestorationEventData {
+        restoration_id,
+        state,
+        requested_at: payload_time(created_at),
+        finished_at: finished_at.map(payload_time),
+        accounts: RestorationAccounts {
+            new,
+            present,
+            missing,
+        },
+        guards_lifted: lifted,
+    })
+    .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let rows = subscriptions
+        .into_iter()
+        .map(|s| (s, kind.as_str(), payload.clone()))
+        .collect();
+    queue(conn, rows).await
 }

@@ -5,7 +5,7 @@
 
 use crate::metrics::BreakerGauge;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The window the rate cap counts calls in.
@@ -126,7 +126,7 @@ impl RateLimiter {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Rate> {
-        self.rate.lock().expect("rate lock")
+        self.rate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The calls a second this process may make, before any back-off.
@@ -245,7 +245,7 @@ impl Slots {
     }
 
     fn count(&self) -> std::sync::MutexGuard<'_, (usize, usize)> {
-        self.count.lock().expect("slots lock")
+        self.count.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sets the number of slots: more at once; fewer as the ones in use come back.
@@ -334,7 +334,7 @@ impl PathGates {
         let gate = self
             .gates
             .lock()
-            .expect("gates lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .entry(resource.to_string())
             .or_default()
             .clone();
@@ -352,14 +352,17 @@ impl PathGates {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.gates.lock().expect("gates lock").len()
+        self.gates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
 impl PathTurn<'_> {
     fn held(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
         let gate = self.gate.as_ref().expect("set until dropped");
-        gate.held.lock().expect("hold lock")
+        gate.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// When a `Retry-After` given for this resource ends, if it has not yet.
@@ -376,7 +379,11 @@ impl PathTurn<'_> {
 
 impl Drop for PathTurn<'_> {
     fn drop(&mut self) {
-        let mut gates = self.gates.gates.lock().expect("gates lock");
+        let mut gates = self
+            .gates
+            .gates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         drop(self.turn.take());
         drop(self.gate.take());
         // Forget the resources nobody is on and no `Retry-After` holds any more.
@@ -386,7 +393,7 @@ impl Drop for PathTurn<'_> {
                 || gate
                     .held
                     .lock()
-                    .expect("hold lock")
+                    .unwrap_or_else(PoisonError::into_inner)
                     .is_some_and(|until| until > now)
         });
     }
@@ -448,7 +455,7 @@ impl Breaker {
 
     /// Whether to dispatch now.
     pub fn admit(&self) -> Admission {
-        let mut state = self.state.lock().expect("breaker lock");
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         match state.mode {
             Mode::Closed { .. } => Admission::Go,
@@ -464,7 +471,7 @@ impl Breaker {
 
     /// The admitted probe found nothing to do: let the next admission probe instead.
     pub fn probe_unused(&self) {
-        let mut state = self.state.lock().expect("breaker lock");
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if let Mode::Probing { .. } = state.mode {
             state.mode = Mode::Open {
                 until: Instant::now(),
@@ -476,13 +483,16 @@ impl Breaker {
     /// True unless closed (for metrics and status).
     pub fn is_open(&self) -> bool {
         !matches!(
-            self.state.lock().expect("breaker lock").mode,
+            self.state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .mode,
             Mode::Closed { .. }
         )
     }
 
     pub fn success(&self) {
-        let mut state = self.state.lock().expect("breaker lock");
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if !matches!(state.mode, Mode::Closed { .. }) {
             tracing::info!("upstream answers again: circuit closed");
             crate::metrics::global().breaker(BreakerGauge::Closed);
@@ -492,7 +502,7 @@ impl Breaker {
     }
 
     pub fn failure(&self) {
-        let mut state = self.state.lock().expect("breaker lock");
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         match state.mode {
             Mode::Closed { failures } if failures + 1 >= THRESHOLD => {

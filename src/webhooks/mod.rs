@@ -23,21 +23,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::seal::Sealer;
 use crate::config::WebhookSettings;
+use crate::domain::events::WebhookType;
 use crate::store::Db;
 use crate::store::webhooks::{self as store, Attempted, Claim, Next, Pending};
 use sign::SigningKey;
 
 /// The event types a subscription may ask for (besides `test`, sent on demand).
-pub const EVENT_TYPES: [&str; 8] = [
-    "request.completed",
-    "request.failed",
-    "request.at_risk",
-    "request.overdue",
-    "request.on_hold",
-    "request.resurrection_detected",
-    "restoration.completed",
-    "reverification.failed",
-];
+pub fn event_types() -> impl Iterator<Item = &'static str> {
+    WebhookType::all().map(WebhookType::as_str)
+}
 
 /// Delays before each retry of an event (seconds, before `ERASURE_WEBHOOK_RETRY_SCALE`): the
 /// first attempt is at once, then 5 s, 5 min, 30 min, 2 h, 5 h and 10 h seven times: 13 attempts
