@@ -118,9 +118,17 @@ enum RetentionCommand {
         db: DbArgs,
         #[command(flatten)]
         retention: RetentionArgs,
-        /// Apply the retention as of this time (RFC 3339) instead of now.
+        /// Apply the retention as of this time (RFC 3339) instead of now, as the rule will stand
+        /// then (an epoch ends ERASURE_PSEUDONYM_EPOCH_DAYS after it starts). A future time needs
+        /// --yes (or --dry-run): it destroys now keys only due then.
         #[arg(long, value_parser = parse_time)]
         as_of: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only say what would be destroyed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Confirm a run as of a future time.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -326,18 +334,46 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     db,
                     retention,
                     as_of,
+                    dry_run,
+                    yes,
                 },
         } => {
             let settings = retention.settings()?;
+            let now = chrono::Utc::now();
+            let as_of = as_of.unwrap_or(now);
+            let apply = if dry_run {
+                retention::Apply::DryRun
+            } else {
+                retention::Apply::Destroy
+            };
+            if let Some(why) = retention::confirmation_needed(as_of, now, apply).filter(|_| !yes) {
+                eprintln!("{why}");
+                return Ok(ExitCode::FAILURE);
+            }
             let pool = store::connect(&db.database_url, 2).await?;
             store::check_migrated(&pool).await?;
-            let as_of = as_of.unwrap_or_else(chrono::Utc::now);
-            let destroyed = retention::run_once(&pool, settings.retention_days, as_of).await?;
+            let destroyed = retention::run_once(
+                &pool,
+                settings.retention_days,
+                settings.epoch_days,
+                as_of,
+                apply,
+            )
+            .await?;
+            let verb = match apply {
+                retention::Apply::Destroy => "destroyed",
+                retention::Apply::DryRun => "would be destroyed",
+            };
             for d in &destroyed {
-                println!("epoch {} destroyed: {} requests", d.epoch, d.requests);
+                println!("epoch {} {verb}: {} requests", d.epoch, d.requests);
             }
-            if destroyed.is_empty() {
-                println!("no epoch past the retention");
+            match (destroyed.is_empty(), apply) {
+                (true, retention::Apply::Destroy) => println!("no epoch past the retention"),
+                (true, retention::Apply::DryRun) => {
+                    println!("no epoch would be destroyed (dry run: nothing changed)")
+                }
+                (false, retention::Apply::DryRun) => println!("dry run: nothing changed"),
+                (false, retention::Apply::Destroy) => {}
             }
         }
     }

@@ -115,6 +115,105 @@ async fn a_slow_deletion_is_verified_again_until_gone() {
     app.stop().await;
 }
 
+/// The account DELETEs the service sent, in order, and their statuses.
+fn account_deletes(app: &TestApp) -> Vec<u16> {
+    app.api_calls()
+        .iter()
+        .filter(|c| c.method == "DELETE" && c.route == "/v2.1/accounts/{id}")
+        .map(|c| c.status)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_re_added_between_its_deletion_and_its_verification_is_deleted_again() {
+    // No guard: the engine alone must see it through.
+    let app = TestApp::spawn(Options {
+        guard: None,
+        ..Options::empty_sim()
+    })
+    .await;
+    let account = app.seed_accounts(1)[0].clone();
+    // A LIST_ACCOUNTS synchronisation re-adds the account, under its id, right after the DELETE.
+    app.sim
+        .set_faults(Faults {
+            relist_after_delete: 1,
+            ..Faults::default()
+        })
+        .unwrap();
+    let id = app.submit("account", &account).await;
+    let done = app.wait_state(&id, "completed", 30).await;
+    assert_eq!(done["outcome"], "erased");
+    assert_eq!(done["steps"][2]["state"], "succeeded", "{done}");
+    assert_eq!(account_deletes(&app), vec![204, 204], "deleted twice");
+    assert_eq!(
+        app.upstream_status(&format!("/accounts/{account}")).await,
+        404,
+        "gone upstream"
+    );
+    let events = app.audit_events(&id).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| *e == "resurrection_at_verify")
+            .count(),
+        1,
+        "{events:?}"
+    );
+    completed_once(&app, &id).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_that_keeps_coming_back_fails_its_request_after_three_rounds() {
+    let app = TestApp::spawn(Options {
+        guard: None,
+        ..Options::empty_sim()
+    })
+    .await;
+    let account = app.seed_accounts(1)[0].clone();
+    app.sim
+        .set_faults(Faults {
+            relist_after_delete: 100,
+            ..Faults::default()
+        })
+        .unwrap();
+    let id = app.submit("account", &account).await;
+    let failed = app.wait_state(&id, "failed", 30).await;
+    let reason = failed["failure_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("deleted again 3 times"),
+        "a clear reason: {reason}"
+    );
+    assert!(!failed.to_string().contains(&account));
+    assert_eq!(account_deletes(&app), vec![204; 4], "1 deletion + 3 rounds");
+    let events = app.audit_events(&id).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| *e == "resurrection_at_verify")
+            .count(),
+        3,
+        "{events:?}"
+    );
+
+    // Once the synchronisations stop, an operator's retry finishes it.
+    app.sim.set_faults(Faults::default()).unwrap();
+    let (status, body) = app
+        .post(
+            &format!("/v1/erasure-requests/{id}/retry"),
+            &app.approver,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.wait_state(&id, "completed", 30).await;
+    assert_eq!(
+        app.upstream_status(&format!("/accounts/{account}")).await,
+        404
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_retries_fail_the_request_and_retry_requeues_it() {
     let mut engine = fast_engine();
@@ -512,6 +611,7 @@ async fn outcomes_recorded_together_are_each_fenced_by_their_own_lease() {
                 step: step.clone(),
                 outcome,
                 calls: vec![],
+                redeleted: vec![],
                 take_next,
             })
         },

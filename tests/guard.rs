@@ -817,3 +817,120 @@ async fn an_api_only_process_leaves_the_user_check_to_the_worker() {
     worker.stop().await.unwrap();
     app.stop().await;
 }
+
+/// The creation dates (Unix seconds) of the simulator's LIST_ACCOUNTS_SUCCESS events so far, in
+/// order.
+async fn listing_dates(app: &TestApp) -> Vec<i64> {
+    let (status, body) = app.upstream(Method::GET, "/events?since=0&limit=100").await;
+    assert_eq!(status, 200, "{body}");
+    body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "LIST_ACCOUNTS_SUCCESS")
+        .map(|e| e["creation_date"].as_i64().unwrap())
+        .collect()
+}
+
+async fn wait_listings(app: &TestApp, n: usize) -> Vec<i64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let dates = listing_dates(app).await;
+        if dates.len() >= n {
+            return dates;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{dates:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_in_the_second_of_the_deletion_is_checked_upstream_not_ignored() {
+    // An aggregator that re-adds a deleted account under its old id, so that a listing in the
+    // second of the deletion cannot be told from one just before it by the id either. The guard
+    // starts once the listings are placed.
+    let app = TestApp::spawn(Options {
+        guard: None,
+        ..Options::empty_sim()
+    })
+    .await;
+    app.sim
+        .set_faults(erasure::sim::Faults {
+            readd_keeps_ids: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let (connection, accounts) = seed(&app, 3);
+    // A listing before any erasure: every account PRESENT.
+    list_accounts_sync(&app, &connection).await;
+    let before = wait_listings(&app, 1).await[0];
+    let a = app.submit("account", &accounts[0]).await;
+    let b = app.submit("account", &accounts[1]).await;
+    app.wait_state(&a, "completed", 20).await;
+    app.wait_state(&b, "completed", 20).await;
+    // The bank closes B's account; a resynchronisation re-adds A's (same id), not B's.
+    let closed = app
+        .http
+        .post(format!(
+            "{}/_sim/bank/accounts/{}/close",
+            app.sim.base_url(),
+            accounts[1]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(closed.status().is_success());
+    list_accounts_sync(&app, &connection).await;
+    let after = wait_listings(&app, 2).await[1];
+    assert_eq!(
+        app.upstream_status(&format!("/accounts/{}", accounts[0]))
+            .await,
+        200,
+        "A's account is back under its id"
+    );
+    // Each deletion in the second of a listing that names its account: A's in the second of the
+    // listing that re-added it, B's in the second of the listing before its erasure.
+    for (request, second) in [(&a, after), (&b, before)] {
+        sqlx::query(
+            "update erased_accounts set armed_at = to_timestamp($2) + interval '500 ms' \
+             where request_id = $1::uuid",
+        )
+        .bind(request)
+        .bind(second as f64)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    }
+
+    let worker = app.extra_process(fast_engine(), Some(fast_guard())).await;
+    let re = wait_re_erasures(&app, &a, 1, 20).await;
+    app.wait_state(&re[0], "completed", 20).await;
+    assert_eq!(
+        app.upstream_status(&format!("/accounts/{}", accounts[0]))
+            .await,
+        404,
+        "A's account is gone again"
+    );
+    // Every event read: B's listing, older than its deletion (the account is gone upstream), is
+    // no resurrection.
+    let events = app.sim.stats().events as i64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let cursor: i64 = sqlx::query_scalar("select last_event_id from upstream_event_cursor")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        if cursor >= events {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "events not read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(re_erasures(&app, &b).await.is_empty());
+    let (_, b_now) = app
+        .get(&format!("/v1/erasure-requests/{b}"), &app.auditor)
+        .await;
+    assert_eq!(b_now["resurrections"], 0, "{b_now}");
+    worker.stop().await.unwrap();
+    app.stop().await;
+}

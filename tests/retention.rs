@@ -69,12 +69,12 @@ async fn wait_for_epoch(app: &TestApp, version: u32) {
     panic!("epoch {version} did not start");
 }
 
-/// `erasure retention run --as-of` in `n` processes at once: their outputs.
+/// `erasure retention run --as-of … --yes` in `n` processes at once: their outputs.
 async fn run_retention(app: &TestApp, as_of: DateTime<Utc>, n: usize) -> Vec<String> {
     let children: Vec<_> = (0..n)
         .map(|_| {
             app.command("retention")
-                .args(["run", "--as-of", &as_of.to_rfc3339()])
+                .args(["run", "--as-of", &as_of.to_rfc3339(), "--yes"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -431,6 +431,81 @@ async fn retention_destroys_expired_epochs_once_and_everything_still_verifies() 
         metric(&app, "erasure_pseudonym_epochs_live").await,
         "erasure_pseudonym_epochs_live 1"
     );
+    app.stop().await;
+}
+
+/// Whether the key of epoch `version` exists.
+async fn epoch_live(app: &TestApp, version: i32) -> bool {
+    sqlx::query_scalar("select key_sealed is not null from pseudonym_epochs where version = $1")
+        .bind(version)
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+/// `erasure retention run` with `args`: whether it succeeded, its stdout and its stderr.
+async fn retention_cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = app.command("retention");
+    cmd.arg("run")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_as_of_a_future_date_is_previewed_and_applied_only_when_confirmed() {
+    let app = TestApp::spawn(Options::default()).await;
+    let user = app.user_ids()[0].clone();
+    wait_for_epoch(&app, 1).await;
+    let id = app.submit("user", &user).await;
+    app.wait_state(&id, "completed", 30).await;
+    assert_eq!(lookup(&app, "user", &user).await["erased"], true);
+
+    // Epoch 1 is current (no later epoch yet). It ends 90 days after it started
+    // (ERASURE_PSEUDONYM_EPOCH_DAYS), so 1095 days after that its key is due for destruction.
+    let as_of = (Utc::now() + chrono::Duration::days(90 + 1095 + 2)).to_rfc3339();
+
+    // A dry run says what it would destroy and changes nothing.
+    let (ok, said, err) = retention_cli(&app, &["--as-of", &as_of, "--dry-run"]).await;
+    assert!(ok, "{err}");
+    assert!(
+        said.contains("epoch 1 would be destroyed: 1 requests"),
+        "{said}"
+    );
+    assert!(epoch_live(&app, 1).await);
+    assert!(destroyed_entries(&app).await.is_empty());
+    assert_eq!(lookup(&app, "user", &user).await["erased"], true);
+    // As of now, nothing is due.
+    let (ok, said, err) = retention_cli(&app, &["--dry-run"]).await;
+    assert!(ok, "{err}");
+    assert!(said.contains("no epoch"), "{said}");
+
+    // For real, as of a future date: refused without --yes, with the reason.
+    let (ok, said, err) = retention_cli(&app, &["--as-of", &as_of]).await;
+    assert!(!ok, "a future run went ahead unconfirmed: {said}");
+    assert!(
+        err.contains("in the future") && err.contains("--dry-run") && err.contains("--yes"),
+        "{err}"
+    );
+    assert!(epoch_live(&app, 1).await);
+    assert!(destroyed_entries(&app).await.is_empty());
+
+    // Confirmed: destroyed, and the target is no longer found.
+    let (ok, said, err) = retention_cli(&app, &["--as-of", &as_of, "--yes"]).await;
+    assert!(ok, "{err}");
+    assert!(said.contains("epoch 1 destroyed: 1 requests"), "{said}");
+    assert!(!epoch_live(&app, 1).await);
+    assert_eq!(destroyed_entries(&app).await.len(), 1);
+    let gone = lookup(&app, "user", &user).await;
+    assert_eq!(gone["requests"], json!([]), "{gone}");
     app.stop().await;
 }
 

@@ -33,13 +33,16 @@ struct Got {
 }
 
 /// A webhook receiver: answers 503 to its first `refuse` requests (down), 500 to all while
-/// `broken`, after `delay_ms`; records everything.
+/// `broken`, after `delay_ms`, and not before `held` is false; records everything (`arrived`
+/// counts the requests as they come in, before any wait).
 #[derive(Default)]
 struct Receiver {
     got: Mutex<Vec<Got>>,
     refuse: AtomicUsize,
     broken: AtomicBool,
     delay_ms: AtomicU64,
+    held: AtomicBool,
+    arrived: AtomicUsize,
 }
 
 impl Receiver {
@@ -63,6 +66,10 @@ async fn receive(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
+    state.arrived.fetch_add(1, Ordering::SeqCst);
+    while state.held.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let delay = state.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -626,6 +633,81 @@ async fn hosts_not_allowed_are_refused_when_subscribing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 422);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_lease_was_taken_over_sends_and_records_nothing_more() {
+    let app = TestApp::spawn(Options::no_worker()).await;
+    let receiver = Arc::new(Receiver::default());
+    receiver.held.store(true, Ordering::SeqCst);
+    let url = start_receiver(receiver.clone());
+    let (subscription, _) = subscribe(&app, &url, &["request.failed"]).await;
+    let queued = queue_tests(&app, &subscription, 2).await;
+    // A 10-s time-out (30-s lease): the first event is held at the receiver well within it.
+    let worker = app
+        .extra_process_with(
+            fast_engine(),
+            None,
+            WebhookSettings {
+                timeout: Duration::from_secs(10),
+                ..fast_webhooks()
+            },
+        )
+        .await;
+    wait_for("the first event in flight", 30, || {
+        receiver.arrived.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    let in_flight = tokio::time::Instant::now();
+    // The worker stalls past its lease (as on a starved machine): the lease lapses and the
+    // subscription is claimed again, by the same process's next look. The first event, sent but
+    // not recorded, is sent again by the new holder (at least once, same webhook-id).
+    sqlx::query(
+        "update webhook_subscriptions set lease_until = now() - interval '1 second' \
+         where id = $1::uuid",
+    )
+    .bind(&subscription)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    wait_for("the first event sent again by the new holder", 30, || {
+        receiver.arrived.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    // The stalled worker's send outlasts the time after which a worker confirms its lease before
+    // sending again.
+    tokio::time::sleep_until(in_flight + erasure::webhooks::CONFIRM_AFTER * 2).await;
+    receiver.held.store(false, Ordering::SeqCst);
+    wait_delivered(&app, &subscription, 30).await;
+    // Every delivery task has ended: nothing more can be sent.
+    worker.stop().await.unwrap();
+
+    let got = receiver.got();
+    let sent = |id: &str| got.iter().filter(|g| g.id == id).count();
+    assert_eq!(sent(&queued[0]), 2, "{got:?}");
+    assert_eq!(
+        sent(&queued[1]),
+        1,
+        "the second event is sent by the holder of the lease only"
+    );
+    let (_, log) = app
+        .get(
+            &format!("/v1/webhooks/{subscription}/deliveries"),
+            &app.admin,
+        )
+        .await;
+    let items = log["items"].as_array().unwrap();
+    assert_eq!(
+        items.len(),
+        2,
+        "one attempt recorded per event, by the holder: {log:#}"
+    );
+    assert!(
+        items
+            .iter()
+            .all(|d| d["attempt"] == 1 && d["event_state"] == "delivered")
+    );
     app.stop().await;
 }
 

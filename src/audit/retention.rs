@@ -3,8 +3,13 @@
 //! (`store::epochs::destroy_if_expired`), with a `pseudonym_epoch_destroyed` audit entry naming
 //! the epoch and how many requests it covered. The requests, their states, times and the audit
 //! log stay as they are, and every receipt, export and proof still verifies; nothing links them
-//! to a person any more. Run daily by the workers and by `erasure retention run [--as-of]`; any
-//! number of runs at once destroy each epoch once.
+//! to a person any more. Run daily by the workers and by `erasure retention run [--as-of T]
+//! [--dry-run] [--yes]`; any number of runs at once destroy each epoch once.
+//!
+//! As of a time `T`, the rule is evaluated as it will stand then: an epoch with no later one yet
+//! ends `ERASURE_PSEUDONYM_EPOCH_DAYS` after it started. A run as of a future time destroys now
+//! keys that are only due then (the current epoch's among them), so it needs a confirmation
+//! (`confirmation_needed`); `--dry-run` says what a run would destroy and changes nothing.
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -12,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::pseudonym::Pseudonymizer;
 use super::seal::Sealer;
 use crate::config::RetentionSettings;
+pub use crate::store::epochs::Apply;
 use crate::store::{Db, epochs};
 
 /// What the status page and the report say of the retention: how long records are kept and
@@ -37,23 +43,48 @@ pub struct Destroyed {
     pub requests: i64,
 }
 
-/// Destroys every epoch past its retention as of `as_of` (normally now).
+/// Why a run as of `as_of` must not go ahead without a confirmation: it is in the future (it
+/// would destroy now keys only due then, perhaps the one in use). `None` for a dry run, or as of
+/// now or earlier.
+pub fn confirmation_needed(
+    as_of: DateTime<Utc>,
+    now: DateTime<Utc>,
+    apply: Apply,
+) -> Option<String> {
+    (apply == Apply::Destroy && as_of > now).then(|| {
+        format!(
+            "--as-of {} is in the future: this run would destroy now the pseudonym keys that are \
+             only due for destruction then (the key in use among them), and a destroyed key \
+             cannot be brought back. Run it with --dry-run to see what it would destroy, or add \
+             --yes to destroy them now.",
+            as_of.to_rfc3339()
+        )
+    })
+}
+
+/// Destroys every epoch past its retention as of `as_of` (normally now), or with
+/// `Apply::DryRun` only answers which it would destroy.
 pub async fn run_once(
     db: &Db,
     retention_days: u32,
+    epoch_days: u32,
     as_of: DateTime<Utc>,
+    apply: Apply,
 ) -> anyhow::Result<Vec<Destroyed>> {
     let cutoff = as_of - chrono::Duration::days(i64::from(retention_days));
     let mut destroyed = Vec::new();
-    for epoch in epochs::ended_by(db, cutoff).await? {
+    for epoch in epochs::ended_by(db, cutoff, epoch_days).await? {
         if let Some(requests) =
-            epochs::destroy_if_expired(db, epoch, cutoff, retention_days, as_of).await?
+            epochs::destroy_if_expired(db, epoch, cutoff, epoch_days, retention_days, as_of, apply)
+                .await?
         {
-            tracing::info!(epoch, requests, "pseudonym epoch destroyed (retention)");
+            if apply == Apply::Destroy {
+                tracing::info!(epoch, requests, "pseudonym epoch destroyed (retention)");
+            }
             destroyed.push(Destroyed { epoch, requests });
         }
     }
-    if !destroyed.is_empty() {
+    if !destroyed.is_empty() && apply == Apply::Destroy {
         compact(db).await;
     }
     Ok(destroyed)
@@ -86,7 +117,16 @@ pub async fn run(
         return;
     };
     loop {
-        match run_once(&db, settings.retention_days, Utc::now()).await {
+        let now = Utc::now();
+        match run_once(
+            &db,
+            settings.retention_days,
+            settings.epoch_days,
+            now,
+            Apply::Destroy,
+        )
+        .await
+        {
             Ok(destroyed) if !destroyed.is_empty() => {
                 super::epochs::refresh_or_warn(&db, &sealer, &pseudonyms, settings.epoch_days)
                     .await;

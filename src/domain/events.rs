@@ -41,6 +41,8 @@ pub enum Event {
     Inventoried,
     Deleted,
     VerifiedAbsent,
+    /// The verify step found the target back after its deletion and deleted it again.
+    ResurrectionAtVerify,
     CascadeObserved,
     AttemptFailed,
     Failed,

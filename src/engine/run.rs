@@ -21,7 +21,7 @@ use crate::upstream::{CallError, Cascade, InventoryProgress};
 /// Upstream ids learnt at inventory, sealed on the request while it is open, and for an account
 /// the pseudonyms the resurrection guard keeps once it is deleted. While the inventory is under
 /// way, what it has read so far.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Context {
     connection_id: Option<String>,
     channel_id: Option<String>,
@@ -35,7 +35,20 @@ struct Context {
     /// An unfinished inventory's progress (cleared when it ends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     inventory: Option<InventoryProgress>,
+    /// Times the verify step found the target back after its deletion and deleted it again, in
+    /// its attempts so far (counted afresh from its first attempt, e.g. after an operator's retry).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    redeleted: u32,
 }
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// How many times the verify step deletes again a target it finds back upstream after its
+/// deletion (a synchronisation re-added it) before it fails the request: each round is audited
+/// (`resurrection_at_verify`).
+pub const MAX_REDELETES: u32 = 3;
 
 impl Engine {
     /// Runs one attempt and records it, then the request's next steps back to back while they
@@ -48,10 +61,11 @@ impl Engine {
     ) {
         'steps: loop {
             let mut calls = Vec::new();
+            let mut redeleted = Vec::new();
             // The lease is renewed by this same future (no detached task), so a worker that dies
             // or is aborted stops renewing at once and the rescuer can hand the step to another.
             let result = {
-                let work = self.attempt(&step, &mut calls);
+                let work = self.attempt(&step, &mut calls, &mut redeleted);
                 tokio::pin!(work);
                 let mut renew = tokio::time::interval(self.settings.lease / 3);
                 renew.tick().await;
@@ -88,6 +102,7 @@ impl Engine {
                     step: step.clone(),
                     outcome: outcome.clone(),
                     calls: calls.clone(),
+                    redeleted: redeleted.clone(),
                     take_next,
                 };
                 match self.recorder.submit(attempt).await {
@@ -114,7 +129,12 @@ impl Engine {
         }
     }
 
-    async fn attempt(&self, step: &Claimed, calls: &mut Vec<CallRecord>) -> Outcome {
+    async fn attempt(
+        &self,
+        step: &Claimed,
+        calls: &mut Vec<CallRecord>,
+        redeleted: &mut Vec<u32>,
+    ) -> Outcome {
         let policy = &self.settings.retry;
         // A step claimed past the (opt-in) attempt count fails before any call.
         if policy.exhausted(step.attempts - 1) {
@@ -144,7 +164,7 @@ impl Engine {
         let mut progress = context.inventory.clone().unwrap_or_default();
 
         let (reason, retry_after, throttled) = match self
-            .execute(step, &target, &context, &mut progress, calls)
+            .execute(step, &target, &context, &mut progress, calls, redeleted)
             .await
         {
             Ok(outcome) => return outcome,
@@ -155,13 +175,18 @@ impl Engine {
                 throttled,
             }) => (reason, retry_after, throttled),
         };
+        // What this attempt did is kept for the next one: an inventory's progress, the verify
+        // step's rounds of deletion.
+        let kept = self
+            .progress_context(step, &context, &progress)
+            .or_else(|| self.redeleted_context(step, &context, redeleted));
         // A 429 is the upstream asking to wait: the attempt is given back (it neither counts
         // nor grows the backoff) and the step waits for the Retry-After.
         if throttled {
             return Outcome::RetryAt {
                 error: reason,
                 at: after(retry_after.unwrap_or(THROTTLED_WAIT)),
-                context: self.progress_context(step, &context, &progress),
+                context: kept,
                 throttled: true,
             };
         }
@@ -178,9 +203,34 @@ impl Engine {
         Outcome::RetryAt {
             error: reason,
             at: after(policy.delay(step.attempts, retry_after)),
-            context: self.progress_context(step, &context, &progress),
+            context: kept,
             throttled: false,
         }
+    }
+
+    /// The verify step's rounds of deletion so far, before this attempt.
+    fn redeleted_before(step: &Claimed, context: &Context) -> u32 {
+        if step.attempts > 1 {
+            context.redeleted
+        } else {
+            0
+        }
+    }
+
+    /// The request's context with the verify step's rounds of deletion counted, sealed; `None`
+    /// when this attempt deleted nothing again.
+    fn redeleted_context(
+        &self,
+        step: &Claimed,
+        context: &Context,
+        redeleted: &[u32],
+    ) -> Option<Vec<u8>> {
+        let last = *redeleted.last()?;
+        let kept = Context {
+            redeleted: last,
+            ..context.clone()
+        };
+        Some(self.seal_context(step, &kept))
     }
 
     /// The request's context with an unfinished inventory's progress, sealed; `None` when there
@@ -250,6 +300,7 @@ impl Engine {
         context: &Context,
         progress: &mut InventoryProgress,
         calls: &mut Vec<CallRecord>,
+        redeleted: &mut Vec<u32>,
     ) -> Result<Outcome, CallError> {
         let up = &self.upstream;
         let done = |detail| Outcome::Done {
@@ -309,13 +360,38 @@ impl Engine {
                 }
             }
             StepKind::Verify => {
-                if up.exists(step.scope, target, calls).await? {
-                    // Slow deletion: the GET still answers after the DELETE. Re-verify with backoff.
-                    return Err(CallError::transient(
-                        "still present upstream after deletion; verifying again",
-                    ));
+                let before = Self::redeleted_before(step, context);
+                while up.exists(step.scope, target, calls).await? {
+                    // Back after its deletion (a synchronisation re-added it), or a slow deletion
+                    // (the GET still answers after the DELETE): a second DELETE tells them apart.
+                    let round = before + redeleted.len() as u32 + 1;
+                    if round > MAX_REDELETES {
+                        return Ok(Outcome::Fail {
+                            error: format!(
+                                "still present upstream after being deleted again {MAX_REDELETES} times: \
+                                 something keeps re-adding it (a synchronisation of its \
+                                 connection); stop that, or erase the connection, then retry"
+                            ),
+                        });
+                    }
+                    if !up.delete(step.scope, target, calls).await? {
+                        // Already gone (404): the GET answered from a slow deletion. Re-verify
+                        // with backoff.
+                        return Err(CallError::transient(
+                            "still present upstream after deletion; verifying again",
+                        ));
+                    }
+                    redeleted.push(round);
                 }
-                done(json!({"result": "absent"}))
+                let mut detail = json!({"result": "absent"});
+                if let Some(last) = redeleted.last() {
+                    detail["deleted_again"] = json!(last);
+                }
+                Outcome::Done {
+                    detail,
+                    context: self.redeleted_context(step, context, redeleted),
+                    guard: None,
+                }
             }
             StepKind::CascadeCheck => match context.connection_id.as_deref() {
                 None if context.inventory_incomplete => done(json!({

@@ -1,8 +1,12 @@
 //! Following the upstream event stream: each page of events takes effect in one transaction that
 //! also advances the cursor, so after a crash the page is read again and nothing is done twice.
 //! It never commits part of a page, and never writes SQL itself: the statements are the store's.
+//!
+//! A listing whose time (whole seconds) cannot be ordered against the deletion of an account it
+//! names (`order`: the seconds around the deletion) is checked: the account is read upstream
+//! before the page's transaction, and erased again if it is there. It is never ignored.
 
-use crate::domain::events::Event;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use chrono::Utc;
@@ -11,12 +15,13 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Guard;
+use crate::domain::events::Event;
 use crate::domain::{Scope, State};
 use crate::store::audit::{self, Entry};
 use crate::store::guard::{self, GUARD, Guarded};
 use crate::store::requests::{self, Inserted, NewRequest};
 use crate::store::restorations::{self, Listed};
-use crate::upstream::id_field;
+use crate::upstream::{CallError, id_field};
 
 /// Events read per page (the upstream's maximum).
 const PAGE: u32 = 100;
@@ -29,6 +34,8 @@ impl Guard {
         if events.is_empty() {
             return Ok(false);
         }
+        // Upstream reads happen before the transaction, never inside it.
+        let checked = self.check_ambiguous(&events).await?;
         let mut tx = self.db.begin().await?;
         if guard::lock_cursor(&mut tx).await? != Some(since) {
             // Another process is applying (or has applied) this page.
@@ -43,7 +50,7 @@ impl Guard {
             if id <= last {
                 continue;
             }
-            self.apply(&mut tx, id, event).await?;
+            self.apply(&mut tx, id, event, &checked).await?;
             last = id;
         }
         guard::advance_cursor(&mut tx, last).await?;
@@ -52,7 +59,63 @@ impl Guard {
         Ok(events.len() as u32 >= PAGE)
     }
 
-    async fn apply(&self, tx: &mut PgConnection, id: i64, event: &Value) -> anyhow::Result<()> {
+    /// The accounts that listings of `events` name within the seconds of their deletion
+    /// (`Order::Ambiguous`), each read upstream: whether it is there. A permanent refusal of the
+    /// read counts as there (the re-erasure then fails with the reason, for a person to see); a
+    /// transient one fails the page, which is read again.
+    async fn check_ambiguous(&self, events: &[Value]) -> anyhow::Result<HashMap<String, bool>> {
+        let mut ambiguous = Vec::new();
+        let mut conn = None;
+        for event in events {
+            if event.get("event_type").and_then(Value::as_str) != Some("LIST_ACCOUNTS_SUCCESS") {
+                continue;
+            }
+            let accounts = listed_accounts(event);
+            if accounts.is_empty() {
+                continue;
+            }
+            let created_at = event.get("creation_date").and_then(Value::as_i64);
+            let conn = match &mut conn {
+                Some(conn) => conn,
+                None => conn.insert(self.db.acquire().await?),
+            };
+            for (listed, guards) in self.match_listed(conn, accounts).await? {
+                let Some(listed) = listed else {
+                    continue;
+                };
+                if guards
+                    .iter()
+                    .any(|g| order(g, created_at) == Order::Ambiguous)
+                    && !ambiguous.contains(&listed.id)
+                {
+                    ambiguous.push(listed.id);
+                }
+            }
+        }
+        drop(conn);
+        let mut checked = HashMap::with_capacity(ambiguous.len());
+        for id in ambiguous {
+            let present = match self
+                .upstream
+                .exists(Scope::Account, &id, &mut Vec::new())
+                .await
+            {
+                Ok(present) => present,
+                Err(CallError::Permanent { .. }) => true,
+                Err(e) => return Err(e.into()),
+            };
+            checked.insert(id, present);
+        }
+        Ok(checked)
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        id: i64,
+        event: &Value,
+        checked: &HashMap<String, bool>,
+    ) -> anyhow::Result<()> {
         let Some(connection) = event.get("resource").and_then(|r| id_field(r, "id")) else {
             return Ok(());
         };
@@ -60,7 +123,7 @@ impl Guard {
         let restoration = restorations::waiting_for(tx, &refs).await?;
         match event.get("event_type").and_then(Value::as_str) {
             Some("LIST_ACCOUNTS_SUCCESS") => {
-                self.listed(tx, id, event, restoration.as_ref().map(|r| r.id))
+                self.listed(tx, id, event, restoration.as_ref().map(|r| r.id), checked)
                     .await?
             }
             Some("LIST_ACCOUNTS_FAILED") => {
@@ -81,19 +144,17 @@ impl Guard {
     }
 
     /// One channel's LIST_ACCOUNTS_SUCCESS: each listed account is pseudonymised in memory and
-    /// compared with the erased ones. A match is re-erased, unless a restoration asked for it.
+    /// compared with the erased ones. A match listed after its deletion, or in the seconds of it
+    /// and found upstream (`checked`), is re-erased, unless a restoration asked for it.
     async fn listed(
         &self,
         tx: &mut PgConnection,
         event_id: i64,
         event: &Value,
         restoration: Option<Uuid>,
+        checked: &HashMap<String, bool>,
     ) -> anyhow::Result<()> {
-        let accounts = event
-            .pointer("/list_accounts_success/accounts")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let accounts = listed_accounts(event);
         let created_at = event.get("creation_date").and_then(Value::as_i64);
         let matches = self.match_listed(tx, accounts).await?;
         let mut counts = Listed::default();
@@ -124,10 +185,13 @@ impl Guard {
                 counts.guards_lifted += guard::lift(tx, &ids, restoration).await? as i32;
                 continue;
             }
-            let Some(g) = guards
-                .iter()
-                .find(|g| !stale(g, created_at, &listed.id_refs))
-            else {
+            // An ambiguous listing not checked before the transaction (its guard was armed
+            // since) is taken as a resurrection: never ignored.
+            let Some(g) = guards.iter().find(|g| match order(g, created_at) {
+                Order::After => true,
+                Order::Before => false,
+                Order::Ambiguous => checked.get(&listed.id).copied().unwrap_or(true),
+            }) else {
                 continue;
             };
             // Already being erased again (listed once more meanwhile): nothing new.
@@ -197,15 +261,44 @@ impl Guard {
     }
 }
 
-/// An event created before the account's deletion cannot show its resurrection. Times are whole
-/// seconds: within the deletion's second, a listing under the same upstream id is taken as
-/// earlier (a re-added account comes back as a new association).
-fn stale(g: &Guarded, created_at: Option<i64>, id_refs: &[String]) -> bool {
+/// The accounts a LIST_ACCOUNTS_SUCCESS lists.
+fn listed_accounts(event: &Value) -> &[Value] {
+    event
+        .pointer("/list_accounts_success/accounts")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// Whole seconds before the second a deletion was recorded (`armed_at`) in which the upstream may
+/// have deleted the account: the DELETE was answered, then recorded, within them.
+const DELETION_SLACK_SECS: i64 = 2;
+
+/// A listing against the deletion of an account it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Listed after the deletion: a resurrection.
+    After,
+    /// Listed before the deletion: it cannot show a resurrection.
+    Before,
+    /// Times are whole seconds and the deletion's is known only within `DELETION_SLACK_SECS`:
+    /// whether the account is there upstream decides (an aggregator may re-add an account under
+    /// its old id, so the id does not tell either).
+    Ambiguous,
+}
+
+fn order(g: &Guarded, created_at: Option<i64>) -> Order {
     let Some(t) = created_at else {
-        return false;
+        return Order::After;
     };
     let armed = g.armed_at.timestamp();
-    t < armed || (t == armed && g.refs.iter().any(|r| id_refs.contains(r)))
+    if t > armed {
+        Order::After
+    } else if t < armed - DELETION_SLACK_SECS {
+        Order::Before
+    } else {
+        Order::Ambiguous
+    }
 }
 
 fn event_id(event: &Value) -> Option<i64> {

@@ -127,11 +127,10 @@ impl Guard {
     }
 }
 
-/// An account as upstream lists it, pseudonymised in memory: the pseudonyms of its id, and those
-/// of its id and bank references together (what an armed guard is compared with).
+/// An account as upstream lists it, pseudonymised in memory: the pseudonyms of its id and bank
+/// references together (what an armed guard is compared with).
 pub(crate) struct ListedAccount {
     pub id: String,
-    pub id_refs: Vec<String>,
     pub refs: Vec<String>,
 }
 
@@ -140,14 +139,13 @@ impl Guard {
     pub(crate) fn pseudonymise(&self, account: &serde_json::Value) -> Option<ListedAccount> {
         let id = crate::upstream::id_field(account, "id")
             .filter(|i| crate::domain::validate::TargetId::parse(i).is_ok())?;
-        let id_refs = self
+        let mut refs = self
             .pseudonyms
             .subject_refs(crate::domain::Scope::Account, &id);
-        let mut refs = id_refs.clone();
         for (kind, value) in &crate::upstream::BankReferences::of(account).0 {
             refs.extend(self.pseudonyms.account_refs(kind, value));
         }
-        Some(ListedAccount { id, id_refs, refs })
+        Some(ListedAccount { id, refs })
     }
 
     /// Each listed account pseudonymised (`None` without a target id) with the armed guards it

@@ -38,6 +38,14 @@ pub struct Faults {
     /// When > 0, a DELETE answers 204 (and does delete) but a GET of the deleted resource keeps
     /// answering 200 with the old body for this many seconds (eventual consistency).
     pub slow_delete_secs: f64,
+    /// A LIST_ACCOUNTS synchronisation re-adds a deleted account under its former id (as an
+    /// aggregator that keeps ids would) instead of a new one.
+    pub readd_keeps_ids: bool,
+    /// The next N account DELETEs that succeed are each followed at once, before the DELETE
+    /// answers, by a LIST_ACCOUNTS synchronisation of the account's connection that re-adds it
+    /// under its former id (a resynchronisation racing the erasure). Counted from when the faults
+    /// are set; 0: off.
+    pub relist_after_delete: u32,
     /// Probability (0..=1) that a call answers 200 with a body of `huge_body_bytes` (nothing done).
     pub huge_body_rate: f64,
     /// Size of a huge body (default 9 MiB, over the client's 8 MiB cap).
@@ -56,7 +64,8 @@ pub struct Faults {
     pub drip_rate: f64,
     /// Pause between the bytes of a dripping body.
     pub drip_ms: u64,
-    /// Restricts the faults above (not `slow_delete_secs`) to these HTTP methods, e.g. `["DELETE"]`.
+    /// Restricts the faults above (not `slow_delete_secs`, `readd_keeps_ids`,
+    /// `relist_after_delete`) to these HTTP methods, e.g. `["DELETE"]`.
     /// Empty means every method.
     pub methods: Vec<String>,
 }
@@ -75,6 +84,8 @@ impl Default for Faults {
             hang_ms: 30_000,
             drop_rate: 0.0,
             slow_delete_secs: 0.0,
+            readd_keeps_ids: false,
+            relist_after_delete: 0,
             huge_body_rate: 0.0,
             huge_body_bytes: 9 * 1024 * 1024,
             bad_json_rate: 0.0,

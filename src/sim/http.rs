@@ -145,6 +145,8 @@ pub(crate) struct Shared {
     pub limiter: Limiter,
     pub journal: Journal,
     ghosts: Mutex<HashMap<(Kind, u64), Ghost>>,
+    /// Account DELETEs still to be followed at once by a LIST_ACCOUNTS (`relist_after_delete`).
+    relists_left: AtomicU32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -165,6 +167,7 @@ impl Shared {
             limiter: Limiter::new(config.max_rps),
             journal: Journal::new(config.journal_capacity),
             ghosts: Mutex::new(HashMap::new()),
+            relists_left: AtomicU32::new(config.faults.relist_after_delete),
         }
     }
 
@@ -185,6 +188,8 @@ impl Shared {
 
     pub(crate) fn set_faults(&self, faults: Faults) {
         self.faults_on.store(!faults.is_off(), Ordering::Relaxed);
+        self.relists_left
+            .store(faults.relist_after_delete, Ordering::Relaxed);
         *self.faults.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(faults);
     }
 
@@ -897,7 +902,8 @@ async fn synchronize(
     let shared = sh.clone();
     actix_web::rt::spawn(async move {
         actix_web::rt::time::sleep(shared.sync_duration).await;
-        shared.write().finish_sync(id, kind, now_secs());
+        let keep_ids = shared.faults().readd_keeps_ids;
+        shared.write().finish_sync(id, kind, now_secs(), keep_ids);
     });
     Ok(no_content())
 }
@@ -969,6 +975,22 @@ async fn delete_account(req: HttpRequest, sh: Data<Shared>, id: web::Path<String
         .user_id;
     p.may_access(owner)?;
     let (account, _cascade) = store.delete_account(id)?;
+    // A resynchronisation racing the erasure (`relist_after_delete`): the account is back, under
+    // its old id, before the DELETE answers.
+    let relist = sh
+        .relists_left
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok();
+    if relist {
+        store.finish_sync(
+            account.connection_id,
+            SyncKind::ListAccounts,
+            now_secs(),
+            true,
+        );
+        drop(store);
+        return Ok(no_content());
+    }
     drop(store);
     sh.add_ghost(&req, Kind::Account, id, owner, &account);
     Ok(no_content())

@@ -456,7 +456,7 @@ impl Store {
             let n_acc = self.connections[&cid].channels[ci].bank.len();
             let chan_id = self.connections[&cid].channels[ci].id.clone();
             let accounts = (0..n_acc)
-                .map(|bi| self.link(cid, ci, bi, None).to_string())
+                .map(|bi| self.link(cid, ci, bi, None, false).to_string())
                 .collect();
             seeded.channels.push(SeededChannel {
                 id: chan_id,
@@ -466,16 +466,26 @@ impl Store {
         seeded
     }
 
-    /// Associates bank account `bi` of channel `ci` with a new aggregator account; returns its id.
-    /// `now` is the balance date (None: the deterministic seed date).
-    fn link(&mut self, cid: u64, ci: usize, bi: usize, now: Option<i64>) -> u64 {
-        let id = self.alloc();
+    /// Associates bank account `bi` of channel `ci` with an aggregator account; returns its id: a
+    /// new one, or with `keep_id` the one it had last (if any). `now` is the balance date (None:
+    /// the deterministic seed date).
+    fn link(&mut self, cid: u64, ci: usize, bi: usize, now: Option<i64>, keep_id: bool) -> u64 {
+        let former = self.connections[&cid].channels[ci].bank[bi]
+            .history
+            .last()
+            .copied();
+        let id = match former.filter(|_| keep_id) {
+            Some(id) => id,
+            None => self.alloc(),
+        };
         let conn = self.connections.get_mut(&cid).expect("link: connection");
         let chan = &mut conn.channels[ci];
         chan.linked += 1;
         let ba = &mut chan.bank[bi];
         ba.linked = Some(id);
-        ba.history.push(id);
+        if ba.history.last() != Some(&id) {
+            ba.history.push(id);
+        }
         // Transactions come from the bank: the same ones every time the account is (re)added.
         let mut rng = StdRng::seed_from_u64(self.seed ^ ba.key.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut transactions = Vec::with_capacity(ba.transactions);
@@ -649,9 +659,10 @@ impl Store {
     ///
     /// A re-added account gets a NEW id (it is a new association in the aggregator; the old id
     /// stays 404). Its data (IBAN, reference, number, transactions) is the bank's, so it is the
-    /// same personal data as before the deletion. A MISSING account stays associated with
-    /// `status: "CLOSED"` until it is deleted.
-    pub fn finish_sync(&mut self, id: u64, kind: SyncKind, now: i64) {
+    /// same personal data as before the deletion. With `keep_ids` (fault `readd_keeps_ids`) it gets
+    /// its former id back instead, as an aggregator that keeps ids would. A MISSING account stays
+    /// associated with `status: "CLOSED"` until it is deleted.
+    pub fn finish_sync(&mut self, id: u64, kind: SyncKind, now: i64, keep_ids: bool) {
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
         };
@@ -669,7 +680,9 @@ impl Store {
                     let ba = &self.connections[&id].channels[ci].bank[bi];
                     match (ba.open, ba.linked) {
                         (true, Some(a)) => entries.push((a, "PRESENT")),
-                        (true, None) => entries.push((self.link(id, ci, bi, Some(now)), "NEW")),
+                        (true, None) => {
+                            entries.push((self.link(id, ci, bi, Some(now), keep_ids), "NEW"))
+                        }
                         (false, Some(a)) => {
                             if let Some(acc) = self.accounts.get_mut(&a) {
                                 acc.status = "CLOSED";

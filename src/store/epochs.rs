@@ -2,7 +2,8 @@
 //! opens them), when each starts, and their destruction by the retention job.
 //!
 //! Takes and returns sealed keys only, never a key in clear. An epoch ends when the next one (by
-//! `starts_at`, then version) starts; its pseudonyms are `k<version>:`. A destroyed epoch keeps
+//! `starts_at`, then version) starts, or, while none has, `ERASURE_PSEUDONYM_EPOCH_DAYS` after it
+//! started (when the next one is due: `ended_at`); its pseudonyms are `k<version>:`. A destroyed epoch keeps
 //! its row with no key (a tombstone: its version, times and how many requests it covered).
 
 use crate::domain::events::Event;
@@ -129,23 +130,48 @@ pub async fn next_version(conn: &mut PgConnection) -> sqlx::Result<i32> {
         .await
 }
 
-/// Live epochs that had ended by `cutoff` (the next one had started): the only ones retention
-/// may destroy.
-pub async fn ended_by(db: &Db, cutoff: DateTime<Utc>) -> sqlx::Result<Vec<i32>> {
-    sqlx::query_scalar(
+/// When epoch `e` ends (SQL, `$epoch_days` the bind of `ERASURE_PSEUDONYM_EPOCH_DAYS`): when the
+/// next one started, or while none has, `epoch_days` after it started, as the rule will stand then
+/// (a new epoch is due from then: `new_epoch_due`).
+macro_rules! ended_at {
+    ($epoch_days:literal) => {
+        concat!(
+            "coalesce((select min(n.starts_at) from pseudonym_epochs n \
+                 where (n.starts_at, n.version) > (e.starts_at, e.version)), \
+             e.starts_at + make_interval(days => ",
+            $epoch_days,
+            "))"
+        )
+    };
+}
+
+/// Live epochs that have ended by `cutoff` (`ended_at`): the only ones retention may destroy.
+pub async fn ended_by(db: &Db, cutoff: DateTime<Utc>, epoch_days: u32) -> sqlx::Result<Vec<i32>> {
+    sqlx::query_scalar(concat!(
         "select e.version from pseudonym_epochs e \
-         where e.key_sealed is not null and exists (select from pseudonym_epochs n \
-             where (n.starts_at, n.version) > (e.starts_at, e.version) and n.starts_at <= $1) \
-         order by e.starts_at, e.version",
-    )
+         where e.key_sealed is not null and ",
+        ended_at!("$2"),
+        " <= $1 order by e.starts_at, e.version"
+    ))
     .bind(cutoff)
+    .bind(epoch_days as i32)
     .fetch_all(db)
     .await
 }
 
-/// Destroys epoch `version` when it is still live, ended by `cutoff`, and every request made
-/// under it is closed and closed by `cutoff`; answers how many requests it covered, or `None`
-/// when it stays (or another process destroyed it first). In one transaction, under the
+/// How a retention run treats an epoch that is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    /// Destroy its key.
+    Destroy,
+    /// Only say that it would be destroyed; change nothing.
+    DryRun,
+}
+
+/// Destroys epoch `version` when it is still live, ended by `cutoff` (`ended_at`), and every
+/// request made under it is closed and closed by `cutoff`; answers how many requests it covered,
+/// or `None` when it stays (or another process destroyed it first). With `Apply::DryRun` it
+/// answers the same and changes nothing. In one transaction, under the
 /// epoch's row lock (concurrent runs destroy it once and write one audit entry): the key is
 /// removed, the guard's pseudonyms of its requests are emptied (they would link an account to
 /// them under a later key), its idempotency keys deleted, and the audit entry appended.
@@ -153,19 +179,22 @@ pub async fn destroy_if_expired(
     db: &Db,
     version: i32,
     cutoff: DateTime<Utc>,
+    epoch_days: u32,
     retention_days: u32,
     as_of: DateTime<Utc>,
+    apply: Apply,
 ) -> sqlx::Result<Option<i64>> {
     let mut tx = db.begin().await?;
-    let ends: Option<(DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "select e.starts_at, (select min(n.starts_at) from pseudonym_epochs n \
-             where (n.starts_at, n.version) > (e.starts_at, e.version)) \
-         from pseudonym_epochs e where e.version = $1 and e.key_sealed is not null for update",
-    )
+    let ends: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(concat!(
+        "select e.starts_at, ",
+        ended_at!("$2"),
+        " from pseudonym_epochs e where e.version = $1 and e.key_sealed is not null for update"
+    ))
     .bind(version)
+    .bind(epoch_days as i32)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((starts_at, Some(ended_at))) = ends else {
+    let Some((starts_at, ended_at)) = ends else {
         return Ok(None);
     };
     if ended_at > cutoff {
@@ -183,6 +212,9 @@ pub async fn destroy_if_expired(
     .await?;
     if open > 0 || last_closed.is_some_and(|t| t > cutoff) {
         return Ok(None);
+    }
+    if apply == Apply::DryRun {
+        return Ok(Some(requests));
     }
     strip_guard(&mut tx, &prefix).await?;
     sqlx::query("delete from idempotency_keys where created_at >= $1 and created_at < $2")

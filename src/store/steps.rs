@@ -144,6 +144,10 @@ pub struct Attempt {
     pub step: Claimed,
     pub outcome: Outcome,
     pub calls: Vec<CallRecord>,
+    /// The rounds (numbered from 1) in which the verify step found its target back upstream
+    /// after its deletion and deleted it again, in this attempt: each is audited as a
+    /// resurrection (`resurrection_at_verify`).
+    pub redeleted: Vec<u32>,
     /// With a lease, a success leases the request's next step to the caller.
     pub take_next: Option<Duration>,
 }
@@ -274,6 +278,12 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
                     "step": c.kind, "attempt": c.attempts, "method": call.method, "path": call.path,
                     "status": call.status, "error": call.error, "duration_ms": call.duration_ms,
                 }),
+            )
+        }));
+        entries.extend(job.redeleted.iter().map(|round| {
+            entry(
+                Event::ResurrectionAtVerify,
+                json!({"step": c.kind, "attempt": c.attempts, "round": round, "action": "deleted_again"}),
             )
         }));
         let mut step = json!({"step": c.kind, "attempt": c.attempts});

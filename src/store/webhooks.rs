@@ -415,9 +415,26 @@ pub enum Next {
     GiveUp,
 }
 
+/// Renews a held lease; false when it is no longer held by `claim` (it lapsed and another worker
+/// claimed the subscription) or the subscription is no longer enabled.
+pub async fn renew(db: &Db, claim: &Claim, lease: std::time::Duration) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "update webhook_subscriptions set lease_until = now() + $3 \
+         where id = $1 and lease_token = $2 and state = 'enabled'",
+    )
+    .bind(claim.subscription_id)
+    .bind(claim.lease_token)
+    .bind(lease)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Records attempts of one held subscription in one transaction (the log, each event's state;
 /// for a `GiveUp`, the subscription disabled with its audit entry) and renews its lease. Returns
-/// whether the lease is still held. Recorded even when it is not: what was sent was sent.
+/// whether the lease is still held. Fenced by the lease token: a worker whose lease was taken
+/// over records nothing (the new holder sends again what it sent, with the same ids, and records
+/// that), so no attempt is counted twice.
 pub async fn record(
     db: &Db,
     claim: &Claim,
@@ -425,6 +442,18 @@ pub async fn record(
     lease: std::time::Duration,
 ) -> sqlx::Result<bool> {
     let mut tx = db.begin().await?;
+    // The subscription's row stays locked to the commit: no claim takes it over in between.
+    let held: Option<i32> = sqlx::query_scalar(
+        "select 1 from webhook_subscriptions where id = $1 and lease_token = $2 \
+         for no key update",
+    )
+    .bind(claim.subscription_id)
+    .bind(claim.lease_token)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if held.is_none() {
+        return Ok(false);
+    }
     if !attempts.is_empty() {
         let n = attempts.len();
         let (mut seqs, mut numbers, mut statuses, mut durations, mut errors, mut excerpts) = (

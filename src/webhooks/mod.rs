@@ -7,7 +7,10 @@
 //! its events one after the other (never the next before the one before it was accepted), records
 //! each batch of attempts with its lease renewed, and gives the subscription back. A process that
 //! dies mid-delivery leaves its lease to expire; the events it sent but did not record are sent
-//! again with the same `webhook-id`. Never logs a secret, a payload or an answer's body.
+//! again with the same `webhook-id`. A worker whose lease lapsed (it stalled) and was taken over
+//! sends nothing more and records nothing: its lease is confirmed (and renewed) before a send once
+//! `CONFIRM_AFTER` has passed since it was last known to hold it, and recording checks it in the
+//! same transaction. Never logs a secret, a payload or an answer's body.
 
 pub mod sign;
 pub mod target;
@@ -53,6 +56,11 @@ const TURN: Duration = Duration::from_secs(5);
 /// looks for new events this often (rather than every `ERASURE_WEBHOOK_POLL_MS`), so that events
 /// of a busy subscription wait milliseconds, not a poll interval.
 const LINGER_POLL: Duration = Duration::from_millis(20);
+
+/// A send goes only while the subscription's lease is known to be held: when it was last confirmed
+/// longer ago than this (or renewed longer ago than a third of the lease), it is confirmed and
+/// renewed in the database first, and a worker that lost it stops. Quick batches pay nothing.
+pub const CONFIRM_AFTER: Duration = Duration::from_millis(100);
 
 /// How often each worker process prunes what is older than `ERASURE_WEBHOOK_RETENTION_DAYS`.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -128,6 +136,8 @@ impl Webhooks {
             }
             let free = slots.available_permits();
             if free > 0 {
+                // The lease runs from the claim at the latest.
+                let asked = Instant::now();
                 match store::claim(&self.db, free as i64, self.lease).await {
                     Ok(claims) => {
                         for claim in claims {
@@ -139,7 +149,7 @@ impl Webhooks {
                             let (this, stop, spare) =
                                 (self.clone(), shutdown.clone(), slots.clone());
                             running.spawn(async move {
-                                this.deliver(claim, stop, spare).await;
+                                this.deliver(claim, asked, stop, spare).await;
                                 drop(permit);
                             });
                         }
@@ -156,12 +166,23 @@ impl Webhooks {
         Ok(())
     }
 
-    /// Delivers a leased subscription's due events in order, for one turn.
-    async fn deliver(&self, claim: Claim, stop: CancellationToken, slots: Arc<Semaphore>) {
+    /// Delivers a leased subscription's due events in order, for one turn. `claimed`: when the
+    /// lease was asked for.
+    async fn deliver(
+        &self,
+        claim: Claim,
+        claimed: Instant,
+        stop: CancellationToken,
+        slots: Arc<Semaphore>,
+    ) {
         let started = Instant::now();
-        let mut renewed = started;
+        // When the lease was last renewed, and last known to be held (each taken before the
+        // statement that did it: the lease ran from then at the latest).
+        let mut renewed = claimed;
+        let mut confirmed;
         let subscription = claim.subscription_id;
         loop {
+            let asked = Instant::now();
             let next = match store::next_events(&self.db, &claim, BATCH).await {
                 Ok(Some(next)) => next,
                 // No longer ours, or paused or disabled meanwhile.
@@ -171,6 +192,7 @@ impl Webhooks {
                     break;
                 }
             };
+            confirmed = asked;
             let (target, events) = next;
             if events.first().is_none_or(|e| !e.due) {
                 let linger = events.is_empty()
@@ -186,8 +208,9 @@ impl Webhooks {
                 }
                 // The lease must outlive the wait (renewed by each record).
                 if renewed.elapsed() > self.lease / 3 {
+                    let asked = Instant::now();
                     match self.record(&claim, &[]).await {
-                        Some(true) => renewed = Instant::now(),
+                        Some(true) => renewed = asked,
                         _ => return,
                     }
                 }
@@ -207,6 +230,22 @@ impl Webhooks {
                 if !event.due || stop.is_cancelled() || batch_started.elapsed() > self.lease / 3 {
                     break;
                 }
+                // Never send once the lease may have been taken over (this worker stalled past
+                // it, or the subscription was paused or disabled meanwhile).
+                if confirmed.elapsed() > CONFIRM_AFTER || renewed.elapsed() > self.lease / 3 {
+                    let asked = Instant::now();
+                    match store::renew(&self.db, &claim, self.lease).await {
+                        Ok(true) => (renewed, confirmed) = (asked, asked),
+                        Ok(false) => {
+                            tracing::info!(%subscription, "webhook lease lost; sending nothing more");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(%subscription, error = %e, "confirming a webhook lease failed");
+                            break;
+                        }
+                    }
+                }
                 let a = self.send(&url, &keys, &event).await;
                 let accepted = matches!(a.next, Next::Delivered);
                 attempted.push(a);
@@ -224,9 +263,11 @@ impl Webhooks {
                     tracing::info!(%subscription, attempt = a.attempt, status = a.status, error = a.error.as_deref(), "webhook delivery failed; will retry");
                 }
             }
+            let asked = Instant::now();
             match self.record(&claim, &attempted).await {
-                Some(true) => renewed = Instant::now(),
-                // The lease was lost (or the subscription disabled): another worker may hold it.
+                Some(true) => renewed = asked,
+                // The lease was lost (nothing was recorded: another worker holds it and sends
+                // again what this one sent), or the subscription was disabled.
                 _ => return,
             }
             if failed || stop.is_cancelled() || started.elapsed() > TURN {
