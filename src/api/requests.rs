@@ -25,7 +25,7 @@ use crate::store::keys::Principal;
 use crate::store::requests::{
     self, ActionInput, ErasureRequest, Inserted, ListFilter, NewRequest, Origin, Refusal,
 };
-use crate::store::{self, audit, idempotency};
+use crate::store::{self, idempotency};
 
 /// A new erasure request. `target_id` is the upstream id; it is never returned.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -117,7 +117,9 @@ async fn refuse_own_decision(
     else {
         return Ok(()); // the store answers 404
     };
-    if second_person_decides(state.approval, scope) && requested_by == key_id {
+    if second_person_decides(state.approval, scope)
+        && crate::store::keys::same_caller(&state.db, requested_by, key_id).await?
+    {
         return Err(ApiError::client(
             StatusCode::FORBIDDEN,
             "approver_is_requester",
@@ -189,7 +191,7 @@ pub async fn create(
         .pop()
         .flatten();
     let digest = state.pseudonyms.digest(&bytes);
-    let actor = audit::key_actor(principal.key_id);
+    let actor = principal.actor();
     let mut tx = state.db.begin().await?;
     if let Some(first) = idempotency::take(&mut tx, principal.key_id, &key, &digest).await? {
         if !state
@@ -263,6 +265,7 @@ pub async fn submit_one(
         .submit(Submission {
             item: new,
             requested_by: principal.key_id,
+            actor: principal.actor(),
         })
         .await
         .map_err(duplicate_race)
@@ -434,7 +437,7 @@ pub async fn submit_batch(
         }
     }
     let batch_id = Uuid::new_v4();
-    let actor = audit::key_actor(principal.key_id);
+    let actor = principal.actor();
     let mut tx = state.db.begin().await?;
     let inserted = requests::insert_many(
         &mut tx,

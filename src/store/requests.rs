@@ -778,11 +778,13 @@ pub async fn act(
     let Some(mut to) = action.next(from) else {
         return Ok(Err(Refusal::InvalidTransition(from)));
     };
-    let actor = audit::key_actor(actor_key);
+    // The person behind the key when there is one (`person:<id>`), else the key.
+    let (actor, _) = super::keys::actor_of(&mut tx, actor_key).await?;
     let mut data = json!({"from": from, "action": action.as_str(), "note": input.note});
     match action {
         Action::Approve => {
-            if requested_by == actor_key {
+            // Four eyes between people: the same key, or keys of the same person.
+            if super::keys::same_person(&mut tx, requested_by, actor_key).await? {
                 return Ok(Err(Refusal::ApproverIsRequester));
             }
             sqlx::query("update erasure_requests set approved_by = $2 where id = $1")
