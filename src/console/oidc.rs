@@ -48,8 +48,11 @@ const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 pub struct SignIn {
     pub settings: Arc<ConsoleSettings>,
     http: reqwest::Client,
-    discovered: Arc<Mutex<Option<(Instant, Arc<ProviderMetadataWithLogout>)>>>,
+    discovered: Arc<Mutex<Option<Discovered>>>,
 }
+
+/// The provider's discovery document with its keys, and when it was read.
+type Discovered = (Instant, Arc<ProviderMetadataWithLogout>);
 
 /// Why a sign-in was refused: shown on the page, and named (by its code) in the log.
 #[derive(Debug)]

@@ -238,7 +238,8 @@ impl Writes for Checks {
         }
         // A join on `unnest` rather than `prefix = any($1)`: PostgreSQL then keeps one plan for
         // the statement, where it planned `any` afresh for each array (three times the query).
-        let rows: Vec<(String, Uuid, Vec<u8>, Option<String>, Option<Uuid>)> = sqlx::query_as(
+        type Row = (String, Uuid, Vec<u8>, Option<String>, Option<Uuid>);
+        let rows: Vec<Row> = sqlx::query_as(
             "select k.prefix, k.id, k.hash, k.role, k.owner_person \
              from unnest($1::text[]) as p(prefix) \
              join api_keys k on k.prefix = p.prefix \
