@@ -41,7 +41,7 @@ enum Command {
     /// The whole system on one machine: database, simulator, API and workers.
     Demo(demo::DemoArgs),
     /// API and workers.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Workers only (any number of them against one database).
     Worker(WorkerArgs),
     /// Apply migrations and exit.
@@ -284,6 +284,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Demo(args) => demo::run(args).await?,
         Command::Serve(args) => {
+            let args = *args;
             let mut config =
                 args.common
                     .config(args.db.database_url, Some(args.bind), !args.no_worker)?;

@@ -282,10 +282,26 @@ pub async fn logout(
             at_provider = sign_in.end_session_url().await;
         }
     }
+    // A page that goes on to the provider rather than a redirect: the console's CSP
+    // (`form-action 'self'`) stops a form's redirect to another origin.
     let mut response = match &at_provider {
-        Some(url) => HttpResponse::SeeOther()
-            .insert_header((actix_web::http::header::LOCATION, url.as_str()))
-            .finish(),
+        Some(url) => {
+            let url = url
+                .replace('&', "&amp;")
+                .replace('"', "&quot;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            html(
+                StatusCode::OK,
+                format!(
+                    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+                     <meta http-equiv=\"refresh\" content=\"0;url={url}\">\
+                     <title>Signed out · erasure</title></head><body><main><h1>Signed out</h1>\
+                     <p><a id=\"provider-sign-out\" href=\"{url}\">End the session at the \
+                     identity provider too</a></p></main></body></html>"
+                ),
+            )
+        }
         None => see_other("/"),
     };
     let mut cookie = Cookie::new(SESSION_COOKIE, "");
