@@ -514,6 +514,182 @@ impl WebhookArgs {
     }
 }
 
+/// The console's sign-in: sessions, key sign-in, and single sign-on through OpenID Connect.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    /// `ERASURE_SESSION_HOURS`: how long a console session lasts.
+    pub session_hours: u32,
+    /// Whether an API key may open a console session (`ERASURE_CONSOLE_KEY_SIGNIN`; on without a
+    /// provider, off by default with one).
+    pub key_sign_in: bool,
+    /// The OpenID Provider people sign in with; `None`: key sign-in only.
+    pub oidc: Option<OidcSettings>,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            session_hours: 8,
+            key_sign_in: true,
+            oidc: None,
+        }
+    }
+}
+
+/// The four role names a claim value may map to (the domain's `Role`s).
+pub const ROLE_NAMES: &[&str] = &["requester", "approver", "auditor", "admin"];
+
+/// An OpenID Provider, validated. The client secret is read by `secrets` and never shown.
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    /// `ERASURE_OIDC_ISSUER`, exactly as the provider names itself in its tokens.
+    pub issuer: String,
+    pub client_id: String,
+    /// `ERASURE_OIDC_CLIENT_SECRET` (or `_FILE`); `None`: a public client (PKCE alone).
+    pub client_secret: Option<Secret>,
+    /// `<ERASURE_PUBLIC_URL>/auth/oidc/callback`.
+    pub redirect_url: String,
+    /// `ERASURE_PUBLIC_URL`, without a trailing slash: where sign-out returns to.
+    pub public_url: String,
+    /// `ERASURE_OIDC_SCOPES` (always with `openid`).
+    pub scopes: Vec<String>,
+    /// `ERASURE_OIDC_ROLE_CLAIM` (default `groups`; a dotted path reaches a nested claim, e.g.
+    /// `realm_access.roles`).
+    pub role_claim: String,
+    /// `ERASURE_OIDC_ROLES`: (claim value, role name), role names among `ROLE_NAMES`.
+    pub roles: Vec<(String, String)>,
+    /// The name on the sign-in button ("Sign in with <name>"): `ERASURE_OIDC_NAME`, else the
+    /// issuer's host.
+    pub display_name: String,
+}
+
+/// The console's sign-in, as flags and variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsoleArgs {
+    /// The OpenID Provider's issuer URL (enables single sign-on for the console).
+    #[arg(long, env = "ERASURE_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// The console's client id at the provider.
+    #[arg(long, env = "ERASURE_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+    /// Scopes asked for, space- or comma-separated.
+    #[arg(
+        long,
+        env = "ERASURE_OIDC_SCOPES",
+        default_value = "openid profile email"
+    )]
+    pub oidc_scopes: String,
+    /// The ID token claim that carries roles (a string or an array of strings).
+    #[arg(long, env = "ERASURE_OIDC_ROLE_CLAIM", default_value = "groups")]
+    pub oidc_role_claim: String,
+    /// `<claim value>=<role>`, comma-separated (e.g. `dpo=approver,platform=admin`).
+    #[arg(long, env = "ERASURE_OIDC_ROLES")]
+    pub oidc_roles: Option<String>,
+    /// The provider's name on the sign-in button (default: the issuer's host).
+    #[arg(long, env = "ERASURE_OIDC_NAME")]
+    pub oidc_name: Option<String>,
+    /// Whether an API key may sign in to the console (default: true without a provider, false
+    /// with one).
+    #[arg(long, env = "ERASURE_CONSOLE_KEY_SIGNIN")]
+    pub console_key_signin: Option<bool>,
+    /// Hours a console session lasts.
+    #[arg(long, env = "ERASURE_SESSION_HOURS", default_value_t = 8)]
+    pub session_hours: u32,
+}
+
+/// Parses `ERASURE_OIDC_ROLES`: `<claim value>=<role>` items, comma-separated.
+pub fn parse_role_map(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut map = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((value, role)) = item.rsplit_once('=') else {
+            bail!("ERASURE_OIDC_ROLES: `{item}` is not `<claim value>=<role>`");
+        };
+        let (value, role) = (value.trim(), role.trim().to_ascii_lowercase());
+        if value.is_empty() {
+            bail!("ERASURE_OIDC_ROLES: `{item}` names no claim value");
+        }
+        if !ROLE_NAMES.contains(&role.as_str()) {
+            bail!(
+                "ERASURE_OIDC_ROLES: `{role}` is not a role (requester, approver, auditor, admin)"
+            );
+        }
+        map.push((value.to_string(), role));
+    }
+    Ok(map)
+}
+
+impl ConsoleArgs {
+    /// The settings, validated; the client secret comes from `ERASURE_OIDC_CLIENT_SECRET` (or its
+    /// `_FILE`) only. `public_url` is `ERASURE_PUBLIC_URL` (read with the webhooks' settings).
+    pub fn settings(&self, public_url: Option<&str>) -> anyhow::Result<ConsoleSettings> {
+        if !(1..=720).contains(&self.session_hours) {
+            bail!("ERASURE_SESSION_HOURS must be between 1 and 720");
+        }
+        let oidc = match self.oidc_issuer.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(issuer) => {
+                let parsed = reqwest::Url::parse(issuer)
+                    .context("ERASURE_OIDC_ISSUER is not a valid URL")?;
+                let client_id = self
+                    .oidc_client_id
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .context("ERASURE_OIDC_CLIENT_ID must be set with ERASURE_OIDC_ISSUER")?;
+                let public_url = public_url
+                    .map(|u| u.trim().trim_end_matches('/'))
+                    .filter(|u| !u.is_empty())
+                    .context(
+                        "ERASURE_PUBLIC_URL must be set with ERASURE_OIDC_ISSUER (the redirect \
+                         URI is <ERASURE_PUBLIC_URL>/auth/oidc/callback)",
+                    )?;
+                reqwest::Url::parse(public_url).context("ERASURE_PUBLIC_URL is not a valid URL")?;
+                let mut scopes: Vec<String> = self
+                    .oidc_scopes
+                    .split([' ', ','])
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if !scopes.iter().any(|s| s == "openid") {
+                    scopes.insert(0, "openid".into());
+                }
+                let roles = parse_role_map(self.oidc_roles.as_deref().unwrap_or(""))?;
+                if roles.is_empty() {
+                    bail!(
+                        "ERASURE_OIDC_ROLES must map at least one claim value to a role \
+                         (e.g. `dpo=approver`)"
+                    );
+                }
+                let role_claim = self.oidc_role_claim.trim();
+                if role_claim.is_empty() {
+                    bail!("ERASURE_OIDC_ROLE_CLAIM must name a claim");
+                }
+                Some(OidcSettings {
+                    issuer: issuer.to_string(),
+                    client_id: client_id.to_string(),
+                    client_secret: secret_from_env("ERASURE_OIDC_CLIENT_SECRET")?.map(Secret::new),
+                    redirect_url: format!("{public_url}/auth/oidc/callback"),
+                    public_url: public_url.to_string(),
+                    scopes,
+                    role_claim: role_claim.to_string(),
+                    roles,
+                    display_name: self
+                        .oidc_name
+                        .clone()
+                        .filter(|n| !n.trim().is_empty())
+                        .unwrap_or_else(|| parsed.host_str().unwrap_or(issuer).to_string()),
+                })
+            }
+        };
+        Ok(ConsoleSettings {
+            session_hours: self.session_hours,
+            key_sign_in: self.console_key_signin.unwrap_or(oidc.is_none()),
+            oidc,
+        })
+    }
+}
+
 /// The database.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbArgs {
@@ -688,6 +864,28 @@ mod tests {
         for bad in ["-1", "7.5", "soon"] {
             assert!(days(&["erasure", "--at-risk-days", bad]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn role_maps_parse_and_refuse_unknown_roles() {
+        let map = parse_role_map("privacy-officers=requester, dpo=Approver,a=b=admin,").unwrap();
+        let want: Vec<(String, String)> = [
+            ("privacy-officers", "requester"),
+            ("dpo", "approver"),
+            ("a=b", "admin"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        assert_eq!(map, want);
+        assert!(parse_role_map("dpo=approver,cn=x").is_err());
+        assert!(parse_role_map("dpo=boss").is_err());
+        assert!(parse_role_map("=admin").is_err());
+        assert_eq!(parse_role_map("").unwrap(), vec![]);
+        assert_eq!(
+            parse_role_map(" a=admin ").unwrap(),
+            vec![("a".to_string(), "admin".to_string())]
+        );
     }
 
     #[test]

@@ -120,6 +120,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         http_workers: 2,
         checkpoint_every: std::time::Duration::from_secs(10),
         at_risk_days: args.at_risk.days()?,
+        console: Default::default(),
         webhooks: args.webhooks.settings()?,
         retention: args.retention.settings()?,
     })

@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand};
 use erasure::audit::checkpoint::Signer;
 use erasure::audit::{retention, verify};
 use erasure::config::{
-    ApprovalPolicy, AtRiskArgs, DbArgs, EngineArgs, GuardArgs, HttpLimitArgs, RetentionArgs,
-    UpstreamArgs, WebhookArgs,
+    ApprovalPolicy, AtRiskArgs, ConsoleArgs, DbArgs, EngineArgs, GuardArgs, HttpLimitArgs,
+    RetentionArgs, UpstreamArgs, WebhookArgs,
 };
 use erasure::domain::Role;
 use erasure::secrets::Keys;
@@ -41,7 +41,7 @@ enum Command {
     /// The whole system on one machine: database, simulator, API and workers.
     Demo(demo::DemoArgs),
     /// API and workers.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Workers only (any number of them against one database).
     Worker(WorkerArgs),
     /// Apply migrations and exit.
@@ -57,6 +57,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// People who sign in to the console through the OpenID Provider.
+    People {
+        #[command(subcommand)]
+        command: PeopleCommand,
     },
     /// Retention of erasure records: destroy the pseudonym keys of epochs past it.
     Retention {
@@ -104,6 +109,27 @@ enum KeysCommand {
         /// Minutes the old key keeps working, so its users can switch (default 0: revoked now).
         #[arg(long, default_value_t = 0)]
         grace_minutes: u32,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum PeopleCommand {
+    /// List people: id, roles, last sign-in, open sessions (names with --names only).
+    List {
+        /// Show display names and e-mails too (personal data: for the screen, not for logs).
+        #[arg(long)]
+        names: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Forget a person (a leaver): their name and e-mail become a tombstone, their roles and
+    /// sessions end, the keys they own are revoked; the id stays, so every audit entry naming it
+    /// still verifies.
+    Forget {
+        /// The person's id (UUID, as the audit log names it: `person:<id>`).
+        person: String,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -168,6 +194,8 @@ struct ServeArgs {
     no_worker: bool,
     #[command(flatten)]
     limits: HttpLimitArgs,
+    #[command(flatten)]
+    console: ConsoleArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -242,6 +270,7 @@ impl CommonArgs {
             at_risk_days: self.at_risk.days()?,
             webhooks: self.webhooks.settings()?,
             retention: self.retention.settings()?,
+            console: Default::default(),
         })
     }
 }
@@ -263,9 +292,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Demo(args) => demo::run(args).await?,
         Command::Serve(args) => {
-            let config =
+            let args = *args;
+            let mut config =
                 args.common
                     .config(args.db.database_url, Some(args.bind), !args.no_worker)?;
+            config.console = args
+                .console
+                .settings(config.webhooks.public_url.as_deref())?;
             let running = service::start_with(config, args.limits.settings()?).await?;
             if let Some(addr) = running.addr {
                 tracing::info!(%addr, "API listening");
@@ -284,6 +317,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Openapi => print!("{}", api::openapi_json()),
         Command::Keys { command } => keys(command).await?,
+        Command::People { command } => people(command).await?,
         Command::Audit {
             command: AuditCommand::PublicKey,
         } => {
@@ -378,6 +412,52 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn people(command: PeopleCommand) -> anyhow::Result<()> {
+    match command {
+        PeopleCommand::List { names, db } => {
+            let pool = store::connect(&db.database_url, 2).await?;
+            store::check_migrated(&pool).await?;
+            let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or("-".to_string(), |t| {
+                    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+                })
+            };
+            for p in store::people::list(&pool).await? {
+                let roles = if p.roles.is_empty() {
+                    "-".to_string()
+                } else {
+                    p.roles.join(",")
+                };
+                let mut line = format!(
+                    "{}\t{roles}\t{}\t{}",
+                    p.id,
+                    time(p.last_sign_in_at),
+                    p.sessions
+                );
+                if names {
+                    line.push_str(&format!(
+                        "\t{}\t{}",
+                        p.display_name,
+                        p.email.as_deref().unwrap_or("-")
+                    ));
+                }
+                println!("{line}");
+            }
+        }
+        PeopleCommand::Forget { person, db } => {
+            let id = uuid::Uuid::parse_str(person.trim().trim_start_matches("person:"))
+                .map_err(|_| anyhow::anyhow!("the person must be named by their id (a UUID)"))?;
+            let pool = store::connect(&db.database_url, 2).await?;
+            store::check_migrated(&pool).await?;
+            if !store::people::forget(&pool, id, store::audit::OPERATOR).await? {
+                anyhow::bail!("no person has the id {id} (see `erasure people list`)");
+            }
+            eprintln!("person {id} forgotten: name and e-mail replaced, sessions ended, id kept");
+        }
+    }
+    Ok(())
 }
 
 async fn keys(command: KeysCommand) -> anyhow::Result<()> {

@@ -14,8 +14,8 @@ use crate::audit::checkpoint::Signer;
 use crate::audit::log::AuditLog;
 use crate::audit::seal::Sealer;
 use crate::config::{
-    ApprovalPolicy, EngineSettings, GuardSettings, HttpLimits, RetentionSettings, UpstreamSettings,
-    WebhookSettings,
+    ApprovalPolicy, ConsoleSettings, EngineSettings, GuardSettings, HttpLimits, RetentionSettings,
+    UpstreamSettings, WebhookSettings,
 };
 use crate::engine::Engine;
 use crate::engine::shares::Shares;
@@ -73,6 +73,8 @@ pub struct ServiceConfig {
     pub webhooks: WebhookSettings,
     /// Pseudonym epochs (every process) and the retention job (processes that run workers).
     pub retention: RetentionSettings,
+    /// The console's sign-in: sessions, key sign-in, the OpenID Provider.
+    pub console: ConsoleSettings,
 }
 
 /// A running service.
@@ -190,7 +192,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
                 &limits,
                 state,
                 config.http_workers,
-                crate::console::routes,
+                crate::console::pages(crate::console::oidc::SignIn::new(config.console.clone())?),
             )?)
         }
         (None, Some(bind)) => {
@@ -355,6 +357,7 @@ mod tests {
             at_risk_days: crate::config::DEFAULT_AT_RISK_DAYS,
             webhooks: WebhookSettings::default(),
             retention: RetentionSettings::default(),
+            console: Default::default(),
         }
     }
 

@@ -41,6 +41,7 @@ async fn restart(app: &mut TestApp, database_url: String, keys: Keys) {
         at_risk_days: erasure::config::DEFAULT_AT_RISK_DAYS,
         webhooks: Default::default(),
         retention: common::fast_retention(),
+        console: Default::default(),
     })
     .await
     .unwrap();

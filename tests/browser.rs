@@ -470,3 +470,89 @@ async fn an_admin_manages_keys_and_webhooks() {
     stop_receiver.stop(true).await;
     app.stop().await;
 }
+
+/// Signs in through the provider's own login and consent pages (oidc-provider's, in
+/// `tests/oidc`); waits for the console to name the person.
+async fn sign_in_at_provider(browser: &Browser, login: &str) {
+    browser.open("/").await;
+    browser.click("#sso").await;
+    browser.wait_for("name=\"login\"").await;
+    browser.fill("input[name=login]", login).await;
+    browser.fill("input[name=password]", "any password").await;
+    browser.click("button[type=submit]").await;
+    for _ in 0..100 {
+        let page = browser.source().await;
+        if page.contains("value=\"consent\"") {
+            browser.click("button[type=submit]").await;
+        } else if page.contains("id=\"who\"") || page.contains("id=\"refusal\"") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never back at the console: {}", browser.source().await);
+}
+
+/// Single sign-on in the browser, through a real provider's login page: an officer submits, a
+/// second person approves, the request page names both; a person with no mapped group is
+/// refused; sign-out ends the session at the console and the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_sign_in_through_the_providers_login_page() {
+    let (_provider, app) = common::oidc::app_with_provider(Options {
+        approval: ApprovalPolicy::All,
+        ..Options::no_worker()
+    })
+    .await;
+    let browser = Browser::start(&app.base).await;
+    browser.open("/").await;
+    let page = checked(&browser, &[]).await;
+    assert!(page.contains("Sign in with Test IdP") && !page.contains("name=\"key\""));
+    browser.screenshot("signin-sso").await;
+
+    sign_in_at_provider(&browser, "officer").await;
+    let page = browser.wait_for("Olivia Officer").await;
+    assert!(page.contains("(requester)"), "{page}");
+    browser.open("/requests/new").await;
+    browser.select("#n-scope", "user").await;
+    browser.fill("#n-target", "8675309").await;
+    browser
+        .click("form[action='/requests/new'] button[type=submit]")
+        .await;
+    browser.wait_for("Submitted.").await;
+    let id = id_in(&browser.path().await);
+
+    // Sign-out: the provider asks to end its session too, then the browser is back here.
+    browser.click("header form[action='/logout'] button").await;
+    browser.wait_for("sign-out").await;
+    browser.click("button[name=logout]").await;
+    browser.wait_for("Sign in with Test IdP").await;
+    browser.open(&format!("/requests/{id}")).await;
+    browser.wait_for("Sign in with Test IdP").await;
+
+    // Someone in no mapped group is refused, with a page that says so.
+    sign_in_at_provider(&browser, "visitor").await;
+    let page = checked(&browser, &[]).await;
+    assert!(
+        page.contains("none of your groups gives you a role"),
+        "{page}"
+    );
+    browser.open("/").await;
+    browser.wait_for("Sign in with Test IdP").await;
+    browser.client.delete_all_cookies().await.unwrap();
+
+    // Another person approves; the request page names both.
+    sign_in_at_provider(&browser, "approver").await;
+    browser.wait_for("Arthur Approver").await;
+    browser.open(&format!("/requests/{id}")).await;
+    browser.click("#action-approve").await;
+    browser.wait_for("Confirm: approve").await;
+    browser.click("#confirm").await;
+    let page = browser.wait_for("approved").await;
+    assert!(
+        page.contains("Olivia Officer (person:") && page.contains("Arthur Approver (person:"),
+        "{page}"
+    );
+    checked(&browser, &["8675309"]).await;
+    browser.screenshot("request-people").await;
+    browser.quit().await;
+    app.stop().await;
+}

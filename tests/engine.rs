@@ -289,6 +289,7 @@ async fn a_refused_token_is_a_permanent_failure_with_its_reason() {
         at_risk_days: erasure::config::DEFAULT_AT_RISK_DAYS,
         webhooks: Default::default(),
         retention: common::fast_retention(),
+        console: Default::default(),
     })
     .await
     .unwrap();

@@ -402,7 +402,27 @@ pub async fn report(
     } else {
         log::latest_before(&state.db, to).await?
     };
+    let mut acted: Vec<(uuid::Uuid, Vec<String>)> = Vec::new();
+    for (person, event, n) in store::audit::people_actions(&state.db, from, to).await? {
+        match acted.last_mut() {
+            Some((p, events)) if *p == person => events.push(format!("{event} {n}")),
+            _ => acted.push((person, vec![format!("{event} {n}")])),
+        }
+    }
+    let ids: Vec<uuid::Uuid> = acted.iter().map(|(p, _)| *p).collect();
+    let names = store::people::names(&state.db, &ids).await?;
+    let people = acted
+        .into_iter()
+        .map(|(p, events)| {
+            (
+                names.get(&p).cloned().unwrap_or_default(),
+                store::audit::person_actor(p),
+                events.join(", "),
+            )
+        })
+        .collect();
     let html = page::render(&Report {
+        people,
         from,
         to,
         generated_at: now,

@@ -32,7 +32,10 @@ impl Caller {
 
 /// Whether `principal` may act as one of `roles` (admin always may).
 pub fn allowed(principal: &Principal, roles: &[Role]) -> bool {
-    principal.role == Role::Admin || roles.contains(&principal.role)
+    principal
+        .roles
+        .iter()
+        .any(|r| *r == Role::Admin || roles.contains(r))
 }
 
 /// Refuses with 403 unless `principal` has one of `roles` (admin always may).
@@ -45,9 +48,18 @@ pub fn require<'a>(principal: &'a Principal, roles: &[Role]) -> Result<&'a Princ
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(
-                "this needs the role {} (this key is {})",
-                names.join(" or "),
-                principal.role.as_str()
+                "this needs the role {} ({} {})",
+                if names.is_empty() {
+                    "admin".to_string()
+                } else {
+                    names.join(" or ")
+                },
+                if principal.person.is_some() {
+                    "you hold:"
+                } else {
+                    "this key is"
+                },
+                principal.roles_text()
             ),
         ))
     }

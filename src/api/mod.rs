@@ -316,7 +316,7 @@ pub fn serve(
     limits: &HttpLimits,
     state: impl Fn() -> AppState + Clone + Send + 'static,
     workers: usize,
-    pages: fn(&mut web::ServiceConfig),
+    pages: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
 ) -> anyhow::Result<Server> {
     let request_timeout = limits.request_timeout;
     let cap = limits.max_connections_per_ip;
@@ -327,7 +327,7 @@ pub fn serve(
             .wrap(actix_web::middleware::from_fn(limits::check))
             .wrap_fn(request_span)
             .configure(routes)
-            .configure(pages)
+            .configure(pages.clone())
             .default_service(web::to(not_found))
     })
     .workers(workers.max(1))

@@ -17,13 +17,13 @@ use super::auth::{Caller, READERS};
 use super::error::{ApiError, ErrorBody};
 use super::input;
 use super::subjects;
-use crate::domain::actions::{self, Ask, Details};
+use crate::domain::actions::{self, Ask, Details, Who};
 use crate::domain::validate::{self, TargetId};
 use crate::domain::{Action, LegalBasis, Role, Scope, State};
 use crate::store::intake::Submission;
 use crate::store::keys::Principal;
 use crate::store::requests::{self, ErasureRequest, Inserted, ListFilter, NewRequest, Refusal};
-use crate::store::{self, audit, idempotency};
+use crate::store::{self, idempotency};
 
 /// A new erasure request. `target_id` is the upstream id; it is never returned.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -146,7 +146,7 @@ pub async fn create(
         .pop()
         .flatten();
     let digest = state.pseudonyms.digest(&bytes);
-    let actor = audit::key_actor(principal.key_id);
+    let actor = principal.actor();
     let mut tx = state.db.begin().await?;
     if let Some(first) = idempotency::take(&mut tx, principal.key_id, &key, &digest).await? {
         if !state
@@ -220,6 +220,7 @@ pub async fn submit_one(
         .submit(Submission {
             item: new,
             requested_by: principal.key_id,
+            actor: principal.actor(),
         })
         .await
         .map_err(duplicate_race)
@@ -391,7 +392,7 @@ pub async fn submit_batch(
         }
     }
     let batch_id = Uuid::new_v4();
-    let actor = audit::key_actor(principal.key_id);
+    let actor = principal.actor();
     let mut tx = state.db.begin().await?;
     let inserted = requests::insert_many(
         &mut tx,
@@ -887,7 +888,8 @@ pub async fn perform(
 ) -> Result<ErasureRequest, ApiError> {
     let ask = Ask {
         action,
-        actor: principal.key_id,
+        actor: Who::of(principal.key_id, principal.person),
+        key: principal.key_id,
         policy: state.approval,
         details,
     };

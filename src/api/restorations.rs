@@ -14,7 +14,6 @@ use super::error::{ApiError, ErrorBody};
 use super::input;
 use crate::domain::validate::{self, TargetId};
 use crate::domain::{Role, Scope};
-use crate::store::audit;
 use crate::store::keys::Principal;
 use crate::store::restorations::{self, Refused, Restoration};
 
@@ -79,7 +78,7 @@ pub async fn start(
         .pseudonyms
         .subject_refs(Scope::Connection, connection.as_str());
     let sealed = state.sealer.seal(id, connection.as_str().as_bytes());
-    let actor = audit::key_actor(principal.key_id);
+    let actor = principal.actor();
     let created = restorations::create(
         &state.db,
         id,

@@ -16,7 +16,6 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::input;
 use crate::domain::{Role, validate};
-use crate::store::audit;
 use crate::store::keys::Principal;
 use crate::store::webhooks::{self as store, Changes, Delivery, Subscription, SubscriptionState};
 use crate::webhooks::{event_types as known_types, sign, target};
@@ -234,7 +233,7 @@ pub async fn subscribe(
             secret_sealed: &sealed,
             created_by: principal.key_id,
         },
-        &audit::key_actor(principal.key_id),
+        &principal.actor(),
     )
     .await?;
     Ok(WithSecret {
@@ -324,7 +323,7 @@ pub async fn change_one(
         description: description.as_ref().map(|d| d.as_deref()),
         state: body.state,
     };
-    store::update(&state.db, id, changes, &audit::key_actor(principal.key_id))
+    store::update(&state.db, id, changes, &principal.actor())
         .await?
         .ok_or_else(|| ApiError::not_found("webhook subscription"))
 }
@@ -372,15 +371,9 @@ pub async fn rotate_one(
     }
     let (secret, sealed) = new_secret(state, id);
     let until = Utc::now() + chrono::Duration::seconds(overlap as i64);
-    let rotated = store::rotate(
-        &state.db,
-        id,
-        &sealed,
-        until,
-        &audit::key_actor(principal.key_id),
-    )
-    .await?
-    .ok_or_else(|| ApiError::not_found("webhook subscription"))?;
+    let rotated = store::rotate(&state.db, id, &sealed, until, &principal.actor())
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook subscription"))?;
     Ok(WithSecret {
         subscription: rotated,
         secret: secret.to_string(),

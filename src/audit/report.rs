@@ -19,6 +19,9 @@ pub struct Report {
     pub public_key: String,
     /// The retention and the oldest live pseudonym epoch (`retention::statement`).
     pub retention: String,
+    /// Who acted in the period: (the person's name, their actor id, what they did), from the
+    /// people table (the audit log holds the id only).
+    pub people: Vec<(String, String, String)>,
 }
 
 /// The one-month deadline of GDPR Art. 12(3), for comparisons (30.44 days).
@@ -85,6 +88,7 @@ struct Page<'a> {
     checkpoint_at: String,
     public_key: &'a str,
     retention: &'a str,
+    people: &'a [(String, String, String)],
 }
 
 /// Renders the page.
@@ -135,6 +139,7 @@ pub fn render(r: &Report) -> String {
             .map_or(String::new(), |c| time(c.created_at)),
         public_key: &r.public_key,
         retention: &r.retention,
+        people: &r.people,
     };
     let mut html = page.render().expect("the report's template renders");
     html.push('\n');
@@ -277,6 +282,7 @@ mod tests {
             }),
             public_key: "erasure-audit+abcd+key".into(),
             retention: "Retention: 1095 days".into(),
+            people: vec![("Ann <b>".into(), "person:1".into(), "approved 2".into())],
         }
     }
 
@@ -298,6 +304,7 @@ mod tests {
             html.contains("root&#60;script&#62;") || html.contains("root&lt;script&gt;"),
             "the note is escaped"
         );
+        assert!(html.contains("approved 2") && !html.contains("Ann <b>"));
         assert!(
             !html.contains("<script"),
             "no script, and the note is escaped"

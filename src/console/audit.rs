@@ -29,7 +29,7 @@ pub async fn page(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     session.require(&[Role::Auditor])?;
     let today = Utc::now().date_naive();
     render(&Page {
-        chrome: Chrome::new(&session.principal, &session.csrf, "Audit"),
+        chrome: session.chrome("Audit"),
         from: (today - chrono::Duration::days(30)).to_string(),
         to: today.to_string(),
         public_key: state.audit.signer().verifier_key(),

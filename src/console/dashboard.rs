@@ -99,9 +99,13 @@ struct Dashboard {
 
 /// The status page, or the sign-in form.
 #[get("/")]
-pub async fn home(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Failure> {
+pub async fn home(
+    state: web::Data<AppState>,
+    sign_in: web::Data<super::oidc::SignIn>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Failure> {
     let Some(session) = session::current(&state, &req).await? else {
-        return sign_in_page(None);
+        return sign_in_page(&sign_in, None);
     };
     let db = &state.db;
     let now = Utc::now();
@@ -153,7 +157,7 @@ pub async fn home(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         None => "not yet run".into(),
     };
     render(&Dashboard {
-        chrome: Chrome::new(&session.principal, &session.csrf, "Status"),
+        chrome: session.chrome("Status"),
         counts,
         overdue: figures.overdue.iter().map(|r| DueRow::of(r, now)).collect(),
         at_risk_days: state.at_risk_days,

@@ -13,7 +13,6 @@ use crate::api::error::ApiError;
 use crate::domain::Role;
 use crate::domain::validate;
 use crate::store;
-use crate::store::audit::key_actor;
 use crate::store::keys::KeyInfo;
 
 #[derive(Template)]
@@ -51,7 +50,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     let session = session_or_sign_in!(state, req);
     session.require(&[])?;
     let revoked = req.query_string() == "revoked=1";
-    let chrome = Chrome::new(&session.principal, &session.csrf, "Keys");
+    let chrome = session.chrome("Keys");
     show(&state, chrome, None, revoked).await
 }
 
@@ -64,7 +63,8 @@ pub async fn create(
 ) -> Result<HttpResponse, Failure> {
     let session = session_or_sign_in!(state, req);
     let fields = session.form(&req, &body)?;
-    let actor = key_actor(session.require(&[])?.key_id);
+    let principal = session.require(&[])?;
+    let (actor, owner) = (principal.actor(), principal.person);
     let role = field(&fields, "role")
         .and_then(Role::parse)
         .ok_or_else(|| ApiError::field("role", "must be requester, approver, auditor or admin"))?;
@@ -81,10 +81,11 @@ pub async fn create(
             Some(chrono::Utc::now() + chrono::Duration::days(days))
         }
     };
-    let (_, key) = store::keys::create(&state.db, role, &label, expires_at, &actor)
+    // A key made by a person is theirs: what it does counts as them (four eyes included).
+    let (_, key) = store::keys::create_owned(&state.db, role, &label, expires_at, &actor, owner)
         .await
         .map_err(ApiError::Internal)?;
-    let chrome = Chrome::new(&session.principal, &session.csrf, "Keys");
+    let chrome = session.chrome("Keys");
     show(
         &state,
         chrome,
@@ -112,7 +113,7 @@ pub async fn confirm_revoke(
     session.require(&[])?;
     let k = key_or_404(&state, &path).await?;
     render(&ConfirmRevoke {
-        chrome: Chrome::new(&session.principal, &session.csrf, "Revoke a key"),
+        chrome: session.chrome("Revoke a key"),
         k,
     })
 }
@@ -134,7 +135,7 @@ pub async fn revoke(
 ) -> Result<HttpResponse, Failure> {
     let session = session_or_sign_in!(state, req);
     session.form(&req, &body)?;
-    let actor = key_actor(session.require(&[])?.key_id);
+    let actor = session.require(&[])?.actor();
     let k = key_or_404(&state, &path).await?;
     store::keys::revoke(&state.db, k.id, &actor).await?;
     Ok(see_other("/keys?revoked=1"))

@@ -15,6 +15,8 @@
 pub mod audit;
 pub mod dashboard;
 pub mod keys;
+pub mod oidc;
+pub mod people;
 pub mod requests;
 pub mod restorations;
 pub mod session;
@@ -48,7 +50,10 @@ pub mod filters {
 /// form's CSRF token.
 pub struct Chrome {
     pub title: String,
-    pub role: &'static str,
+    /// The roles held, comma-separated.
+    pub role: String,
+    /// The person signed in, by name (pages only).
+    pub name: Option<String>,
     pub csrf: String,
     pub may_submit: bool,
     pub may_decide: bool,
@@ -61,7 +66,8 @@ impl Chrome {
         let may = |roles: &[Role]| crate::api::auth::allowed(principal, roles);
         Chrome {
             title: title.into(),
-            role: principal.role.as_str(),
+            role: principal.roles_text(),
+            name: None,
             csrf: csrf.to_string(),
             may_submit: may(&[Role::Requester]),
             may_decide: may(&[Role::Approver]),
@@ -69,6 +75,28 @@ impl Chrome {
             may_admin: may(&[]),
         }
     }
+}
+
+/// Actors as pages show them: `person:<id>` becomes `<name> (person:<id>)`, from the people
+/// table (the audit log itself holds the id only).
+pub async fn name_people<'a>(
+    state: &crate::api::AppState,
+    actors: impl Iterator<Item = &'a mut String>,
+) -> Result<(), Failure> {
+    let mut actors: Vec<(&'a mut String, uuid::Uuid)> = actors
+        .filter_map(|a| {
+            let id = a.strip_prefix("person:")?.parse().ok()?;
+            Some((a, id))
+        })
+        .collect();
+    let ids: Vec<uuid::Uuid> = actors.iter().map(|(_, id)| *id).collect();
+    let names = crate::store::people::names(&state.db, &ids).await?;
+    for (actor, id) in actors.iter_mut() {
+        if let Some(name) = names.get(id) {
+            **actor = format!("{name} (person:{id})");
+        }
+    }
+    Ok(())
 }
 
 /// An HTML page with the console's headers.
@@ -154,11 +182,25 @@ impl ResponseError for Failure {
     }
 }
 
-/// Adds the console's routes.
+/// The console's routes, with its sign-in settings (and provider) shared by every HTTP worker.
+pub fn pages(sign_in: oidc::SignIn) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+    let sign_in = web::Data::new(sign_in);
+    move |cfg| {
+        cfg.app_data(sign_in.clone());
+        routes(cfg);
+    }
+}
+
+/// Adds the console's routes (`pages` adds the sign-in settings they need).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(dashboard::home)
         .service(session::login)
         .service(session::logout)
+        .service(oidc::login)
+        .service(oidc::callback)
+        .service(people::list)
+        .service(people::confirm_end)
+        .service(people::end)
         .service(requests::list)
         .service(requests::search)
         .service(requests::new_form)

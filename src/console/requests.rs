@@ -91,7 +91,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         )
     });
     render(&ListPage {
-        chrome: Chrome::new(&session.principal, &session.csrf, "Requests"),
+        chrome: session.chrome("Requests"),
         states: STATES.iter().map(|s| s.as_str()).collect(),
         scopes: SCOPES.iter().map(|s| s.as_str()).collect(),
         given,
@@ -140,7 +140,7 @@ pub async fn search(
     )
     .await?;
     render(&LookupPage {
-        chrome: Chrome::new(&session.principal, &session.csrf, "Look-up"),
+        chrome: session.chrome("Look-up"),
         scope: scope.as_str(),
         found,
     })
@@ -173,7 +173,7 @@ pub async fn new_form(
     let session = session_or_sign_in!(state, req);
     session.require(&[Role::Requester])?;
     render(&SubmitPage {
-        chrome: Chrome::new(&session.principal, &session.csrf, "Submit"),
+        chrome: session.chrome("Submit"),
         scopes: SCOPES.iter().map(|s| s.as_str()).collect(),
     })
 }
@@ -216,7 +216,7 @@ pub async fn submit(
         ))),
         Inserted::DuplicateOf(existing) => {
             let page = DuplicatePage {
-                chrome: Chrome::new(&session.principal, &session.csrf, "Duplicate"),
+                chrome: session.chrome("Duplicate"),
                 existing,
             };
             Ok(html(
@@ -283,7 +283,7 @@ pub async fn upload(
     };
     let result = api::submit_batch(&state, principal, parsed).await?;
     render(&UploadPage {
-        chrome: Chrome::new(&session.principal, &session.csrf, "Upload"),
+        chrome: session.chrome("Upload"),
         result,
     })
 }
@@ -371,14 +371,15 @@ pub async fn detail(
             run_at: s.run_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
         })
         .collect();
-    let events = store::audit::events_of(&state.db, id).await?;
+    let mut events = store::audit::events_of(&state.db, id).await?;
+    super::name_people(&state, events.iter_mut().map(|e| &mut e.actor)).await?;
     let re_erasures = store::requests::re_erasures_of(&state.db, id).await?;
     let actions = actions_for(&session.principal, r.state)
         .into_iter()
         .map(Action::as_str)
         .collect();
     render(&RequestPage {
-        chrome: Chrome::new(&session.principal, &session.csrf, format!("Request {id}")),
+        chrome: session.chrome(format!("Request {id}")),
         done,
         steps,
         events,
@@ -415,11 +416,7 @@ pub async fn confirm(
     let id = request_id(&id)?;
     let r = request_or_404(&state, id).await?;
     render(&ConfirmPage {
-        chrome: Chrome::new(
-            &session.principal,
-            &session.csrf,
-            format!("{} {id}", action.as_str()),
-        ),
+        chrome: session.chrome(format!("{} {id}", action.as_str())),
         id,
         action: action.as_str(),
         state: r.state.as_str(),

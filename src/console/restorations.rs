@@ -30,7 +30,7 @@ pub async fn new_form(
     let session = session_or_sign_in!(state, req);
     session.require(&[Role::Approver])?;
     render(&NewPage {
-        chrome: Chrome::new(&session.principal, &session.csrf, "Restorations"),
+        chrome: session.chrome("Restorations"),
         recent: store::restorations::recent(&state.db, 50).await?,
     })
 }
@@ -78,7 +78,7 @@ pub async fn page(
         .await?
         .ok_or_else(|| Failure(ApiError::not_found("restoration")))?;
     render(&Page {
-        chrome: Chrome::new(&session.principal, &session.csrf, "Restoration"),
+        chrome: session.chrome("Restoration"),
         r,
     })
 }

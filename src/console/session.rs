@@ -13,6 +13,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use super::oidc::SignIn;
 use super::{Failure, html, see_other};
 use crate::api::AppState;
 use crate::api::auth::SESSION_COOKIE;
@@ -23,6 +24,10 @@ use crate::store::keys::Principal;
 /// A signed-in browser.
 pub struct Session {
     pub principal: Principal,
+    /// The person's display name (for the page only), when a person is behind the session.
+    pub name: Option<String>,
+    /// Whether the session was opened by the OpenID Provider (not with a key).
+    pub through_provider: bool,
     /// The token every form of this session carries.
     pub csrf: String,
     token: String,
@@ -41,10 +46,12 @@ pub async fn current(state: &AppState, req: &HttpRequest) -> Result<Option<Sessi
         return Ok(None);
     };
     let token = cookie.value().to_string();
-    Ok(store::sessions::principal(&state.db, &token)
+    Ok(store::sessions::signed_in(&state.db, &token)
         .await?
-        .map(|principal| Session {
-            principal,
+        .map(|signed| Session {
+            principal: signed.principal,
+            name: signed.name,
+            through_provider: signed.through_provider,
             csrf: csrf_of(&token),
             token,
         }))
@@ -116,6 +123,13 @@ impl Session {
         Ok(fields)
     }
 
+    /// What every page of this session shows around its content.
+    pub fn chrome(&self, title: impl Into<String>) -> super::Chrome {
+        let mut chrome = super::Chrome::new(&self.principal, &self.csrf, title);
+        chrome.name = self.name.clone();
+        chrome
+    }
+
     /// Refuses with 403 unless the session's key has one of `roles` (admin always may).
     pub fn require(&self, roles: &[crate::domain::Role]) -> Result<&Principal, Failure> {
         Ok(crate::api::auth::require(&self.principal, roles)?)
@@ -147,64 +161,145 @@ pub fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> 
 
 #[derive(Template)]
 #[template(path = "signin.html")]
-pub struct SignIn<'a> {
+pub struct SignInPage<'a> {
     pub message: Option<&'a str>,
+    /// "Sign in with <provider>", when one is configured.
+    pub provider: Option<&'a str>,
+    /// Whether the API key form is shown.
+    pub key_sign_in: bool,
+    pub session_hours: u32,
 }
 
 /// The sign-in page (401 with its message when a key was refused).
-pub fn sign_in_page(message: Option<&str>) -> Result<HttpResponse, Failure> {
+pub fn sign_in_page(sign_in: &SignIn, message: Option<&str>) -> Result<HttpResponse, Failure> {
     let status = if message.is_some() {
         StatusCode::UNAUTHORIZED
     } else {
         StatusCode::OK
     };
-    let body = SignIn { message }.render().map_err(anyhow::Error::from)?;
+    sign_in_page_with(sign_in, message, status)
+}
+
+/// The sign-in page with a message and its status.
+pub fn sign_in_page_with(
+    sign_in: &SignIn,
+    message: Option<&str>,
+    status: StatusCode,
+) -> Result<HttpResponse, Failure> {
+    let body = SignInPage {
+        message,
+        provider: sign_in.provider_name(),
+        key_sign_in: sign_in.settings.key_sign_in,
+        session_hours: sign_in.settings.session_hours,
+    }
+    .render()
+    .map_err(anyhow::Error::from)?;
     Ok(html(status, body))
 }
 
-/// Signs in with an API key sent by the form: opens a session and sets its cookie.
-#[post("/login")]
-pub async fn login(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> Result<HttpResponse, Failure> {
-    same_origin(&req)?;
-    let fields = form_fields(&body)?;
-    let key = field(&fields, "key").unwrap_or("").to_string();
-    let Some(principal) = state.keys.submit(key).await? else {
-        return sign_in_page(Some("Unknown, revoked or expired API key."));
-    };
-    let (token, _) = store::sessions::start(&state.db, principal.key_id).await?;
+/// Opens a session for `key` (a person's personal key, with `person`) and sets its cookie on
+/// `response`.
+pub async fn open_session(
+    state: &AppState,
+    sign_in: &SignIn,
+    req: &HttpRequest,
+    response: &mut HttpResponse,
+    key: uuid::Uuid,
+    person: Option<uuid::Uuid>,
+) -> Result<(), Failure> {
+    let hours = i64::from(sign_in.settings.session_hours);
+    let (token, _) =
+        store::sessions::start(&state.db, key, person, chrono::Duration::hours(hours)).await?;
     let secure = req.connection_info().scheme() == "https";
     let cookie = Cookie::build(SESSION_COOKIE, token)
         .path("/")
         .http_only(true)
         .secure(secure)
         .same_site(SameSite::Strict)
-        .max_age(actix_web::cookie::time::Duration::hours(
-            store::sessions::LIFETIME.num_hours(),
-        ))
+        .max_age(actix_web::cookie::time::Duration::hours(hours))
         .finish();
-    let mut response = see_other("/");
     response
         .add_cookie(&cookie)
         .map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(response)
+    Ok(())
 }
 
-/// Signs out: ends the session and clears the cookie.
-#[post("/logout")]
-pub async fn logout(
+/// Signs in with an API key sent by the form: opens a session and sets its cookie. Refused when
+/// key sign-in is off (a provider is configured and `ERASURE_CONSOLE_KEY_SIGNIN` is not true).
+#[post("/login")]
+pub async fn login(
     state: web::Data<AppState>,
+    sign_in: web::Data<SignIn>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, Failure> {
+    same_origin(&req)?;
+    if !sign_in.settings.key_sign_in {
+        return sign_in_page_with(
+            &sign_in,
+            Some(
+                "Signing in with an API key is turned off here: sign in with your identity provider.",
+            ),
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let fields = form_fields(&body)?;
+    let key = field(&fields, "key").unwrap_or("").to_string();
+    let Some(principal) = state.keys.submit(key).await? else {
+        return sign_in_page(&sign_in, Some("Unknown, revoked or expired API key."));
+    };
+    let mut response = see_other("/");
+    open_session(
+        &state,
+        &sign_in,
+        &req,
+        &mut response,
+        principal.key_id,
+        None,
+    )
+    .await?;
+    Ok(response)
+}
+
+/// Signs out: ends the session and clears the cookie; a person's session is ended at the
+/// provider too when it offers an end-session endpoint (the browser is sent there).
+#[post("/logout")]
+pub async fn logout(
+    state: web::Data<AppState>,
+    sign_in: web::Data<SignIn>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, Failure> {
+    let mut at_provider = None;
     if let Some(session) = current(&state, &req).await? {
         session.form(&req, &body)?;
         store::sessions::end(&state.db, &session.token).await?;
+        if session.through_provider {
+            at_provider = sign_in.end_session_url().await;
+        }
     }
-    let mut response = see_other("/");
+    // A page that goes on to the provider rather than a redirect: the console's CSP
+    // (`form-action 'self'`) stops a form's redirect to another origin.
+    let mut response = match &at_provider {
+        Some(url) => {
+            let url = url
+                .replace('&', "&amp;")
+                .replace('"', "&quot;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            html(
+                StatusCode::OK,
+                format!(
+                    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+                     <meta http-equiv=\"refresh\" content=\"0;url={url}\">\
+                     <title>Signed out · erasure</title></head><body><main><h1>Signed out</h1>\
+                     <p><a id=\"provider-sign-out\" href=\"{url}\">End the session at the \
+                     identity provider too</a></p></main></body></html>"
+                ),
+            )
+        }
+        None => see_other("/"),
+    };
     let mut cookie = Cookie::new(SESSION_COOKIE, "");
     cookie.set_path("/");
     cookie.make_removal();

@@ -33,7 +33,7 @@ async fn show_list(
     created: Option<(Uuid, String)>,
 ) -> Result<HttpResponse, Failure> {
     render(&ListPage {
-        chrome: Chrome::new(&session.principal, &session.csrf, "Webhooks"),
+        chrome: session.chrome("Webhooks"),
         subscriptions: store::list(&state.db).await?,
         event_types: event_types().collect(),
         created,
@@ -107,7 +107,7 @@ async fn show_detail(
     )
     .await?;
     render(&DetailPage {
-        chrome: Chrome::new(&session.principal, &session.csrf, "Webhook"),
+        chrome: session.chrome("Webhook"),
         s,
         deliveries: page.items,
         next_before: page.next_before,

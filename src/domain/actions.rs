@@ -22,13 +22,28 @@ pub fn second_person_decides(policy: ApprovalPolicy, scope: Scope) -> bool {
     }
 }
 
+/// Who asks or acts, for four eyes: a person (signed in, or through a key they own), or a key
+/// that belongs to no one (a machine's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    Person(Uuid),
+    Key(Uuid),
+}
+
+impl Who {
+    /// The person who owns `key`, if any, else the key.
+    pub fn of(key: Uuid, owner: Option<Uuid>) -> Self {
+        owner.map_or(Who::Key(key), Who::Person)
+    }
+}
+
 /// What the store read of a request, its row locked, before an action.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub state: State,
     pub scope: Scope,
-    /// Who asked for the erasure: the key that submitted it.
-    pub requested_by: Uuid,
+    /// Who asked for the erasure: the person who owns the key that submitted it, else the key.
+    pub requested_by: Who,
     pub extended_months: u32,
     pub received_at: DateTime<Utc>,
     /// Where a hold found the request (`on_hold` only).
@@ -44,8 +59,10 @@ pub struct Snapshot {
 #[derive(Debug, Clone)]
 pub struct Ask {
     pub action: Action,
-    /// Who acts: the key.
-    pub actor: Uuid,
+    /// Who acts, for four eyes and the audit log.
+    pub actor: Who,
+    /// The key it acts with (a person's session acts with their personal key).
+    pub key: Uuid,
     pub policy: ApprovalPolicy,
     pub details: Details,
 }
@@ -79,7 +96,7 @@ pub enum Refusal {
 /// What the store changes besides the request's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// Record the approver; the paused steps become ready.
+    /// Record the approving key; the paused steps become ready.
     Approve { by: Uuid },
     /// Wipe the sealed target; every step not ended is cancelled.
     Cancel,
@@ -130,7 +147,7 @@ pub fn decide(request: &Snapshot, ask: &Ask) -> Result<Plan, Refusal> {
         return Err(Refusal::ApproverIsRequester(ask.action));
     }
     let (to, change) = match ask.action {
-        Approve => (State::Queued, Change::Approve { by: ask.actor }),
+        Approve => (State::Queued, Change::Approve { by: ask.key }),
         Cancel => (State::Cancelled, Change::Cancel),
         Retry => (State::Queued, Change::Retry),
         Hold => {
@@ -182,7 +199,7 @@ mod tests {
         Snapshot {
             state,
             scope: Scope::User,
-            requested_by: Uuid::from_u128(1),
+            requested_by: Who::Person(Uuid::from_u128(1)),
             extended_months: 0,
             received_at: Utc.with_ymd_and_hms(2027, 1, 31, 10, 0, 0).unwrap(),
             held_from: None,
@@ -194,7 +211,8 @@ mod tests {
     fn ask(action: Action, actor: u128) -> Ask {
         Ask {
             action,
-            actor: Uuid::from_u128(actor),
+            actor: Who::Person(Uuid::from_u128(actor)),
+            key: Uuid::from_u128(100 + actor),
             policy: ApprovalPolicy::UserScope,
             details: Details {
                 legal_basis: Some(LegalBasis::LegalClaims),
@@ -216,7 +234,7 @@ mod tests {
         assert_eq!(
             plan.change,
             Change::Approve {
-                by: Uuid::from_u128(2)
+                by: Uuid::from_u128(102)
             }
         );
     }
@@ -242,6 +260,16 @@ mod tests {
             decide(&held, &ask(Action::Release, 1)),
             Err(Refusal::ApproverIsRequester(Action::Release))
         );
+        // A person through another key of theirs is the same person; a machine's key is not.
+        let mut own_key = ask(Action::Approve, 1);
+        own_key.key = Uuid::from_u128(999);
+        assert_eq!(
+            decide(&request(State::PendingApproval), &own_key),
+            Err(Refusal::ApproverIsRequester(Action::Approve))
+        );
+        let mut machine = request(State::PendingApproval);
+        machine.requested_by = Who::Key(Uuid::from_u128(1));
+        assert!(decide(&machine, &ask(Action::Approve, 1)).is_ok());
         // Cancelling one's own request is always allowed.
         assert!(decide(&queued, &ask(Action::Cancel, 1)).is_ok());
     }

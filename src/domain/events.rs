@@ -60,6 +60,11 @@ pub enum Event {
     RestorationCompleted,
     RestorationTimedOut,
     RestorationFailed,
+    // People signing in to the console (by id, never a name).
+    PersonSignedIn,
+    PersonRefused,
+    PersonSessionsEnded,
+    PersonForgotten,
     // Keys, webhooks, retention.
     KeyCreated,
     KeyRevoked,

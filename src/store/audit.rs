@@ -208,6 +208,37 @@ pub fn key_actor(key_id: Uuid) -> String {
     format!("key:{key_id}")
 }
 
+/// What each person did in `[from, to)`: (person, event, count), by person then event.
+pub async fn people_actions(
+    db: &super::Db,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Vec<(Uuid, String, i64)>> {
+    sqlx::query_as(
+        "select substr(actor, 8)::uuid, event, count(*) from audit_entries \
+         where at >= $1 and at < $2 and actor like 'person:%' \
+         and event not in ('person_signed_in', 'person_refused') \
+         group by 1, 2 order by 1, 2",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await
+}
+
+/// The actor name of a person in the audit log: their id, never their name or e-mail.
+pub fn person_actor(person: Uuid) -> String {
+    format!("person:{person}")
+}
+
+/// The actor the log names for `who`: `person:<id>` or `key:<id>`.
+pub fn actor_name(who: crate::domain::actions::Who) -> String {
+    match who {
+        crate::domain::actions::Who::Person(p) => person_actor(p),
+        crate::domain::actions::Who::Key(k) => key_actor(k),
+    }
+}
+
 /// The actor name of an operator at the command line (`erasure keys`, `erasure demo`).
 pub const OPERATOR: &str = "operator";
 

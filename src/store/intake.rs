@@ -12,15 +12,16 @@ use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use super::Db;
-use super::audit;
 use super::group::{Group, Writes};
 use super::ready::Ready;
 use super::requests::{self, Inserted, NewRequest};
 
-/// One request to insert, with the API key that submits it (its audit actor is the key's).
+/// One request to insert, with the API key that submits it and its audit actor (`person:<id>`
+/// when a person is behind the key, else `key:<id>`: the same for every submission of one key).
 pub struct Submission {
     pub item: NewRequest,
     pub requested_by: Uuid,
+    pub actor: String,
 }
 
 /// Inserts requests with their steps and "received" entries; wakes the workers once committed.
@@ -82,9 +83,9 @@ impl Intakes {
                 .filter(|&n| results[n].is_none() && jobs[n].requested_by == by)
                 .collect();
             let items: Vec<NewRequest> = same.iter().map(|&n| jobs[n].item.clone()).collect();
-            let actor = audit::key_actor(by);
+            let actor = &jobs[first].actor;
             let inserted =
-                requests::insert_many(conn, &items, by, &actor, None, received_at).await?;
+                requests::insert_many(conn, &items, by, actor, None, received_at).await?;
             for (n, result) in same.into_iter().zip(inserted) {
                 results[n] = Some(result);
             }

@@ -16,11 +16,81 @@ use super::audit;
 use super::group::{Group, Writes};
 use crate::domain::Role;
 
-/// A verified key.
+/// Who is calling: a verified key, or a person's console session (through their personal key).
 #[derive(Debug, Clone)]
 pub struct Principal {
+    /// The key (for a person's session, their personal key: it names them in the columns that
+    /// hold a key, and carries their rate of requests).
     pub key_id: Uuid,
-    pub role: Role,
+    /// What the caller may do: a key's one role, or the roles of a person's latest sign-in.
+    pub roles: Vec<Role>,
+    /// The person behind the caller: the person signed in, or the owner of the key; `None` for a
+    /// key no person owns (a machine's, or one made at the command line).
+    pub person: Option<Uuid>,
+}
+
+impl Principal {
+    /// The actor the audit log names: `person:<id>` when a person is behind the call (never their
+    /// name), else `key:<id>`.
+    pub fn actor(&self) -> String {
+        match self.person {
+            Some(person) => audit::person_actor(person),
+            None => audit::key_actor(self.key_id),
+        }
+    }
+
+    /// The roles, comma-separated (`requester, approver`).
+    pub fn roles_text(&self) -> String {
+        let names: Vec<&str> = self.roles.iter().map(|r| r.as_str()).collect();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    }
+}
+
+/// The person behind a key (its owner, or the person a personal key stands for); `None` for a key
+/// no person owns.
+pub async fn owner_of(conn: &mut PgConnection, key_id: Uuid) -> sqlx::Result<Option<Uuid>> {
+    Ok(
+        sqlx::query_scalar::<_, Option<Uuid>>("select owner_person from api_keys where id = $1")
+            .bind(key_id)
+            .fetch_optional(conn)
+            .await?
+            .flatten(),
+    )
+}
+
+/// The actor the audit log names for what `key_id` does: `person:<id>` when a person owns the key
+/// (or it is their personal key), else `key:<id>`; with that person.
+pub async fn actor_of(
+    conn: &mut PgConnection,
+    key_id: Uuid,
+) -> sqlx::Result<(String, Option<Uuid>)> {
+    let person = owner_of(conn, key_id).await?;
+    Ok(match person {
+        Some(p) => (audit::person_actor(p), Some(p)),
+        None => (audit::key_actor(key_id), None),
+    })
+}
+
+/// `same_person` on a connection of the pool.
+pub async fn same_caller(db: &Db, a: Uuid, b: Uuid) -> sqlx::Result<bool> {
+    if a == b {
+        return Ok(true);
+    }
+    let mut conn = db.acquire().await?;
+    same_person(&mut conn, a, b).await
+}
+
+/// Whether two keys are the same caller for four eyes: the same key, or keys of one person.
+pub async fn same_person(conn: &mut PgConnection, a: Uuid, b: Uuid) -> sqlx::Result<bool> {
+    if a == b {
+        return Ok(true);
+    }
+    let (x, y) = (owner_of(conn, a).await?, owner_of(conn, b).await?);
+    Ok(x.is_some() && x == y)
 }
 
 fn digest(key: &str) -> Vec<u8> {
@@ -36,10 +106,49 @@ pub async fn create(
     expires_at: Option<DateTime<Utc>>,
     actor: &str,
 ) -> anyhow::Result<(Uuid, String)> {
+    create_owned(db, role, label, expires_at, actor, None).await
+}
+
+/// `create`, for a key owned by `owner` (a person creating it in the console): what it does
+/// counts as that person.
+pub async fn create_owned(
+    db: &Db,
+    role: Role,
+    label: &str,
+    expires_at: Option<DateTime<Utc>>,
+    actor: &str,
+    owner: Option<Uuid>,
+) -> anyhow::Result<(Uuid, String)> {
     let mut tx = db.begin().await?;
-    let created = insert(&mut tx, role, label, expires_at, actor, None).await?;
+    let created = insert(&mut tx, role, label, expires_at, actor, None, owner).await?;
     tx.commit().await?;
     Ok(created)
+}
+
+/// The personal key of a person, made on their first sign-in: it holds no usable secret.
+pub async fn personal_key(conn: &mut PgConnection, person: Uuid) -> sqlx::Result<Uuid> {
+    if let Some(id) =
+        sqlx::query_scalar("select id from api_keys where owner_person = $1 and personal")
+            .bind(person)
+            .fetch_optional(&mut *conn)
+            .await?
+    {
+        return Ok(id);
+    }
+    let id = Uuid::new_v4();
+    // A prefix no bearer key has (`p` is not hex) and the digest of bytes nobody keeps.
+    let prefix = format!("p{}", hex::encode(rand::random::<[u8; 8]>()));
+    sqlx::query(
+        "insert into api_keys (id, prefix, hash, role, label, personal, owner_person) \
+         values ($1, $2, $3, null, 'person', true, $4)",
+    )
+    .bind(id)
+    .bind(prefix)
+    .bind(digest(&hex::encode(rand::random::<[u8; 32]>())))
+    .bind(person)
+    .execute(&mut *conn)
+    .await?;
+    Ok(id)
 }
 
 /// Inserts a key and its `key_created` entry (id, prefix, role, expiry; never the label, which is
@@ -51,13 +160,15 @@ async fn insert(
     expires_at: Option<DateTime<Utc>>,
     actor: &str,
     replaces: Option<Uuid>,
+    owner: Option<Uuid>,
 ) -> anyhow::Result<(Uuid, String)> {
     let prefix = hex::encode(rand::random::<[u8; 4]>());
     let secret = hex::encode(rand::random::<[u8; 24]>());
     let key = format!("ek_{prefix}_{secret}");
     let id = Uuid::new_v4();
     sqlx::query(
-        "insert into api_keys (id, prefix, hash, role, label, expires_at) values ($1, $2, $3, $4, $5, $6)",
+        "insert into api_keys (id, prefix, hash, role, label, expires_at, owner_person) \
+         values ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
     .bind(&prefix)
@@ -65,10 +176,14 @@ async fn insert(
     .bind(role.as_str())
     .bind(label)
     .bind(expires_at)
+    .bind(owner)
     .execute(&mut *conn)
     .await?;
     let mut data =
         json!({"key": id, "prefix": prefix, "role": role.as_str(), "expires_at": expires_at});
+    if let Some(owner) = owner {
+        data["owner"] = json!(audit::person_actor(owner));
+    }
     if let Some(old) = replaces {
         data["replaces"] = json!(old);
     }
@@ -125,10 +240,13 @@ impl Writes for Checks {
         }
         // A join on `unnest` rather than `prefix = any($1)`: PostgreSQL then keeps one plan for
         // the statement, where it planned `any` afresh for each array (three times the query).
-        let rows: Vec<(String, Uuid, Vec<u8>, String)> = sqlx::query_as(
-            "select k.prefix, k.id, k.hash, k.role from unnest($1::text[]) as p(prefix) \
+        type Row = (String, Uuid, Vec<u8>, Option<String>, Option<Uuid>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "select k.prefix, k.id, k.hash, k.role, k.owner_person \
+             from unnest($1::text[]) as p(prefix) \
              join api_keys k on k.prefix = p.prefix \
-             where k.revoked_at is null and (k.expires_at is null or k.expires_at > now())",
+             where k.revoked_at is null and (k.expires_at is null or k.expires_at > now()) \
+             and not k.personal",
         )
         .bind(&prefixes)
         .fetch_all(conn)
@@ -137,13 +255,14 @@ impl Writes for Checks {
             .iter()
             .map(|key| {
                 let prefix = prefix_of(key)?;
-                let (_, key_id, hash, role) = rows.iter().find(|row| row.0 == prefix)?;
+                let (_, key_id, hash, role, owner) = rows.iter().find(|row| row.0 == prefix)?;
                 let presented = digest(key);
                 let same: bool = hash.as_slice().ct_eq(presented.as_slice()).into();
-                let role = Role::parse(role)?;
+                let role = Role::parse(role.as_deref()?)?;
                 same.then_some(Principal {
                     key_id: *key_id,
-                    role,
+                    roles: vec![role],
+                    person: *owner,
                 })
             })
             .collect())
@@ -160,14 +279,17 @@ pub struct KeyInfo {
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The person who owns the key (created it in the console).
+    pub owner_person: Option<Uuid>,
 }
 
-const INFO: &str = "id, prefix, role, label, created_at, expires_at, revoked_at";
+/// Personal keys (which stand for a person's sign-in) are never listed, found or revoked as keys.
+const INFO: &str = "id, prefix, role, label, created_at, expires_at, revoked_at, owner_person";
 
 /// Every key, oldest first.
 pub async fn list(db: &Db) -> sqlx::Result<Vec<KeyInfo>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {INFO} from api_keys order by created_at, id"
+        "select {INFO} from api_keys where not personal order by created_at, id"
     )))
     .fetch_all(db)
     .await
@@ -182,7 +304,7 @@ pub async fn find(db: &Db, id_or_prefix: &str) -> sqlx::Result<Option<KeyInfo>> 
         .unwrap_or(text);
     let id = Uuid::parse_str(text).ok();
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {INFO} from api_keys where id = $1 or prefix = $2"
+        "select {INFO} from api_keys where (id = $1 or prefix = $2) and not personal"
     )))
     .bind(id)
     .bind(text)
@@ -202,7 +324,8 @@ pub async fn revoke(db: &Db, id: Uuid, actor: &str) -> sqlx::Result<bool> {
 
 async fn revoke_in(conn: &mut PgConnection, id: Uuid, actor: &str) -> sqlx::Result<bool> {
     let prefix: Option<String> = sqlx::query_scalar(
-        "update api_keys set revoked_at = now() where id = $1 and revoked_at is null returning prefix",
+        "update api_keys set revoked_at = now() where id = $1 and revoked_at is null and not personal \
+         returning prefix",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -239,6 +362,7 @@ pub async fn rotate(
         old.expires_at,
         actor,
         Some(old.id),
+        old.owner_person,
     )
     .await?;
     if grace.is_zero() {

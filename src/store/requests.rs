@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::Db;
 use super::audit::{self, Entry};
 use super::copy::BinaryRows;
-use crate::domain::actions::{self, Ask, Change, Snapshot};
+use crate::domain::actions::{self, Ask, Change, Snapshot, Who};
 use crate::domain::{Action, Scope, State, StepKind, StepState};
 
 /// A request as the API shows it. Never holds the target id.
@@ -753,6 +753,7 @@ pub async fn act(
         State,
         Scope,
         Uuid,
+        Option<Uuid>,
         i32,
         DateTime<Utc>,
         String,
@@ -761,7 +762,9 @@ pub async fn act(
         bool,
     );
     let row: Option<Row> = sqlx::query_as(concat!(
-        "select state, scope, requested_by, extended_months, received_at, subject_ref, held_from, ",
+        "select state, scope, requested_by, \
+             (select owner_person from api_keys k where k.id = r.requested_by), \
+             extended_months, received_at, subject_ref, held_from, ",
         deletion_sent!(),
         ", exists (select 1 from steps s where s.request_id = r.id and s.state = 'failed') \
          from erasure_requests r where id = $1 for update of r"
@@ -773,6 +776,7 @@ pub async fn act(
         state,
         scope,
         requested_by,
+        requester,
         extended,
         received_at,
         subject_ref,
@@ -786,7 +790,7 @@ pub async fn act(
     let snapshot = Snapshot {
         state,
         scope,
-        requested_by,
+        requested_by: Who::of(requested_by, requester),
         extended_months: extended.max(0) as u32,
         received_at,
         held_from: held_from.as_deref().and_then(State::parse),
@@ -952,7 +956,7 @@ pub async fn act(
         Entry {
             request_id: Some(id),
             subject_ref: Some(&subject_ref),
-            actor: &audit::key_actor(ask.actor),
+            actor: &audit::actor_name(ask.actor),
             event,
             data,
         },

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod console;
+pub mod oidc;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -121,6 +122,10 @@ pub struct Options {
     pub webhooks: WebhookSettings,
     /// Pseudonym epochs and retention (by default: keys reloaded every 200 ms, no daily job).
     pub retention: RetentionSettings,
+    /// The console's sign-in (by default: key sign-in, no provider).
+    pub console: erasure::config::ConsoleSettings,
+    /// Where the service listens (by default a free port: `127.0.0.1:0`).
+    pub bind: String,
 }
 
 /// Retention settings that make tests quick: keys reloaded every 200 ms, the job only run by hand.
@@ -191,6 +196,8 @@ impl Default for Options {
             at_risk_days: erasure::config::DEFAULT_AT_RISK_DAYS,
             webhooks: fast_webhooks(),
             retention: fast_retention(),
+            console: Default::default(),
+            bind: "127.0.0.1:0".into(),
         }
     }
 }
@@ -227,7 +234,7 @@ impl TestApp {
         };
         let config = ServiceConfig {
             database_url: db_url.clone(),
-            bind: Some("127.0.0.1:0".into()),
+            bind: Some(options.bind.clone()),
             metrics_bind: None,
             keys: keys.clone(),
             upstream: options.worker.then(|| upstream.clone()),
@@ -240,6 +247,7 @@ impl TestApp {
             at_risk_days: options.at_risk_days,
             webhooks: options.webhooks.clone(),
             retention: options.retention.clone(),
+            console: options.console.clone(),
         };
         let running = service::start_with(config, options.limits.clone())
             .await
@@ -322,6 +330,7 @@ impl TestApp {
             at_risk_days: erasure::config::DEFAULT_AT_RISK_DAYS,
             webhooks: fast_webhooks(),
             retention: fast_retention(),
+            console: Default::default(),
         }
     }
 

@@ -1,0 +1,88 @@
+//! People in the console (admins): who has signed in through the identity provider, their roles
+//! and last sign-in, and a confirmed action that ends a person's sessions. Names are shown on
+//! these pages only; the audit entry of the action names the person by id.
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use askama::Template;
+use uuid::Uuid;
+
+#[allow(unused_imports)]
+use super::filters;
+use super::session::session_or_sign_in;
+use super::{Chrome, Failure, render, see_other};
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::store;
+use crate::store::people::Person;
+
+#[derive(Template)]
+#[template(path = "people.html")]
+struct Page {
+    chrome: Chrome,
+    people: Vec<Person>,
+    ended: Option<u64>,
+}
+
+/// The people.
+#[get("/people")]
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Failure> {
+    let session = session_or_sign_in!(state, req);
+    session.require(&[])?;
+    let ended = req
+        .query_string()
+        .strip_prefix("ended=")
+        .and_then(|n| n.parse().ok());
+    render(&Page {
+        chrome: session.chrome("People"),
+        people: store::people::list(&state.db).await?,
+        ended,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "person_end.html")]
+struct Confirm {
+    chrome: Chrome,
+    p: Person,
+}
+
+async fn person_or_404(state: &AppState, path: &str) -> Result<Person, Failure> {
+    let id: Uuid = crate::api::input::path_id(path)?;
+    store::people::get(&state.db, id)
+        .await?
+        .ok_or_else(|| Failure(ApiError::not_found("person")))
+}
+
+/// Asks to confirm the end of a person's sessions, naming them.
+#[get("/people/{id}/end-sessions")]
+pub async fn confirm_end(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Failure> {
+    let session = session_or_sign_in!(state, req);
+    session.require(&[])?;
+    let p = person_or_404(&state, &path).await?;
+    render(&Confirm {
+        chrome: session.chrome("End sessions"),
+        p,
+    })
+}
+
+/// Ends every session of a person.
+#[post("/people/{id}/end-sessions")]
+pub async fn end(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, Failure> {
+    let session = session_or_sign_in!(state, req);
+    session.form(&req, &body)?;
+    let actor = session.require(&[])?.actor();
+    let p = person_or_404(&state, &path).await?;
+    let ended = store::people::end_sessions(&state.db, p.id, &actor)
+        .await?
+        .ok_or_else(|| Failure(ApiError::not_found("person")))?;
+    Ok(see_other(&format!("/people?ended={ended}")))
+}
