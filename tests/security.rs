@@ -82,6 +82,7 @@ async fn keys_create_list_revoke_rotate() {
             "expires_at",
             "id",
             "label",
+            "owner_person",
             "prefix",
             "revoked_at",
             "role"
