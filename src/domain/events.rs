@@ -235,7 +235,7 @@ pub struct RequestEventData {
 }
 
 /// What the request row holds for its events.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RequestFacts {
     pub id: Uuid,
     pub external_reference: Option<String>,

@@ -21,7 +21,6 @@ use crate::domain::events::{
     RequestEventData, RequestFacts, RestorationAccounts, RestorationEventData, WebhookType,
     payload_time,
 };
-use crate::domain::{Scope, State};
 use sqlx::PgConnection;
 
 /// Whether a subscription gets events and deliveries.
@@ -658,16 +657,8 @@ pub struct RequestHook {
     pub n: i32,
     pub kind: String,
     pub subscription_id: Uuid,
-    pub id: Uuid,
-    pub external_reference: Option<String>,
-    pub scope: Scope,
-    pub state: State,
-    pub outcome: Option<String>,
-    pub received_at: DateTime<Utc>,
-    pub due_at: DateTime<Utc>,
-    pub completed_at: Option<DateTime<Utc>>,
-    pub updated_at: DateTime<Utc>,
-    pub resurrection_of: Option<Uuid>,
+    #[sqlx(flatten)]
+    pub request: RequestFacts,
 }
 
 /// Queues one outbox row per event and subscription, in order.
@@ -711,19 +702,8 @@ pub(super) async fn queue_request_events(
         .filter_map(|h| {
             let kind = WebhookType::parse(&h.kind)?;
             let entry = data.get(h.n as usize)?;
-            let facts = RequestFacts {
-                id: h.id,
-                external_reference: h.external_reference,
-                scope: h.scope,
-                state: h.state,
-                outcome: h.outcome,
-                received_at: h.received_at,
-                due_at: h.due_at,
-                completed_at: h.completed_at,
-                updated_at: h.updated_at,
-                resurrection_of: h.resurrection_of,
-            };
-            let payload = serde_json::to_value(RequestEventData::new(kind, facts, entry)).ok()?;
+            let payload =
+                serde_json::to_value(RequestEventData::new(kind, h.request, entry)).ok()?;
             Some((h.subscription_id, kind.as_str(), payload))
         })
         .collect();
