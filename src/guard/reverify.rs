@@ -164,7 +164,7 @@ impl Guard {
         };
         let re_erasure = self.re_erase(tx, original, scope, id).await?;
         // The request's row is locked before its entry is written, as for its other events, so
-        // that its webhooks keep their order (README, "Webhooks").
+        // that its webhooks keep their order (docs/webhooks.md).
         guard::count_resurrection(tx, original).await?;
         audit::append(
             tx,
