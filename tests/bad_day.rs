@@ -77,10 +77,12 @@ async fn users_with_several_connections_are_erased_through_503s_and_429s_on_ever
     for u in &seeded {
         assert_eq!(app.upstream_status(&format!("/users/{}", u.id)).await, 404);
     }
+    // About a third of at least 42 calls fault (mean about 14): fewer than 4 has odds under
+    // one in 10^4, so these bounds only say that faults were injected and waited out.
     let faults = calls.iter().filter(|c| c.fault.is_some()).count();
-    assert!(faults > 10, "faults were injected ({faults})");
+    assert!(faults >= 4, "faults were injected ({faults})");
     let waited = assert_no_call_before_retry_after(&calls);
-    assert!(waited > 5, "Retry-After answers were checked ({waited})");
+    assert!(waited >= 3, "Retry-After answers were checked ({waited})");
     // Each user needs 1 + 1 + 3 reads to count, 1 DELETE and 1 GET to verify.
     let needed = seeded.len() * 7;
     println!(
