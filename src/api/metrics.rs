@@ -34,7 +34,8 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 }
 
 /// The step jobs' states as `erasure_jobs` shows them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 enum JobState {
     Queued,
     Running,
@@ -44,12 +45,7 @@ enum JobState {
 
 impl JobState {
     fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Retrying => "retrying",
-            JobState::Paused => "paused",
-        }
+        self.into()
     }
 }
 

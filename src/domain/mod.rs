@@ -2,6 +2,7 @@
 
 pub mod actions;
 pub mod events;
+pub mod keys;
 pub mod validate;
 
 use chrono::{DateTime, Months, Utc};

@@ -57,8 +57,9 @@ pub struct Jobs {
 }
 
 /// The states of a restoration (the `restorations.state` check constraint).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, strum::IntoStaticStr)]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum RestorationState {
     Pending,
     Waiting,
@@ -69,13 +70,7 @@ pub enum RestorationState {
 
 impl RestorationState {
     pub fn as_str(self) -> &'static str {
-        match self {
-            RestorationState::Pending => "pending",
-            RestorationState::Waiting => "waiting",
-            RestorationState::Completed => "completed",
-            RestorationState::Failed => "failed",
-            RestorationState::TimedOut => "timed_out",
-        }
+        self.into()
     }
 }
 

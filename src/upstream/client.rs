@@ -326,7 +326,7 @@ impl Upstream {
                 .bearer_auth(token.value.as_str())
                 .send()
                 .await;
-            let method_name = method_name(&method);
+            let method_name = crate::metrics::UpstreamMethod::from(&method).as_str();
             let record = |status: Option<u16>, error: Option<&'static str>| {
                 let took = started.elapsed();
                 crate::metrics::global().upstream_call((&method).into(), status, took);
@@ -397,24 +397,10 @@ impl Upstream {
     }
 }
 
-/// The delay before a call's `retry`-th retry within an attempt: full jitter, uniform in
-/// [0, min(CALL_RETRY_CAP, CALL_RETRY_BASE * 2^(retry-1))], and never less than `retry_after`.
+/// The delay before a call's `retry`-th retry within an attempt (the one backoff, with the
+/// call's own base and cap).
 fn call_retry_delay(retry: u32, retry_after: Option<Duration>) -> Duration {
-    use rand::Rng;
-    let ceiling = CALL_RETRY_BASE
-        .saturating_mul(1 << retry.saturating_sub(1).min(16))
-        .min(CALL_RETRY_CAP);
-    let jittered = Duration::from_secs_f64(rand::rng().random_range(0.0..=ceiling.as_secs_f64()));
-    jittered.max(retry_after.unwrap_or(Duration::ZERO))
-}
-
-fn method_name(m: &Method) -> &'static str {
-    match *m {
-        Method::GET => "GET",
-        Method::DELETE => "DELETE",
-        Method::POST => "POST",
-        _ => "OTHER",
-    }
+    crate::jobs::backoff::full_jitter(CALL_RETRY_BASE, CALL_RETRY_CAP, retry, retry_after)
 }
 
 fn transport_kind(e: &reqwest::Error) -> &'static str {
