@@ -193,7 +193,11 @@ async fn each_role_does_its_job_in_the_console_and_no_more() {
         ("ops".to_string(), "0", "expires_days"),
         ("ops".to_string(), "3661", "expires_days"),
     ] {
-        let form = [("role", "auditor"), ("label", label.as_str()), ("expires_days", days)];
+        let form = [
+            ("role", "auditor"),
+            ("label", label.as_str()),
+            ("expires_days", days),
+        ];
         let (status, _, page) = admin.post("/keys", &form).await;
         assert_eq!(status, 422, "{label:.10} {days}");
         assert!(page.contains(field), "{page}");
