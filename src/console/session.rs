@@ -32,6 +32,8 @@ pub struct Session {
     pub through_provider: bool,
     /// The token every form of this session carries.
     pub csrf: String,
+    /// The pause switch of upstream work, shown on every page while it is on.
+    pub pause: store::pause::Pause,
     token: String,
 }
 
@@ -48,15 +50,19 @@ pub async fn current(state: &AppState, req: &HttpRequest) -> Result<Option<Sessi
         return Ok(None);
     };
     let token = cookie.value().to_string();
-    Ok(store::sessions::signed_in(&state.db, &token)
-        .await?
-        .map(|signed| Session {
-            principal: signed.principal,
-            name: signed.name,
-            through_provider: signed.through_provider,
-            csrf: csrf_of(&token),
-            token,
-        }))
+    let Some(signed) = store::sessions::signed_in(&state.db, &token).await? else {
+        return Ok(None);
+    };
+    let mut pause = store::pause::current(&state.db).await?;
+    super::name_people(state, pause.by.iter_mut()).await?;
+    Ok(Some(Session {
+        principal: signed.principal,
+        name: signed.name,
+        through_provider: signed.through_provider,
+        csrf: csrf_of(&token),
+        pause,
+        token,
+    }))
 }
 
 /// A console page's signed-in session: a handler that takes one is only run for a signed-in
@@ -160,6 +166,15 @@ impl Session {
     pub fn chrome(&self, title: impl Into<String>) -> super::Chrome {
         let mut chrome = super::Chrome::new(&self.principal, &self.csrf, title);
         chrome.name = self.name.clone();
+        chrome.paused = self.pause.paused.then(|| super::Paused {
+            since: self
+                .pause
+                .since
+                .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_default(),
+            by: self.pause.by.clone().unwrap_or_default(),
+            reason: self.pause.reason.clone().unwrap_or_default(),
+        });
         chrome
     }
 

@@ -2,6 +2,7 @@
 //! backoff, rescue expired leases, and stop gracefully. The engine never writes SQL (the store's
 //! `steps` and `ready` do) and never holds a transaction open while it calls the upstream.
 
+pub mod pause;
 mod run;
 pub mod shares;
 
