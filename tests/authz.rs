@@ -61,6 +61,13 @@ fn matrix() -> Vec<(&'static str, String, Allowed)> {
         ("POST", "/v1/webhooks/{id}/test".to_string(), ADMIN),
         ("GET", "/v1/webhooks/{id}/deliveries".to_string(), ADMIN),
         ("POST", "/v1/webhooks/{id}/redeliver".to_string(), ADMIN),
+        // A bulk action takes its action's roles (the matrix's body approves).
+        ("POST", "/v1/bulk-actions".to_string(), APPROVER),
+        ("GET", "/v1/bulk-actions/{id}".to_string(), READERS),
+        ("GET", "/v1/bulk-actions/{id}/items".to_string(), READERS),
+        ("GET", "/v1/pause".to_string(), READERS),
+        ("POST", "/v1/pause".to_string(), APPROVER),
+        ("POST", "/v1/resume".to_string(), ADMIN),
     ];
     for action in ACTIONS {
         let allowed = if action == "cancel" {
@@ -110,6 +117,8 @@ fn body_for(path: &str, n: usize) -> Option<Value> {
         "/v1/webhooks/{id}" => json!({"state": "paused"}),
         "/v1/webhooks/{id}/rotate" => json!({"overlap_seconds": 60}),
         "/v1/webhooks/{id}/redeliver" => json!({"since": "2000-01-01T00:00:00Z"}),
+        "/v1/bulk-actions" => json!({"action": "approve", "ids": [uuid::Uuid::new_v4()]}),
+        "/v1/pause" => json!({"reason": "matrix"}),
         p if p.ends_with("/hold") => json!({"legal_basis": "art17_3_b", "note": "matrix"}),
         p if p.ends_with("/extend") => json!({"months": 1, "reason": "matrix"}),
         p if p.starts_with("/v1/erasure-requests/") && !p.ends_with("/receipt") => json!({}),

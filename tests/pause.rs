@@ -114,7 +114,10 @@ async fn a_pause_stops_every_process_within_a_second_survives_restarts_and_resum
     .await
     .unwrap();
     assert!(open > 0, "the pause came while erasures were open");
-    assert!(calls_after(&app, paused_at - 2000.0) > 0, "calls went out just before the pause");
+    assert!(
+        calls_after(&app, paused_at - 2000.0) > 0,
+        "calls went out just before the pause"
+    );
     let (status, _) = app
         .post(
             "/v1/erasure-requests",

@@ -115,6 +115,29 @@ impl ApiError {
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::client(StatusCode::CONFLICT, code, message)
     }
+
+    /// The machine-readable code of the body (`error`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid { code, .. } | ApiError::Client { code, .. } => code,
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The sentence of the body for people, with the fields it names and why (never an internal
+    /// error's cause).
+    pub fn sentence(&self) -> String {
+        match self {
+            ApiError::Invalid { fields, .. } => fields
+                .iter()
+                .map(|(name, why)| format!("{name}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+            ApiError::Internal(_) => "could not be applied; try again".into(),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl From<sqlx::Error> for ApiError {

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bulk;
 pub mod error;
 pub mod health;
 pub mod input;
@@ -65,6 +66,7 @@ pub struct AppState {
     ),
     paths(
         requests::create, requests::batch, requests::list, requests::get_one, requests::act,
+        bulk::create, bulk::get_one, bulk::item_list,
         subjects::lookup,
         restorations::create, restorations::get_one,
         audit::receipt, audit::checkpoint, audit::consistency, audit::entries, audit::export,
@@ -288,6 +290,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(requests::list)
         .service(requests::get_one)
         .service(requests::act)
+        .service(bulk::create)
+        .service(bulk::get_one)
+        .service(bulk::item_list)
         .service(audit::receipt)
         .service(audit::checkpoint)
         .service(audit::consistency)

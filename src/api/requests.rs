@@ -653,6 +653,22 @@ pub async fn list_page(state: &AppState, q: ListQuery) -> Result<RequestPage, Ap
     if !(1..=500).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 500"));
     }
+    let filter = list_filter(state, q, limit as i64 + 1)?;
+    let mut items = requests::list(&state.db, &filter).await?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items
+            .last()
+            .map(|r| format!("{}_{}", r.received_at.timestamp_micros(), r.id))
+    } else {
+        None
+    };
+    Ok(RequestPage { items, next_cursor })
+}
+
+/// The store's filter of a list query (its `limit` aside), validated as the API documents it;
+/// at most `limit` rows.
+pub fn list_filter(state: &AppState, q: ListQuery, limit: i64) -> Result<ListFilter, ApiError> {
     let after = match q.cursor.as_deref() {
         None => None,
         Some(c) => Some(
@@ -697,18 +713,9 @@ pub async fn list_page(state: &AppState, q: ListQuery) -> Result<RequestPage, Ap
         batch_id: q.batch_id,
         external_reference: q.external_reference,
         after,
-        limit: limit as i64 + 1,
+        limit,
     };
-    let mut items = requests::list(&state.db, &filter).await?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items
-            .last()
-            .map(|r| format!("{}_{}", r.received_at.timestamp_micros(), r.id))
-    } else {
-        None
-    };
-    Ok(RequestPage { items, next_cursor })
+    Ok(filter)
 }
 
 /// One erasure request with its steps.
@@ -845,7 +852,7 @@ pub fn action_details(action: Action, bytes: &[u8]) -> Result<Details, ApiError>
             Details {
                 legal_basis: Some(body.legal_basis),
                 note: Some(note(&body.note, "note")?),
-                months: None,
+                ..Details::default()
             }
         }
         Action::Extend => {
@@ -857,6 +864,7 @@ pub fn action_details(action: Action, bytes: &[u8]) -> Result<Details, ApiError>
                 legal_basis: None,
                 note: Some(note(&body.reason, "reason")?),
                 months: Some(body.months),
+                ..Details::default()
             }
         }
         _ => {
@@ -902,7 +910,7 @@ pub async fn perform(
 }
 
 /// The answer to an action the domain refused.
-fn refused(action: Action, refusal: actions::Refusal) -> ApiError {
+pub fn refused(action: Action, refusal: actions::Refusal) -> ApiError {
     use actions::Refusal::*;
     match refusal {
         InvalidTransition(from) => ApiError::conflict(

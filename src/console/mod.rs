@@ -13,6 +13,7 @@
 //! answers with request ids only.
 
 pub mod audit;
+pub mod bulk;
 pub mod dashboard;
 pub mod keys;
 pub mod oidc;
@@ -218,6 +219,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(requests::new_form)
         .service(requests::submit)
         .service(requests::upload)
+        .service(bulk::confirm)
+        .service(bulk::act)
+        .service(bulk::show)
         .service(requests::detail)
         .service(requests::confirm)
         .service(requests::act)

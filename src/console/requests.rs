@@ -15,7 +15,7 @@ use super::{Chrome, Failure, filters, html, render, see_other};
 use crate::api::AppState;
 use crate::api::auth::{READERS, allowed};
 use crate::api::error::ApiError;
-use crate::api::requests::{self as api, BatchResult, CreateRequest, ListQuery, action_named};
+use crate::api::requests::{self as api, CreateRequest, ListQuery, action_named};
 use crate::api::subjects::{self, LookupBody, LookupResult};
 use crate::domain::{Action, LegalBasis, Role, Scope, State};
 use crate::store;
@@ -34,6 +34,8 @@ struct ListPage {
     given: Vec<(String, String)>,
     rows: Vec<DueRow>,
     next: Option<String>,
+    /// The actions this role may take on every request the filters match (`/requests/bulk`).
+    bulk_actions: Vec<&'static str>,
 }
 
 impl ListPage {
@@ -93,6 +95,12 @@ pub async fn list(
             serde_urlencoded::to_string(&pairs).unwrap_or_default()
         )
     });
+    let bulk_actions = ACTIONS
+        .into_iter()
+        .filter(|a| allowed(&session.principal, a.roles()))
+        .map(Action::as_str)
+        .collect();
+    let given = given.into_iter().filter(|(k, _)| k != "cursor").collect();
     render(&ListPage {
         chrome: session.chrome("Requests"),
         states: STATES.iter().map(|s| s.as_str()).collect(),
@@ -100,6 +108,7 @@ pub async fn list(
         given,
         rows,
         next,
+        bulk_actions,
     })
 }
 
@@ -220,13 +229,6 @@ pub async fn submit(
     }
 }
 
-#[derive(Template)]
-#[template(path = "upload.html")]
-struct UploadPage {
-    chrome: Chrome,
-    result: BatchResult,
-}
-
 /// Reads the upload form: its CSRF token and its file (at most the API's batch body).
 async fn read_upload(mut form: Multipart) -> Result<(Option<String>, Vec<u8>), Failure> {
     let (mut csrf, mut file) = (None, Vec::new());
@@ -275,10 +277,8 @@ pub async fn upload(
         api::parse_csv_batch(&file)?
     };
     let result = api::submit_batch(&state, principal, parsed).await?;
-    render(&UploadPage {
-        chrome: session.chrome("Upload"),
-        result,
-    })
+    let op = crate::api::bulk::record_upload(&state, principal, &result).await?;
+    super::bulk::upload_result(&state, session, op).await
 }
 
 /// A step as the request page shows it.
@@ -314,19 +314,22 @@ async fn request_or_404(state: &AppState, id: Uuid) -> Result<ErasureRequest, Fa
         .ok_or_else(|| Failure(ApiError::not_found("erasure request")))
 }
 
+/// Every action, in the order pages offer them.
+const ACTIONS: [Action; 6] = [
+    Action::Approve,
+    Action::Hold,
+    Action::Release,
+    Action::Extend,
+    Action::Retry,
+    Action::Cancel,
+];
+
 /// The actions `principal` may take on a request in `now`.
 fn actions_for(principal: &crate::store::keys::Principal, now: State) -> Vec<Action> {
-    [
-        Action::Approve,
-        Action::Hold,
-        Action::Release,
-        Action::Extend,
-        Action::Retry,
-        Action::Cancel,
-    ]
-    .into_iter()
-    .filter(|a| allowed(principal, a.roles()) && a.allowed_from().contains(&now))
-    .collect()
+    ACTIONS
+        .into_iter()
+        .filter(|a| allowed(principal, a.roles()) && a.allowed_from().contains(&now))
+        .collect()
 }
 
 /// One request: its facts, steps, timeline from the audit log, linked re-erasures, the receipt
@@ -430,14 +433,27 @@ pub async fn act(
     let action = action_named(&action)?;
     let principal = session.require(action.roles())?;
     let id = request_id(&id)?;
-    // The form's fields as the API's JSON body, so that both are validated by the same code.
+    let details = action_details(action, &fields)?;
+    api::perform(&state, principal, id, action, details).await?;
+    Ok(see_other(&format!(
+        "/requests/{id}?done={}",
+        action.as_str()
+    )))
+}
+
+/// An action's details from a form's fields, as the API's JSON body, so that both are validated
+/// by the same code (`api::action_details`).
+pub fn action_details(
+    action: Action,
+    fields: &[(String, String)],
+) -> Result<crate::domain::actions::Details, Failure> {
     let mut body = serde_json::Map::new();
     for name in ["legal_basis", "note", "reason"] {
-        if let Some(value) = field(&fields, name) {
+        if let Some(value) = field(fields, name) {
             body.insert(name.into(), value.into());
         }
     }
-    if let Some(months) = field(&fields, "months") {
+    if let Some(months) = field(fields, "months") {
         body.insert(
             "months".into(),
             months
@@ -447,10 +463,5 @@ pub async fn act(
         );
     }
     let bytes = serde_json::to_vec(&body).map_err(anyhow::Error::from)?;
-    let details = api::action_details(action, &bytes)?;
-    api::perform(&state, principal, id, action, details).await?;
-    Ok(see_other(&format!(
-        "/requests/{id}?done={}",
-        action.as_str()
-    )))
+    Ok(api::action_details(action, &bytes)?)
 }

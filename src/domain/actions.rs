@@ -76,6 +76,8 @@ pub struct Details {
     pub note: Option<String>,
     /// For `extend`: 1 or 2 (the API checks the range).
     pub months: Option<u32>,
+    /// The bulk operation this action is part of, if any (recorded with it).
+    pub bulk: Option<Uuid>,
 }
 
 /// Why an action was refused.
@@ -218,6 +220,7 @@ mod tests {
                 legal_basis: Some(LegalBasis::LegalClaims),
                 note: Some("litigation".into()),
                 months: Some(1),
+                bulk: None,
             },
         }
     }

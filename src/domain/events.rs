@@ -77,6 +77,9 @@ pub enum Event {
     // Operations: the pause switch of all upstream work.
     UpstreamPaused,
     UpstreamResumed,
+    /// An action on many requests, or an upload, as one operation (each request has its own
+    /// entry too).
+    BulkOperation,
 }
 
 impl Event {

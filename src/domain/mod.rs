@@ -121,8 +121,9 @@ impl State {
 }
 
 /// What a person asks of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, Deserialize, ToSchema)]
 #[strum(serialize_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     Approve,
     Cancel,

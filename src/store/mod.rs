@@ -7,6 +7,7 @@
 //! decides policy (when to retry, what to erase): it reads and writes what it is told.
 
 pub mod audit;
+pub mod bulk;
 pub mod copy;
 pub mod epochs;
 pub mod group;

@@ -668,12 +668,11 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-/// A page of requests, newest first.
-pub async fn list(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<ErasureRequest>> {
-    let sql = format!(
+/// The conditions of a `ListFilter`, bound as `list_filter` binds them ($1 to $13).
+macro_rules! list_where {
+    () => {
         concat!(
-            "select {COLUMNS} from erasure_requests where \
-             ($1::text is null or state = $1) and ($2::text is null or scope = $2) \
+            "($1::text is null or state = $1) and ($2::text is null or scope = $2) \
              and ($3::timestamptz is null or received_at >= $3) and ($4::timestamptz is null or received_at < $4) \
              and ($5::timestamptz is null or due_at >= $5) and ($6::timestamptz is null or due_at < $6) \
              and (not $7 or state not in ",
@@ -684,11 +683,17 @@ pub async fn list(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<ErasureRequest>> 
              and ($9::timestamptz is null or (received_at, id) < ($9, $10::uuid)) \
              and ($12::int4 is null or ",
             at_risk!("$12"),
-            ") order by received_at desc, id desc limit $11"
-        ),
-        COLUMNS = COLUMNS
-    );
-    let mut page = sqlx::query_as::<_, ErasureRequest>(sqlx::AssertSqlSafe(sql))
+            ")"
+        )
+    };
+}
+
+/// Binds a `ListFilter` to `list_where!`'s parameters.
+fn list_filter<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    f: &'q ListFilter,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    query
         .bind(f.state.map(State::as_str))
         .bind(f.scope.map(Scope::as_str))
         .bind(f.received_from)
@@ -702,8 +707,36 @@ pub async fn list(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<ErasureRequest>> 
         .bind(f.limit)
         .bind(f.at_risk_days.map(days_param))
         .bind(f.external_reference.as_deref())
-        .fetch_all(db)
-        .await?;
+}
+
+/// The ids of the requests a filter matches (its `after` and `limit` apply), oldest first: the
+/// selection of a bulk action.
+pub async fn matching(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<Uuid>> {
+    let sql = concat!(
+        "select id from erasure_requests where ",
+        list_where!(),
+        " order by received_at, id limit $11"
+    );
+    let rows: Vec<(Uuid,)> = list_filter(sqlx::query_as(sql), f).fetch_all(db).await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// A page of requests, newest first.
+pub async fn list(db: &Db, f: &ListFilter) -> sqlx::Result<Vec<ErasureRequest>> {
+    let sql = format!(
+        concat!(
+            "select {COLUMNS} from erasure_requests where ",
+            list_where!(),
+            " order by received_at desc, id desc limit $11"
+        ),
+        COLUMNS = COLUMNS
+    );
+    let mut page = list_filter(
+        sqlx::query_as::<_, ErasureRequest>(sqlx::AssertSqlSafe(sql)),
+        f,
+    )
+    .fetch_all(db)
+    .await?;
     let ids: Vec<Uuid> = page.iter().map(|r| r.id).collect();
     let mut conn = db.acquire().await?;
     let mut by_id: std::collections::HashMap<Uuid, Vec<Step>> = std::collections::HashMap::new();
@@ -803,6 +836,9 @@ pub async fn act(
     };
     let mut data =
         json!({"from": plan.from, "action": ask.action.as_str(), "note": ask.details.note});
+    if let Some(operation) = ask.details.bulk {
+        data["bulk_operation"] = json!(operation);
+    }
     match &plan.change {
         Change::Approve { by } => {
             sqlx::query("update erasure_requests set approved_by = $2 where id = $1")
