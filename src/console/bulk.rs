@@ -5,7 +5,7 @@
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
 
-use super::requests::action_details;
+use super::requests::{action_details, legal_bases};
 use super::session::{Form, Session, field};
 use super::{Chrome, Failure, render, see_other};
 use crate::api::AppState;
@@ -13,7 +13,7 @@ use crate::api::auth::READERS;
 use crate::api::bulk::{self, ItemsQuery};
 use crate::api::input;
 use crate::api::requests::{ListQuery, action_named};
-use crate::domain::{Action, LegalBasis};
+use crate::domain::Action;
 use crate::store::bulk::{Item, Operation};
 
 /// Form fields that are not the list's filters.
@@ -71,10 +71,7 @@ pub async fn confirm(
         action: action.as_str(),
         count,
         filters,
-        bases: LegalBasis::ALL
-            .iter()
-            .map(|b| (b.as_str(), b.describe()))
-            .collect(),
+        bases: legal_bases(),
     })
 }
 

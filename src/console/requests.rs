@@ -415,11 +415,16 @@ pub async fn confirm(
         id,
         action: action.as_str(),
         state: r.state.as_str(),
-        bases: LegalBasis::ALL
-            .iter()
-            .map(|b| (b.as_str(), b.describe()))
-            .collect(),
+        bases: legal_bases(),
     })
+}
+
+/// The legal bases a hold may name, with their descriptions (the confirmation pages' choices).
+pub fn legal_bases() -> Vec<(&'static str, &'static str)> {
+    LegalBasis::ALL
+        .iter()
+        .map(|b| (b.as_str(), b.describe()))
+        .collect()
 }
 
 /// Takes a confirmed action (as `POST /v1/erasure-requests/{id}/{action}`).
