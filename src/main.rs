@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use erasure::audit::checkpoint::Signer;
-use erasure::audit::{retention, verify};
+use erasure::audit::retention;
 use erasure::config::{
     ApprovalPolicy, AtRiskArgs, ConsoleArgs, DbArgs, EngineArgs, GuardArgs, HttpLimitArgs,
     RetentionArgs, UpstreamArgs, WebhookArgs,
@@ -170,17 +170,7 @@ enum AuditCommand {
     PublicKey,
     /// Verify a receipt or an export offline, with only the public key. Exits 0 only when every
     /// signature, proof and hash holds.
-    Verify {
-        /// A receipt (GET /v1/erasure-requests/{id}/receipt).
-        #[arg(long, conflicts_with = "export", required_unless_present = "export")]
-        receipt: Option<std::path::PathBuf>,
-        /// An export in JSON Lines (GET /v1/audit/export?format=jsonl).
-        #[arg(long)]
-        export: Option<std::path::PathBuf>,
-        /// The verifier key, or a file holding it (`erasure audit public-key`).
-        #[arg(long)]
-        public_key: String,
-    },
+    Verify(erasure_proof::cli::VerifyArgs),
 }
 
 #[derive(clap::Args)]
@@ -326,41 +316,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", signer.verifier_key());
         }
         Command::Audit {
-            command:
-                AuditCommand::Verify {
-                    receipt,
-                    export,
-                    public_key,
-                },
-        } => {
-            let key = match std::fs::read_to_string(&public_key) {
-                Ok(text) => text.trim().to_string(),
-                Err(_) => public_key.trim().to_string(),
-            };
-            let (path, is_receipt) = match (receipt, export) {
-                (Some(p), _) => (p, true),
-                (None, Some(p)) => (p, false),
-                (None, None) => anyhow::bail!("give --receipt FILE or --export FILE"),
-            };
-            let cannot_read =
-                |e: std::io::Error| anyhow::anyhow!("cannot read {}: {e}", path.display());
-            let verdict = if is_receipt {
-                let text = std::fs::read_to_string(&path).map_err(cannot_read)?;
-                verify::verify_receipt(&text, &key).map(|s| s.to_string())
-            } else {
-                // Streamed: memory stays flat whatever the size of the export.
-                let file = std::fs::File::open(&path).map_err(cannot_read)?;
-                verify::verify_export_reader(std::io::BufReader::new(file), &key)
-                    .map(|s| s.to_string())
-            };
-            match verdict {
-                Ok(summary) => println!("OK: {summary}"),
-                Err(e) => {
-                    eprintln!("FAILED: {e}");
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
-        }
+            command: AuditCommand::Verify(args),
+        } => return Ok(erasure_proof::cli::verify(&args)),
         Command::Sim(args) => sim::run(args).await?,
         Command::Retention {
             command:

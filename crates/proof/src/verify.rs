@@ -657,7 +657,7 @@ fn decode_hashes(texts: &[String]) -> Result<Vec<Hash>, usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::checkpoint::Signer;
+    use crate::checkpoint::Signer;
     use serde_json::json;
 
     fn leaf(request: &str, event: &str, i: usize) -> String {

@@ -475,8 +475,9 @@ where
     Ok(node_hash(&left, &right))
 }
 
-/// The largest power of two below `n` (`n >= 2`).
-pub(crate) fn split(n: u64) -> u64 {
+/// The largest power of two below `n` (`n >= 2`): where RFC 9162 splits a tree of `n` leaves
+/// (public for the service's stored tree, `erasure::audit::tree`).
+pub fn split(n: u64) -> u64 {
     debug_assert!(n >= 2);
     1 << (u64::BITS - 1 - (n - 1).leading_zeros())
 }

@@ -4,9 +4,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use erasure::audit::checkpoint::{Checkpoint, CheckpointError, Signer};
-use erasure::audit::merkle::{self, Hash, MerkleError};
-use erasure::audit::verify::{VerifyError, verify_export, verify_export_reader, verify_receipt};
+use erasure_proof::checkpoint::{Checkpoint, CheckpointError, Signer};
+use erasure_proof::merkle::{self, Hash, MerkleError};
+use erasure_proof::verify::{VerifyError, verify_export, verify_export_reader, verify_receipt};
 use serde_json::{Value, json};
 
 const ORIGIN: &str = "erasure/audit-log/v1";
@@ -1061,4 +1061,97 @@ fn export_with_a_shifted_range_fails() {
     lines[0] = header.to_string();
     let (e, _) = export_fails(&join(&lines), &log.vkey());
     assert!(matches!(e, VerifyError::RangeOutOfBounds { .. }), "{e:?}");
+}
+
+/// Runs the `erasure-verify` binary (the same command as `erasure audit verify`).
+fn erasure_verify(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_erasure-verify"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn erasure_verify_checks_receipts_and_exports_alone() {
+    let log = Log::new();
+    let dir = std::env::temp_dir().join(format!("erasure-verify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    std::fs::write(path("receipt.json"), log.receipt(2, 50).to_string()).unwrap();
+    std::fs::write(path("export.jsonl"), log.export(5, 45, 50)).unwrap();
+    std::fs::write(path("audit.vkey"), format!("{}\n", log.vkey())).unwrap();
+    let summary = verify_receipt(&log.receipt(2, 50).to_string(), &log.vkey()).unwrap();
+
+    // A receipt, with the key given as text or as a file: `OK: <summary>`, exit 0.
+    for key in [log.vkey(), path("audit.vkey")] {
+        let out = erasure_verify(&["--receipt", &path("receipt.json"), "--public-key", &key]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("OK: {summary}\n")
+        );
+        assert!(out.stderr.is_empty());
+    }
+    // An export.
+    let out = erasure_verify(&[
+        "--export",
+        &path("export.jsonl"),
+        "--public-key",
+        &log.vkey(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("OK: "));
+
+    // A changed byte: `FAILED: <why>` on stderr, exit 1, nothing on stdout.
+    let receipt = log.receipt(2, 50).to_string();
+    std::fs::write(
+        path("bad.json"),
+        receipt.replacen("received", "reCeived", 1),
+    )
+    .unwrap();
+    let out = erasure_verify(&["--receipt", &path("bad.json"), "--public-key", &log.vkey()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let (_, why) = receipt_fails(
+        &serde_json::from_str(&receipt.replacen("received", "reCeived", 1)).unwrap(),
+        &log.vkey(),
+    );
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!("FAILED: {why}\n")
+    );
+    // Another key fails the same way.
+    let other = Signer::new(KEY_NAME, &[9u8; 32]).verifier_key();
+    let out = erasure_verify(&["--receipt", &path("receipt.json"), "--public-key", &other]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("FAILED: "));
+
+    // A file that cannot be read: `error: cannot read <path>: ...`, exit 1.
+    let out = erasure_verify(&[
+        "--receipt",
+        &path("missing.json"),
+        "--public-key",
+        &log.vkey(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with(&format!("error: cannot read {}: ", path("missing.json"))),
+        "{stderr}"
+    );
+    // Usage errors are clap's (exit 2): neither file, or both.
+    assert_eq!(
+        erasure_verify(&["--public-key", &log.vkey()]).status.code(),
+        Some(2)
+    );
+    let both = erasure_verify(&[
+        "--receipt",
+        &path("receipt.json"),
+        "--export",
+        &path("export.jsonl"),
+        "--public-key",
+        &log.vkey(),
+    ]);
+    assert_eq!(both.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -389,7 +389,7 @@ pub fn open_with(note: &str, vkey: &VerifierKey) -> Result<Checkpoint, Checkpoin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::merkle;
+    use crate::merkle;
 
     fn checkpoint() -> Checkpoint {
         Checkpoint {
