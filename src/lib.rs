@@ -12,6 +12,7 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod console;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod domain;
 pub mod engine;
@@ -19,8 +20,11 @@ pub mod guard;
 pub mod metrics;
 pub mod secrets;
 pub mod service;
-pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
 pub mod webhooks;
+
+/// The aggregator simulator (crate `erasure-sim`), in builds with the `sim` feature.
+#[cfg(feature = "sim")]
+pub use erasure_sim as sim;

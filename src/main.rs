@@ -10,11 +10,13 @@ use erasure::config::{
     ApprovalPolicy, AtRiskArgs, ConsoleArgs, DbArgs, EngineArgs, GuardArgs, HttpLimitArgs,
     RetentionArgs, UpstreamArgs, WebhookArgs,
 };
+#[cfg(feature = "sim")]
+use erasure::demo;
 use erasure::domain::Role;
 use erasure::secrets::Keys;
 use erasure::service::{self, ServiceConfig};
 use erasure::telemetry::{self, LogFormat};
-use erasure::{api, demo, sim, store};
+use erasure::{api, store};
 
 #[derive(Parser)]
 #[command(
@@ -39,11 +41,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The whole system on one machine: database, simulator, API and workers.
+    #[cfg(feature = "sim")]
     Demo(demo::DemoArgs),
+    /// The whole system on one machine (not in this build: it has no simulator).
+    #[cfg(not(feature = "sim"))]
+    Demo(NoSimulator),
     /// API and workers.
     Serve(Box<ServeArgs>),
     /// Workers only (any number of them against one database).
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
     /// Apply migrations and exit.
     Migrate(DbArgs),
     /// Print the OpenAPI document (the same bytes as openapi/openapi.json).
@@ -69,7 +75,28 @@ enum Command {
         command: RetentionCommand,
     },
     /// The upstream simulator as its own server.
-    Sim(sim::SimArgs),
+    #[cfg(feature = "sim")]
+    Sim(erasure_sim::SimArgs),
+    /// The upstream simulator (not in this build: run `erasure-sim`).
+    #[cfg(not(feature = "sim"))]
+    Sim(NoSimulator),
+}
+
+/// What `demo` and `sim` say in a build without the `sim` feature (the production image's).
+#[cfg(not(feature = "sim"))]
+const NO_SIMULATOR: &str = "this build of erasure has no simulator (it was built without the \
+    `sim` feature, like the production image), so `erasure demo` and `erasure sim` are not \
+    available. Build with the default features for them (`cargo run --release -- demo`), or run \
+    the simulator on its own: `erasure-sim` (`cargo run --release -p erasure-sim`, or the \
+    Dockerfile's `sim` target)";
+
+/// The arguments of `demo` and `sim` in a build without the simulator: whatever they are, the
+/// command says that this build has none.
+#[cfg(not(feature = "sim"))]
+#[derive(clap::Args)]
+struct NoSimulator {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    _args: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -280,7 +307,10 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        #[cfg(feature = "sim")]
         Command::Demo(args) => demo::run(args).await?,
+        #[cfg(not(feature = "sim"))]
+        Command::Demo(_) | Command::Sim(_) => anyhow::bail!(NO_SIMULATOR),
         Command::Serve(args) => {
             let args = *args;
             let mut config =
@@ -296,6 +326,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             running.until_signal().await?;
         }
         Command::Worker(args) => {
+            let args = *args;
             let mut config = args.common.config(args.db.database_url, None, true)?;
             config.metrics_bind = args.metrics_bind;
             service::start(config).await?.until_signal().await?;
@@ -318,7 +349,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify(args),
         } => return Ok(erasure_proof::cli::verify(&args)),
-        Command::Sim(args) => sim::run(args).await?,
+        #[cfg(feature = "sim")]
+        Command::Sim(args) => erasure_sim::run(args).await?,
         Command::Retention {
             command:
                 RetentionCommand::Run {

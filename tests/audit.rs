@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{Options, TestApp, fast_engine};
 use erasure::audit::{merkle, verify};
-use erasure::sim::{Faults, SimConfig};
+use erasure_sim::{Faults, SimConfig};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,8 +340,8 @@ async fn no_personal_data_in_the_database_dump_or_the_logs() {
         canaries.push(u.email.clone());
     }
     let token: Value = app.http.post(format!("{}/token", app.sim.auth_url()))
-        .json(&json!({"provider": "linxoConnect", "client_id": erasure::sim::DEFAULT_CLIENT_ID,
-            "client_secret": erasure::sim::DEFAULT_CLIENT_SECRET, "grant_type": "client_credentials", "scope": "openid"}))
+        .json(&json!({"provider": "linxoConnect", "client_id": erasure_sim::DEFAULT_CLIENT_ID,
+            "client_secret": erasure_sim::DEFAULT_CLIENT_SECRET, "grant_type": "client_credentials", "scope": "openid"}))
         .send().await.unwrap().json().await.unwrap();
     let bearer = token["access_token"].as_str().unwrap();
     for u in &users {

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Options, TestApp, assert_no_call_before_retry_after, fast_engine};
-use erasure::sim::{CallRecord, Faults, SeedRequest, SeededUser};
 use erasure::upstream::{InventoryProgress, Upstream};
+use erasure_sim::{CallRecord, Faults, SeedRequest, SeededUser};
 use serde_json::Value;
 
 /// Users with `connections` connections of one channel of `accounts` accounts each.

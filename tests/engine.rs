@@ -8,7 +8,7 @@ use common::{
     Options, TestApp, assert_no_call_before_retry_after, busiest_second, fast_engine,
     peak_in_flight,
 };
-use erasure::sim::{Faults, SimConfig};
+use erasure_sim::{Faults, SimConfig};
 use serde_json::json;
 
 async fn completed_once(app: &TestApp, id: &str) {

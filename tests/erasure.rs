@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Options, TestApp};
-use erasure::sim::SeedRequest;
+use erasure_sim::SeedRequest;
 use serde_json::json;
 
 fn steps(body: &serde_json::Value) -> Vec<(String, String)> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{Options, TestApp, fast_engine, fast_guard};
 use erasure::audit::verify;
-use erasure::sim::SeedRequest;
+use erasure_sim::SeedRequest;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -487,7 +487,7 @@ async fn events_take_effect_once_with_two_guards_and_a_failing_upstream() {
     }
     // From now on a third of the reads fail (5xx, dropped connections), the events too.
     app.sim
-        .set_faults(erasure::sim::Faults {
+        .set_faults(erasure_sim::Faults {
             error_rate: 0.2,
             drop_rate: 0.1,
             methods: vec!["GET".into()],
@@ -855,7 +855,7 @@ async fn a_listing_in_the_second_of_the_deletion_is_checked_upstream_not_ignored
     })
     .await;
     app.sim
-        .set_faults(erasure::sim::Faults {
+        .set_faults(erasure_sim::Faults {
             readd_keeps_ids: true,
             ..Default::default()
         })

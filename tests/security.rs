@@ -488,7 +488,7 @@ async fn each_key_has_a_request_rate() {
 // Hostile upstream answers
 // ---------------------------------------------------------------------------------------------
 
-use erasure::sim::Faults;
+use erasure_sim::Faults;
 
 /// Each hostile answer on every upstream GET: the request fails after its attempts with a reason
 /// that names what was wrong (never hangs, never reads more than the cap); once the upstream
@@ -705,7 +705,7 @@ async fn secrets_stay_out_of_trace_logs_and_error_bodies() {
     let mut secrets: Vec<(String, String)> = vec![
         (
             "client secret".into(),
-            erasure::sim::DEFAULT_CLIENT_SECRET.into(),
+            erasure_sim::DEFAULT_CLIENT_SECRET.into(),
         ),
         (
             "pseudonym key".into(),
@@ -785,7 +785,7 @@ async fn serve_refuses_missing_or_weak_keys() {
 #[test]
 fn the_openapi_document_holds_no_secret() {
     let doc = erasure::api::openapi_json();
-    assert!(!doc.contains(erasure::sim::DEFAULT_CLIENT_SECRET));
+    assert!(!doc.contains(erasure_sim::DEFAULT_CLIENT_SECRET));
     let hexes = doc
         .split(|c: char| !c.is_ascii_hexdigit())
         .filter(|w| w.len() >= 32)

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{Options, TestApp, busiest_second, fast_engine, peak_in_flight};
 use erasure::engine::shares::LEASE;
-use erasure::sim::{CallRecord, Faults};
+use erasure_sim::{CallRecord, Faults};
 use serde_json::{Value, json};
 use uuid::Uuid;
 

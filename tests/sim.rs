@@ -1,10 +1,10 @@
-//! Black-box tests of the upstream simulator (`erasure::sim`), over HTTP, each against its own
+//! Black-box tests of the upstream simulator (`erasure_sim`), over HTTP, each against its own
 //! simulator started in-process on port 0.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
-use erasure::sim::{Faults, SeedRequest, SeedResponse, Sim, SimArgs, SimConfig};
+use erasure_sim::{Faults, SeedRequest, SeedResponse, Sim, SimArgs, SimConfig};
 use reqwest::header::HeaderMap;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};

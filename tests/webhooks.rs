@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use common::{KillOnDrop, Options, TestApp, fast_engine, fast_webhooks};
 use erasure::config::WebhookSettings;
 use erasure::domain::events::{Event, ResurrectionData, ReverificationFailedData, data_of};
-use erasure::sim::SeedRequest;
+use erasure_sim::SeedRequest;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 

@@ -14,8 +14,8 @@ use erasure::config::{
 use erasure::domain::Role;
 use erasure::secrets::{Keys, Secret};
 use erasure::service::{self, Running, ServiceConfig};
-use erasure::sim::{CallRecord, SeedRequest, Sim, SimConfig};
 use erasure::store;
+use erasure_sim::{CallRecord, SeedRequest, Sim, SimConfig};
 use serde_json::{Value, json};
 
 pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -226,8 +226,8 @@ impl TestApp {
         let upstream = UpstreamSettings {
             api_url: sim.api_url(),
             auth_url: sim.auth_url(),
-            client_id: erasure::sim::DEFAULT_CLIENT_ID.into(),
-            client_secret: Secret::new(erasure::sim::DEFAULT_CLIENT_SECRET),
+            client_id: erasure_sim::DEFAULT_CLIENT_ID.into(),
+            client_secret: Secret::new(erasure_sim::DEFAULT_CLIENT_SECRET),
             max_rps: options.max_rps,
             max_concurrency: options.max_concurrency,
             timeout: Duration::from_secs(2),
@@ -525,8 +525,8 @@ impl TestApp {
         let token: Value = self
             .http
             .post(format!("{}/token", self.sim.auth_url()))
-            .json(&json!({"provider": "linxoConnect", "client_id": erasure::sim::DEFAULT_CLIENT_ID,
-                "client_secret": erasure::sim::DEFAULT_CLIENT_SECRET, "grant_type": "client_credentials", "scope": "openid"}))
+            .json(&json!({"provider": "linxoConnect", "client_id": erasure_sim::DEFAULT_CLIENT_ID,
+                "client_secret": erasure_sim::DEFAULT_CLIENT_SECRET, "grant_type": "client_credentials", "scope": "openid"}))
             .send()
             .await
             .unwrap()
@@ -562,13 +562,10 @@ impl TestApp {
             .env("DATABASE_URL", &self.db_url)
             .env("ERASURE_UPSTREAM_API_URL", self.sim.api_url())
             .env("ERASURE_UPSTREAM_AUTH_URL", self.sim.auth_url())
-            .env(
-                "ERASURE_UPSTREAM_CLIENT_ID",
-                erasure::sim::DEFAULT_CLIENT_ID,
-            )
+            .env("ERASURE_UPSTREAM_CLIENT_ID", erasure_sim::DEFAULT_CLIENT_ID)
             .env(
                 "ERASURE_UPSTREAM_CLIENT_SECRET",
-                erasure::sim::DEFAULT_CLIENT_SECRET,
+                erasure_sim::DEFAULT_CLIENT_SECRET,
             )
             .env("ERASURE_UPSTREAM_MAX_RPS", "200")
             .env(

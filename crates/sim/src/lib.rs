@@ -8,9 +8,12 @@
 //! - `/_sim/*` (control, not part of the upstream): health, faults, rate limit, seeding, the call
 //!   journal, statistics, token revocation and the bank side (close/reopen/add accounts).
 //!
-//! Run it with `erasure sim`, or in-process with [`Sim::start`] (port 0) in tests.
+//! Run it with `erasure-sim` (this crate's binary), with `erasure sim` (a service built with its
+//! `sim` feature, a default one), or in-process with [`Sim::start`] (port 0) in tests.
 //!
-//! It depends on no part of the service (it stands in for the aggregator) and holds fake data only.
+//! It depends on no part of the service, and the service depends on it only through its optional
+//! `sim` feature (`erasure demo`, `erasure sim`) and in its tests: it stands in for the aggregator
+//! (`tests/layers.rs` checks both). It holds fake data only.
 
 use std::net::SocketAddr;
 use std::time::Duration;
