@@ -1,7 +1,7 @@
 //! erasure: GDPR erasure orchestration for the Oxlin (Linxo Connect) aggregator.
 //!
 //! The parts and the direction of their imports: README, "Where to change what" (held by
-//! `tests/layers.rs`).
+//! `tests/it/layers.rs`).
 
 // jemalloc returns freed memory to the system over time and reports what is live (`/metrics`,
 // `erasure_heap_bytes`), so a long run shows whether memory grows because of a leak or not.

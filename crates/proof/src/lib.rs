@@ -7,7 +7,7 @@
 //! - [`cli`]: the `verify` command, shared by `erasure audit verify` and `erasure-verify`.
 //!
 //! This crate may compute hashes, sign and verify, and read the files it is given. It never
-//! depends on a database, a web framework, an async runtime or an HTTP client (`tests/layers.rs`
+//! depends on a database, a web framework, an async runtime or an HTTP client (`tests/it/layers.rs`
 //! in the service checks it), never reads a secret from the environment, and holds no identifier:
 //! only pseudonyms and the audit log's own entries.
 

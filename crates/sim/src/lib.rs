@@ -13,7 +13,7 @@
 //!
 //! It depends on no part of the service, and the service depends on it only through its optional
 //! `sim` feature (`erasure demo`, `erasure sim`) and in its tests: it stands in for the aggregator
-//! (`tests/layers.rs` checks both). It holds fake data only.
+//! (`tests/it/layers.rs` checks both). It holds fake data only.
 
 use std::net::SocketAddr;
 use std::time::Duration;

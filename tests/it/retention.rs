@@ -4,7 +4,7 @@
 //! once. What it destroys is gone from a full dump, look-ups no longer find those targets, newer
 //! ones still answer, and every receipt, export and consistency proof still verifies.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! transitions, the approval policy, due dates, batches, the list and idempotency keys.
 //! The engine is off (`worker: false`), so requests stay where the API puts them.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -1,6 +1,6 @@
 //! The engine under failure: injected upstream faults, slow deletions, workers that die.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

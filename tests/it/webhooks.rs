@@ -4,7 +4,7 @@
 //! (`tests/webhooks/verify.py`, installed into `tests/webhooks/.venv` on first use, or the
 //! Python named by `ERASURE_TEST_PYTHON`).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! Erasures end to end: the API, the engine and the simulator, on real PostgreSQL.
 
-mod common;
+use crate::common;
 
 use common::{Options, TestApp};
 use erasure_sim::SeedRequest;

@@ -2,7 +2,7 @@
 //! split `ERASURE_UPSTREAM_MAX_RPS` and `ERASURE_UPSTREAM_MAX_CONCURRENCY` through it
 //! (`engine::shares`), checked at the simulator.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -2,7 +2,7 @@
 //! bad credential, asserting 401 / 403 / not-refused exactly as DESIGN.md's roles say. A route
 //! added to the document without a row here fails the test.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

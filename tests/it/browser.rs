@@ -6,9 +6,8 @@
 //! subscription. Every page passes axe-core with no serious or critical violation, no page shows
 //! a target id, and screenshots of the main pages are saved (`driver::screenshots()`).
 
-mod common;
-#[path = "browser/driver.rs"]
-mod driver;
+use crate::common;
+use crate::driver;
 
 use std::time::Duration;
 

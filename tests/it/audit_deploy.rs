@@ -2,7 +2,7 @@
 //! (privileges refuse changes to the audit tables, besides the triggers), and a rotation of the
 //! pseudonym key (old versions stay usable for look-ups and duplicate checks).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -223,7 +223,7 @@ async fn after_a_key_rotation_requests_recorded_under_the_old_key_are_found() {
     assert!(fresh["subject_ref"].as_str().unwrap().starts_with("k2:"));
 
     // The keys were migrated into pseudonym epochs: without the old key configured the look-up
-    // still finds it (only retention destroys an epoch's key: tests/retention.rs).
+    // still finds it (only retention destroys an epoch's key: tests/it/retention.rs).
     let forgotten = Keys {
         pseudonym_old: vec![],
         ..rotated

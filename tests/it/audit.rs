@@ -1,7 +1,7 @@
 //! The audit log: append-only, sequenced into a signed Merkle tree, receipts and exports that
 //! verify offline, and no personal data anywhere.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! token and `Origin`): each role does its job, a role that may not act is refused, forms without
 //! the token or from another origin are refused, and no target id appears in a page.
 
-mod common;
+use crate::common;
 
 use common::console::Console;
 use common::{Options, TestApp};

@@ -1,7 +1,7 @@
 //! Erasures on a bad day upstream: faults on every route, long outages, throttling, and an
 //! inventory that cannot finish. Every transient error is waited out; only a permanent one fails.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! synchronisation re-adds deleted accounts (the vendor's own page says so), the guard notices
 //! and erases them again, and an approver can bring them back on purpose.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -297,7 +297,7 @@ impl Browser {
             .map(str::to_string)
     }
 
-    /// This browser's console session, for the forms of `tests/common/console.rs`.
+    /// This browser's console session, for the forms of `tests/it/common/console.rs`.
     pub async fn console(&self) -> Console {
         let cookie = self.session_cookie().expect("a session cookie");
         let mut console = Console {

@@ -2,7 +2,7 @@
 //! connections per client, request rate per key), hostile upstream answers, secrets kept out of
 //! logs and errors. SECURITY.md links each control to its test here.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 

@@ -1,7 +1,7 @@
 //! The stored Merkle tree (migration 0005): built by the sequencer as the log grows, equal to the
 //! RFC 6962 definition, append-only, and what roots and proofs are read from.
 
-mod common;
+use crate::common;
 
 use erasure::audit::checkpoint::Signer;
 use erasure::audit::log::{self, AuditLog};

@@ -2,9 +2,8 @@
 //! Chromium (chromedriver, driven by fantoccini), signed in with an API key, showing the numbers
 //! the API reports, accessible, with no console errors.
 
-mod common;
-#[path = "browser/driver.rs"]
-mod driver;
+use crate::common;
+use crate::driver;
 
 use common::{Options, TestApp};
 use driver::Browser;

@@ -2,9 +2,8 @@
 //! real headless Chromium
 //! (Debian's `chromium` and `chromium-driver`, installed by `.ci/run`; driven by fantoccini).
 
-mod common;
-#[path = "browser/driver.rs"]
-mod driver;
+use crate::common;
+use crate::driver;
 
 use common::{Options, TestApp};
 use driver::Browser;
