@@ -3,12 +3,12 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use erasure::audit::checkpoint::Signer;
 use erasure::audit::retention;
 use erasure::config::{
     ApprovalPolicy, AtRiskArgs, ConsoleArgs, DbArgs, EngineArgs, GuardArgs, HttpLimitArgs,
-    RetentionArgs, UpstreamArgs, WebhookArgs,
+    RetentionArgs, UpstreamArgs, WebhookArgs, table,
 };
 #[cfg(feature = "sim")]
 use erasure::demo;
@@ -25,7 +25,7 @@ use erasure::{api, store};
     about = "GDPR erasure orchestration for the Oxlin (Linxo Connect) aggregator"
 )]
 struct Cli {
-    /// Log format (logs go to stderr; RUST_LOG chooses the level).
+    /// Log format, `text` or `json` (logs go to stderr; RUST_LOG chooses the level).
     #[arg(
         long,
         global = true,
@@ -54,6 +54,9 @@ enum Command {
     Migrate(DbArgs),
     /// Print the OpenAPI document (the same bytes as openapi/openapi.json).
     Openapi,
+    /// Print the configuration reference, docs/configuration.md, from these definitions.
+    #[command(hide = true)]
+    ConfigTable,
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -204,6 +207,7 @@ enum AuditCommand {
 struct ServeArgs {
     #[command(flatten)]
     db: DbArgs,
+    /// Where the API listens.
     #[arg(long, env = "ERASURE_BIND", default_value = "127.0.0.1:8080")]
     bind: String,
     /// Run the API only.
@@ -221,7 +225,8 @@ struct ServeArgs {
 struct WorkerArgs {
     #[command(flatten)]
     db: DbArgs,
-    /// Where this worker serves `/metrics` and health (e.g. 0.0.0.0:9090); nowhere by default.
+    /// `erasure worker` only: where it serves `/metrics` and health (e.g. 0.0.0.0:9090); nowhere
+    /// by default.
     #[arg(long, env = "ERASURE_METRICS_BIND")]
     metrics_bind: Option<String>,
     #[command(flatten)]
@@ -242,7 +247,8 @@ struct CommonArgs {
     webhooks: WebhookArgs,
     #[command(flatten)]
     retention: RetentionArgs,
-    /// Which requests need a second person's approval.
+    /// Which requests need a second person's approval: `none`, `user-scope` (requests of scope
+    /// `user`) or `all`.
     #[arg(long, value_enum, env = "ERASURE_APPROVAL", default_value = "none")]
     approval: ApprovalPolicy,
     /// Database connections of this process, in all (each HTTP worker takes 5 of them for its
@@ -252,7 +258,8 @@ struct CommonArgs {
     /// HTTP worker threads.
     #[arg(long, env = "ERASURE_HTTP_WORKERS", default_value_t = 2)]
     http_workers: usize,
-    /// Seconds between audit checkpoints (signed only when the log grew).
+    /// Seconds between audit checkpoints: how often the audit log is sequenced and a checkpoint
+    /// signed (only when the log grew).
     #[arg(long, env = "ERASURE_CHECKPOINT_SECS", default_value_t = 10.0)]
     checkpoint_secs: f64,
 }
@@ -337,6 +344,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!("migrations applied");
         }
         Command::Openapi => print!("{}", api::openapi_json()),
+        Command::ConfigTable => print!("{}", table::markdown(&Cli::command())),
         Command::Keys { command } => keys(command).await?,
         Command::People { command } => people(command).await?,
         Command::Audit {

@@ -18,6 +18,7 @@ mod audit_tree;
 mod authz;
 mod bad_day;
 mod browser;
+mod configuration;
 mod console;
 mod engine;
 mod erasure;
