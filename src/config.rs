@@ -251,7 +251,7 @@ impl Default for EngineSettings {
     }
 }
 
-/// Exponential backoff with full jitter (its delays: `engine::retry`).
+/// Exponential backoff with full jitter (its delays: `backoff`).
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     pub base: Duration,

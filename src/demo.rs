@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use crate::config::{EngineSettings, GuardSettings, UpstreamSettings};
 use crate::domain::Role;
+use crate::domain::keys::NewKey;
 use crate::secrets::{Key32, Keys, Secret};
 use crate::service::{self, ServiceConfig};
 use crate::store;
@@ -96,8 +97,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     })
     .await?;
     let db = store::connect(&args.db.database_url, 2).await?;
+    let demo_key = NewKey::new(Role::Admin, "demo", None, chrono::Utc::now())
+        .map_err(|(field, why)| anyhow::anyhow!("{field} {why}"))?;
     let (_, api_key) =
-        store::keys::create(&db, Role::Admin, "demo", None, store::audit::OPERATOR).await?;
+        store::keys::create_owned(&db, &demo_key, store::audit::OPERATOR, None).await?;
     db.close().await;
 
     let running = service::start(ServiceConfig {

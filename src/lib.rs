@@ -17,6 +17,7 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod guard;
+pub mod jobs;
 pub mod metrics;
 pub mod secrets;
 pub mod service;

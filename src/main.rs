@@ -13,6 +13,7 @@ use erasure::config::{
 #[cfg(feature = "sim")]
 use erasure::demo;
 use erasure::domain::Role;
+use erasure::domain::keys::NewKey;
 use erasure::secrets::Keys;
 use erasure::service::{self, ServiceConfig};
 use erasure::telemetry::{self, LogFormat};
@@ -465,19 +466,12 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             expires_in_days,
             db,
         } => {
-            let label = label.trim();
-            if label.is_empty() || label.len() > 100 {
-                anyhow::bail!("--label must be 1 to 100 characters");
-            }
-            let expires = match expires_in_days {
-                None => None,
-                Some(0) => anyhow::bail!("--expires-in-days must be at least 1"),
-                Some(d) if d > 3660 => anyhow::bail!("--expires-in-days must be at most 3660"),
-                Some(d) => Some(chrono::Utc::now() + chrono::Duration::days(d as i64)),
-            };
+            let days = expires_in_days.map(i64::from);
+            let new = NewKey::new(role, &label, days, chrono::Utc::now())
+                .map_err(|(field, why)| anyhow::anyhow!("--{}: {why}", field.replace('_', "-")))?;
             let pool = store::connect(&db.database_url, 2).await?;
             let (_, key) =
-                store::keys::create(&pool, role, label, expires, store::audit::OPERATOR).await?;
+                store::keys::create_owned(&pool, &new, store::audit::OPERATOR, None).await?;
             println!("{key}");
         }
         KeysCommand::List { json, db } => {

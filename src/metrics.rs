@@ -46,7 +46,8 @@ macro_rules! label_values {
 pub(crate) use label_values;
 
 /// The HTTP method of an upstream call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "UPPERCASE")]
 pub enum UpstreamMethod {
     Get,
     Delete,
@@ -56,12 +57,7 @@ pub enum UpstreamMethod {
 
 impl UpstreamMethod {
     pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamMethod::Get => "GET",
-            UpstreamMethod::Delete => "DELETE",
-            UpstreamMethod::Post => "POST",
-            UpstreamMethod::Other => "OTHER",
-        }
+        self.into()
     }
 }
 
@@ -77,13 +73,19 @@ impl From<&reqwest::Method> for UpstreamMethod {
 }
 
 /// The class of an upstream answer's status; `error` when there was none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
 pub enum StatusClass {
+    #[strum(serialize = "2xx")]
     Success,
+    #[strum(serialize = "3xx")]
     Redirect,
+    #[strum(serialize = "429")]
     TooManyRequests,
+    #[strum(serialize = "4xx")]
     ClientError,
+    #[strum(serialize = "5xx")]
     ServerError,
+    #[strum(serialize = "error")]
     NoAnswer,
 }
 
@@ -100,19 +102,13 @@ impl StatusClass {
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            StatusClass::Success => "2xx",
-            StatusClass::Redirect => "3xx",
-            StatusClass::TooManyRequests => "429",
-            StatusClass::ClientError => "4xx",
-            StatusClass::ServerError => "5xx",
-            StatusClass::NoAnswer => "error",
-        }
+        self.into()
     }
 }
 
 /// How a step attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum AttemptOutcome {
     Done,
     Retry,
@@ -121,16 +117,13 @@ pub enum AttemptOutcome {
 
 impl AttemptOutcome {
     pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptOutcome::Done => "done",
-            AttemptOutcome::Retry => "retry",
-            AttemptOutcome::Failed => "failed",
-        }
+        self.into()
     }
 }
 
 /// What the heap gauge measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 enum HeapKind {
     Allocated,
     Resident,
@@ -138,10 +131,7 @@ enum HeapKind {
 
 impl HeapKind {
     fn as_str(self) -> &'static str {
-        match self {
-            HeapKind::Allocated => "allocated",
-            HeapKind::Resident => "resident",
-        }
+        self.into()
     }
 }
 

@@ -137,6 +137,14 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
         Some(settings) => Some(Arc::new(Upstream::new(settings.clone())?)),
         None => None,
     };
+    // A paused deployment stays paused through a restart: nothing is sent before the switch is
+    // read, then it is followed.
+    if let Some(upstream) = &upstream {
+        crate::engine::pause::apply(&db, upstream).await?;
+        tasks.push(tokio::spawn(
+            crate::engine::pause::follow(db.clone(), upstream.clone(), shutdown.clone()).map(Ok),
+        ));
+    }
     // A process that calls the upstream takes its share of the deployment's caps; until the
     // first round grants it, it sends nothing.
     let shares = upstream

@@ -34,7 +34,8 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 }
 
 /// The step jobs' states as `erasure_jobs` shows them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 enum JobState {
     Queued,
     Running,
@@ -44,12 +45,7 @@ enum JobState {
 
 impl JobState {
     fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Retrying => "retrying",
-            JobState::Paused => "paused",
-        }
+        self.into()
     }
 }
 
@@ -193,6 +189,18 @@ fn figures_registry(f: &Figures) -> Registry {
     }
 
     r.register(
+        "upstream_paused",
+        "1 while all upstream work is paused (POST /v1/pause), else 0",
+        ConstGauge::new(i64::from(f.paused_since.is_some())),
+    );
+    if let Some(since) = f.paused_since {
+        r.register(
+            "upstream_paused_since_seconds",
+            "When upstream work was paused (Unix time); absent while it runs",
+            ConstGauge::new(since.timestamp() as f64),
+        );
+    }
+    r.register(
         "upstream_event_cursor",
         "Id of the last upstream event the guard applied",
         ConstGauge::new(f.event_cursor),
@@ -280,6 +288,7 @@ mod tests {
                 found: 3,
             }),
             event_cursor: 42,
+            paused_since: None,
             webhooks: crate::store::webhooks::Figures {
                 subscriptions: vec![(SubscriptionState::Disabled, 2)],
                 pending: 7,

@@ -10,6 +10,7 @@ pub mod health;
 pub mod input;
 pub mod limits;
 pub mod metrics;
+pub mod pause;
 pub mod requests;
 pub mod restorations;
 pub mod subjects;
@@ -70,6 +71,7 @@ pub struct AppState {
         audit::report,
         webhooks::create, webhooks::list, webhooks::get_one, webhooks::change, webhooks::rotate,
         webhooks::test, webhooks::deliveries, webhooks::redeliver,
+        pause::status, pause::pause, pause::resume,
         health::healthz, health::readyz, metrics::metrics,
     ),
     components(schemas(requests::HoldBody, requests::ExtendBody, requests::NoteBody, requests::ActionName)),
@@ -303,6 +305,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(webhooks::test)
         .service(webhooks::deliveries)
         .service(webhooks::redeliver)
+        .service(pause::status)
+        .service(pause::pause)
+        .service(pause::resume)
         .service(metrics::metrics)
         .service(
             SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", ApiDoc::openapi()),

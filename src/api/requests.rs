@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::{Caller, READERS};
 use super::error::{ApiError, ErrorBody};
-use super::input;
+use super::input::{self, JsonBody};
 use super::subjects;
 use crate::domain::actions::{self, Ask, Details, Who};
 use crate::domain::validate::{self, TargetId};
@@ -112,11 +112,9 @@ pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
-    payload: web::Payload,
+    body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let principal = caller.require(&[Role::Requester])?;
-    let bytes = input::body(payload, input::MAX_BODY).await?;
-    input::require_json(&req, &bytes, false)?;
     let idempotency_key = match req.headers().get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -133,7 +131,8 @@ pub async fn create(
             )
         }
     };
-    let item: CreateRequest = input::json_object(&bytes)?;
+    let item: CreateRequest = body.object()?;
+    let bytes = &body.bytes;
     let Some(key) = idempotency_key else {
         return accepted(vec![submit_one(&state, principal, item).await?]);
     };
@@ -145,15 +144,11 @@ pub async fn create(
         .await?
         .pop()
         .flatten();
-    let digest = state.pseudonyms.digest(&bytes);
+    let digest = state.pseudonyms.digest(bytes);
     let actor = principal.actor();
     let mut tx = state.db.begin().await?;
     if let Some(first) = idempotency::take(&mut tx, principal.key_id, &key, &digest).await? {
-        if !state
-            .pseudonyms
-            .digests(&bytes)
-            .contains(&first.body_digest)
-        {
+        if !state.pseudonyms.digests(bytes).contains(&first.body_digest) {
             return Err(ApiError::client(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
@@ -809,18 +804,15 @@ pub enum ActionName {
 pub async fn act(
     state: web::Data<AppState>,
     caller: Caller,
-    req: HttpRequest,
     path: web::Path<(String, String)>,
-    payload: web::Payload,
+    body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let (id, action) = path.into_inner();
     let action = action_named(&action)?;
     let principal = caller.require(action.roles())?;
     let id = input::path_id(&id)?;
-    let bytes = input::body(payload, input::MAX_BODY).await?;
-    let optional = !matches!(action, Action::Hold | Action::Extend);
-    input::require_json(&req, &bytes, optional)?;
-    let details = action_details(action, &bytes)?;
+    body.require(!matches!(action, Action::Hold | Action::Extend))?;
+    let details = action_details(action, &body.bytes)?;
     Ok(HttpResponse::Ok().json(perform(&state, principal, id, action, details).await?))
 }
 

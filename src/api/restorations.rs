@@ -3,7 +3,7 @@
 //!
 //! It never calls the aggregator itself: the guard's `restore::check` does.
 
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use actix_web::{HttpResponse, get, post, web};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::{Caller, READERS};
 use super::error::{ApiError, ErrorBody};
-use super::input;
+use super::input::{self, JsonBody};
 use crate::domain::validate::{self, TargetId};
 use crate::domain::{Role, Scope};
 use crate::store::keys::Principal;
@@ -47,13 +47,10 @@ pub struct RestorationBody {
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    req: HttpRequest,
-    payload: web::Payload,
+    body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let principal = caller.require(&[Role::Approver])?;
-    let bytes = input::body(payload, input::MAX_BODY).await?;
-    input::require_json(&req, &bytes, false)?;
-    let body: RestorationBody = input::json_object(&bytes)?;
+    let body: RestorationBody = body.object()?;
     let r = start(&state, principal, body).await?;
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/v1/restorations/{}", r.id)))

@@ -3,7 +3,7 @@
 //!
 //! Never puts the identifier in a URL, a log line or an answer.
 
-use actix_web::{HttpRequest, HttpResponse, post, web};
+use actix_web::{HttpResponse, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::{Caller, READERS};
 use super::error::{ApiError, ErrorBody};
-use super::input;
+use super::input::{self, JsonBody};
 use crate::domain::validate::TargetId;
 use crate::domain::{Scope, State};
 use crate::store::{epochs, requests};
@@ -66,13 +66,10 @@ pub struct LookupResult {
 pub async fn lookup(
     state: web::Data<AppState>,
     caller: Caller,
-    req: HttpRequest,
-    payload: web::Payload,
+    body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
-    let bytes = input::body(payload, input::MAX_BODY).await?;
-    input::require_json(&req, &bytes, false)?;
-    let body: LookupBody = input::json_object(&bytes)?;
+    let body: LookupBody = body.object()?;
     Ok(HttpResponse::Ok().json(find(&state, body).await?))
 }
 

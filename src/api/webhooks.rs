@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::input;
+use super::input::{self, JsonBody};
 use crate::domain::{Role, validate};
 use crate::store::keys::Principal;
 use crate::store::webhooks::{self as store, Changes, Delivery, Subscription, SubscriptionState};
@@ -171,15 +171,6 @@ fn new_secret(state: &AppState, id: Uuid) -> (zeroize::Zeroizing<String>, Vec<u8
     (secret, sealed)
 }
 
-async fn json_body<T: serde::de::DeserializeOwned + Default>(
-    req: &HttpRequest,
-    payload: web::Payload,
-) -> Result<T, ApiError> {
-    let bytes = input::body(payload, input::MAX_BODY).await?;
-    input::require_json(req, &bytes, true)?;
-    input::json_or_default(&bytes)
-}
-
 /// Subscribes a URL to event types. The signing secret is in the answer, this once.
 #[utoipa::path(
     post, path = "/v1/webhooks", tag = "webhooks",
@@ -194,13 +185,10 @@ async fn json_body<T: serde::de::DeserializeOwned + Default>(
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    req: HttpRequest,
-    payload: web::Payload,
+    body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let principal = caller.require(&[Role::Admin])?;
-    let bytes = input::body(payload, input::MAX_BODY).await?;
-    input::require_json(&req, &bytes, false)?;
-    let body: CreateSubscription = input::json_object(&bytes)?;
+    let body: CreateSubscription = body.object()?;
     let created = subscribe(&state, principal, &body).await?;
     Ok(HttpResponse::Created()
         .insert_header((
@@ -294,12 +282,11 @@ pub async fn change(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    req: HttpRequest,
-    payload: web::Payload,
+    body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let principal = caller.require(&[Role::Admin])?;
     let id = input::path_id(&path)?;
-    let body: ChangeSubscription = json_body(&req, payload).await?;
+    let body: ChangeSubscription = body.object_or_default()?;
     Ok(HttpResponse::Ok().json(change_one(&state, principal, id, &body).await?))
 }
 
@@ -342,12 +329,11 @@ pub async fn rotate(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    req: HttpRequest,
-    payload: web::Payload,
+    body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let principal = caller.require(&[Role::Admin])?;
     let id = input::path_id(&path)?;
-    let body: Rotate = json_body(&req, payload).await?;
+    let body: Rotate = body.object_or_default()?;
     let rotated = rotate_one(&state, principal, id, body.overlap_seconds).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
@@ -462,13 +448,10 @@ pub async fn redeliver(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    req: HttpRequest,
-    payload: web::Payload,
+    body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Admin])?;
-    let bytes = input::body(payload, input::MAX_BODY).await?;
-    input::require_json(&req, &bytes, false)?;
-    let body: Redeliver = input::json_object(&bytes)?;
+    let body: Redeliver = body.object()?;
     let subscription = found(&state, &path).await?;
     let queued = redeliver_events(&state, subscription.id, &body).await?;
     Ok(HttpResponse::Accepted().json(Queued { queued }))

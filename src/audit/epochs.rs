@@ -12,6 +12,8 @@
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use crate::jobs::periodic::{self, First};
+
 use super::pseudonym::Pseudonymizer;
 use super::seal::Sealer;
 use crate::config::RetentionSettings;
@@ -80,13 +82,10 @@ pub async fn run(
     settings: RetentionSettings,
     stop: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(settings.refresh) => {}
-        }
-        refresh_or_warn(&db, &sealer, &pseudonyms, settings.epoch_days).await;
-    }
+    periodic::every("epochs", settings.refresh, First::AfterPeriod, stop, || {
+        refresh(&db, &sealer, &pseudonyms, settings.epoch_days)
+    })
+    .await
 }
 
 /// Configured keys become epochs of their versions (older ones starting with the first request,

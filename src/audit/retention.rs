@@ -14,6 +14,8 @@
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::jobs::periodic::{self, First};
+
 use super::pseudonym::Pseudonymizer;
 use super::seal::Sealer;
 use crate::config::RetentionSettings;
@@ -116,27 +118,19 @@ pub async fn run(
     let Some(every) = settings.run_every else {
         return;
     };
-    loop {
-        let now = Utc::now();
-        match run_once(
+    periodic::every("retention", every, First::Now, stop, || async {
+        let destroyed = run_once(
             &db,
             settings.retention_days,
             settings.epoch_days,
-            now,
+            Utc::now(),
             Apply::Destroy,
         )
-        .await
-        {
-            Ok(destroyed) if !destroyed.is_empty() => {
-                super::epochs::refresh_or_warn(&db, &sealer, &pseudonyms, settings.epoch_days)
-                    .await;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "retention run failed"),
+        .await?;
+        if !destroyed.is_empty() {
+            super::epochs::refresh_or_warn(&db, &sealer, &pseudonyms, settings.epoch_days).await;
         }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-    }
+        Ok(())
+    })
+    .await
 }

@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, get, web};
 use askama::Template;
 use chrono::{NaiveDate, Utc};
 
-use super::session::session_or_sign_in;
+use super::session::Session;
 use super::{Chrome, Failure, render, see_other};
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -24,8 +24,7 @@ struct Page {
 
 /// The audit page.
 #[get("/audit")]
-pub async fn page(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
+pub async fn page(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, Failure> {
     session.require(&[Role::Auditor])?;
     let today = Utc::now().date_naive();
     render(&Page {
@@ -73,16 +72,14 @@ fn to_api(path: &str, pairs: &[(String, String)]) -> Result<HttpResponse, Failur
 
 /// Opens the report of the chosen period (`GET /v1/audit/report`).
 #[get("/audit/report")]
-pub async fn report(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
+pub async fn report(req: HttpRequest, session: Session) -> Result<HttpResponse, Failure> {
     session.require(&[Role::Auditor])?;
     to_api("/v1/audit/report", &period(&req)?)
 }
 
 /// Downloads the export of the chosen period (`GET /v1/audit/export`).
 #[get("/audit/export")]
-pub async fn export(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
+pub async fn export(req: HttpRequest, session: Session) -> Result<HttpResponse, Failure> {
     session.require(&[Role::Auditor])?;
     to_api("/v1/audit/export", &period(&req)?)
 }

@@ -1,18 +1,19 @@
 //! The status page (`/`): counts by state, what is overdue and what is at risk (with its current
 //! step's last error), failures by reason, daily intake and completions, running batches and the
-//! resurrection guard's figures; the sign-in form when no session is open. Any role may read it.
+//! resurrection guard's figures, and the pause switch of upstream work; the sign-in form when no
+//! session is open. Any role may read it.
 
-use actix_web::{HttpRequest, HttpResponse, get, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::session::{self, sign_in_page};
-use super::{Chrome, Failure, render};
-use crate::api::AppState;
+use super::session::{self, Form, field, sign_in_page};
+use super::{Chrome, Failure, render, see_other};
+use crate::api::{self, AppState};
 use crate::audit::report::{Chart, chart};
 use crate::audit::retention;
-use crate::domain::State;
+use crate::domain::{Role, State};
 use crate::store;
 use crate::store::status::{DueRequest, ReasonCount};
 
@@ -172,4 +173,26 @@ pub async fn home(
         retention: retention::statement(state.retention_days, &store::epochs::figures(db).await?),
         now: now.format("%Y-%m-%d %H:%M:%S").to_string(),
     })
+}
+
+/// Pauses all upstream work (as `POST /v1/pause`; approvers and admins).
+#[post("/pause")]
+pub async fn pause(
+    state: web::Data<AppState>,
+    Form { session, fields }: Form,
+) -> Result<HttpResponse, Failure> {
+    let principal = session.require(&[Role::Approver])?;
+    api::pause::pause_all(&state, principal, field(&fields, "reason").unwrap_or("")).await?;
+    Ok(see_other("/#pause"))
+}
+
+/// Resumes upstream work (as `POST /v1/resume`; admins).
+#[post("/resume")]
+pub async fn resume(
+    state: web::Data<AppState>,
+    Form { session, .. }: Form,
+) -> Result<HttpResponse, Failure> {
+    let principal = session.require(&[])?;
+    api::pause::resume_all(&state, principal, None).await?;
+    Ok(see_other("/#pause"))
 }

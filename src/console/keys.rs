@@ -4,14 +4,16 @@
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
+use chrono::Utc;
 use uuid::Uuid;
 
-use super::session::{field, session_or_sign_in};
+use super::session::{Form, Session, field};
 use super::{Chrome, Failure, render, see_other};
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::domain::Role;
-use crate::domain::validate;
+use crate::domain::keys::NewKey;
+
 use crate::store;
 use crate::store::keys::KeyInfo;
 
@@ -46,8 +48,11 @@ async fn show(
 
 /// The keys.
 #[get("/keys")]
-pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
+pub async fn list(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    session: Session,
+) -> Result<HttpResponse, Failure> {
     session.require(&[])?;
     let revoked = req.query_string() == "revoked=1";
     let chrome = session.chrome("Keys");
@@ -58,31 +63,30 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
 #[post("/keys")]
 pub async fn create(
     state: web::Data<AppState>,
-    req: HttpRequest,
-    body: web::Bytes,
+    Form { session, fields }: Form,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
-    let fields = session.form(&req, &body)?;
     let principal = session.require(&[])?;
     let (actor, owner) = (principal.actor(), principal.person);
     let role = field(&fields, "role")
         .and_then(Role::parse)
         .ok_or_else(|| ApiError::field("role", "must be requester, approver, auditor or admin"))?;
-    let label = validate::free_text(field(&fields, "label").unwrap_or(""), 200)
-        .map_err(|why| ApiError::field("label", why))?;
-    let expires_at = match field(&fields, "expires_days") {
-        None => None,
-        Some(days) => {
-            let days: i64 = days
-                .parse()
-                .ok()
-                .filter(|d| (1..=3660).contains(d))
-                .ok_or_else(|| ApiError::field("expires_days", "must be 1 to 3660 days"))?;
-            Some(chrono::Utc::now() + chrono::Duration::days(days))
-        }
-    };
+    let days = field(&fields, "expires_days").map(|days| days.parse::<i64>().unwrap_or(0));
+    let new = NewKey::new(
+        role,
+        field(&fields, "label").unwrap_or(""),
+        days,
+        Utc::now(),
+    )
+    .map_err(|(name, why)| {
+        let name = if name == "expires_in_days" {
+            "expires_days"
+        } else {
+            name
+        };
+        ApiError::field(name, why)
+    })?;
     // A key made by a person is theirs: what it does counts as them (four eyes included).
-    let (_, key) = store::keys::create_owned(&state.db, role, &label, expires_at, &actor, owner)
+    let (_, key) = store::keys::create_owned(&state.db, &new, &actor, owner)
         .await
         .map_err(ApiError::Internal)?;
     let chrome = session.chrome("Keys");
@@ -106,10 +110,9 @@ struct ConfirmRevoke {
 #[get("/keys/{id}/revoke")]
 pub async fn confirm_revoke(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    session: Session,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
     session.require(&[])?;
     let k = key_or_404(&state, &path).await?;
     render(&ConfirmRevoke {
@@ -129,12 +132,9 @@ async fn key_or_404(state: &AppState, path: &str) -> Result<KeyInfo, Failure> {
 #[post("/keys/{id}/revoke")]
 pub async fn revoke(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    Form { session, .. }: Form,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
-    session.form(&req, &body)?;
     let actor = session.require(&[])?.actor();
     let k = key_or_404(&state, &path).await?;
     store::keys::revoke(&state.db, k.id, &actor).await?;

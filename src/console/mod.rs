@@ -59,6 +59,15 @@ pub struct Chrome {
     pub may_decide: bool,
     pub may_audit: bool,
     pub may_admin: bool,
+    /// While upstream work is paused: since when, by whom and why (every page says so).
+    pub paused: Option<Paused>,
+}
+
+/// What every page says while upstream work is paused.
+pub struct Paused {
+    pub since: String,
+    pub by: String,
+    pub reason: String,
 }
 
 impl Chrome {
@@ -73,6 +82,7 @@ impl Chrome {
             may_decide: may(&[Role::Approver]),
             may_audit: may(&[Role::Auditor]),
             may_admin: may(&[]),
+            paused: None,
         }
     }
 }
@@ -194,6 +204,8 @@ pub fn pages(sign_in: oidc::SignIn) -> impl Fn(&mut web::ServiceConfig) + Clone 
 /// Adds the console's routes (`pages` adds the sign-in settings they need).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(dashboard::home)
+        .service(dashboard::pause)
+        .service(dashboard::resume)
         .service(session::login)
         .service(session::logout)
         .service(oidc::login)

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 #[allow(unused_imports)]
 use super::filters;
-use super::session::session_or_sign_in;
+use super::session::{Form, Session};
 use super::{Chrome, Failure, render, see_other};
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -25,8 +25,11 @@ struct Page {
 
 /// The people.
 #[get("/people")]
-pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
+pub async fn list(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    session: Session,
+) -> Result<HttpResponse, Failure> {
     session.require(&[])?;
     let ended = req
         .query_string()
@@ -57,10 +60,9 @@ async fn person_or_404(state: &AppState, path: &str) -> Result<Person, Failure> 
 #[get("/people/{id}/end-sessions")]
 pub async fn confirm_end(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    session: Session,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
     session.require(&[])?;
     let p = person_or_404(&state, &path).await?;
     render(&Confirm {
@@ -73,12 +75,9 @@ pub async fn confirm_end(
 #[post("/people/{id}/end-sessions")]
 pub async fn end(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    Form { session, .. }: Form,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
-    session.form(&req, &body)?;
     let actor = session.require(&[])?.actor();
     let p = person_or_404(&state, &path).await?;
     let ended = store::people::end_sessions(&state.db, p.id, &actor)

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 use super::dashboard::DueRow;
-use super::session::{self, field, session_or_sign_in};
+use super::session::{self, Form, Session, field};
 use super::{Chrome, Failure, filters, html, render, see_other};
 use crate::api::AppState;
 use crate::api::auth::{READERS, allowed};
@@ -51,8 +51,11 @@ impl ListPage {
 
 /// The list of requests with its filters (the API's `ListQuery`, by the same names).
 #[get("/requests")]
-pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
+pub async fn list(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    session: Session,
+) -> Result<HttpResponse, Failure> {
     session.require(READERS)?;
     // Empty fields of the filter form mean "any".
     let given: Vec<(String, String)> = form_urlencoded::parse(req.query_string().as_bytes())
@@ -124,11 +127,8 @@ struct LookupPage {
 #[post("/requests/search")]
 pub async fn search(
     state: web::Data<AppState>,
-    req: HttpRequest,
-    body: web::Bytes,
+    Form { session, fields }: Form,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
-    let fields = session.form(&req, &body)?;
     session.require(READERS)?;
     let scope = scope_field(&fields)?;
     let found = subjects::find(
@@ -166,11 +166,7 @@ struct SubmitPage {
 
 /// The forms to submit one erasure or a file of them.
 #[get("/requests/new")]
-pub async fn new_form(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
+pub async fn new_form(session: Session) -> Result<HttpResponse, Failure> {
     session.require(&[Role::Requester])?;
     render(&SubmitPage {
         chrome: session.chrome("Submit"),
@@ -189,11 +185,8 @@ struct DuplicatePage {
 #[post("/requests/new")]
 pub async fn submit(
     state: web::Data<AppState>,
-    req: HttpRequest,
-    body: web::Bytes,
+    Form { session, fields }: Form,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
-    let fields = session.form(&req, &body)?;
     let principal = session.require(&[Role::Requester])?;
     let not_before = match field(&fields, "not_before") {
         None => None,
@@ -267,9 +260,9 @@ async fn read_upload(mut form: Multipart) -> Result<(Option<String>, Vec<u8>), F
 pub async fn upload(
     state: web::Data<AppState>,
     req: HttpRequest,
+    session: Session,
     form: Multipart,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
     // The origin first: a cross-site post is refused before its body is read.
     session::same_origin(&req)?;
     let (csrf, file) = read_upload(form).await?;
@@ -342,9 +335,9 @@ fn actions_for(principal: &crate::store::keys::Principal, now: State) -> Vec<Act
 pub async fn detail(
     state: web::Data<AppState>,
     req: HttpRequest,
+    session: Session,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
     session.require(READERS)?;
     let id = request_id(&path)?;
     let r = request_or_404(&state, id).await?;
@@ -406,10 +399,9 @@ struct ConfirmPage {
 #[get("/requests/{id}/{action}")]
 pub async fn confirm(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    session: Session,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
     let (id, action) = path.into_inner();
     let action = action_named(&action)?;
     session.require(action.roles())?;
@@ -431,12 +423,9 @@ pub async fn confirm(
 #[post("/requests/{id}/{action}")]
 pub async fn act(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: web::Bytes,
+    Form { session, fields }: Form,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
-    let fields = session.form(&req, &body)?;
     let (id, action) = path.into_inner();
     let action = action_named(&action)?;
     let principal = session.require(action.roles())?;

@@ -1,10 +1,10 @@
 //! Restorations in the console (approvers): start one with its reason, follow its progress
 //! (as `POST /v1/restorations` and `GET /v1/restorations/{id}`).
 
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use actix_web::{HttpResponse, get, post, web};
 use askama::Template;
 
-use super::session::{field, session_or_sign_in};
+use super::session::{Form, Session, field};
 use super::{Chrome, Failure, filters, render, see_other};
 use crate::api::AppState;
 use crate::api::auth::READERS;
@@ -25,9 +25,8 @@ struct NewPage {
 #[get("/restorations/new")]
 pub async fn new_form(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    session: Session,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
     session.require(&[Role::Approver])?;
     render(&NewPage {
         chrome: session.chrome("Restorations"),
@@ -39,11 +38,8 @@ pub async fn new_form(
 #[post("/restorations")]
 pub async fn start(
     state: web::Data<AppState>,
-    req: HttpRequest,
-    body: web::Bytes,
+    Form { session, fields }: Form,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
-    let fields = session.form(&req, &body)?;
     let principal = session.require(&[Role::Approver])?;
     let started = api::start(
         &state,
@@ -68,10 +64,9 @@ struct Page {
 #[get("/restorations/{id}")]
 pub async fn page(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    session: Session,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
     session.require(READERS)?;
     let id = crate::api::input::path_id(&path)?;
     let r = store::restorations::get(&state.db, id)

@@ -6,9 +6,11 @@
 //! logs a key, a token or a form's values.
 
 use actix_web::cookie::{Cookie, SameSite};
+use actix_web::error::InternalError;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, post, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, dev, post, web};
 use askama::Template;
+use futures::future::LocalBoxFuture;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -30,6 +32,8 @@ pub struct Session {
     pub through_provider: bool,
     /// The token every form of this session carries.
     pub csrf: String,
+    /// The pause switch of upstream work, shown on every page while it is on.
+    pub pause: store::pause::Pause,
     token: String,
 }
 
@@ -46,35 +50,70 @@ pub async fn current(state: &AppState, req: &HttpRequest) -> Result<Option<Sessi
         return Ok(None);
     };
     let token = cookie.value().to_string();
-    Ok(store::sessions::signed_in(&state.db, &token)
-        .await?
-        .map(|signed| Session {
-            principal: signed.principal,
-            name: signed.name,
-            through_provider: signed.through_provider,
-            csrf: csrf_of(&token),
-            token,
-        }))
-}
-
-/// The signed-in session, or a redirect to the sign-in page.
-pub async fn signed_in(
-    state: &AppState,
-    req: &HttpRequest,
-) -> Result<Result<Session, HttpResponse>, Failure> {
-    Ok(current(state, req).await?.ok_or_else(|| see_other("/")))
-}
-
-/// The page's session; without one, returns the redirect to the sign-in page.
-macro_rules! session_or_sign_in {
-    ($state:expr, $req:expr) => {
-        match $crate::console::session::signed_in(&$state, &$req).await? {
-            Ok(session) => session,
-            Err(redirect) => return Ok(redirect),
-        }
+    let Some(signed) = store::sessions::signed_in(&state.db, &token).await? else {
+        return Ok(None);
     };
+    let mut pause = store::pause::current(&state.db).await?;
+    super::name_people(state, pause.by.iter_mut()).await?;
+    Ok(Some(Session {
+        principal: signed.principal,
+        name: signed.name,
+        through_provider: signed.through_provider,
+        csrf: csrf_of(&token),
+        pause,
+        token,
+    }))
 }
-pub(crate) use session_or_sign_in;
+
+/// A console page's signed-in session: a handler that takes one is only run for a signed-in
+/// browser; any other is sent to the sign-in page (303 to `/`).
+impl FromRequest for Session {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| Failure(ApiError::Internal(anyhow::anyhow!("no AppState"))))?;
+            match current(state, &req).await? {
+                Some(session) => Ok(session),
+                None => Err(InternalError::from_response("not signed in", see_other("/")).into()),
+            }
+        })
+    }
+}
+
+/// The largest console form.
+const FORM_LIMIT: usize = 64 * 1024;
+
+/// A posted console form: its signed-in session and its url-encoded fields, once it is known to
+/// come from the console's own page (`Origin`) of this session (CSRF token). The one way a
+/// console handler reads a form (an upload, being multipart, checks the same with
+/// [`Session::check_form`]).
+pub struct Form {
+    pub session: Session,
+    pub fields: Vec<(String, String)>,
+}
+
+impl FromRequest for Form {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut dev::Payload) -> Self::Future {
+        let session = Session::from_request(req, payload);
+        let (req, payload) = (req.clone(), payload.take());
+        Box::pin(async move {
+            let session = session.await?;
+            let body = crate::api::input::body(payload, FORM_LIMIT)
+                .await
+                .map_err(Failure)?;
+            let fields = session.form(&req, &body)?;
+            Ok(Form { session, fields })
+        })
+    }
+}
 
 fn forbidden(message: &str) -> Failure {
     Failure(ApiError::client(
@@ -127,6 +166,15 @@ impl Session {
     pub fn chrome(&self, title: impl Into<String>) -> super::Chrome {
         let mut chrome = super::Chrome::new(&self.principal, &self.csrf, title);
         chrome.name = self.name.clone();
+        chrome.paused = self.pause.paused.then(|| super::Paused {
+            since: self
+                .pause
+                .since
+                .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_default(),
+            by: self.pause.by.clone().unwrap_or_default(),
+            reason: self.pause.reason.clone().unwrap_or_default(),
+        });
         chrome
     }
 
@@ -138,7 +186,7 @@ impl Session {
 
 /// The fields of an url-encoded form (at most 64 KiB).
 pub fn form_fields(body: &[u8]) -> Result<Vec<(String, String)>, Failure> {
-    if body.len() > 64 * 1024 {
+    if body.len() > FORM_LIMIT {
         return Err(Failure(ApiError::client(
             StatusCode::PAYLOAD_TOO_LARGE,
             "form_too_large",

@@ -8,7 +8,7 @@ use askama::Template;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use uuid::Uuid;
 
-use super::session::{Session, field, session_or_sign_in};
+use super::session::{Form, Session, field};
 use super::{Chrome, Failure, filters, render, see_other};
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -42,8 +42,7 @@ async fn show_list(
 
 /// The subscriptions, and the form to add one.
 #[get("/webhooks")]
-pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
+pub async fn list(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, Failure> {
     session.require(&[])?;
     show_list(&state, &session, None).await
 }
@@ -52,11 +51,8 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
 #[post("/webhooks")]
 pub async fn create(
     state: web::Data<AppState>,
-    req: HttpRequest,
-    body: web::Bytes,
+    Form { session, fields }: Form,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
-    let fields = session.form(&req, &body)?;
     let principal = session.require(&[])?;
     let body = CreateSubscription {
         url: field(&fields, "url").unwrap_or("").to_string(),
@@ -141,9 +137,9 @@ struct DetailQuery {
 pub async fn detail(
     state: web::Data<AppState>,
     req: HttpRequest,
+    session: Session,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
     session.require(&[])?;
     let q: DetailQuery = input::query(&req)?;
     let s = api::found(&state, &path).await?;
@@ -162,12 +158,9 @@ pub async fn detail(
 #[post("/webhooks/{id}/state")]
 pub async fn change_state(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    Form { session, fields }: Form,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
-    let fields = session.form(&req, &body)?;
     let principal = session.require(&[])?;
     let id = input::path_id(&path)?;
     let to = match field(&fields, "state") {
@@ -193,12 +186,9 @@ pub async fn change_state(
 #[post("/webhooks/{id}/test")]
 pub async fn test(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    Form { session, .. }: Form,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
-    session.form(&req, &body)?;
     let principal = session.require(&[])?;
     let id = input::path_id(&path)?;
     api::send_test(&state, principal, id).await?;
@@ -210,12 +200,9 @@ pub async fn test(
 #[post("/webhooks/{id}/rotate")]
 pub async fn rotate(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    Form { session, fields }: Form,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
-    let fields = session.form(&req, &body)?;
     let principal = session.require(&[])?;
     let id = input::path_id(&path)?;
     let hours = match field(&fields, "overlap_hours") {
@@ -255,12 +242,9 @@ fn since(text: &str) -> Result<DateTime<Utc>, ApiError> {
 #[post("/webhooks/{id}/redeliver")]
 pub async fn redeliver(
     state: web::Data<AppState>,
-    req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    Form { session, fields }: Form,
 ) -> Result<HttpResponse, Failure> {
-    let session = session_or_sign_in!(state, req);
-    let fields = session.form(&req, &body)?;
     session.require(&[])?;
     let s = api::found(&state, &path).await?;
     let body = api::Redeliver {

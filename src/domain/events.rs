@@ -74,6 +74,9 @@ pub enum Event {
     WebhookSecretRotated,
     WebhookDisabled,
     PseudonymEpochDestroyed,
+    // Operations: the pause switch of all upstream work.
+    UpstreamPaused,
+    UpstreamResumed,
 }
 
 impl Event {

@@ -2,6 +2,8 @@
 
 pub mod actions;
 pub mod events;
+pub mod keys;
+pub mod steps;
 pub mod validate;
 
 use chrono::{DateTime, Months, Utc};

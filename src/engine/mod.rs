@@ -2,7 +2,7 @@
 //! backoff, rescue expired leases, and stop gracefully. The engine never writes SQL (the store's
 //! `steps` and `ready` do) and never holds a transaction open while it calls the upstream.
 
-mod retry;
+pub mod pause;
 mod run;
 pub mod shares;
 
@@ -14,6 +14,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::jobs::periodic::{self, First};
 
 use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
@@ -183,42 +185,33 @@ impl Engine {
 /// Returns steps whose lease expired (a worker died) to the queue.
 async fn rescue(engine: Arc<Engine>, stop: CancellationToken) {
     let every = (engine.settings.lease / 2).max(Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.cancelled() => return,
+    periodic::every("rescue", every, First::AfterPeriod, stop, || async {
+        let n = steps::rescue(&engine.db).await?;
+        if n > 0 {
+            tracing::info!(steps = n, "rescued steps whose lease expired");
+            engine.ready.wake();
         }
-        match steps::rescue(&engine.db).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(steps = n, "rescued steps whose lease expired");
-                engine.ready.wake();
-            }
-            Err(e) => tracing::warn!(error = %e, "rescuing expired leases failed"),
-        }
-    }
+        Ok(())
+    })
+    .await
 }
 
 /// Audits the requests that became at risk or overdue, at start and then every
 /// `AT_RISK_SWEEP_EVERY`.
 async fn sweep_at_risk(engine: Arc<Engine>, stop: CancellationToken) {
-    loop {
-        match requests::mark_at_risk(&engine.db, engine.at_risk_days).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(
+    periodic::every("at risk", AT_RISK_SWEEP_EVERY, First::Now, stop, || async {
+        let n = requests::mark_at_risk(&engine.db, engine.at_risk_days).await?;
+        if n > 0 {
+            tracing::warn!(
                 requests = n,
                 "requests became at risk: their due date is near"
-            ),
-            Err(e) => tracing::warn!(error = %e, "looking for requests at risk failed"),
+            );
         }
-        match requests::mark_overdue(&engine.db).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(requests = n, "requests became overdue: past their due date"),
-            Err(e) => tracing::warn!(error = %e, "looking for overdue requests failed"),
+        let n = requests::mark_overdue(&engine.db).await?;
+        if n > 0 {
+            tracing::warn!(requests = n, "requests became overdue: past their due date");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(AT_RISK_SWEEP_EVERY) => {}
-            _ = stop.cancelled() => return,
-        }
-    }
+        Ok(())
+    })
+    .await
 }

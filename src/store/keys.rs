@@ -15,6 +15,7 @@ use super::Db;
 use super::audit;
 use super::group::{Group, Writes};
 use crate::domain::Role;
+use crate::domain::keys::NewKey;
 
 /// Who is calling: a verified key, or a person's console session (through their personal key).
 #[derive(Debug, Clone)]
@@ -98,7 +99,8 @@ fn digest(key: &str) -> Vec<u8> {
 }
 
 /// Creates a key and returns (id, the key itself), with a `key_created` audit entry by `actor`.
-/// The key is not stored.
+/// The key is not stored. (Tests and set-up; people and the CLI make keys through [`create_owned`]
+/// with a checked [`NewKey`].)
 pub async fn create(
     db: &Db,
     role: Role,
@@ -106,21 +108,33 @@ pub async fn create(
     expires_at: Option<DateTime<Utc>>,
     actor: &str,
 ) -> anyhow::Result<(Uuid, String)> {
-    create_owned(db, role, label, expires_at, actor, None).await
+    let key = NewKey {
+        role,
+        label: label.into(),
+        expires_at,
+    };
+    create_owned(db, &key, actor, None).await
 }
 
-/// `create`, for a key owned by `owner` (a person creating it in the console): what it does
-/// counts as that person.
+/// Makes `key` for `actor`, owned by `owner` when a person makes it (what it does counts as that
+/// person), and returns (id, the key itself).
 pub async fn create_owned(
     db: &Db,
-    role: Role,
-    label: &str,
-    expires_at: Option<DateTime<Utc>>,
+    key: &NewKey,
     actor: &str,
     owner: Option<Uuid>,
 ) -> anyhow::Result<(Uuid, String)> {
     let mut tx = db.begin().await?;
-    let created = insert(&mut tx, role, label, expires_at, actor, None, owner).await?;
+    let created = insert(
+        &mut tx,
+        key.role,
+        &key.label,
+        key.expires_at,
+        actor,
+        None,
+        owner,
+    )
+    .await?;
     tx.commit().await?;
     Ok(created)
 }

@@ -3,6 +3,8 @@
 //! restorations and re-verification. Only counts, ages and times keyed by fixed vocabularies
 //! (states, scopes): it must never return an id, a pseudonym, a reference or anything personal.
 
+use chrono::{DateTime, Utc};
+
 use super::Db;
 use super::guard::RECURRING;
 use super::requests::{at_risk, closed_states, days_param};
@@ -41,6 +43,8 @@ pub struct Figures {
     pub webhooks: super::webhooks::Figures,
     /// Pseudonym key epochs, live and destroyed.
     pub epochs: super::epochs::Figures,
+    /// Since when upstream work is paused (`store::pause`), if it is.
+    pub paused_since: Option<DateTime<Utc>>,
 }
 
 /// Step jobs that are not finished.
@@ -57,8 +61,9 @@ pub struct Jobs {
 }
 
 /// The states of a restoration (the `restorations.state` check constraint).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, strum::IntoStaticStr)]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum RestorationState {
     Pending,
     Waiting,
@@ -69,13 +74,7 @@ pub enum RestorationState {
 
 impl RestorationState {
     pub fn as_str(self) -> &'static str {
-        match self {
-            RestorationState::Pending => "pending",
-            RestorationState::Waiting => "waiting",
-            RestorationState::Completed => "completed",
-            RestorationState::Failed => "failed",
-            RestorationState::TimedOut => "timed_out",
-        }
+        self.into()
     }
 }
 
@@ -156,5 +155,6 @@ pub async fn figures(db: &Db, at_risk_days: u32) -> sqlx::Result<Figures> {
         event_cursor,
         webhooks: super::webhooks::figures(db).await?,
         epochs: super::epochs::figures(db).await?,
+        paused_since: super::pause::current(db).await?.since,
     })
 }

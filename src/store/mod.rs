@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod intake;
 pub mod keys;
 pub mod metrics;
+pub mod pause;
 pub mod people;
 pub mod ready;
 pub mod requests;

@@ -15,7 +15,8 @@ use super::Db;
 use super::audit::{self, Entry};
 use super::group::{Group, Writes};
 use super::guard::GuardArm;
-use crate::domain::{Scope, StepKind};
+use crate::domain::steps::{self, Ended, Position, Settlement, Then};
+use crate::domain::{Scope, State, StepKind};
 use crate::upstream::CallRecord;
 
 /// A step a worker holds.
@@ -175,23 +176,62 @@ impl Writes for Outcomes {
     }
 }
 
+impl Outcome {
+    /// How the attempt ended, as `domain::steps` decides on it.
+    fn ended(&self) -> Ended<'_> {
+        match self {
+            Outcome::Done { detail, .. } => Ended::Done { detail },
+            Outcome::RetryAt {
+                error,
+                at,
+                throttled,
+                ..
+            } => Ended::Retry {
+                error,
+                at: *at,
+                throttled: *throttled,
+            },
+            Outcome::Fail { error } => Ended::Failed { error },
+        }
+    }
+}
+
+impl Attempt {
+    fn position(&self) -> Position {
+        Position {
+            scope: self.step.scope,
+            kind: self.step.kind,
+            ordinal: self.step.ordinal,
+            attempt: self.step.attempts,
+        }
+    }
+}
+
 /// Records the outcomes of attempts, each fenced by its lease token (nothing is written for a
 /// step no longer held by its attempt: `Lost`), with one statement per kind of write for all of
-/// them. A success with `take_next` leases the request's next step to the caller in the same
-/// transaction: no claim, no wake-up between an erasure's steps.
+/// them, as `domain::steps::settle` decides. A success with `take_next` leases the request's next
+/// step to the caller in the same transaction: no claim, no wake-up between an erasure's steps.
 async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<Vec<Finished>> {
-    let on_hold = hold_before_delete(conn, jobs).await?;
-    let held_ids = fence(conn, jobs).await?;
-    let held: Vec<&Attempt> = jobs
+    let states = request_states(conn, jobs).await?;
+    let settled: Vec<Settlement> = jobs
         .iter()
-        .filter(|j| held_ids.contains(&j.step.step_id))
+        .map(|j| {
+            let state = states.get(&j.step.request_id).copied();
+            steps::settle(j.position(), &j.outcome.ended(), state)
+        })
+        .collect();
+    let held_ids = fence(conn, jobs, &settled).await?;
+    let held: Vec<(&Attempt, &Settlement)> = jobs
+        .iter()
+        .zip(&settled)
+        .filter(|(j, _)| held_ids.contains(&j.step.step_id))
         .collect();
 
     // What an attempt changes besides its step: the sealed context (a success's, or a retry's
     // progress), the resurrection guard (a success's).
     let (mut ctx_ids, mut ctxs) = (Vec::new(), Vec::new());
     let (mut guard_ids, mut guard_conns, mut guard_refs) = (Vec::new(), Vec::new(), Vec::new());
-    for j in &held {
+    for (j, _) in &held {
         let (context, guard) = match &j.outcome {
             Outcome::Done { context, guard, .. } => (context, guard.as_ref()),
             Outcome::RetryAt { context, .. } => (context, None),
@@ -221,36 +261,32 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
         super::guard::arm_all(conn, &guard_ids, &guard_conns, &guard_refs).await?;
     }
 
-    // The next step of each success, or its request's completion.
-    let succeeded: Vec<&Attempt> = held
+    // The next step of each success, or its request's completion, or its failure.
+    let mut next = next_steps(conn, &held).await?;
+    let last: Vec<Uuid> = held
         .iter()
-        .copied()
-        .filter(|j| matches!(j.outcome, Outcome::Done { .. }))
-        .collect();
-    let mut next = next_steps(conn, &succeeded, &on_hold).await?;
-    let is_last = |j: &Attempt| j.step.ordinal as usize + 1 >= j.step.scope.steps().len();
-    let last: Vec<Uuid> = succeeded
-        .iter()
-        .filter(|j| is_last(j))
-        .map(|j| j.step.request_id)
+        .filter(|(_, s)| s.then == Then::Complete)
+        .map(|(j, _)| j.step.request_id)
         .collect();
     let completed = complete_requests(conn, &last).await?;
-    let (failed, reasons): (Vec<Uuid>, Vec<&str>) = held
-        .iter()
-        .filter_map(|j| match &j.outcome {
-            Outcome::Fail { error } => Some((j.step.request_id, error.as_str())),
-            _ => None,
-        })
-        .unzip();
+    let (mut failed, mut failed_to, mut reasons) = (Vec::new(), Vec::new(), Vec::new());
+    for (j, s) in &held {
+        if let (Then::Fail { state }, Outcome::Fail { error }) = (s.then, &j.outcome) {
+            failed.push(j.step.request_id);
+            failed_to.push(state.as_str());
+            reasons.push(error.as_str());
+        }
+    }
     if !failed.is_empty() {
-        // A request held meanwhile stays held; its release finds the failed step.
         sqlx::query(
             "update erasure_requests r set failure_reason = u.reason, updated_at = now(), \
-                 state = case when r.state = 'on_hold' then r.state else 'failed' end \
-             from unnest($1::uuid[], $2::text[]) as u(id, reason) where r.id = u.id",
+                 state = u.state \
+             from unnest($1::uuid[], $2::text[], $3::text[]) as u(id, reason, state) \
+             where r.id = u.id",
         )
         .bind(&failed)
         .bind(&reasons)
+        .bind(&failed_to)
         .execute(&mut *conn)
         .await?;
     }
@@ -258,7 +294,7 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
     // The audit entries of every attempt, in order.
     let mut entries = Vec::new();
     let mut out = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    for (job, settlement) in jobs.iter().zip(settled) {
         if !held_ids.contains(&job.step.step_id) {
             out.push(Finished::Lost);
             continue;
@@ -272,87 +308,65 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
             data,
         };
         entries.extend(job.calls.iter().map(|call| {
-            entry(
-                Event::UpstreamCall,
-                json!({
-                    "step": c.kind, "attempt": c.attempts, "method": call.method, "path": call.path,
-                    "status": call.status, "error": call.error, "duration_ms": call.duration_ms,
-                }),
-            )
+            let data = steps::CallData {
+                step: c.kind,
+                attempt: c.attempts,
+                method: call.method,
+                path: call.path,
+                status: call.status,
+                error: call.error,
+                duration_ms: call.duration_ms,
+            };
+            entry(Event::UpstreamCall, steps::record(&data))
         }));
         entries.extend(job.redeleted.iter().map(|round| {
             entry(
                 Event::ResurrectionAtVerify,
-                json!({"step": c.kind, "attempt": c.attempts, "round": round, "action": "deleted_again"}),
+                steps::redeleted(job.position(), *round),
             )
         }));
-        let mut step = json!({"step": c.kind, "attempt": c.attempts});
-        out.push(match &job.outcome {
-            Outcome::Done {
-                detail, context, ..
-            } => {
-                let event = match c.kind {
-                    StepKind::Inventory => Event::Inventoried,
-                    StepKind::Delete => Event::Deleted,
-                    StepKind::Verify => Event::VerifiedAbsent,
-                    StepKind::CascadeCheck => Event::CascadeObserved,
-                };
-                let mut data = detail.clone();
-                data["attempt"] = json!(c.attempts);
-                entries.push(entry(event, data));
-                match next.remove(&c.request_id) {
-                    Some((step_id, kind, attempts, Some(lease_token))) => Finished::Next(Claimed {
-                        step_id,
-                        request_id: c.request_id,
-                        ordinal: c.ordinal + 1,
-                        kind,
-                        attempts,
-                        lease_token,
-                        scope: c.scope,
-                        subject_ref: c.subject_ref.clone(),
-                        target_sealed: c.target_sealed.clone(),
-                        context_sealed: context.clone().or_else(|| c.context_sealed.clone()),
-                    }),
-                    Some((_, _, _, None)) => Finished::NextReady,
-                    // The next step was not stored: it exists already in another state.
-                    None if !is_last(job) => Finished::Recorded,
-                    None => {
-                        let (outcome, original, original_ref) = completed
-                            .get(&c.request_id)
-                            .ok_or(sqlx::Error::RowNotFound)?;
-                        entries.push(entry(Event::Completed, json!({"outcome": outcome})));
-                        // A re-erasure's completion is also told on the original, so its receipt
-                        // shows it.
-                        if let (Some(original), Some(original_ref)) = (original, original_ref) {
-                            entries.push(Entry {
-                                request_id: Some(*original),
-                                subject_ref: Some(original_ref),
-                                actor: audit::ENGINE,
-                                event: Event::ReErasureCompleted,
-                                data: json!({"re_erasure_request": c.request_id, "outcome": outcome}),
-                            });
-                        }
-                        Finished::Recorded
-                    }
+        entries.push(entry(settlement.event, settlement.data));
+        out.push(match settlement.then {
+            Then::Wait | Then::Fail { .. } => Finished::Recorded,
+            Then::Next { .. } => match next.remove(&c.request_id) {
+                Some((step_id, kind, attempts, Some(lease_token))) => Finished::Next(Claimed {
+                    step_id,
+                    request_id: c.request_id,
+                    ordinal: c.ordinal + 1,
+                    kind,
+                    attempts,
+                    lease_token,
+                    scope: c.scope,
+                    subject_ref: c.subject_ref.clone(),
+                    target_sealed: c.target_sealed.clone(),
+                    context_sealed: match &job.outcome {
+                        Outcome::Done {
+                            context: Some(context),
+                            ..
+                        } => Some(context.clone()),
+                        _ => c.context_sealed.clone(),
+                    },
+                }),
+                Some((_, _, _, None)) => Finished::NextReady,
+                // The next step was not stored: it exists already in another state.
+                None => Finished::Recorded,
+            },
+            Then::Complete => {
+                let (outcome, original, original_ref) = completed
+                    .get(&c.request_id)
+                    .ok_or(sqlx::Error::RowNotFound)?;
+                entries.push(entry(Event::Completed, steps::completed(outcome, None)));
+                // A re-erasure's completion is also told on the original, so its receipt shows
+                // it.
+                if let (Some(original), Some(original_ref)) = (original, original_ref) {
+                    entries.push(Entry {
+                        request_id: Some(*original),
+                        subject_ref: Some(original_ref),
+                        actor: audit::ENGINE,
+                        event: Event::ReErasureCompleted,
+                        data: steps::completed(outcome, Some(c.request_id)),
+                    });
                 }
-            }
-            Outcome::RetryAt {
-                error,
-                at,
-                throttled,
-                ..
-            } => {
-                step["error"] = json!(error);
-                step["retry_at"] = json!(at);
-                if *throttled {
-                    step["throttled"] = json!(true);
-                }
-                entries.push(entry(Event::AttemptFailed, step));
-                Finished::Recorded
-            }
-            Outcome::Fail { error } => {
-                step["error"] = json!(error);
-                entries.push(entry(Event::Failed, step));
                 Finished::Recorded
             }
         });
@@ -361,41 +375,39 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
     Ok(out)
 }
 
-/// The requests, among those whose next step is their delete, that a hold stopped: their delete
-/// step is stored paused. Their rows are locked first (as `store::requests::act` locks the row it
-/// acts on before its steps), so that a hold or a cancellation either comes before the delete
-/// step is stored, or sees it and is refused: a DELETE is never sent for a held request.
-async fn hold_before_delete(
+/// The states of the requests whose attempts need one to be settled
+/// (`Position::needs_request_state`), their rows locked first (as `store::requests::act` locks
+/// the row it acts on before its steps), so that a hold or a cancellation either comes before
+/// the delete step is stored, or sees it and is refused: a DELETE is never sent for a held
+/// request.
+async fn request_states(
     conn: &mut PgConnection,
     jobs: &[Attempt],
-) -> sqlx::Result<std::collections::HashSet<Uuid>> {
+) -> sqlx::Result<std::collections::HashMap<Uuid, State>> {
     let ids: Vec<Uuid> = jobs
         .iter()
-        .filter(|j| matches!(j.outcome, Outcome::Done { .. }))
-        .filter(|j| {
-            j.step.scope.steps().get(j.step.ordinal as usize + 1) == Some(&StepKind::Delete)
-        })
+        .filter(|j| j.position().needs_request_state(&j.outcome.ended()))
         .map(|j| j.step.request_id)
         .collect();
     if ids.is_empty() {
         return Ok(Default::default());
     }
     // Locking reads the row as the last committed change left it.
-    let rows: Vec<(Uuid, bool)> = sqlx::query_as(
-        "select id, state = 'on_hold' from erasure_requests where id = any($1) \
+    let rows: Vec<(Uuid, State)> = sqlx::query_as(
+        "select id, state from erasure_requests where id = any($1) \
          order by id for no key update",
     )
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
-    let on_hold = rows.into_iter().filter(|(_, held)| *held).map(|(id, _)| id);
-    Ok(on_hold.collect())
+    Ok(rows.into_iter().collect())
 }
 
 /// Records each attempt's step state where its lease still holds; returns those steps' ids.
 async fn fence(
     conn: &mut PgConnection,
     jobs: &[Attempt],
+    settled: &[Settlement],
 ) -> sqlx::Result<std::collections::HashSet<i64>> {
     let n = jobs.len();
     let (mut ids, mut tokens, mut states, mut errors, mut details, mut run_ats, mut given_back) = (
@@ -407,26 +419,19 @@ async fn fence(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for j in jobs {
-        let (state, error, detail, run_at, back) = match &j.outcome {
-            Outcome::Done { detail, .. } => ("succeeded", None, Some(detail), None, 0),
-            Outcome::RetryAt {
+    for (j, settlement) in jobs.iter().zip(settled) {
+        let (error, detail, run_at, back) = match j.outcome.ended() {
+            Ended::Done { detail } => (None, Some(detail), None, 0),
+            Ended::Retry {
                 error,
                 at,
                 throttled,
-                ..
-            } => (
-                "ready",
-                Some(error.as_str()),
-                None,
-                Some(*at),
-                i32::from(*throttled),
-            ),
-            Outcome::Fail { error } => ("failed", Some(error.as_str()), None, None, 0),
+            } => (Some(error), None, Some(at), i32::from(throttled)),
+            Ended::Failed { error } => (Some(error), None, None, 0),
         };
         ids.push(j.step.step_id);
         tokens.push(j.step.lease_token);
-        states.push(state);
+        states.push(settlement.step.as_str());
         errors.push(error);
         details.push(detail);
         run_ats.push(run_at);
@@ -463,30 +468,26 @@ async fn fence(
 /// cancelled meanwhile) is left alone and not returned.
 async fn next_steps(
     conn: &mut PgConnection,
-    succeeded: &[&Attempt],
-    on_hold: &std::collections::HashSet<Uuid>,
+    held: &[(&Attempt, &Settlement)],
 ) -> sqlx::Result<std::collections::HashMap<Uuid, (i64, StepKind, i32, Option<Uuid>)>> {
-    let with_next: Vec<(&Attempt, StepKind)> = succeeded
+    let with_next: Vec<(&Attempt, StepKind, bool)> = held
         .iter()
-        .filter_map(|j| {
-            let next = j.step.scope.steps().get(j.step.ordinal as usize + 1)?;
-            Some((*j, *next))
+        .filter_map(|(j, s)| match s.then {
+            Then::Next { kind, held } => Some((*j, kind, held)),
+            _ => None,
         })
         .collect();
     if with_next.is_empty() {
         return Ok(Default::default());
     }
-    let requests: Vec<Uuid> = with_next.iter().map(|(j, _)| j.step.request_id).collect();
-    let ordinals: Vec<i16> = with_next.iter().map(|(j, _)| j.step.ordinal + 1).collect();
-    let kinds: Vec<&str> = with_next.iter().map(|(_, k)| k.as_str()).collect();
+    let requests: Vec<Uuid> = with_next.iter().map(|(j, ..)| j.step.request_id).collect();
+    let ordinals: Vec<i16> = with_next.iter().map(|(j, ..)| j.step.ordinal + 1).collect();
+    let kinds: Vec<&str> = with_next.iter().map(|(_, k, _)| k.as_str()).collect();
     let leases: Vec<Option<f64>> = with_next
         .iter()
-        .map(|(j, _)| j.take_next.map(|d| d.as_secs_f64()))
+        .map(|(j, ..)| j.take_next.map(|d| d.as_secs_f64()))
         .collect();
-    let paused: Vec<bool> = with_next
-        .iter()
-        .map(|(j, _)| on_hold.contains(&j.step.request_id))
-        .collect();
+    let paused: Vec<bool> = with_next.iter().map(|(.., held)| *held).collect();
     let rows: Vec<(Uuid, i64, StepKind, i32, Option<Uuid>)> = sqlx::query_as(
         "insert into steps as s (request_id, ordinal, kind, state, attempts, lease_token, \
              lease_until, run_at) \

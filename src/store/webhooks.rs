@@ -24,9 +24,22 @@ use crate::domain::events::{
 use sqlx::PgConnection;
 
 /// Whether a subscription gets events and deliveries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    sqlx::Type,
+    strum::IntoStaticStr,
+)]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum SubscriptionState {
     /// Gets events and deliveries.
     Enabled,
@@ -39,11 +52,7 @@ pub enum SubscriptionState {
 
 impl SubscriptionState {
     pub fn as_str(self) -> &'static str {
-        match self {
-            SubscriptionState::Enabled => "enabled",
-            SubscriptionState::Paused => "paused",
-            SubscriptionState::Disabled => "disabled",
-        }
+        self.into()
     }
 }
 

@@ -84,6 +84,8 @@ pub struct Upstream {
     /// Per resource (the path with its ids; a listing with its filter): one write in flight, and
     /// no call before a `Retry-After` given for it, whichever step or task makes it.
     paths: PathGates,
+    /// True while an operator paused all upstream work (`engine::pause`): no call starts.
+    hold: tokio::sync::watch::Sender<bool>,
 }
 
 impl Upstream {
@@ -107,6 +109,7 @@ impl Upstream {
             paths: PathGates::default(),
             settings,
             token: Mutex::new(None),
+            hold: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -143,9 +146,28 @@ impl Upstream {
     }
 
     /// True while this process has no share to call the upstream with (not granted yet, or its
-    /// lease on it lapsed): workers claim nothing meanwhile.
+    /// lease on it lapsed) or upstream work is paused: workers claim nothing meanwhile.
     pub fn paused(&self) -> bool {
-        self.limiter.share() <= 0.0 || self.slots.wanted() == 0
+        self.limiter.share() <= 0.0 || self.slots.wanted() == 0 || self.on_hold()
+    }
+
+    /// Holds (`true`) or lets go (`false`) every call not yet sent: while held, no call starts
+    /// (one waiting for its turn waits on); calls already sent finish.
+    pub fn hold(&self, on: bool) {
+        self.hold
+            .send_if_modified(|held| std::mem::replace(held, on) != on);
+    }
+
+    /// Whether calls are held (`hold`).
+    pub fn on_hold(&self) -> bool {
+        *self.hold.borrow()
+    }
+
+    /// Returns once calls are not held.
+    async fn while_held(&self) {
+        let mut held = self.hold.subscribe();
+        // The sender lives as long as `self`.
+        let _ = held.wait_for(|held| !*held).await;
     }
 
     /// A client token, from the cache unless it is about to expire (or `force`).
@@ -305,13 +327,16 @@ impl Upstream {
             // calls that waited for a slot must not leave together in a burst. A `Retry-After`
             // that came back for this resource meanwhile (to an overlapping read) sends it back
             // to wait.
+            // A pause holds it before its slots are taken and after (it may come while the call
+            // waits for them).
             let _slot = loop {
+                self.while_held().await;
                 if let Some(until) = turn.held_until() {
                     tokio::time::sleep_until(until.into()).await;
                 }
                 let slot = self.slots.acquire().await;
                 self.limiter.acquire().await;
-                if turn.held_until().is_none() {
+                if turn.held_until().is_none() && !self.on_hold() {
                     break slot;
                 }
             };
@@ -326,7 +351,7 @@ impl Upstream {
                 .bearer_auth(token.value.as_str())
                 .send()
                 .await;
-            let method_name = method_name(&method);
+            let method_name = crate::metrics::UpstreamMethod::from(&method).as_str();
             let record = |status: Option<u16>, error: Option<&'static str>| {
                 let took = started.elapsed();
                 crate::metrics::global().upstream_call((&method).into(), status, took);
@@ -397,24 +422,10 @@ impl Upstream {
     }
 }
 
-/// The delay before a call's `retry`-th retry within an attempt: full jitter, uniform in
-/// [0, min(CALL_RETRY_CAP, CALL_RETRY_BASE * 2^(retry-1))], and never less than `retry_after`.
+/// The delay before a call's `retry`-th retry within an attempt (the one backoff, with the
+/// call's own base and cap).
 fn call_retry_delay(retry: u32, retry_after: Option<Duration>) -> Duration {
-    use rand::Rng;
-    let ceiling = CALL_RETRY_BASE
-        .saturating_mul(1 << retry.saturating_sub(1).min(16))
-        .min(CALL_RETRY_CAP);
-    let jittered = Duration::from_secs_f64(rand::rng().random_range(0.0..=ceiling.as_secs_f64()));
-    jittered.max(retry_after.unwrap_or(Duration::ZERO))
-}
-
-fn method_name(m: &Method) -> &'static str {
-    match *m {
-        Method::GET => "GET",
-        Method::DELETE => "DELETE",
-        Method::POST => "POST",
-        _ => "OTHER",
-    }
+    crate::jobs::backoff::full_jitter(CALL_RETRY_BASE, CALL_RETRY_CAP, retry, retry_after)
 }
 
 fn transport_kind(e: &reqwest::Error) -> &'static str {

@@ -187,6 +187,21 @@ async fn each_role_does_its_job_in_the_console_and_no_more() {
     let (status, _) = auditor.get("/keys").await;
     assert_eq!(status, 403);
 
+    // A key's label and life have the CLI's limits (domain::keys): refused with the field named.
+    for (label, days, field) in [
+        ("x".repeat(101), "30", "label"),
+        ("ops".to_string(), "0", "expires_days"),
+        ("ops".to_string(), "3661", "expires_days"),
+    ] {
+        let form = [
+            ("role", "auditor"),
+            ("label", label.as_str()),
+            ("expires_days", days),
+        ];
+        let (status, _, page) = admin.post("/keys", &form).await;
+        assert_eq!(status, 422, "{label:.10} {days}");
+        assert!(page.contains(field), "{page}");
+    }
     // The admin creates a key, which signs in; revoked, it is refused at once, its session too.
     let (status, _, page) = admin
         .post("/keys", &[("role", "requester"), ("label", "temp officer")])

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["secrets"],
     &["config"],
-    &["domain"],
+    &["domain", "jobs"],
     &["metrics"],
     &["upstream"],
     &["store"],

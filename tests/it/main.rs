@@ -25,6 +25,7 @@ mod erasure;
 mod guard;
 mod layers;
 mod openapi;
+mod pause;
 mod retention;
 mod security;
 mod shared_cap;
