@@ -10,6 +10,8 @@ use anyhow::{Context, bail};
 
 use crate::secrets::{Secret, secret_from_env};
 
+pub mod table;
+
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/erasure";
 
 /// `ERASURE_CHECKPOINT_EVERY_ENTRIES` (default 1000): a checkpoint is signed as soon as this many
@@ -73,10 +75,12 @@ impl Default for RetentionSettings {
 /// `ERASURE_PSEUDONYM_EPOCH_DAYS` and `ERASURE_RETENTION_DAYS`; give every process the same.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RetentionArgs {
-    /// Days between the starts of two pseudonym key epochs.
+    /// Days between the starts of two pseudonym key epochs (random keys kept sealed in the
+    /// database: docs/retention.md); give every process the same.
     #[arg(long, env = "ERASURE_PSEUDONYM_EPOCH_DAYS", default_value_t = DEFAULT_EPOCH_DAYS)]
     pub pseudonym_epoch_days: u32,
-    /// Days a closed request stays linkable to its target; then its epoch's key is destroyed.
+    /// Days a closed request stays linkable to its target; then its epoch's key is destroyed
+    /// (by the workers daily, or `erasure retention run`).
     #[arg(long, env = "ERASURE_RETENTION_DAYS", default_value_t = DEFAULT_RETENTION_DAYS)]
     pub retention_days: u32,
 }
@@ -105,7 +109,8 @@ impl RetentionArgs {
 /// the same value).
 #[derive(Debug, Clone, clap::Args)]
 pub struct AtRiskArgs {
-    /// Days before its due date from which an open request is at risk (0: none ever is).
+    /// Days before its due date from which an open request is at risk (0 to 3660; 0: none ever
+    /// is); give every process the same.
     #[arg(long, env = "ERASURE_AT_RISK_DAYS", default_value_t = DEFAULT_AT_RISK_DAYS)]
     pub at_risk_days: u32,
 }
@@ -132,12 +137,16 @@ pub enum ApprovalPolicy {
 /// How to reach the aggregator.
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpstreamArgs {
-    /// API base, e.g. https://api.oxlin.io/v2.1
+    /// The aggregator's API base, e.g. `https://api.oxlin.io/v2.1` (required by `serve` with
+    /// workers and by `worker`).
     #[arg(long, env = "ERASURE_UPSTREAM_API_URL")]
     pub upstream_api_url: Option<String>,
-    /// Auth server, e.g. https://auth.oxlin.io (POST {url}/token)
+    /// The aggregator's auth server, e.g. `https://auth.oxlin.io` (`POST {url}/token`; required
+    /// with the API base).
     #[arg(long, env = "ERASURE_UPSTREAM_AUTH_URL")]
     pub upstream_auth_url: Option<String>,
+    /// The application's client id at the aggregator (required with the API base); its secret
+    /// is `ERASURE_UPSTREAM_CLIENT_SECRET`, read from the environment only.
     #[arg(long, env = "ERASURE_UPSTREAM_CLIENT_ID")]
     pub upstream_client_id: Option<String>,
     /// Maximum upstream requests per second of the whole deployment: every process that shares
@@ -297,10 +306,10 @@ impl Default for GuardSettings {
 /// How workers behave, as flags and variables.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineArgs {
-    /// Jobs one process runs at once.
+    /// Steps one process runs at once.
     #[arg(long, env = "ERASURE_WORKER_CONCURRENCY", default_value_t = 32)]
     pub worker_concurrency: usize,
-    /// Lease of a claimed job, in seconds; renewed while it runs.
+    /// Lease of a claimed step, in seconds; renewed while it runs.
     #[arg(long, env = "ERASURE_LEASE_SECS", default_value_t = 30.0)]
     pub lease_secs: f64,
     /// Poll interval when no notification arrives, in milliseconds.
@@ -309,7 +318,7 @@ pub struct EngineArgs {
     /// First retry delay in seconds (exponential backoff with full jitter).
     #[arg(long, env = "ERASURE_RETRY_BASE_SECS", default_value_t = 1.0)]
     pub retry_base_secs: f64,
-    /// Longest retry delay in seconds.
+    /// Longest retry delay in seconds (the backoff's cap, however long a transient error lasts).
     #[arg(long, env = "ERASURE_RETRY_CAP_SECS", default_value_t = 600.0)]
     pub retry_cap_secs: f64,
     /// Attempts of one step after which a transient error fails the request (0: never, the
@@ -320,7 +329,7 @@ pub struct EngineArgs {
     /// to delete.
     #[arg(long, env = "ERASURE_INVENTORY_MAX_ATTEMPTS", default_value_t = 5)]
     pub inventory_max_attempts: i32,
-    /// Grace period for in-flight calls at shutdown, in seconds.
+    /// On SIGTERM, how long running steps may finish, in seconds.
     #[arg(long, env = "ERASURE_SHUTDOWN_GRACE_SECS", default_value_t = 20.0)]
     pub shutdown_grace_secs: f64,
 }
@@ -438,22 +447,25 @@ pub struct WebhookArgs {
     /// Hosts webhooks may reach over plain http, comma-separated (e.g. `127.0.0.1` for tests).
     #[arg(long, env = "ERASURE_WEBHOOK_ALLOW_HTTP_HOSTS")]
     pub webhook_allow_http_hosts: Option<String>,
-    /// Time-out of one delivery, in seconds.
+    /// Time-out of one webhook delivery, in seconds (its lease is three times it).
     #[arg(long, env = "ERASURE_WEBHOOK_TIMEOUT_SECS", default_value_t = 10.0)]
     pub webhook_timeout_secs: f64,
-    /// Multiplies the retry schedule's delays (1: over more than 3 days).
+    /// Multiplies the webhook retry schedule's delays (above 0, at most 1; 1: the real schedule,
+    /// over more than 3 days; tests shrink it).
     #[arg(long, env = "ERASURE_WEBHOOK_RETRY_SCALE", default_value_t = 1.0)]
     pub webhook_retry_scale: f64,
-    /// How often a worker looks for events to deliver, in milliseconds.
+    /// How often a worker looks for webhook events due, in milliseconds.
     #[arg(long, env = "ERASURE_WEBHOOK_POLL_MS", default_value_t = 200)]
     pub webhook_poll_ms: u64,
-    /// Subscriptions one process delivers to at once.
+    /// Webhook subscriptions one process delivers to at once.
     #[arg(long, env = "ERASURE_WEBHOOK_CONCURRENCY", default_value_t = 16)]
     pub webhook_concurrency: usize,
-    /// The service's public base URL, for the receipt link in payloads.
+    /// The service's public base URL, for `receipt_url` in webhook payloads and the console's
+    /// sign-in redirect URI.
     #[arg(long, env = "ERASURE_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Days delivered webhook events and delivery attempts are kept (1 to 3650).
+    /// Days delivered webhook events and delivery attempts are kept (1 to 3650; pending and
+    /// failed events stay).
     #[arg(long, env = "ERASURE_WEBHOOK_RETENTION_DAYS", default_value_t = 30)]
     pub webhook_retention_days: u32,
 }
@@ -566,33 +578,36 @@ pub struct OidcSettings {
 /// The console's sign-in, as flags and variables.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConsoleArgs {
-    /// The OpenID Provider's issuer URL (enables single sign-on for the console).
+    /// The OpenID Provider's issuer URL: enables single sign-on for the console (docs/sso.md).
     #[arg(long, env = "ERASURE_OIDC_ISSUER")]
     pub oidc_issuer: Option<String>,
     /// The console's client id at the provider.
     #[arg(long, env = "ERASURE_OIDC_CLIENT_ID")]
     pub oidc_client_id: Option<String>,
-    /// Scopes asked for, space- or comma-separated.
+    /// Scopes asked of the OpenID Provider, space- or comma-separated.
     #[arg(
         long,
         env = "ERASURE_OIDC_SCOPES",
         default_value = "openid profile email"
     )]
     pub oidc_scopes: String,
-    /// The ID token claim that carries roles (a string or an array of strings).
+    /// The ID token claim that carries roles (a string or an array of strings; a dotted path
+    /// reaches a nested claim, e.g. `realm_access.roles`).
     #[arg(long, env = "ERASURE_OIDC_ROLE_CLAIM", default_value = "groups")]
     pub oidc_role_claim: String,
-    /// `<claim value>=<role>`, comma-separated (e.g. `dpo=approver,platform=admin`).
+    /// Roles given by the role claim's values: `<claim value>=<role>`, comma-separated (e.g.
+    /// `dpo=approver,platform=admin`).
     #[arg(long, env = "ERASURE_OIDC_ROLES")]
     pub oidc_roles: Option<String>,
     /// The provider's name on the sign-in button (default: the issuer's host).
     #[arg(long, env = "ERASURE_OIDC_NAME")]
     pub oidc_name: Option<String>,
-    /// Whether an API key may sign in to the console (default: true without a provider, false
-    /// with one).
+    /// Whether an API key may sign in to the console, `true` or `false` (default: true without a
+    /// provider, false with one).
     #[arg(long, env = "ERASURE_CONSOLE_KEY_SIGNIN")]
     pub console_key_signin: Option<bool>,
-    /// Hours a console session lasts.
+    /// Hours a console session lasts (ended sooner by sign-out, when its key is revoked, or when
+    /// the person loses every role).
     #[arg(long, env = "ERASURE_SESSION_HOURS", default_value_t = 8)]
     pub session_hours: u32,
 }
@@ -693,6 +708,7 @@ impl ConsoleArgs {
 /// The database.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbArgs {
+    /// The PostgreSQL database.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
 }
@@ -731,24 +747,26 @@ impl Default for HttpLimits {
 /// The limits of the HTTP API as flags and variables.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpLimitArgs {
-    /// Seconds a client has to send a request's head.
+    /// Seconds a client has to send a request's head (408 after it).
     #[arg(
         long,
         env = "ERASURE_HTTP_REQUEST_TIMEOUT_SECS",
         default_value_t = 10.0
     )]
     pub http_request_timeout_secs: f64,
-    /// Seconds a client has to send a request's body.
+    /// Seconds a client has to send a request's body once its head arrived (408 after it).
     #[arg(long, env = "ERASURE_HTTP_BODY_TIMEOUT_SECS", default_value_t = 60.0)]
     pub http_body_timeout_secs: f64,
-    /// Open connections from one client IP address (0: no cap).
+    /// Open connections from one client IP address (0: no cap); the connections beyond it get
+    /// 429 and are closed.
     #[arg(
         long,
         env = "ERASURE_HTTP_MAX_CONNECTIONS_PER_IP",
         default_value_t = 64
     )]
     pub http_max_connections_per_ip: usize,
-    /// Requests per second of one API key, per process (0: no limit).
+    /// Requests per second of one API key, per process (0: no limit); 429 with `Retry-After`
+    /// beyond it.
     #[arg(long, env = "ERASURE_API_RATE_PER_KEY", default_value_t = 50.0)]
     pub api_rate_per_key: f64,
     /// Requests one key may send at once before its rate applies (default: twice the rate).

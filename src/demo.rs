@@ -1,6 +1,7 @@
 //! `erasure demo`: the whole system on one machine for a first look.
 //!
-//! Never used in production: its keys are generated and kept in `.erasure-demo/`.
+//! Never used in production: its keys are generated and kept in `.erasure-demo/`. Built only with
+//! the `sim` feature (a default one), since it embeds the simulator (`erasure-sim`).
 
 use std::path::{Path, PathBuf};
 
@@ -11,8 +12,8 @@ use crate::domain::Role;
 use crate::domain::keys::NewKey;
 use crate::secrets::{Key32, Keys, Secret};
 use crate::service::{self, ServiceConfig};
-use crate::sim::{Sim, SimConfig};
 use crate::store;
+use erasure_sim::{Sim, SimConfig};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -110,8 +111,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         upstream: Some(UpstreamSettings {
             api_url: sim.api_url(),
             auth_url: sim.auth_url(),
-            client_id: crate::sim::DEFAULT_CLIENT_ID.into(),
-            client_secret: Secret::new(crate::sim::DEFAULT_CLIENT_SECRET),
+            client_id: erasure_sim::DEFAULT_CLIENT_ID.into(),
+            client_secret: Secret::new(erasure_sim::DEFAULT_CLIENT_SECRET),
             max_rps: 50.0,
             max_concurrency: 8,
             timeout: std::time::Duration::from_secs(10),

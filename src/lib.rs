@@ -1,7 +1,7 @@
 //! erasure: GDPR erasure orchestration for the Oxlin (Linxo Connect) aggregator.
 //!
 //! The parts and the direction of their imports: README, "Where to change what" (held by
-//! `tests/layers.rs`).
+//! `tests/it/layers.rs`).
 
 // jemalloc returns freed memory to the system over time and reports what is live (`/metrics`,
 // `erasure_heap_bytes`), so a long run shows whether memory grows because of a leak or not.
@@ -12,6 +12,7 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod console;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod domain;
 pub mod engine;
@@ -20,8 +21,11 @@ pub mod jobs;
 pub mod metrics;
 pub mod secrets;
 pub mod service;
-pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
 pub mod webhooks;
+
+/// The aggregator simulator (crate `erasure-sim`), in builds with the `sim` feature.
+#[cfg(feature = "sim")]
+pub use erasure_sim as sim;

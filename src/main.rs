@@ -3,19 +3,21 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use erasure::audit::checkpoint::Signer;
-use erasure::audit::{retention, verify};
+use erasure::audit::retention;
 use erasure::config::{
     ApprovalPolicy, AtRiskArgs, ConsoleArgs, DbArgs, EngineArgs, GuardArgs, HttpLimitArgs,
-    RetentionArgs, UpstreamArgs, WebhookArgs,
+    RetentionArgs, UpstreamArgs, WebhookArgs, table,
 };
+#[cfg(feature = "sim")]
+use erasure::demo;
 use erasure::domain::Role;
 use erasure::domain::keys::NewKey;
 use erasure::secrets::Keys;
 use erasure::service::{self, ServiceConfig};
 use erasure::telemetry::{self, LogFormat};
-use erasure::{api, demo, sim, store};
+use erasure::{api, store};
 
 #[derive(Parser)]
 #[command(
@@ -24,7 +26,7 @@ use erasure::{api, demo, sim, store};
     about = "GDPR erasure orchestration for the Oxlin (Linxo Connect) aggregator"
 )]
 struct Cli {
-    /// Log format (logs go to stderr; RUST_LOG chooses the level).
+    /// Log format, `text` or `json` (logs go to stderr; RUST_LOG chooses the level).
     #[arg(
         long,
         global = true,
@@ -40,15 +42,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The whole system on one machine: database, simulator, API and workers.
+    #[cfg(feature = "sim")]
     Demo(demo::DemoArgs),
+    /// The whole system on one machine (not in this build: it has no simulator).
+    #[cfg(not(feature = "sim"))]
+    Demo(NoSimulator),
     /// API and workers.
     Serve(Box<ServeArgs>),
     /// Workers only (any number of them against one database).
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
     /// Apply migrations and exit.
     Migrate(DbArgs),
     /// Print the OpenAPI document (the same bytes as openapi/openapi.json).
     Openapi,
+    /// Print the configuration reference, docs/configuration.md, from these definitions.
+    #[command(hide = true)]
+    ConfigTable,
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -70,7 +79,28 @@ enum Command {
         command: RetentionCommand,
     },
     /// The upstream simulator as its own server.
-    Sim(sim::SimArgs),
+    #[cfg(feature = "sim")]
+    Sim(erasure_sim::SimArgs),
+    /// The upstream simulator (not in this build: run `erasure-sim`).
+    #[cfg(not(feature = "sim"))]
+    Sim(NoSimulator),
+}
+
+/// What `demo` and `sim` say in a build without the `sim` feature (the production image's).
+#[cfg(not(feature = "sim"))]
+const NO_SIMULATOR: &str = "this build of erasure has no simulator (it was built without the \
+    `sim` feature, like the production image), so `erasure demo` and `erasure sim` are not \
+    available. Build with the default features for them (`cargo run --release -- demo`), or run \
+    the simulator on its own: `erasure-sim` (`cargo run --release -p erasure-sim`, or the \
+    Dockerfile's `sim` target)";
+
+/// The arguments of `demo` and `sim` in a build without the simulator: whatever they are, the
+/// command says that this build has none.
+#[cfg(not(feature = "sim"))]
+#[derive(clap::Args)]
+struct NoSimulator {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    _args: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -171,23 +201,14 @@ enum AuditCommand {
     PublicKey,
     /// Verify a receipt or an export offline, with only the public key. Exits 0 only when every
     /// signature, proof and hash holds.
-    Verify {
-        /// A receipt (GET /v1/erasure-requests/{id}/receipt).
-        #[arg(long, conflicts_with = "export", required_unless_present = "export")]
-        receipt: Option<std::path::PathBuf>,
-        /// An export in JSON Lines (GET /v1/audit/export?format=jsonl).
-        #[arg(long)]
-        export: Option<std::path::PathBuf>,
-        /// The verifier key, or a file holding it (`erasure audit public-key`).
-        #[arg(long)]
-        public_key: String,
-    },
+    Verify(erasure_proof::cli::VerifyArgs),
 }
 
 #[derive(clap::Args)]
 struct ServeArgs {
     #[command(flatten)]
     db: DbArgs,
+    /// Where the API listens.
     #[arg(long, env = "ERASURE_BIND", default_value = "127.0.0.1:8080")]
     bind: String,
     /// Run the API only.
@@ -205,7 +226,8 @@ struct ServeArgs {
 struct WorkerArgs {
     #[command(flatten)]
     db: DbArgs,
-    /// Where this worker serves `/metrics` and health (e.g. 0.0.0.0:9090); nowhere by default.
+    /// `erasure worker` only: where it serves `/metrics` and health (e.g. 0.0.0.0:9090); nowhere
+    /// by default.
     #[arg(long, env = "ERASURE_METRICS_BIND")]
     metrics_bind: Option<String>,
     #[command(flatten)]
@@ -226,7 +248,8 @@ struct CommonArgs {
     webhooks: WebhookArgs,
     #[command(flatten)]
     retention: RetentionArgs,
-    /// Which requests need a second person's approval.
+    /// Which requests need a second person's approval: `none`, `user-scope` (requests of scope
+    /// `user`) or `all`.
     #[arg(long, value_enum, env = "ERASURE_APPROVAL", default_value = "none")]
     approval: ApprovalPolicy,
     /// Database connections of this process, in all (each HTTP worker takes 5 of them for its
@@ -236,7 +259,8 @@ struct CommonArgs {
     /// HTTP worker threads.
     #[arg(long, env = "ERASURE_HTTP_WORKERS", default_value_t = 2)]
     http_workers: usize,
-    /// Seconds between audit checkpoints (signed only when the log grew).
+    /// Seconds between audit checkpoints: how often the audit log is sequenced and a checkpoint
+    /// signed (only when the log grew).
     #[arg(long, env = "ERASURE_CHECKPOINT_SECS", default_value_t = 10.0)]
     checkpoint_secs: f64,
 }
@@ -291,7 +315,10 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        #[cfg(feature = "sim")]
         Command::Demo(args) => demo::run(args).await?,
+        #[cfg(not(feature = "sim"))]
+        Command::Demo(_) | Command::Sim(_) => anyhow::bail!(NO_SIMULATOR),
         Command::Serve(args) => {
             let args = *args;
             let mut config =
@@ -307,6 +334,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             running.until_signal().await?;
         }
         Command::Worker(args) => {
+            let args = *args;
             let mut config = args.common.config(args.db.database_url, None, true)?;
             config.metrics_bind = args.metrics_bind;
             service::start(config).await?.until_signal().await?;
@@ -317,6 +345,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!("migrations applied");
         }
         Command::Openapi => print!("{}", api::openapi_json()),
+        Command::ConfigTable => print!("{}", table::markdown(&Cli::command())),
         Command::Keys { command } => keys(command).await?,
         Command::People { command } => people(command).await?,
         Command::Audit {
@@ -327,42 +356,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", signer.verifier_key());
         }
         Command::Audit {
-            command:
-                AuditCommand::Verify {
-                    receipt,
-                    export,
-                    public_key,
-                },
-        } => {
-            let key = match std::fs::read_to_string(&public_key) {
-                Ok(text) => text.trim().to_string(),
-                Err(_) => public_key.trim().to_string(),
-            };
-            let (path, is_receipt) = match (receipt, export) {
-                (Some(p), _) => (p, true),
-                (None, Some(p)) => (p, false),
-                (None, None) => anyhow::bail!("give --receipt FILE or --export FILE"),
-            };
-            let cannot_read =
-                |e: std::io::Error| anyhow::anyhow!("cannot read {}: {e}", path.display());
-            let verdict = if is_receipt {
-                let text = std::fs::read_to_string(&path).map_err(cannot_read)?;
-                verify::verify_receipt(&text, &key).map(|s| s.to_string())
-            } else {
-                // Streamed: memory stays flat whatever the size of the export.
-                let file = std::fs::File::open(&path).map_err(cannot_read)?;
-                verify::verify_export_reader(std::io::BufReader::new(file), &key)
-                    .map(|s| s.to_string())
-            };
-            match verdict {
-                Ok(summary) => println!("OK: {summary}"),
-                Err(e) => {
-                    eprintln!("FAILED: {e}");
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
-        }
-        Command::Sim(args) => sim::run(args).await?,
+            command: AuditCommand::Verify(args),
+        } => return Ok(erasure_proof::cli::verify(&args)),
+        #[cfg(feature = "sim")]
+        Command::Sim(args) => erasure_sim::run(args).await?,
         Command::Retention {
             command:
                 RetentionCommand::Run {

@@ -1,7 +1,7 @@
 //! The HTTP API (actix-web): handlers by resource, errors as JSON, the OpenAPI document.
 //!
 //! Handlers parse, authorise, call the store or the guard, and answer: they never write SQL and
-//! never call the aggregator (`tests/layers.rs`).
+//! never call the aggregator (`tests/it/layers.rs`).
 
 pub mod audit;
 pub mod auth;

@@ -1,11 +1,11 @@
-//! Receipts: the proof that one request was erased, checkable offline with the public key
-//! (see `verify.rs` for the format).
+//! Receipts: the proof that one request was erased, checkable offline with the public key. This
+//! module fetches the parts (through `store::tree` and the log); the document itself is made by
+//! `erasure_proof::receipt` (its format: `erasure_proof::verify`).
 //!
 //! Never holds more than pseudonyms and the audit log's own entries: no identifier.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use serde_json::{Value, json};
+use erasure_proof::receipt::{self as document, Entry};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::log::{self, AuditLog, Leaf, StoredCheckpoint};
@@ -116,20 +116,19 @@ pub async fn build(db: &Db, log: &AuditLog, request_id: Uuid) -> Result<Value, N
     let (checkpoint, leaves) = sealed.ok_or(NoReceipt::NotSealed)?;
     let indexes: Vec<u64> = leaves.iter().map(|leaf| leaf.index).collect();
     let proofs = log::inclusion_proofs(db, &indexes, checkpoint.size).await?;
-    let entries: Vec<Value> = leaves
+    let entries: Vec<Entry> = leaves
         .iter()
-        .zip(proofs)
-        .map(|(leaf, proof)| {
-            let proof: Vec<String> = proof.iter().map(|h| STANDARD.encode(h)).collect();
-            json!({"leaf_index": leaf.index, "leaf": leaf.leaf, "inclusion_proof": proof})
+        .zip(&proofs)
+        .map(|(leaf, proof)| Entry {
+            leaf_index: leaf.index,
+            leaf: &leaf.leaf,
+            inclusion_proof: proof,
         })
         .collect();
-    Ok(json!({
-        "format": "erasure-receipt/v1",
-        "request_id": request_id,
-        "subject_ref": subject_ref,
-        "entry_count_for_request": entries.len(),
-        "checkpoint": checkpoint.note,
-        "entries": entries,
-    }))
+    Ok(document::assemble(
+        &request_id.to_string(),
+        &subject_ref,
+        &checkpoint.note,
+        &entries,
+    ))
 }

@@ -11,7 +11,7 @@
 //! ([`Nodes::hash`]): `MTH(lo, hi) = H(0x01 || P1 || H(0x01 || P2 || ...))`.
 //!
 //! The functions here only say which subtrees a proof needs and compute hashes from nodes the
-//! caller fetched; `merkle.rs` stays the reference, and the tests check both agree.
+//! caller fetched; `erasure_proof::merkle` stays the reference, and the tests check both agree.
 
 use std::collections::HashMap;
 

@@ -1,5 +1,5 @@
 //! PostgreSQL through sqlx: connection, migrations, and one module per table family. SQL lives
-//! here only (DESIGN.md, invariant 7; `tests/layers.rs`): the other parts call named functions,
+//! here only (DESIGN.md, invariant 7; `tests/it/layers.rs`): the other parts call named functions,
 //! so that a schema change touches this folder.
 //!
 //! Never takes or stores personal data in clear: targets arrive as pseudonyms or sealed, and

@@ -3,7 +3,7 @@
     python verify.py SECRET DELIVERIES.jsonl
 
 Each line of the file is {"id", "timestamp", "signature", "body"} as a receiver got them. Prints one
-line per delivery, `ok` or `bad <why>`, in order; tests/webhooks.rs reads them.
+line per delivery, `ok` or `bad <why>`, in order; tests/it/webhooks.rs reads them.
 """
 import json
 import sys
