@@ -33,13 +33,9 @@ pub async fn check(
     pseudonyms: &Pseudonymizer,
     connection: &str,
 ) -> sqlx::Result<Verdict> {
-    let mut conn = db.acquire().await?;
-    let refs = pseudonyms.subject_refs(Scope::Connection, connection);
-    if let Some(refused) = restorations::connection_refusal(&mut conn, &refs).await? {
+    if let Some(refused) = store_refusal(db, pseudonyms, connection).await? {
         return Ok(Verdict::Refused(refused));
     }
-    // Not held across the upstream call.
-    drop(conn);
     let found = match upstream.connection(connection).await {
         Ok(Some(found)) => found,
         Ok(None) => return Ok(Verdict::Refused(Refused::ConnectionGone)),
@@ -53,6 +49,18 @@ pub async fn check(
         }
     }
     Ok(Verdict::May(found))
+}
+
+/// Why the connection may not come back, as far as this service knows (its erasure, by its
+/// pseudonyms).
+async fn store_refusal(
+    db: &Db,
+    pseudonyms: &Pseudonymizer,
+    connection: &str,
+) -> sqlx::Result<Option<Refused>> {
+    let mut conn = db.acquire().await?;
+    let refs = pseudonyms.subject_refs(Scope::Connection, connection);
+    restorations::connection_refusal(&mut conn, &refs).await
 }
 
 /// The check as the API holds it, in processes that have an upstream client: it asks the check
@@ -75,14 +83,20 @@ impl RestoreCheck {
 
     /// Why the connection may not come back, if this service or the upstream says so now;
     /// `None` also when the upstream did not answer (the worker asks again before it
-    /// synchronises).
+    /// synchronises). While upstream work is paused the upstream is not asked (a request never
+    /// waits for a resume): only this service's refusals apply.
     pub async fn refusal(&self, connection: &str) -> sqlx::Result<Option<Refused>> {
-        Ok(
-            match check(&self.db, &self.upstream, &self.pseudonyms, connection).await? {
-                Verdict::Refused(r) => Some(r),
-                Verdict::May(_) | Verdict::Unknown(_) => None,
-            },
-        )
+        let asked = check(&self.db, &self.upstream, &self.pseudonyms, connection);
+        let verdict = tokio::select! {
+            verdict = asked => verdict?,
+            _ = self.upstream.until_on_hold() => {
+                return store_refusal(&self.db, &self.pseudonyms, connection).await;
+            }
+        };
+        Ok(match verdict {
+            Verdict::Refused(r) => Some(r),
+            Verdict::May(_) | Verdict::Unknown(_) => None,
+        })
     }
 }
 

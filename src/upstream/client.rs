@@ -163,6 +163,13 @@ impl Upstream {
         *self.hold.borrow()
     }
 
+    /// Returns once calls are held (at once if they are).
+    pub async fn until_on_hold(&self) {
+        let mut held = self.hold.subscribe();
+        // The sender lives as long as `self`.
+        let _ = held.wait_for(|held| *held).await;
+    }
+
     /// Returns once calls are not held.
     async fn while_held(&self) {
         let mut held = self.hold.subscribe();

@@ -126,6 +126,22 @@ async fn a_pause_stops_every_process_within_a_second_survives_restarts_and_resum
         )
         .await;
     assert_eq!(status, 202, "intake goes on");
+    // A request that would ask the aggregator does not wait for the resume: a restoration is
+    // accepted at once (its worker asks the aggregator after the resume).
+    let asked = std::time::Instant::now();
+    let (status, body) = app
+        .post(
+            "/v1/restorations",
+            &app.approver,
+            json!({"connection_id": "424242", "reason": "paused check"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
     let (status, seen) = app.get("/v1/pause", &app.auditor).await;
     assert_eq!((status, seen["paused"].as_bool()), (200, Some(true)));
     let (_, metrics) = app.get_text("/metrics", &app.auditor).await;
