@@ -7,8 +7,11 @@
 //! an erasure (until its first DELETE was sent upstream).
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
 use uuid::Uuid;
 
+use super::events::{Event, data_of};
 use super::{Action, LegalBasis, MAX_EXTENSION_MONTHS, Scope, State, due_at};
 use crate::config::ApprovalPolicy;
 
@@ -125,6 +128,55 @@ pub struct Plan {
     pub from: State,
     pub to: State,
     pub change: Change,
+}
+
+/// What the audit log records of an action: where it found the request and left it, and with
+/// what. (`legal_basis` is read back by the `request.on_hold` webhook: `events::HeldData`.)
+#[derive(Debug, Serialize)]
+struct ActionRecord<'a> {
+    from: State,
+    to: State,
+    action: &'static str,
+    note: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    legal_basis: Option<LegalBasis>,
+    /// The months this extension adds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    months: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bulk_operation: Option<Uuid>,
+}
+
+impl Plan {
+    /// The audit event of the action this plan applies, and what it records.
+    pub fn record(&self, ask: &Ask) -> (Event, Value) {
+        let event = match ask.action {
+            Action::Approve => Event::Approved,
+            Action::Cancel => Event::Cancelled,
+            Action::Retry => Event::Retried,
+            Action::Hold => Event::Held,
+            Action::Release => Event::Released,
+            Action::Extend => Event::Extended,
+        };
+        let legal_basis = match &self.change {
+            Change::Hold { legal_basis, .. } => Some(*legal_basis),
+            _ => None,
+        };
+        let months = match self.change {
+            Change::Extend { .. } => ask.details.months,
+            _ => None,
+        };
+        let data = data_of(&ActionRecord {
+            from: self.from,
+            to: self.to,
+            action: ask.action.as_str(),
+            note: ask.details.note.as_deref(),
+            legal_basis,
+            months,
+            bulk_operation: ask.details.bulk,
+        });
+        (event, data)
+    }
 }
 
 /// Decides an action on a request.

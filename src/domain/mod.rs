@@ -3,6 +3,7 @@
 pub mod actions;
 pub mod events;
 pub mod keys;
+pub mod records;
 pub mod steps;
 pub mod validate;
 

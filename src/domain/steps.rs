@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::events::Event;
+use super::events::{Event, data_of};
 use super::{Scope, State, StepKind, StepState};
 
 /// Where a step stands in its request's plan, and which attempt ended.
@@ -130,7 +130,7 @@ pub fn settle(at: Position, ended: &Ended, request: Option<State>) -> Settlement
             step: StepState::Ready,
             then: Then::Wait,
             event: Event::AttemptFailed,
-            data: record(&AttemptData {
+            data: data_of(&AttemptData {
                 step: at.kind,
                 attempt: at.attempt,
                 error,
@@ -144,7 +144,7 @@ pub fn settle(at: Position, ended: &Ended, request: Option<State>) -> Settlement
                 state: if held { State::OnHold } else { State::Failed },
             },
             event: Event::Failed,
-            data: record(&AttemptData {
+            data: data_of(&AttemptData {
                 step: at.kind,
                 attempt: at.attempt,
                 error,
@@ -178,7 +178,7 @@ pub fn redeleted(at: Position, round: u32) -> Value {
         round: u32,
         action: &'static str,
     }
-    record(&Redeleted {
+    data_of(&Redeleted {
         step: at.kind,
         attempt: at.attempt,
         round,
@@ -189,15 +189,16 @@ pub fn redeleted(at: Position, round: u32) -> Value {
 /// The `completed` entry of a request, and the `re_erasure_completed` entry its original gets
 /// when it re-erases one (`re_erasure_request` names the re-erasure).
 pub fn completed(outcome: &str, re_erasure_request: Option<uuid::Uuid>) -> Value {
-    match re_erasure_request {
-        None => serde_json::json!({ "outcome": outcome }),
-        Some(id) => serde_json::json!({ "re_erasure_request": id, "outcome": outcome }),
+    #[derive(Serialize)]
+    struct Completed<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        re_erasure_request: Option<uuid::Uuid>,
+        outcome: &'a str,
     }
-}
-
-/// A payload as the audit log stores it.
-pub fn record(data: &impl Serialize) -> Value {
-    serde_json::to_value(data).unwrap_or(Value::Null)
+    data_of(&Completed {
+        re_erasure_request,
+        outcome,
+    })
 }
 
 #[cfg(test)]

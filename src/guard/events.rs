@@ -10,12 +10,14 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Guard;
 use crate::domain::events::Event;
+use crate::domain::events::data_of;
+use crate::domain::records;
 use crate::domain::{Scope, State};
 use crate::store::audit::{self, Entry};
 use crate::store::guard::{self, GUARD, Guarded};
@@ -252,7 +254,7 @@ impl Guard {
                 subject_ref: Some(&subject_ref),
                 actor: GUARD,
                 event: Event::ReErasureOf,
-                data: json!({"original": original}),
+                data: data_of(&records::ReErasureOf { original }),
             },
         )
         .await?;

@@ -8,12 +8,13 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Db, audit};
 use crate::domain::events::Event;
+use crate::domain::events::data_of;
+use crate::domain::records;
 
 /// An operation and its counts.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -132,9 +133,13 @@ pub async fn finish(db: &Db, operation: Uuid) -> sqlx::Result<Operation> {
             .bind(operation)
             .fetch_one(&mut *tx)
             .await?;
-    let data = json!({
-        "operation": op.id, "action": op.action, "total": op.total, "done": op.done,
-        "refused": op.refused, "batch_id": op.batch_id,
+    let data = data_of(&records::BulkOperation {
+        operation: op.id,
+        action: &op.action,
+        total: op.total,
+        done: op.done,
+        refused: op.refused,
+        batch_id: op.batch_id,
     });
     audit::append_unlinked(&mut tx, &op.actor, Event::BulkOperation, data).await?;
     tx.commit().await?;

@@ -7,8 +7,9 @@
 //! its row with no key (a tombstone: its version, times and how many requests it covered).
 
 use crate::domain::events::Event;
+use crate::domain::events::data_of;
+use crate::domain::records;
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::PgConnection;
 
 use super::Db;
@@ -233,11 +234,11 @@ pub async fn destroy_if_expired(
     if destroyed.rows_affected() != 1 {
         return Ok(None);
     }
-    let data = json!({
-        "epoch": version,
-        "requests": requests,
-        "retention_days": retention_days,
-        "as_of": as_of,
+    let data = data_of(&records::EpochDestroyed {
+        epoch: version,
+        requests,
+        retention_days,
+        as_of,
     });
     audit::append_unlinked(&mut tx, "retention", Event::PseudonymEpochDestroyed, data).await?;
     tx.commit().await?;

@@ -6,8 +6,8 @@
 //! entry.
 
 use crate::domain::events::{Event, ResurrectionData, data_of};
+use crate::domain::records;
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -266,7 +266,10 @@ pub async fn lift(
                 subject_ref: Some(subject_ref),
                 actor: GUARD,
                 event: Event::GuardLifted,
-                data: json!({"restoration": restoration_id, "erased_by_request": request}),
+                data: data_of(&records::GuardLifted {
+                    restoration: restoration_id,
+                    erased_by_request: *request,
+                }),
             },
         )
         .await?;

@@ -4,8 +4,9 @@
 //! Never stores or logs a key in clear; never deletes a key (they are revoked).
 
 use crate::domain::events::Event;
+use crate::domain::events::data_of;
+use crate::domain::records;
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use subtle::ConstantTimeEq;
@@ -193,14 +194,14 @@ async fn insert(
     .bind(owner)
     .execute(&mut *conn)
     .await?;
-    let mut data =
-        json!({"key": id, "prefix": prefix, "role": role.as_str(), "expires_at": expires_at});
-    if let Some(owner) = owner {
-        data["owner"] = json!(audit::person_actor(owner));
-    }
-    if let Some(old) = replaces {
-        data["replaces"] = json!(old);
-    }
+    let data = data_of(&records::KeyCreated {
+        key: id,
+        prefix: &prefix,
+        role: role.as_str(),
+        expires_at,
+        owner: owner.map(audit::person_actor),
+        replaces,
+    });
     audit::append_unlinked(conn, actor, Event::KeyCreated, data).await?;
     Ok((id, key))
 }
@@ -347,7 +348,10 @@ async fn revoke_in(conn: &mut PgConnection, id: Uuid, actor: &str) -> sqlx::Resu
     let Some(prefix) = prefix else {
         return Ok(false);
     };
-    let data = json!({"key": id, "prefix": prefix});
+    let data = data_of(&records::KeyRevoked {
+        key: id,
+        prefix: &prefix,
+    });
     audit::append_unlinked(conn, actor, Event::KeyRevoked, data).await?;
     Ok(true)
 }
@@ -390,7 +394,11 @@ pub async fn rotate(
         .bind(at)
         .execute(&mut *tx)
         .await?;
-        let data = json!({"key": old.id, "prefix": old.prefix, "expires_at": at});
+        let data = data_of(&records::KeyExpiryShortened {
+            key: old.id,
+            prefix: &old.prefix,
+            expires_at: at,
+        });
         audit::append_unlinked(&mut tx, actor, Event::KeyExpiryShortened, data).await?;
     }
     tx.commit().await?;

@@ -5,11 +5,12 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::json;
 use utoipa::ToSchema;
 
 use super::{Db, audit};
 use crate::domain::events::Event;
+use crate::domain::events::data_of;
+use crate::domain::records;
 
 /// Whether upstream work is paused.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema, sqlx::FromRow)]
@@ -70,7 +71,8 @@ pub async fn set(
     } else {
         Event::UpstreamResumed
     };
-    audit::append_unlinked(&mut tx, actor, event, json!({ "reason": reason })).await?;
+    let data = data_of(&records::PauseChanged { reason });
+    audit::append_unlinked(&mut tx, actor, event, data).await?;
     tx.commit().await?;
     Ok((after, true))
 }

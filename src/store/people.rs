@@ -6,10 +6,11 @@
 //! every audit entry and proof that names the id still verifies.
 
 use crate::domain::events::Event;
+use crate::domain::events::data_of;
+use crate::domain::records;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::Db;
@@ -62,7 +63,10 @@ pub async fn sign_in(db: &Db, who: SignIn<'_>) -> sqlx::Result<Option<(Uuid, Uui
                 &mut tx,
                 &audit::person_actor(id),
                 Event::PersonRefused,
-                json!({"person": id, "reason": "no_role"}),
+                data_of(&records::PersonRefused {
+                    person: id,
+                    reason: "no_role",
+                }),
             )
             .await?;
         }
@@ -87,10 +91,11 @@ pub async fn sign_in(db: &Db, who: SignIn<'_>) -> sqlx::Result<Option<(Uuid, Uui
     .fetch_one(&mut *tx)
     .await?;
     let key = super::keys::personal_key(&mut tx, id).await?;
-    let mut data = json!({"person": id, "roles": roles});
-    if let Some(before) = before.filter(|b| *b != roles) {
-        data["roles_before"] = json!(before);
-    }
+    let data = data_of(&records::PersonSignedIn {
+        person: id,
+        roles: &roles,
+        roles_before: before.as_deref().filter(|b| **b != *roles.as_slice()),
+    });
     audit::append_unlinked(
         &mut tx,
         &audit::person_actor(id),
@@ -173,7 +178,10 @@ pub async fn end_sessions(db: &Db, id: Uuid, actor: &str) -> sqlx::Result<Option
         &mut tx,
         actor,
         Event::PersonSessionsEnded,
-        json!({"person": id, "sessions": ended}),
+        data_of(&records::PersonSessionsEnded {
+            person: id,
+            sessions: ended as i64,
+        }),
     )
     .await?;
     tx.commit().await?;
@@ -210,7 +218,10 @@ pub async fn forget(db: &Db, id: Uuid, actor: &str) -> sqlx::Result<bool> {
                 &mut tx,
                 actor,
                 Event::KeyRevoked,
-                json!({"key": key, "prefix": prefix}),
+                data_of(&records::KeyRevoked {
+                    key,
+                    prefix: &prefix,
+                }),
             )
             .await?;
         }
@@ -218,7 +229,7 @@ pub async fn forget(db: &Db, id: Uuid, actor: &str) -> sqlx::Result<bool> {
             &mut tx,
             actor,
             Event::PersonForgotten,
-            json!({"person": id}),
+            data_of(&records::PersonForgotten { person: id }),
         )
         .await?;
     }

@@ -3,10 +3,11 @@
 //! upstream (the guard does) and never shows the connection id: it is kept sealed, and wiped when
 //! the restoration ends.
 
-use crate::domain::events::Event;
+use crate::domain::events::{Event, RestorationAccounts, data_of};
+use crate::domain::records;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -212,7 +213,9 @@ pub async fn create(
         &created,
         actor,
         Event::RestorationRequested,
-        json!({}),
+        data_of(&records::RestorationRequested {
+            restoration: created.id,
+        }),
     )
     .await?;
     tx.commit().await?;
@@ -286,7 +289,10 @@ pub async fn start_waiting(
         &r,
         GUARD,
         Event::RestorationStarted,
-        json!({"expected_channels": expected_channels}),
+        data_of(&records::RestorationStarted {
+            restoration: r.id,
+            expected_channels,
+        }),
     )
     .await?;
     tx.commit().await?;
@@ -332,13 +338,18 @@ pub async fn finish(
             "timed_out" => Event::RestorationTimedOut,
             _ => Event::RestorationFailed,
         };
-        let data = json!({
-            "failure_reason": failure_reason,
-            "channels_listed": r.channels_listed,
-            "expected_channels": r.expected_channels,
-            "accounts": {"new": r.accounts_new, "present": r.accounts_present, "missing": r.accounts_missing},
-            "all_sync_followed": r.all_sync_followed,
-            "guards_lifted": r.guards_lifted,
+        let data = data_of(&records::RestorationEnded {
+            restoration: r.id,
+            failure_reason,
+            channels_listed: r.channels_listed,
+            expected_channels: r.expected_channels,
+            accounts: RestorationAccounts {
+                new: r.accounts_new,
+                present: r.accounts_present,
+                missing: r.accounts_missing,
+            },
+            all_sync_followed: r.all_sync_followed,
+            guards_lifted: r.guards_lifted,
         });
         append(conn, &r, GUARD, event, data).await?;
     }
@@ -451,9 +462,8 @@ async fn append(
     r: &Restoration,
     actor: &str,
     event: Event,
-    mut data: Value,
+    data: Value,
 ) -> sqlx::Result<()> {
-    data["restoration"] = json!(r.id);
     audit::append(
         conn,
         Entry {

@@ -4,10 +4,11 @@
 //! come in as their pseudonyms.
 
 use crate::domain::events::Event;
+use crate::domain::events::data_of;
+use crate::domain::records;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -84,10 +85,13 @@ pub async fn finish(db: &Db, run_id: i64, ended: &Ended<'_>) -> sqlx::Result<()>
     .bind(ended.error)
     .execute(&mut *tx)
     .await?;
-    let data = json!({
-        "run": run_id, "result": ended.result, "erasures_checked": ended.erasures_checked,
-        "connections_listed": ended.connections_listed, "accounts_listed": ended.accounts_listed,
-        "found": ended.found,
+    let data = data_of(&records::ReverificationRun {
+        run: run_id,
+        result: ended.result,
+        erasures_checked: ended.erasures_checked,
+        connections_listed: ended.connections_listed,
+        accounts_listed: ended.accounts_listed,
+        found: ended.found,
     });
     audit::append_unlinked(&mut tx, GUARD, Event::ReverificationRun, data).await?;
     tx.commit().await

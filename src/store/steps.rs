@@ -3,7 +3,7 @@
 //!
 //! Never writes an outcome for a step its attempt no longer holds (the lease token fences it).
 
-use crate::domain::events::Event;
+use crate::domain::events::{Event, data_of};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -317,7 +317,7 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
                 error: call.error,
                 duration_ms: call.duration_ms,
             };
-            entry(Event::UpstreamCall, steps::record(&data))
+            entry(Event::UpstreamCall, data_of(&data))
         }));
         entries.extend(job.redeleted.iter().map(|round| {
             entry(

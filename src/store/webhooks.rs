@@ -9,9 +9,11 @@
 //! are `webhooks`'.
 
 use crate::domain::events::Event;
+use crate::domain::events::data_of;
+use crate::domain::records;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -114,8 +116,11 @@ pub async fn create(db: &Db, new: NewSubscription<'_>, actor: &str) -> sqlx::Res
     .bind(new.created_by)
     .execute(&mut *tx)
     .await?;
-    let data =
-        json!({"subscription": new.id, "host": host_of(new.url), "event_types": new.event_types});
+    let data = data_of(&records::WebhookCreated {
+        subscription: new.id,
+        host: host_of(new.url),
+        event_types: new.event_types,
+    });
     audit::append_unlinked(&mut tx, actor, Event::WebhookCreated, data).await?;
     let created = get_in(&mut tx, new.id)
         .await?
@@ -184,11 +189,11 @@ pub async fn update(
     if done.rows_affected() == 0 {
         return Ok(None);
     }
-    let data = json!({
-        "subscription": id,
-        "host": changes.url.map(host_of),
-        "event_types": changes.event_types,
-        "state": changes.state,
+    let data = data_of(&records::WebhookChanged {
+        subscription: id,
+        host: changes.url.map(host_of),
+        event_types: changes.event_types,
+        state: changes.state.map(SubscriptionState::as_str),
     });
     audit::append_unlinked(&mut tx, actor, Event::WebhookChanged, data).await?;
     let changed = get_in(&mut tx, id).await?;
@@ -218,7 +223,10 @@ pub async fn rotate(
     if done.rows_affected() == 0 {
         return Ok(None);
     }
-    let data = json!({"subscription": id, "previous_secret_expires_at": previous_expires_at});
+    let data = data_of(&records::WebhookSecretRotated {
+        subscription: id,
+        previous_secret_expires_at: previous_expires_at,
+    });
     audit::append_unlinked(&mut tx, actor, Event::WebhookSecretRotated, data).await?;
     let rotated = get_in(&mut tx, id).await?;
     tx.commit().await?;
@@ -541,12 +549,12 @@ pub async fn record(
                 .bind(gave_up.seq)
                 .fetch_one(&mut *tx)
                 .await?;
-            let data = json!({
-                "subscription": claim.subscription_id,
-                "event": event,
-                "attempts": gave_up.attempt,
-                "last_status": gave_up.status,
-                "last_error": gave_up.error,
+            let data = data_of(&records::WebhookDisabled {
+                subscription: claim.subscription_id,
+                event: &event,
+                attempts: gave_up.attempt,
+                last_status: gave_up.status,
+                last_error: gave_up.error.as_deref(),
             });
             audit::append_unlinked(&mut tx, audit::ENGINE, Event::WebhookDisabled, data).await?;
         }
