@@ -26,9 +26,6 @@ macro_rules! live_epoch {
 }
 pub(crate) use live_epoch;
 
-/// One transaction at a time changes the epochs (imports, a new epoch, a destruction).
-const LOCK: i64 = 0x6570_6f63_6873; // "epochs"
-
 /// An epoch as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Epoch {
@@ -43,11 +40,7 @@ pub struct Epoch {
 
 /// Takes the epochs' lock for the rest of the transaction.
 pub async fn lock(conn: &mut PgConnection) -> sqlx::Result<()> {
-    sqlx::query("select pg_advisory_xact_lock($1)")
-        .bind(LOCK)
-        .execute(conn)
-        .await?;
-    Ok(())
+    super::locks::for_transaction(conn, super::locks::Lock::Epochs).await
 }
 
 /// Every epoch, live or destroyed, oldest first.

@@ -102,16 +102,10 @@ struct MatchRow {
     guard: Guarded,
 }
 
-/// The advisory lock of the event stream reader ("erasure" and 2; the audit log writer holds 1).
-const EVENTS_LOCK: i64 = 0x6572_6173_7572_6502;
-
 /// Takes the event stream reader's lock for this session, if free: true when this connection now
 /// holds it (until it closes).
 pub async fn try_lead(conn: &mut PgConnection) -> sqlx::Result<bool> {
-    sqlx::query_scalar("select pg_try_advisory_lock($1)")
-        .bind(EVENTS_LOCK)
-        .fetch_one(conn)
-        .await
+    super::locks::try_for_session(conn, super::locks::Lock::EventReader).await
 }
 
 /// Whether the connection that took the reader's lock still answers (the lock lives with it).

@@ -9,10 +9,6 @@ use uuid::Uuid;
 
 use super::Db;
 
-/// The advisory lock under which holdings change ("erasure" and 3; the audit log writer holds 1,
-/// the event stream reader 2).
-const SHARES_LOCK: i64 = 0x6572_6173_7572_6503;
-
 /// A live process's row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Holder {
@@ -50,10 +46,7 @@ pub async fn renew<T>(
     decide: impl FnOnce(&[Holder]) -> (Holding, T),
 ) -> sqlx::Result<(Vec<Holder>, T)> {
     let mut tx = db.begin().await?;
-    sqlx::query("select pg_advisory_xact_lock($1)")
-        .bind(SHARES_LOCK)
-        .execute(&mut *tx)
-        .await?;
+    super::locks::for_transaction(&mut tx, super::locks::Lock::Shares).await?;
     sqlx::query("delete from upstream_shares where lease_until < now()")
         .execute(&mut *tx)
         .await?;

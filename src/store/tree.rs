@@ -13,23 +13,15 @@ use super::Db;
 use super::copy::BinaryRows;
 use crate::domain::State;
 
-/// The advisory lock of the log writer.
-const WRITER_LOCK: i64 = 0x6572_6173_7572_6501;
-
 /// Takes the log writer's lock for the transaction: waits for it with `wait`, otherwise answers
 /// false at once when another process holds it.
 pub async fn lock_writer(tx: &mut PgConnection, wait: bool) -> sqlx::Result<bool> {
+    use super::locks::{Lock, for_transaction, try_for_transaction};
     if wait {
-        sqlx::query("select pg_advisory_xact_lock($1)")
-            .bind(WRITER_LOCK)
-            .execute(&mut *tx)
-            .await?;
+        for_transaction(tx, Lock::AuditWriter).await?;
         Ok(true)
     } else {
-        sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
-            .bind(WRITER_LOCK)
-            .fetch_one(&mut *tx)
-            .await
+        try_for_transaction(tx, Lock::AuditWriter).await
     }
 }
 
