@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::periodic::{self, First};
+use crate::jobs::slot;
 
 use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
@@ -149,10 +150,11 @@ impl Engine {
                 let engine = self.clone();
                 let stop = hard_stop.clone();
                 let stopping = shutdown.clone();
-                running.spawn(async move {
+                // The step runs in its slot, and lends it to another step while it waits long
+                // (a `Retry-After`, a call's retry delay: `jobs::slot`).
+                running.spawn(slot::run_in(slots.clone(), permit, async move {
                     engine.run_step(step, stopping, stop).await;
-                    drop(permit);
-                });
+                }));
             }
         }
 

@@ -27,7 +27,8 @@ const CALL_RETRIES: u32 = 3;
 const CALL_RETRY_BASE: Duration = Duration::from_millis(100);
 const CALL_RETRY_CAP: Duration = Duration::from_secs(2);
 /// A `Retry-After` longer than this is not waited for within the attempt: the attempt ends and
-/// the step is scheduled after it, so a worker is not held for it.
+/// the step is scheduled after it. (A shorter wait lends the step's worker slot to another step
+/// meanwhile: `jobs::slot`.)
 const CALL_RETRY_MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// Why a call did not give an answer the engine can use.
@@ -306,7 +307,7 @@ impl Upstream {
                 return result;
             }
             retries += 1;
-            tokio::time::sleep(call_retry_delay(retries, *retry_after)).await;
+            crate::jobs::slot::wait(call_retry_delay(retries, *retry_after)).await;
         }
     }
 
@@ -339,7 +340,7 @@ impl Upstream {
             let _slot = loop {
                 self.while_held().await;
                 if let Some(until) = turn.held_until() {
-                    tokio::time::sleep_until(until.into()).await;
+                    crate::jobs::slot::wait_until(until.into()).await;
                 }
                 let slot = self.slots.acquire().await;
                 self.limiter.acquire().await;
