@@ -155,6 +155,73 @@ pub fn settle(at: Position, ended: &Ended, request: Option<State>) -> Settlement
     }
 }
 
+/// What a step found or did: its `detail`, which the API shows and the audit log records with
+/// the step's end. Counts and results only, never an id.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Detail {
+    /// An inventory that counted everything (`complete`: true).
+    Counted {
+        present: bool,
+        connections: Option<u64>,
+        channels: Option<u64>,
+        accounts: Option<u64>,
+        complete: bool,
+    },
+    /// An inventory that gave up counting after its attempts (`complete`: false): what it had
+    /// counted, and why it stopped.
+    GaveUp {
+        present: Option<bool>,
+        channels: Option<u64>,
+        connections: Option<usize>,
+        connections_counted: usize,
+        accounts_counted: u64,
+        complete: bool,
+        reason: String,
+    },
+    /// A delete, a verification or a cascade check: its result.
+    Result(StepResult),
+}
+
+/// What a delete, a verification or a cascade check came to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepResult {
+    pub result: &'static str,
+    /// The verify step's last round of deletion, when it deleted the target again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_again: Option<u32>,
+    /// Why a cascade check was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<&'static str>,
+    /// A remaining channel's status (letters, digits and `_`, at most 32).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel_status: Option<String>,
+}
+
+impl StepResult {
+    /// The result alone.
+    pub fn of(result: &'static str) -> Self {
+        StepResult {
+            result,
+            deleted_again: None,
+            why: None,
+            channel_status: None,
+        }
+    }
+}
+
+impl Detail {
+    /// A step's result alone.
+    pub fn result(result: &'static str) -> Self {
+        Detail::Result(StepResult::of(result))
+    }
+
+    /// As the steps' table and the audit log store it.
+    pub fn record(&self) -> Value {
+        data_of(self)
+    }
+}
+
 /// One upstream call of an attempt, as the audit log records it (`upstream_call`): the route
 /// template, never a path with ids.
 #[derive(Debug, Serialize)]
@@ -289,6 +356,61 @@ mod tests {
             Then::Fail {
                 state: State::OnHold
             }
+        );
+    }
+
+    #[test]
+    fn details_record_counts_and_results_in_the_shapes_the_api_shows() {
+        let counted = Detail::Counted {
+            present: true,
+            connections: Some(3),
+            channels: None,
+            accounts: Some(9),
+            complete: true,
+        };
+        assert_eq!(
+            counted.record(),
+            json!({"present": true, "connections": 3, "channels": null, "accounts": 9, "complete": true})
+        );
+        assert_eq!(
+            Detail::result("deleted").record(),
+            json!({"result": "deleted"})
+        );
+        let again = Detail::Result(StepResult {
+            deleted_again: Some(2),
+            ..StepResult::of("absent")
+        });
+        assert_eq!(
+            again.record(),
+            json!({"result": "absent", "deleted_again": 2})
+        );
+        let gave_up = Detail::GaveUp {
+            present: Some(true),
+            channels: None,
+            connections: Some(2),
+            connections_counted: 1,
+            accounts_counted: 4,
+            complete: false,
+            reason: "gave up".into(),
+        };
+        let keys: Vec<String> = gave_up
+            .record()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "accounts_counted",
+                "channels",
+                "complete",
+                "connections",
+                "connections_counted",
+                "present",
+                "reason"
+            ]
         );
     }
 

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Engine;
+use crate::domain::steps::{Detail, StepResult};
 use crate::domain::{Scope, StepKind};
 use crate::metrics::AttemptOutcome;
 use crate::store::guard::GuardArm;
@@ -280,14 +280,12 @@ impl Engine {
             },
             ..Context::default()
         };
-        let mut detail = progress.counts();
-        detail["complete"] = json!(false);
-        detail["reason"] = json!(format!(
+        let detail = progress.gave_up(format!(
             "gave up counting after {} attempts: {reason}",
             step.attempts
         ));
         Outcome::Done {
-            detail,
+            detail: detail.record(),
             context: Some(self.seal_context(step, &context)),
             guard: None,
         }
@@ -303,8 +301,8 @@ impl Engine {
         redeleted: &mut Vec<u32>,
     ) -> Result<Outcome, CallError> {
         let up = &self.upstream;
-        let done = |detail| Outcome::Done {
-            detail,
+        let done = |detail: Detail| Outcome::Done {
+            detail: detail.record(),
             context: None,
             guard: None,
         };
@@ -335,13 +333,14 @@ impl Engine {
                 let sealed = (context.connection_id.is_some() || step.context_sealed.is_some())
                     .then(|| self.seal_context(step, &context));
                 Outcome::Done {
-                    detail: json!({
-                        "present": inv.present,
-                        "connections": inv.connections,
-                        "channels": inv.channels,
-                        "accounts": inv.accounts,
-                        "complete": true,
-                    }),
+                    detail: Detail::Counted {
+                        present: inv.present,
+                        connections: inv.connections,
+                        channels: inv.channels,
+                        accounts: inv.accounts,
+                        complete: true,
+                    }
+                    .record(),
                     context: sealed,
                     guard: None,
                 }
@@ -349,7 +348,8 @@ impl Engine {
             StepKind::Delete => {
                 let deleted = up.delete(step.scope, target, calls).await?;
                 Outcome::Done {
-                    detail: json!({"result": if deleted { "deleted" } else { "already_absent" }}),
+                    detail: Detail::result(if deleted { "deleted" } else { "already_absent" })
+                        .record(),
                     context: None,
                     // From now on a synchronisation that lists the account again is a
                     // resurrection.
@@ -383,34 +383,41 @@ impl Engine {
                     }
                     redeleted.push(round);
                 }
-                let mut detail = json!({"result": "absent"});
-                if let Some(last) = redeleted.last() {
-                    detail["deleted_again"] = json!(last);
-                }
+                let detail = Detail::Result(StepResult {
+                    deleted_again: redeleted.last().copied(),
+                    ..StepResult::of("absent")
+                });
                 Outcome::Done {
-                    detail,
+                    detail: detail.record(),
                     context: self.redeleted_context(step, context, redeleted),
                     guard: None,
                 }
             }
             StepKind::CascadeCheck => match context.connection_id.as_deref() {
-                None if context.inventory_incomplete => done(json!({
-                    "result": "skipped",
-                    "why": "the inventory was incomplete: the account's connection is not known",
+                None => done(Detail::Result(StepResult {
+                    why: Some(if context.inventory_incomplete {
+                        "the inventory was incomplete: the account's connection is not known"
+                    } else {
+                        "the account was absent before deletion"
+                    }),
+                    ..StepResult::of("skipped")
                 })),
-                None => done(
-                    json!({"result": "skipped", "why": "the account was absent before deletion"}),
-                ),
                 Some(connection) => {
                     let cascade = up
                         .cascade(connection, context.channel_id.as_deref(), calls)
                         .await?;
                     done(match cascade {
-                        Cascade::ConnectionDeleted => json!({"result": "connection_deleted"}),
-                        Cascade::ChannelEmpty => json!({"result": "channel_empty"}),
-                        Cascade::ChannelRemains(status) => json!({
-                            "result": "channel_remains",
-                            "channel_status": status.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(32).collect::<String>(),
+                        Cascade::ConnectionDeleted => Detail::result("connection_deleted"),
+                        Cascade::ChannelEmpty => Detail::result("channel_empty"),
+                        Cascade::ChannelRemains(status) => Detail::Result(StepResult {
+                            channel_status: Some(
+                                status
+                                    .chars()
+                                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                                    .take(32)
+                                    .collect(),
+                            ),
+                            ..StepResult::of("channel_remains")
                         }),
                     })
                 }

@@ -65,15 +65,17 @@ impl InventoryProgress {
         *self == Self::default()
     }
 
-    /// What was counted so far, for the audit log (counts only).
-    pub fn counts(&self) -> Value {
-        serde_json::json!({
-            "present": self.present,
-            "channels": self.channels,
-            "connections": self.connections.as_ref().map(Vec::len),
-            "connections_counted": self.accounts.len(),
-            "accounts_counted": self.accounts.values().sum::<u64>(),
-        })
+    /// What was counted before counting was given up, and `reason` (counts only).
+    pub fn gave_up(&self, reason: String) -> crate::domain::steps::Detail {
+        crate::domain::steps::Detail::GaveUp {
+            present: self.present,
+            channels: self.channels,
+            connections: self.connections.as_ref().map(Vec::len),
+            connections_counted: self.accounts.len(),
+            accounts_counted: self.accounts.values().sum::<u64>(),
+            complete: false,
+            reason,
+        }
     }
 }
 
