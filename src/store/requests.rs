@@ -989,22 +989,67 @@ pub async fn act(
 /// sweep, rather than waited for. In transactions of at most `MARKS` requests, so that a first
 /// sweep over many requests holds no lock long.
 pub async fn mark_at_risk(db: &Db, days: u32) -> sqlx::Result<u64> {
+    let sql = concat!(
+        "update erasure_requests set at_risk_at = now() where id in ( \
+             select id from erasure_requests where at_risk_at is null and ",
+        at_risk!("$2"),
+        " order by due_at limit $1 for update skip locked) \
+         returning id, subject_ref, due_at, \
+             floor(extract(epoch from due_at - now()) / 86400)::int4",
+    );
+    mark_in_rounds(
+        db,
+        sql,
+        Some(days_param(days)),
+        Event::AtRisk,
+        |due_at, days_left| {
+            data_of(&AtRiskData {
+                due_at,
+                days_left: i64::from(days_left),
+            })
+        },
+    )
+    .await
+}
+
+/// Marks the open requests that passed their due date since the last sweep, each with its
+/// `overdue` audit entry (`{"due_at"}`, by the engine) in the same transaction (which also queues
+/// its `request.overdue` webhooks); returns how many. Like `mark_at_risk`: once per request
+/// (`overdue_at`), rows held elsewhere skipped, at most `MARKS` a transaction.
+pub async fn mark_overdue(db: &Db) -> sqlx::Result<u64> {
+    let sql = concat!(
+        "update erasure_requests set overdue_at = now() where id in ( \
+             select id from erasure_requests where overdue_at is null and state not in ",
+        closed_states!(),
+        " and due_at < now() order by due_at limit $1 for update skip locked) \
+         returning id, subject_ref, due_at, 0::int4",
+    );
+    mark_in_rounds(db, sql, None, Event::Overdue, |due_at, _| {
+        data_of(&records::Overdue { due_at })
+    })
+    .await
+}
+
+/// Runs `mark` (an update that marks at most `$1` requests and returns their id, pseudonym, due
+/// date and days left; `$2` is `days` when given) in transactions of at most `MARKS` requests,
+/// each with the requests' `event` entries (their data from `data`, by the engine), until a
+/// round marks fewer; returns how many were marked.
+async fn mark_in_rounds(
+    db: &Db,
+    mark: &'static str,
+    days: Option<i32>,
+    event: Event,
+    data: impl Fn(DateTime<Utc>, i32) -> serde_json::Value,
+) -> sqlx::Result<u64> {
     const MARKS: i64 = 1000;
     let mut marked = 0;
     loop {
         let mut tx = db.begin().await?;
-        let mut rows: Vec<(Uuid, String, DateTime<Utc>, i32)> = sqlx::query_as(concat!(
-            "update erasure_requests set at_risk_at = now() where id in ( \
-                 select id from erasure_requests where at_risk_at is null and ",
-            at_risk!("$1"),
-            " order by due_at limit $2 for update skip locked) \
-             returning id, subject_ref, due_at, \
-                 floor(extract(epoch from due_at - now()) / 86400)::int4",
-        ))
-        .bind(days_param(days))
-        .bind(MARKS)
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut query = sqlx::query_as(mark).bind(MARKS);
+        if let Some(days) = days {
+            query = query.bind(days);
+        }
+        let mut rows: Vec<(Uuid, String, DateTime<Utc>, i32)> = query.fetch_all(&mut *tx).await?;
         if rows.is_empty() {
             tx.commit().await?;
             return Ok(marked);
@@ -1016,54 +1061,8 @@ pub async fn mark_at_risk(db: &Db, days: u32) -> sqlx::Result<u64> {
                 request_id: Some(*id),
                 subject_ref: Some(subject_ref),
                 actor: audit::ENGINE,
-                event: Event::AtRisk,
-                data: data_of(&AtRiskData {
-                    due_at: *due_at,
-                    days_left: i64::from(*days_left),
-                }),
-            })
-            .collect();
-        audit::append_all(&mut tx, entries).await?;
-        tx.commit().await?;
-        marked += rows.len() as u64;
-        if (rows.len() as i64) < MARKS {
-            return Ok(marked);
-        }
-    }
-}
-
-/// Marks the open requests that passed their due date since the last sweep, each with its
-/// `overdue` audit entry (`{"due_at"}`, by the engine) in the same transaction (which also queues
-/// its `request.overdue` webhooks); returns how many. Like `mark_at_risk`: once per request
-/// (`overdue_at`), rows held elsewhere skipped, at most `MARKS` a transaction.
-pub async fn mark_overdue(db: &Db) -> sqlx::Result<u64> {
-    const MARKS: i64 = 1000;
-    let mut marked = 0;
-    loop {
-        let mut tx = db.begin().await?;
-        let mut rows: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(concat!(
-            "update erasure_requests set overdue_at = now() where id in ( \
-                 select id from erasure_requests where overdue_at is null and state not in ",
-            closed_states!(),
-            " and due_at < now() order by due_at limit $1 for update skip locked) \
-             returning id, subject_ref, due_at",
-        ))
-        .bind(MARKS)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
-            tx.commit().await?;
-            return Ok(marked);
-        }
-        rows.sort_by_key(|r| (r.2, r.0));
-        let entries = rows
-            .iter()
-            .map(|(id, subject_ref, due_at)| Entry {
-                request_id: Some(*id),
-                subject_ref: Some(subject_ref),
-                actor: audit::ENGINE,
-                event: Event::Overdue,
-                data: data_of(&records::Overdue { due_at: *due_at }),
+                event,
+                data: data(*due_at, *days_left),
             })
             .collect();
         audit::append_all(&mut tx, entries).await?;
