@@ -27,6 +27,7 @@ mod guard;
 mod layers;
 mod openapi;
 mod pause;
+mod pooler;
 mod retention;
 mod security;
 mod shared_cap;
