@@ -714,7 +714,7 @@ pub struct DbArgs {
     /// A direct URL of the same database, for when DATABASE_URL points at a pooler in
     /// transaction mode (PgBouncer): then no statement outlives its transaction on DATABASE_URL,
     /// and what needs a session (LISTEN, the event reader's lock, VACUUM, migrations, the
-    /// commands other than serve and work) goes here. Unset: DATABASE_URL is used for everything.
+    /// commands other than serve and worker) goes here. Unset: DATABASE_URL is used for everything.
     #[arg(long, env = "ERASURE_DATABASE_DIRECT_URL")]
     pub database_direct_url: Option<String>,
 }
