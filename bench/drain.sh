@@ -147,6 +147,20 @@ for line in open(sys.argv[2]):
 PY
 }
 
+# perf_report DATA: the machine's CPU by process, then the top symbols of each of the worker,
+# PostgreSQL and the simulator (self time; samples of the whole machine, 499 Hz).
+perf_report() {
+    [[ -s $1 ]] || return 0
+    echo "where the CPU went, 8 s of the drain (perf record -a; share of all samples):"
+    perf report -i "$1" --no-children --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 12
+    local comm
+    for comm in postgres tokio-rt-worker "actix-server wo"; do
+        echo "  top symbols of $comm (share of all samples):"
+        perf report -i "$1" --no-children --comm "$comm" --sort dso,symbol --stdio 2>/dev/null |
+            grep -E '^ +[0-9]' | head -n 25 | cut -c1-150
+    done
+}
+
 # -- graphile-worker ---------------------------------------------------------------------------
 
 # graphile_run ROUND C: N no-op jobs drained by one graphile-worker process at concurrency C.
@@ -234,6 +248,13 @@ erasure_drain() {
     else
         start_worker
     fi
+    local perf_pid=""
+    if [[ ${PERF:-0} == 1 ]] && command -v perf >/dev/null; then # where the CPU goes, 8 s of the drain
+        (sleep 5; perf record -q -a -F 499 -o "$BENCH_OUT/perf-$BENCH_DB.data" -- sleep 8 2>/dev/null) &
+        perf_pid=$!
+    elif [[ ${PERF:-0} == worker ]]; then # the worker's call graphs, 5 s (not printed: perf report -i ...)
+        (sleep 6; perf record -q --call-graph dwarf,16384 -F 199 -p "$WORKER_PID" -o "$BENCH_OUT/perf-worker.data" -- sleep 5 2>/dev/null) &
+    fi
     SECONDS=0; D_POLLS=0
     while :; do
         sleep 1
@@ -245,6 +266,10 @@ erasure_drain() {
         kill -0 "$WORKER_PID" 2>/dev/null || die "the worker exited; see $BENCH_OUT/worker.log"
     done
     D_END_POLL=$(now)
+    if [[ -n $perf_pid ]]; then
+        wait "$perf_pid" || true
+        perf_report "$BENCH_OUT/perf-$BENCH_DB.data"
+    fi
     D_WCPU=$(cpu_secs "$WORKER_PID"); D_SCPU=$(calc "$(cpu_secs "$SIM_PID") - $s_cpu0")
     D_PGCPU=$(calc "$(pg_cpu_secs) - $pg_cpu0"); D_BUSY=$(calc "$(machine_busy_secs) - $busy0")
     D_RSS=$(awk '/VmHWM/ { print $2 }' "/proc/$WORKER_PID/status")
