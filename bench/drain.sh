@@ -6,6 +6,9 @@
 #   flock /tmp/bench.lock bench/drain.sh
 #       N=50000 ROUNDS=2 GRAPHILE="1 64" WORKER_CONCURRENCY=1024 UPSTREAM_CONCURRENCY=256
 #       MAX_RPS=100000 DB_POOL=40 STATEMENTS_N=10000 TIMEOUT=900 (s)
+#   BASE_BIN=/path/to/erasure-before bench/drain.sh   # also the build before, in each round
+#   PERF=1 (where the machine's CPU goes, 8 s) | PERF=worker (the worker's call graphs, 5 s)
+#   LINGER=10 (the worker's memory for 10 s after the drain)
 #
 # - graphile-worker (bench/graphile, pinned by its package-lock.json; `npm ci` on first use):
 #   N no-op jobs are added in one `graphile_worker.add_jobs` call while no worker runs; then ONE
@@ -51,6 +54,7 @@ GRAPHILE_DIR="$BENCH_DIR/graphile"
 require_tools psql curl jq python3 node npm
 bench_init drain
 echo "# drain, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores; erasure $("$ERASURE_BIN" --version 2>/dev/null || echo '?') ($ERASURE_BIN, built $(date -u -r "$ERASURE_BIN" '+%Y-%m-%d %H:%M UTC')), git $(git -C "$ROOT" rev-parse --short HEAD)"
+[[ -z ${BASE_BIN:-} ]] || echo "# base (the build before, interleaved): $BASE_BIN, built $(date -u -r "$BASE_BIN" '+%Y-%m-%d %H:%M UTC')"
 echo "# N=$N ROUNDS=$ROUNDS GRAPHILE=\"$GRAPHILE\" WORKER_CONCURRENCY=$WORKER_CONCURRENCY UPSTREAM_CONCURRENCY=$UPSTREAM_CONCURRENCY MAX_RPS=$MAX_RPS DB_POOL=$DB_POOL; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 if [[ ! -d $GRAPHILE_DIR/node_modules/graphile-worker ]]; then
@@ -284,11 +288,15 @@ erasure_drain() {
     D_FAILED=$failed
 }
 
+# erasure_run ROUND LABEL BIN: the drain by BIN; figures drain.LABEL.rROUND.*.
 erasure_run() {
-    local round=$1 s0 s1 last secs rate xacts polls
-    log "round $round: erasure, $N account erasures"
-    erasure_queue "e$round" "$N"
-    s0="$BENCH_OUT/e-$round.0"; s1="$BENCH_OUT/e-$round.1"
+    local round=$1 label=$2 s0 s1 last secs rate xacts polls
+    # The simulator is the run's own (SIM_BIN, or the build measured), the same for both builds.
+    local SIM_BIN=${SIM_BIN:-$ERASURE_BIN}
+    local ERASURE_BIN=$3
+    log "round $round: $label ($ERASURE_BIN), $N account erasures"
+    erasure_queue "${label:0:1}$round" "$N"
+    s0="$BENCH_OUT/$label-$round.0"; s1="$BENCH_OUT/$label-$round.1"
     stats_snapshot "$s0"
     erasure_drain "$N"
     stats_snapshot "$s1"
@@ -297,22 +305,22 @@ erasure_run() {
     completed=$(q "select count(*) from erasure_requests where state = 'completed'")
     secs=$(calc "$last - $D_START")
     rate=$(calc "$completed / $secs")
-    E_RATE[$round]=$rate
-    E_RSS[$round]=$(calc "$D_RSS / 1024")
-    figure "drain.erasure.r$round.erasures_per_s" "$(fmt "$rate")" erasures/s "$completed of $N in $(fmt "$secs" 2)s to the last completed_at ($D_FAILED failed); by the 1-s poll $(fmt "$completed / ($D_END_POLL - $D_START)")/s"
-    figure "drain.erasure.r$round.worker_peak_rss" "$(fmt "$D_RSS / 1024" 1)" MiB "VmHWM of the worker (target <= 100); at the end: ${D_RSS_NOW%, }; each second, VmRSS / jemalloc's allocated / resident (MiB): $(awk '{ printf "%.0f/%.0f/%.0f ", $3 / 1024, $4 / 1024, $5 / 1024 }' "$BENCH_OUT/progress-$BENCH_DB")"
+    E_RATE[$label.$round]=$rate
+    E_RSS[$label.$round]=$(calc "$D_RSS / 1024")
+    figure "drain.$label.r$round.erasures_per_s" "$(fmt "$rate")" erasures/s "$completed of $N in $(fmt "$secs" 2)s to the last completed_at ($D_FAILED failed); by the 1-s poll $(fmt "$completed / ($D_END_POLL - $D_START)")/s"
+    figure "drain.$label.r$round.worker_peak_rss" "$(fmt "$D_RSS / 1024" 1)" MiB "VmHWM of the worker (target <= 100); at the end: ${D_RSS_NOW%, }; each second, VmRSS / jemalloc's allocated / resident (MiB): $(awk '{ printf "%.0f/%.0f/%.0f ", $3 / 1024, $4 / 1024, $5 / 1024 }' "$BENCH_OUT/progress-$BENCH_DB")"
     local win; win=$(calc "$D_END_POLL - $D_START")
-    figure "drain.erasure.r$round.cpu" "$(fmt "$D_WCPU / $win * 100")" "% of 1 core" "worker, to the poll that saw the end; simulator $(fmt "$D_SCPU / $win * 100")%, postgres $(fmt "$D_PGCPU / $win * 100")%, machine $(fmt "$D_BUSY / $win * 100")% of 1 core; CPU per erasure: worker $(fmt "$D_WCPU / $completed * 1e6") us, postgres $(fmt "$D_PGCPU / $completed * 1e6") us, simulator $(fmt "$D_SCPU / $completed * 1e6") us"
+    figure "drain.$label.r$round.cpu" "$(fmt "$D_WCPU / $win * 100")" "% of 1 core" "worker, to the poll that saw the end; simulator $(fmt "$D_SCPU / $win * 100")%, postgres $(fmt "$D_PGCPU / $win * 100")%, machine $(fmt "$D_BUSY / $win * 100")% of 1 core; CPU per erasure: worker $(fmt "$D_WCPU / $completed * 1e6") us, postgres $(fmt "$D_PGCPU / $completed * 1e6") us, simulator $(fmt "$D_SCPU / $completed * 1e6") us"
     # Each poll is one transaction of this database; the snapshot after is taken before the
     # next, so only the polls count.
     polls=$D_POLLS
     xacts=$(calc "$(delta "$s0" "$s1" xact_commit) - $polls - 1")
-    figure "drain.erasure.r$round.xacts_per_erasure" "$(fmt "$xacts / $completed" 2)" xacts "committed transactions of the drain per erasure ($xacts; rollbacks: $(delta "$s0" "$s1" xact_rollback))"
-    figure "drain.erasure.r$round.rows_per_erasure" "$(fmt "($(delta "$s0" "$s1" tup_inserted) + $(delta "$s0" "$s1" tup_updated) + $(delta "$s0" "$s1" tup_deleted)) / $completed" 2)" rows "inserted $(fmt "$(delta "$s0" "$s1" tup_inserted) / $completed" 2), updated $(fmt "$(delta "$s0" "$s1" tup_updated) / $completed" 2), deleted $(fmt "$(delta "$s0" "$s1" tup_deleted) / $completed" 2) per erasure"
-    figure "drain.erasure.r$round.wal_per_erasure" "$(fmt "$(delta "$s0" "$s1" wal_bytes) / $completed")" B "WAL per erasure, cluster-wide ($(fmt "$(delta "$s0" "$s1" wal_records) / $completed" 1) records, $(fmt "$(delta "$s0" "$s1" wal_fpi) / $completed" 2) full-page images); other databases committed $(delta "$s0" "$s1" others_xact_commit) transactions meanwhile"
-    echo "rows written by table during the drain (round $round; per erasure: inserted / updated / deleted):"
+    figure "drain.$label.r$round.xacts_per_erasure" "$(fmt "$xacts / $completed" 2)" xacts "committed transactions of the drain per erasure ($xacts; rollbacks: $(delta "$s0" "$s1" xact_rollback))"
+    figure "drain.$label.r$round.rows_per_erasure" "$(fmt "($(delta "$s0" "$s1" tup_inserted) + $(delta "$s0" "$s1" tup_updated) + $(delta "$s0" "$s1" tup_deleted)) / $completed" 2)" rows "inserted $(fmt "$(delta "$s0" "$s1" tup_inserted) / $completed" 2), updated $(fmt "$(delta "$s0" "$s1" tup_updated) / $completed" 2), deleted $(fmt "$(delta "$s0" "$s1" tup_deleted) / $completed" 2) per erasure"
+    figure "drain.$label.r$round.wal_per_erasure" "$(fmt "$(delta "$s0" "$s1" wal_bytes) / $completed")" B "WAL per erasure, cluster-wide ($(fmt "$(delta "$s0" "$s1" wal_records) / $completed" 1) records, $(fmt "$(delta "$s0" "$s1" wal_fpi) / $completed" 2) full-page images); other databases committed $(delta "$s0" "$s1" others_xact_commit) transactions meanwhile"
+    echo "rows written by table during the drain ($label, round $round; per erasure: inserted / updated / deleted):"
     per_table "$s0" "$s1" "$completed"
-    echo "indexes of those tables (round $round):"
+    echo "indexes of those tables ($label, round $round):"
     index_scans "$s0" "$s1"
     stop_pid "$SIM_PID"
     drop_now
@@ -383,17 +391,26 @@ for ((r = 1; r <= ROUNDS; r++)); do
         log "round $r: graphile-worker, $N no-op jobs, concurrency $c"
         graphile_run "$r" "$c"
     done
-    erasure_run "$r"
+    # With BASE_BIN, the build before runs too, in turn first and second.
+    if [[ -n ${BASE_BIN:-} && $((r % 2)) == 1 ]]; then
+        erasure_run "$r" base "$BASE_BIN"; erasure_run "$r" erasure "$ERASURE_BIN"
+    elif [[ -n ${BASE_BIN:-} ]]; then
+        erasure_run "$r" erasure "$ERASURE_BIN"; erasure_run "$r" base "$BASE_BIN"
+    else
+        erasure_run "$r" erasure "$ERASURE_BIN"
+    fi
     echo "# load average after round $r: $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 
 echo
 echo "== drain: $N account erasures by one erasure worker against graphile-worker's $N no-op jobs, same run =="
 for ((r = 1; r <= ROUNDS; r++)); do
-    for c in $GRAPHILE; do
-        figure "drain.ratio.r$r.vs_graphile_c$c" "$(fmt "${E_RATE[$r]} / ${G_RATE[$r.$c]}" 2)" x "erasure $(fmt "${E_RATE[$r]}")/s against graphile-worker (concurrency $c) $(fmt "${G_RATE[$r.$c]}")/s, round $r (target >= 0.9)"
+    for label in erasure ${BASE_BIN:+base}; do
+        for c in $GRAPHILE; do
+            figure "drain.ratio.r$r.${label}_vs_graphile_c$c" "$(fmt "${E_RATE[$label.$r]} / ${G_RATE[$r.$c]}" 2)" x "$label $(fmt "${E_RATE[$label.$r]}")/s against graphile-worker (concurrency $c) $(fmt "${G_RATE[$r.$c]}")/s, round $r (target >= 0.9)"
+        done
+        figure "drain.rss.r$r.$label" "$(fmt "${E_RSS[$label.$r]}" 1)" MiB "the $label worker's peak RSS, round $r (target <= 100)"
     done
-    figure "drain.rss.r$r" "$(fmt "${E_RSS[$r]}" 1)" MiB "the erasure worker's peak RSS, round $r (target <= 100)"
 done
 if ((STATEMENTS_N > 0)); then statements_run; fi
 echo "# load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
