@@ -118,7 +118,8 @@ pidfile = $dir/pgbouncer.pid
 INI
     local as_user=(); [[ $(id -u) == 0 ]] && as_user=(-u postgres)
     "$bin" "${as_user[@]}" "$dir/pgbouncer.ini" >/dev/null 2>&1 &
-    _BENCH_PIDS+=("$!")
+    POOLER_PID=$!
+    _BENCH_PIDS+=("$POOLER_PID")
     local up=0
     for _ in $(seq 1 100); do
         psql -XAtq "postgres://$PGUSER@127.0.0.1:$port/$BENCH_DB" -c 'select 1' >/dev/null 2>&1 && { up=1; break; }
