@@ -183,11 +183,20 @@ graphile_run() {
     pg0=$(pg_cpu_secs); busy0=$(machine_busy_secs)
     start=$(now)
     out=$( (cd "$GRAPHILE_DIR" && NO_LOG_SUCCESS=1 node drain.mjs work "$N" "$conc" $batched) \
-        2>>"$BENCH_OUT/graphile.log" | tee -a "$BENCH_OUT/graphile.log" | tail -n 1)
+        2>>"$BENCH_OUT/graphile.log" | tee -a "$BENCH_OUT/graphile.log" | tail -n 1) || true
     pg1=$(pg_cpu_secs); busy1=$(machine_busy_secs); local wend; wend=$(now)
     stats_snapshot "$s1"
+    if [[ $(jq -r .completed <<<"$out" 2>/dev/null || echo 0) -lt $N ]]; then
+        # E.g. "sorry, too many clients already": the server is shared, and the pool takes C + 2
+        # connections. Once more, after a pause; then the run stops.
+        drop_now
+        if [[ ${G_RETRY:-0} == 1 ]]; then die "graphile-worker failed twice (see $BENCH_OUT/graphile.log)"; fi
+        log "graphile-worker failed (see $BENCH_OUT/graphile.log: $(grep -m1 -oE 'too many clients[^"]*|Error: [^"]*' "$BENCH_OUT/graphile.log" | tail -n 1)); once more in 20 s"
+        sleep 20
+        G_RETRY=1 graphile_run "$@"
+        return
+    fi
     end=$(jq -r .end <<<"$out")
-    [[ $(jq -r .completed <<<"$out") -ge $N ]] || die "graphile-worker completed $(jq -r .completed <<<"$out") of $N"
     secs=$(calc "$end - $start")
     rate=$(calc "$N / $secs")
     G_RATE[$round.$label]=$rate
