@@ -97,7 +97,7 @@ impl BinaryRows {
     /// and sqlx keeps a buffer's capacity for the connection's life: the buffers are shrunk back
     /// after the copy. (Without it, the pool's connections that had carried a sequencer round,
     /// 5,000 leaves or about 3 MB, each kept that much: a worker's heap grew by about 70 MB over
-    /// its first 50,000 erasures, BENCHMARKS.md "Drain".)
+    /// its first 50,000 erasures, BENCHMARKS.md "Drain beside graphile-worker".)
     pub async fn copy_in(mut self, conn: &mut PgConnection, statement: &str) -> sqlx::Result<u64> {
         self.buf.extend_from_slice(&(-1i16).to_be_bytes()); // trailer
         let mut copy = conn.copy_in_raw(statement).await?;
