@@ -372,6 +372,10 @@ pub fn serve_metrics(listener: std::net::TcpListener, state: AppState) -> anyhow
 /// A span per HTTP request with its own id (the client's `X-Request-Id` when it is a plain token,
 /// otherwise a new UUID), returned in `X-Request-Id`: every log line of the request carries it.
 /// The path is not logged (it may carry identifiers): only the route template.
+///
+/// With traces on (`telemetry`), the span is the server span of the call: it continues the
+/// caller's `traceparent`, is named `<method> <route template>` and holds the method, the route
+/// template and the status (semantic conventions of HTTP), and its trace id shows in the logs.
 fn request_span<S, B>(
     req: actix_web::dev::ServiceRequest,
     srv: &S,
@@ -397,7 +401,25 @@ where
         })
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let span = tracing::info_span!("http", request_id = %id);
+    let span = if crate::telemetry::enabled() {
+        use tracing::field::Empty;
+        let span = tracing::info_span!(
+            "http",
+            request_id = %id,
+            trace_id = Empty,
+            otel.name = %req.method(),
+            otel.kind = "server",
+            otel.status_code = Empty,
+            http.request.method = %req.method(),
+            http.route = Empty,
+            http.response.status_code = Empty,
+        );
+        crate::telemetry::continue_request(&span, req.headers());
+        span
+    } else {
+        tracing::info_span!("http", request_id = %id)
+    };
+    let traced = crate::telemetry::enabled().then(|| span.clone());
     let started = std::time::Instant::now();
     let call = {
         let _entered = span.enter();
@@ -416,6 +438,21 @@ where
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             "http request"
         );
+        if let Some(span) = traced {
+            let method = res.request().method();
+            if res.request().match_pattern().is_some() {
+                crate::telemetry::rename(&span, format!("{method} {route}"));
+                span.record("http.route", route.as_str());
+            }
+            // As i64: tracing-opentelemetry exports unsigned fields as strings.
+            span.record(
+                "http.response.status_code",
+                i64::from(res.status().as_u16()),
+            );
+            if res.status().is_server_error() {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
         if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
             res.headers_mut().insert(
                 actix_web::http::header::HeaderName::from_static("x-request-id"),

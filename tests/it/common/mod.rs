@@ -3,6 +3,7 @@
 
 pub mod console;
 pub mod oidc;
+pub mod otel;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
