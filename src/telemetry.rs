@@ -141,10 +141,15 @@ pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
     })
 }
 
+/// The target of spans that are logged but never exported (health probes, metrics scrapes).
+pub const UNTRACED: &str = "erasure::untraced";
+
 /// The spans and events exported: this crate's, at `info` and above, whatever `RUST_LOG` shows
-/// (the exporter's own HTTP calls and the libraries' spans are never exported).
+/// (the exporter's own HTTP calls and the libraries' spans are never exported), but `UNTRACED`.
 fn exported(target: &str, level: tracing::Level) -> bool {
-    (target == "erasure" || target.starts_with("erasure::")) && level <= tracing::Level::INFO
+    (target == "erasure" || target.starts_with("erasure::"))
+        && target != UNTRACED
+        && level <= tracing::Level::INFO
 }
 
 /// The trace exporter's settings, from the standard variables.
@@ -496,6 +501,7 @@ mod tests {
         assert!(!exported("erasure_sim", Level::INFO));
         assert!(!exported("opentelemetry_sdk", Level::ERROR));
         assert!(!exported("reqwest", Level::INFO));
+        assert!(!exported(UNTRACED, Level::INFO));
     }
 
     #[test]

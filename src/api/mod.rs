@@ -401,7 +401,12 @@ where
         })
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let span = if crate::telemetry::enabled() {
+    // Probes and scrapes (`/healthz`, `/readyz`, `/metrics`: every few seconds from every
+    // monitor) are not traced.
+    let probe = matches!(req.path(), "/healthz" | "/readyz" | "/metrics");
+    let span = if crate::telemetry::enabled() && probe {
+        tracing::info_span!(target: crate::telemetry::UNTRACED, "http", request_id = %id)
+    } else if crate::telemetry::enabled() {
         use tracing::field::Empty;
         let span = tracing::info_span!(
             "http",
@@ -419,7 +424,7 @@ where
     } else {
         tracing::info_span!("http", request_id = %id)
     };
-    let traced = crate::telemetry::enabled().then(|| span.clone());
+    let traced = (crate::telemetry::enabled() && !probe).then(|| span.clone());
     let started = std::time::Instant::now();
     let call = {
         let _entered = span.enter();
