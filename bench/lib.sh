@@ -86,6 +86,44 @@ fresh_db() {
     export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db"
     "$ERASURE_BIN" migrate 2>>"$BENCH_OUT/migrate.log"
     log "database $db migrated"
+    if [[ ${POOLER:-0} == 1 ]]; then start_pooler; fi
+}
+
+# start_pooler: PgBouncer (Debian's) in transaction mode in front of the database with
+# POOLER_SIZE (20) server connections; the service's DATABASE_URL goes through it and
+# ERASURE_DATABASE_DIRECT_URL is the direct one (docs/operations.md, "Behind a pooler").
+start_pooler() {
+    local port dir; port=$(free_port); dir="$BENCH_OUT/pgbouncer"
+    local bin; bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+    [[ -x $bin ]] || die "pgbouncer is not installed (apt-get install pgbouncer)"
+    mkdir -p "$dir" && chmod 777 "$dir"
+    echo '"postgres" ""' >"$dir/users.txt"
+    cat >"$dir/pgbouncer.ini" <<INI
+[databases]
+* = host=$PGHOST port=$PGPORT
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/users.txt
+pool_mode = transaction
+default_pool_size = ${POOLER_SIZE:-20}
+max_db_connections = ${POOLER_SIZE:-20}
+max_client_conn = 2000
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+INI
+    local as_user=(); [[ $(id -u) == 0 ]] && as_user=(-u postgres)
+    "$bin" "${as_user[@]}" "$dir/pgbouncer.ini" >/dev/null 2>&1 &
+    _BENCH_PIDS+=("$!")
+    for _ in $(seq 1 100); do
+        psql -XAtq "postgres://$PGUSER@127.0.0.1:$port/$BENCH_DB" -c 'select 1' >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    export ERASURE_DATABASE_DIRECT_URL=$DATABASE_URL
+    export DATABASE_URL="postgres://$PGUSER@127.0.0.1:$port/$BENCH_DB"
+    log "PgBouncer (transaction mode, ${POOLER_SIZE:-20} server connections) on port $port"
 }
 
 q() { psql -XAtq -v ON_ERROR_STOP=1 -d "$BENCH_DB" -c "$1"; }

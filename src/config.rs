@@ -711,6 +711,21 @@ pub struct DbArgs {
     /// The PostgreSQL database.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
+    /// A direct URL of the same database, for when DATABASE_URL points at a pooler in
+    /// transaction mode (PgBouncer): then no statement outlives its transaction on DATABASE_URL,
+    /// and what needs a session (LISTEN, the event reader's lock, VACUUM, migrations, the
+    /// commands other than serve and worker) goes here. Unset: DATABASE_URL is used for everything.
+    #[arg(long, env = "ERASURE_DATABASE_DIRECT_URL")]
+    pub database_direct_url: Option<String>,
+}
+
+impl DbArgs {
+    /// Where a command that needs a session connects: the direct URL when there is one.
+    pub fn session_url(&self) -> &str {
+        self.database_direct_url
+            .as_deref()
+            .unwrap_or(&self.database_url)
+    }
 }
 
 /// Limits of the HTTP API (besides the body and batch sizes of `api::input`).

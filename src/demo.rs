@@ -85,9 +85,9 @@ fn demo_keys(dir: &Path) -> anyhow::Result<Keys> {
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let keys = demo_keys(&args.dir)?;
-    store::ensure_database(&args.db.database_url).await?;
+    store::ensure_database(args.db.session_url()).await?;
     {
-        let db = store::connect(&args.db.database_url, 2).await?;
+        let db = store::connect(args.db.session_url(), 2).await?;
         store::migrate(&db).await?;
         db.close().await;
     }
@@ -96,7 +96,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ..SimConfig::default()
     })
     .await?;
-    let db = store::connect(&args.db.database_url, 2).await?;
+    let db = store::connect(args.db.session_url(), 2).await?;
     let demo_key = NewKey::new(Role::Admin, "demo", None, chrono::Utc::now())
         .map_err(|(field, why)| anyhow::anyhow!("{field} {why}"))?;
     let (_, api_key) =
@@ -105,6 +105,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let running = service::start(ServiceConfig {
         database_url: args.db.database_url.clone(),
+        direct_database_url: args.db.database_direct_url.clone(),
         bind: Some(args.bind.clone()),
         metrics_bind: None,
         keys,

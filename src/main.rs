@@ -268,7 +268,7 @@ struct CommonArgs {
 impl CommonArgs {
     fn config(
         &self,
-        database_url: String,
+        db: DbArgs,
         bind: Option<String>,
         worker: bool,
     ) -> anyhow::Result<ServiceConfig> {
@@ -281,7 +281,8 @@ impl CommonArgs {
         let engine = self.engine.settings()?;
         let guard = self.guard.settings(engine.retry.clone())?;
         Ok(ServiceConfig {
-            database_url,
+            database_url: db.database_url,
+            direct_database_url: db.database_direct_url,
             bind,
             metrics_bind: None,
             keys: Keys::from_env()?,
@@ -330,9 +331,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(_) | Command::Sim(_) => anyhow::bail!(NO_SIMULATOR),
         Command::Serve(args) => {
             let args = *args;
-            let mut config =
-                args.common
-                    .config(args.db.database_url, Some(args.bind), !args.no_worker)?;
+            let mut config = args
+                .common
+                .config(args.db, Some(args.bind), !args.no_worker)?;
             config.console = args
                 .console
                 .settings(config.webhooks.public_url.as_deref())?;
@@ -344,12 +345,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Worker(args) => {
             let args = *args;
-            let mut config = args.common.config(args.db.database_url, None, true)?;
+            let mut config = args.common.config(args.db, None, true)?;
             config.metrics_bind = args.metrics_bind;
             service::start(config).await?.until_signal().await?;
         }
         Command::Migrate(db) => {
-            let pool = store::connect(&db.database_url, 2).await?;
+            let pool = store::connect(db.session_url(), 2).await?;
             store::migrate(&pool).await?;
             eprintln!("migrations applied");
         }
@@ -391,10 +392,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 eprintln!("{why}");
                 return Ok(ExitCode::FAILURE);
             }
-            let pool = store::connect(&db.database_url, 2).await?;
+            let pool = store::connect(db.session_url(), 2).await?;
             store::check_migrated(&pool).await?;
             let destroyed = retention::run_once(
                 &pool,
+                &store::Sessions::of(&pool),
                 settings.retention_days,
                 settings.epoch_days,
                 as_of,
@@ -424,7 +426,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 async fn people(command: PeopleCommand) -> anyhow::Result<()> {
     match command {
         PeopleCommand::List { names, db } => {
-            let pool = store::connect(&db.database_url, 2).await?;
+            let pool = store::connect(db.session_url(), 2).await?;
             store::check_migrated(&pool).await?;
             let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
                 t.map_or("-".to_string(), |t| {
@@ -456,7 +458,7 @@ async fn people(command: PeopleCommand) -> anyhow::Result<()> {
         PeopleCommand::Forget { person, db } => {
             let id = uuid::Uuid::parse_str(person.trim().trim_start_matches("person:"))
                 .map_err(|_| anyhow::anyhow!("the person must be named by their id (a UUID)"))?;
-            let pool = store::connect(&db.database_url, 2).await?;
+            let pool = store::connect(db.session_url(), 2).await?;
             store::check_migrated(&pool).await?;
             if !store::people::forget(&pool, id, store::audit::OPERATOR).await? {
                 anyhow::bail!("no person has the id {id} (see `erasure people list`)");
@@ -478,13 +480,13 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             let days = expires_in_days.map(i64::from);
             let new = NewKey::new(role, &label, days, chrono::Utc::now())
                 .map_err(|(field, why)| anyhow::anyhow!("--{}: {why}", field.replace('_', "-")))?;
-            let pool = store::connect(&db.database_url, 2).await?;
+            let pool = store::connect(db.session_url(), 2).await?;
             let (_, key) =
                 store::keys::create_owned(&pool, &new, store::audit::OPERATOR, None).await?;
             println!("{key}");
         }
         KeysCommand::List { json, db } => {
-            let pool = store::connect(&db.database_url, 2).await?;
+            let pool = store::connect(db.session_url(), 2).await?;
             let keys = store::keys::list(&pool).await?;
             let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
                 t.map_or("-".to_string(), |t| {
@@ -512,7 +514,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { key, db } => {
-            let pool = store::connect(&db.database_url, 2).await?;
+            let pool = store::connect(db.session_url(), 2).await?;
             let found = store::keys::find(&pool, &key).await?.ok_or_else(|| {
                 anyhow::anyhow!("no key has that id or prefix (see `erasure keys list`)")
             })?;
@@ -527,7 +529,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             grace_minutes,
             db,
         } => {
-            let pool = store::connect(&db.database_url, 2).await?;
+            let pool = store::connect(db.session_url(), 2).await?;
             let found = store::keys::find(&pool, &key).await?.ok_or_else(|| {
                 anyhow::anyhow!("no key has that id or prefix (see `erasure keys list`)")
             })?;

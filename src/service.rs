@@ -51,6 +51,9 @@ const SHARED_CONNECTIONS: u32 = 4;
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     pub database_url: String,
+    /// `ERASURE_DATABASE_DIRECT_URL`: when set, `database_url` is a pooler in transaction mode
+    /// (PgBouncer) and what needs a session goes here (`store::Sessions`).
+    pub direct_database_url: Option<String>,
     /// Where the API listens; `None` runs workers only.
     pub bind: Option<String>,
     /// Where a process without the API serves `/metrics` and health; `None`: nowhere.
@@ -94,7 +97,17 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
 
 /// `start` with the given limits of the HTTP API.
 pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Result<Running> {
-    let db = store::connect(&config.database_url, shared_connections(&config)?).await?;
+    let (db, sessions) = match &config.direct_database_url {
+        None => {
+            let db = store::connect(&config.database_url, shared_connections(&config)?).await?;
+            let sessions = store::Sessions::of(&db);
+            (db, sessions)
+        }
+        Some(direct) => (
+            store::connect_pooled(&config.database_url, shared_connections(&config)?).await?,
+            store::Sessions::direct(direct)?,
+        ),
+    };
     store::check_migrated(&db).await?;
     let sealer = Sealer::new(&config.keys.data);
     let retention = config.retention.clone();
@@ -221,6 +234,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
         tasks.push(tokio::spawn(
             crate::audit::retention::run(
                 db.clone(),
+                sessions.clone(),
                 sealer.clone(),
                 pseudonyms.clone(),
                 retention,
@@ -233,6 +247,7 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
         if let Some(settings) = &config.guard {
             let guard = Guard::new(
                 db.clone(),
+                sessions.clone(),
                 upstream.clone(),
                 sealer.clone(),
                 pseudonyms.clone(),
@@ -241,6 +256,13 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
             );
             tasks.push(tokio::spawn(guard.run(shutdown.clone())));
         }
+        // Other processes' steps wake this one's workers (a LISTEN: a session).
+        tasks.push(tokio::spawn(
+            ready
+                .clone()
+                .listen(sessions.clone(), shutdown.clone())
+                .map(Ok),
+        ));
         let engine = Engine::new(
             db.clone(),
             upstream,
@@ -352,6 +374,7 @@ mod tests {
     fn config(db_pool: u32, http_workers: usize, api: bool) -> ServiceConfig {
         ServiceConfig {
             database_url: "postgres://postgres@127.0.0.1/erasure".into(),
+            direct_database_url: None,
             bind: api.then(|| "127.0.0.1:0".into()),
             metrics_bind: None,
             keys: Keys::random(),

@@ -20,7 +20,7 @@ use super::pseudonym::Pseudonymizer;
 use super::seal::Sealer;
 use crate::config::RetentionSettings;
 pub use crate::store::epochs::Apply;
-use crate::store::{Db, epochs};
+use crate::store::{Db, Sessions, epochs};
 
 /// What the status page and the report say of the retention: how long records are kept and
 /// since when they are held.
@@ -68,6 +68,7 @@ pub fn confirmation_needed(
 /// `Apply::DryRun` only answers which it would destroy.
 pub async fn run_once(
     db: &Db,
+    sessions: &Sessions,
     retention_days: u32,
     epoch_days: u32,
     as_of: DateTime<Utc>,
@@ -87,21 +88,30 @@ pub async fn run_once(
         }
     }
     if !destroyed.is_empty() && apply == Apply::Destroy {
-        compact(db).await;
+        compact(sessions).await;
     }
     Ok(destroyed)
 }
 
-/// Rewrites `pseudonym_epochs` so that the destroyed keys leave its file too; it waits for its lock
-/// only briefly (`store::epochs::compact`), so it tries a few times.
-async fn compact(db: &Db) {
-    for attempt in 1..=5 {
-        match epochs::compact(db).await {
+/// Tries to compact `pseudonym_epochs` this many times, about 25 s in all.
+const COMPACT_ATTEMPTS: u64 = 30;
+
+/// Rewrites `pseudonym_epochs` so that the destroyed keys leave its file too. Each try waits for
+/// its lock only briefly (`store::epochs::compact`), so that it never holds up the table's readers
+/// for long; another retention run in its transaction (or a slow reader) can keep the lock from
+/// it for longer than one try, so it tries again for about 25 s, pausing up to a second between
+/// tries (5 tries in 1.5 s were seen to miss it on a loaded machine).
+async fn compact(sessions: &Sessions) {
+    for attempt in 1..=COMPACT_ATTEMPTS {
+        match epochs::compact(sessions).await {
             Ok(()) => return,
-            Err(e) if attempt == 5 => {
+            Err(e) if attempt == COMPACT_ATTEMPTS => {
                 tracing::warn!(error = %e, "pseudonym_epochs not compacted: run VACUUM FULL on it")
             }
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await,
+            Err(_) => {
+                let pause = (100 * attempt).min(1000);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await
+            }
         }
     }
 }
@@ -110,6 +120,7 @@ async fn compact(db: &Db) {
 /// keys at once when it destroyed one.
 pub async fn run(
     db: Db,
+    sessions: Sessions,
     sealer: Sealer,
     pseudonyms: Pseudonymizer,
     settings: RetentionSettings,
@@ -121,6 +132,7 @@ pub async fn run(
     periodic::every("retention", every, First::Now, stop, || async {
         let destroyed = run_once(
             &db,
+            &sessions,
             settings.retention_days,
             settings.epoch_days,
             Utc::now(),

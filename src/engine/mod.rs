@@ -74,11 +74,6 @@ impl Engine {
     /// the grace period, and gives back (unleases) what is left.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let background = CancellationToken::new();
-        let listener = tokio::spawn(
-            self.ready
-                .clone()
-                .listen(self.db.clone(), background.clone()),
-        );
         let rescuer = tokio::spawn(rescue(self.clone(), background.clone()));
         let sweeper = tokio::spawn(sweep_at_risk(self.clone(), background.clone()));
         let hard_stop = CancellationToken::new();
@@ -176,7 +171,6 @@ impl Engine {
             }
         }
         background.cancel();
-        let _ = listener.await;
         let _ = rescuer.await;
         let _ = sweeper.await;
         tracing::info!("workers stopped");

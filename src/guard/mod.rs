@@ -23,13 +23,15 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::pseudonym::Pseudonymizer;
 use crate::audit::seal::Sealer;
 use crate::config::GuardSettings;
-use crate::store::Db;
 use crate::store::guard;
 use crate::store::ready::Ready;
+use crate::store::{Db, Sessions};
 use crate::upstream::Upstream;
 
 pub struct Guard {
     db: Db,
+    /// The event reader's session lock lives on one of these connections.
+    sessions: Sessions,
     upstream: Arc<Upstream>,
     sealer: Sealer,
     pseudonyms: Pseudonymizer,
@@ -42,6 +44,7 @@ pub struct Guard {
 impl Guard {
     pub fn new(
         db: Db,
+        sessions: Sessions,
         upstream: Arc<Upstream>,
         sealer: Sealer,
         pseudonyms: Pseudonymizer,
@@ -50,6 +53,7 @@ impl Guard {
     ) -> Arc<Self> {
         Arc::new(Self {
             db,
+            sessions,
             upstream,
             sealer,
             pseudonyms,
@@ -113,7 +117,7 @@ impl Guard {
             }
             *held = None;
         }
-        let Ok(conn) = self.db.acquire().await else {
+        let Ok(conn) = self.sessions.pool().acquire().await else {
             return false;
         };
         let mut conn = conn.detach();

@@ -265,8 +265,9 @@ async fn strip_guard(conn: &mut PgConnection, prefix: &str) -> sqlx::Result<()> 
 /// own role, where autovacuum does it later (`SECURITY.md`). It waits at most 200 ms for its lock
 /// (while it waits, it holds up every other use of the table, and a retention run at the same
 /// moment could wait for it in turn): a run that cannot have it now leaves it to autovacuum.
-pub async fn compact(db: &Db) -> sqlx::Result<()> {
-    let mut conn = db.acquire().await?;
+/// (`VACUUM` after a `SET` needs a session: the direct URL behind a pooler.)
+pub async fn compact(sessions: &super::Sessions) -> sqlx::Result<()> {
+    let mut conn = sessions.pool().acquire().await?;
     sqlx::query("set lock_timeout = '200ms'")
         .execute(&mut *conn)
         .await?;

@@ -46,8 +46,12 @@ pub type Error = sqlx::Error;
 pub const READY_CHANNEL: &str = "erasure_steps_ready";
 
 fn options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    options_of("DATABASE_URL", url)
+}
+
+fn options_of(setting: &str, url: &str) -> anyhow::Result<PgConnectOptions> {
     PgConnectOptions::from_str(url)
-        .context("DATABASE_URL is not a valid postgres:// URL")
+        .with_context(|| format!("{setting} is not a valid postgres:// URL"))
         .map(|o| o.log_statements(tracing::log::LevelFilter::Trace))
 }
 
@@ -58,6 +62,50 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
         .connect_with(opts.clone())
         .await
         .map_err(|e| unreachable_hint(&opts, e))
+}
+
+/// Opens the service's pool through a pooler in transaction mode (PgBouncer): no statement
+/// outlives its sequence (the statement cache off: unnamed statements, one Sync each;
+/// `vendor/README.md`), and no startup parameter a pooler may refuse (`extra_float_digits`).
+/// What needs a session goes through [`Sessions`] on the direct URL.
+pub async fn connect_pooled(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+    let opts = options(url)?
+        .statement_cache_capacity(0)
+        .extra_float_digits(None);
+    pool_options(max_connections)
+        .connect_with(opts.clone())
+        .await
+        .map_err(|e| unreachable_hint(&opts, e))
+}
+
+/// Connections for work that needs a session of its own, which a transaction-mode pooler cannot
+/// give: LISTEN (`ready`), the event reader's session lock (`locks::try_for_session`), `VACUUM`
+/// with a lock time-out (`epochs::compact`). The direct URL when the service goes through a
+/// pooler (`ERASURE_DATABASE_DIRECT_URL`), else the service's own pool.
+#[derive(Debug, Clone)]
+pub struct Sessions(Db);
+
+/// Connections a process holds on the direct URL at most: the LISTEN, the event reader's lock,
+/// one for `VACUUM`.
+const SESSION_CONNECTIONS: u32 = 3;
+
+impl Sessions {
+    /// Sessions from the service's own pool (no pooler in between).
+    pub fn of(db: &Db) -> Self {
+        Self(db.clone())
+    }
+
+    /// A small pool on the direct URL; it connects when first used.
+    pub fn direct(url: &str) -> anyhow::Result<Self> {
+        let opts = options_of("ERASURE_DATABASE_DIRECT_URL", url)?;
+        Ok(Self(
+            pool_options(SESSION_CONNECTIONS).connect_lazy_with(opts),
+        ))
+    }
+
+    pub fn pool(&self) -> &Db {
+        &self.0
+    }
 }
 
 /// Another pool of `max_connections` to `db`'s database. It connects when first used, so its

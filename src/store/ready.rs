@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 use tokio_util::sync::CancellationToken;
 
-use super::{Db, READY_CHANNEL};
+use super::{Db, READY_CHANNEL, Sessions};
 
 /// NOTIFYs to other processes are at most this often.
 const COALESCE: Duration = Duration::from_millis(20);
@@ -53,10 +53,11 @@ impl Ready {
     }
 
     /// LISTENs for ready steps of other processes and wakes this process's workers, until
-    /// `stop`; reconnects by itself. Polling covers any notification lost meanwhile.
-    pub async fn listen(self: Arc<Self>, db: Db, stop: CancellationToken) {
+    /// `stop`; reconnects by itself. Polling covers any notification lost meanwhile. (A LISTEN
+    /// needs a session: the direct URL behind a pooler.)
+    pub async fn listen(self: Arc<Self>, sessions: Sessions, stop: CancellationToken) {
         while !stop.is_cancelled() {
-            let mut listener = match PgListener::connect_with(&db).await {
+            let mut listener = match PgListener::connect_with(sessions.pool()).await {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(error = %e, "LISTEN connection failed; polling meanwhile");

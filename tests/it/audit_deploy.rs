@@ -28,6 +28,7 @@ async fn restart(app: &mut TestApp, database_url: String, keys: Keys) {
     }
     let running = service::start(ServiceConfig {
         database_url,
+        direct_database_url: None,
         bind: Some("127.0.0.1:0".into()),
         metrics_bind: None,
         keys,

@@ -276,6 +276,7 @@ async fn a_refused_token_is_a_permanent_failure_with_its_reason() {
     upstream.client_secret = erasure::secrets::Secret::new("wrong-secret");
     let worker = erasure::service::start(erasure::service::ServiceConfig {
         database_url: app.db_url.clone(),
+        direct_database_url: None,
         bind: None,
         metrics_bind: None,
         keys: app.keys.clone(),

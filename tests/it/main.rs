@@ -28,6 +28,7 @@ mod layers;
 mod openapi;
 mod otel;
 mod pause;
+mod pooler;
 mod retention;
 mod security;
 mod shared_cap;

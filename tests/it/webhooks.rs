@@ -24,19 +24,19 @@ use serde_json::{Value, json};
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
-struct Got {
-    id: String,
+pub(crate) struct Got {
+    pub(crate) id: String,
     timestamp: String,
     signature: String,
-    body: String,
-    accepted: bool,
+    pub(crate) body: String,
+    pub(crate) accepted: bool,
 }
 
 /// A webhook receiver: answers 503 to its first `refuse` requests (down), 500 to all while
 /// `broken`, after `delay_ms`, and not before `held` is false; records everything (`arrived`
 /// counts the requests as they come in, before any wait).
 #[derive(Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     got: Mutex<Vec<Got>>,
     refuse: AtomicUsize,
     broken: AtomicBool,
@@ -46,12 +46,12 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn got(&self) -> Vec<Got> {
+    pub(crate) fn got(&self) -> Vec<Got> {
         self.got.lock().unwrap().clone()
     }
 
     /// Ids in the order they were first accepted.
-    fn accepted_ids(&self) -> Vec<String> {
+    pub(crate) fn accepted_ids(&self) -> Vec<String> {
         let mut seen = BTreeSet::new();
         self.got()
             .into_iter()
@@ -103,7 +103,7 @@ async fn receive(
 }
 
 /// Starts a receiver on 127.0.0.1, port 0: its URL.
-fn start_receiver(receiver: Arc<Receiver>) -> String {
+pub(crate) fn start_receiver(receiver: Arc<Receiver>) -> String {
     let data = web::Data::new(receiver);
     let server = HttpServer::new(move || {
         App::new()
@@ -210,7 +210,7 @@ fn verified_by_reference(secret: &str, got: &[Got]) -> Vec<bool> {
 }
 
 /// Subscribes `url` to `types`: (id, secret).
-async fn subscribe(app: &TestApp, url: &str, types: &[&str]) -> (String, String) {
+pub(crate) async fn subscribe(app: &TestApp, url: &str, types: &[&str]) -> (String, String) {
     let (status, body) = app
         .post(
             "/v1/webhooks",
@@ -225,7 +225,7 @@ async fn subscribe(app: &TestApp, url: &str, types: &[&str]) -> (String, String)
 }
 
 /// Waits until `select count(*) ... = 0` holds: no event left pending for this subscription.
-async fn wait_delivered(app: &TestApp, subscription: &str, secs: u64) {
+pub(crate) async fn wait_delivered(app: &TestApp, subscription: &str, secs: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         let pending: i64 = sqlx::query_scalar(

@@ -4,6 +4,7 @@
 pub mod console;
 pub mod oidc;
 pub mod otel;
+pub mod pooler;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -127,6 +128,10 @@ pub struct Options {
     pub console: erasure::config::ConsoleSettings,
     /// Where the service listens (by default a free port: `127.0.0.1:0`).
     pub bind: String,
+    /// Through a PgBouncer in transaction mode that opens at most this many server connections
+    /// (`DATABASE_URL` at the pooler, `ERASURE_DATABASE_DIRECT_URL` at the server); `None`:
+    /// directly.
+    pub pooler: Option<u32>,
 }
 
 /// Retention settings that make tests quick: keys reloaded every 200 ms, the job only run by hand.
@@ -199,6 +204,7 @@ impl Default for Options {
             retention: fast_retention(),
             console: Default::default(),
             bind: "127.0.0.1:0".into(),
+            pooler: None,
         }
     }
 }
@@ -217,6 +223,8 @@ pub struct TestApp {
     pub admin: String,
     pub running: Option<Running>,
     pub options_upstream: UpstreamSettings,
+    /// The PgBouncer the service goes through (`Options::pooler`).
+    pub pooler: Option<std::sync::Arc<pooler::PgBouncer>>,
 }
 
 impl TestApp {
@@ -233,8 +241,12 @@ impl TestApp {
             max_concurrency: options.max_concurrency,
             timeout: Duration::from_secs(2),
         };
+        let pooler = options
+            .pooler
+            .map(|n| std::sync::Arc::new(pooler::PgBouncer::start(n)));
         let config = ServiceConfig {
-            database_url: db_url.clone(),
+            database_url: pooler.as_ref().map_or(db_url.clone(), |p| p.url(&db_url)),
+            direct_database_url: pooler.as_ref().map(|_| db_url.clone()),
             bind: Some(options.bind.clone()),
             metrics_bind: None,
             keys: keys.clone(),
@@ -278,6 +290,7 @@ impl TestApp {
             keys,
             running: Some(running),
             options_upstream: upstream,
+            pooler,
         }
     }
 
@@ -317,7 +330,11 @@ impl TestApp {
     /// database, simulator and keys, with quick settings.
     pub fn extra_config(&self) -> ServiceConfig {
         ServiceConfig {
-            database_url: self.db_url.clone(),
+            database_url: self
+                .pooler
+                .as_ref()
+                .map_or(self.db_url.clone(), |p| p.url(&self.db_url)),
+            direct_database_url: self.pooler.as_ref().map(|_| self.db_url.clone()),
             bind: None,
             metrics_bind: None,
             keys: self.keys.clone(),
