@@ -109,10 +109,10 @@ pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
     // one whose answer is cached per call site: with two per-layer filters that both always
     // enable a call site, tracing-subscriber skips asking them and a span could reach the
     // exporter's layer with another call site's stale verdict (the steps' spans went missing).
-    let ours = dynamic_filter_fn(|meta, _| exported(meta.target(), *meta.level()))
+    let ours = dynamic_filter_fn(|meta, _| exported(meta))
         .with_max_level_hint(LevelFilter::INFO)
         .with_callsite_filter(|meta| {
-            if exported(meta.target(), *meta.level()) {
+            if exported(meta) {
                 Interest::sometimes()
             } else {
                 Interest::never()
@@ -126,6 +126,9 @@ pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
         .with_threads(false)
         .with_target(false)
         .with_tracked_inactivity(false)
+        // Nothing here reads OpenTelemetry's current context (spans find their parents through
+        // `tracing`): entering a span need not make it current there too.
+        .with_context_activation(false)
         .with_filter(ours);
     let installed = tracing_subscriber::registry()
         .with(logs)
@@ -144,12 +147,19 @@ pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
 /// The target of spans that are logged but never exported (health probes, metrics scrapes).
 pub const UNTRACED: &str = "erasure::untraced";
 
-/// The spans and events exported: this crate's, at `info` and above, whatever `RUST_LOG` shows
-/// (the exporter's own HTTP calls and the libraries' spans are never exported), but `UNTRACED`.
-fn exported(target: &str, level: tracing::Level) -> bool {
+/// What is exported: this crate's spans at `info` and above, and within them its log lines at
+/// `warn` and above (as span events), whatever `RUST_LOG` shows; never `UNTRACED` spans, nor the
+/// libraries' spans and lines (the exporter's own HTTP calls among them).
+fn exported(meta: &tracing::Metadata<'_>) -> bool {
+    let target = meta.target();
+    let level = if meta.is_span() {
+        tracing::Level::INFO
+    } else {
+        tracing::Level::WARN
+    };
     (target == "erasure" || target.starts_with("erasure::"))
         && target != UNTRACED
-        && level <= tracing::Level::INFO
+        && *meta.level() <= level
 }
 
 /// The trace exporter's settings, from the standard variables.
@@ -331,17 +341,45 @@ pub fn continue_trace(span: &Span, traceparent: Option<&str>) {
     record_trace_id(span);
 }
 
-/// Makes `span` continue the caller's trace when its request carries a valid W3C `traceparent`
-/// (and `tracestate`) header, and records its trace id in its `trace_id` field. Does nothing
-/// when traces are off.
-pub fn continue_request(span: &Span, headers: &actix_web::http::header::HeaderMap) {
+/// Makes `span` the server span of an HTTP call: it continues the caller's trace when the request
+/// carries a valid W3C `traceparent` (and `tracestate`) header, has the method as its name (until
+/// `server_span_ends` knows the route) and as `http.request.method`, and records its trace id in
+/// its `trace_id` field. Does nothing when traces are off.
+pub fn server_span(span: &Span, method: &str, headers: &actix_web::http::header::HeaderMap) {
     if !enabled() || span.is_disabled() {
         return;
     }
     if headers.contains_key("traceparent") {
         continue_from(span, &Headers(headers));
     }
+    span.set_attribute("http.request.method", method.to_string());
     record_trace_id(span);
+}
+
+/// The end of a server span (`server_span`): named `<method> <route template>` when a route
+/// matched (never the path, which may hold ids), with `http.route` and
+/// `http.response.status_code`; an error for a 5xx.
+pub fn server_span_ends(span: &Span, method: &str, route: Option<&str>, status: u16) {
+    if !enabled() || span.is_disabled() {
+        return;
+    }
+    let context = span.context();
+    let otel = context.span();
+    if let Some(route) = route {
+        // The span started when the call came in: a name recorded now would not apply.
+        otel.update_name(format!("{method} {route}"));
+        otel.set_attribute(opentelemetry::KeyValue::new(
+            "http.route",
+            route.to_string(),
+        ));
+    }
+    otel.set_attribute(opentelemetry::KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
+    if status >= 500 {
+        otel.set_status(opentelemetry::trace::Status::error(""));
+    }
 }
 
 fn continue_from(span: &Span, carrier: &dyn Extractor) {
@@ -357,14 +395,6 @@ fn record_trace_id(span: &Span) {
     let trace_id = context.span().span_context().trace_id();
     if trace_id != opentelemetry::trace::TraceId::INVALID {
         span.record("trace_id", tracing::field::display(trace_id));
-    }
-}
-
-/// Renames a traced span once it has started (an `otel.name` recorded then is not applied): an
-/// HTTP server span, once its route is known.
-pub fn rename(span: &Span, name: String) {
-    if enabled() && !span.is_disabled() {
-        span.context().span().update_name(name);
     }
 }
 
@@ -492,16 +522,54 @@ mod tests {
         assert!(e.to_string().contains("milliseconds"), "{e}");
     }
 
+    /// Records the metadata of the spans and events made under it.
+    struct Seen(std::sync::Mutex<Vec<&'static tracing::Metadata<'static>>>);
+
+    impl tracing::Subscriber for Seen {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            self.0.lock().unwrap().push(span.metadata());
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            self.0.lock().unwrap().push(event.metadata());
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
     #[test]
-    fn only_this_crates_spans_at_info_and_above_are_exported() {
-        use tracing::Level;
-        assert!(exported("erasure", Level::INFO));
-        assert!(exported("erasure::engine::run", Level::WARN));
-        assert!(!exported("erasure::engine::run", Level::DEBUG));
-        assert!(!exported("erasure_sim", Level::INFO));
-        assert!(!exported("opentelemetry_sdk", Level::ERROR));
-        assert!(!exported("reqwest", Level::INFO));
-        assert!(!exported(UNTRACED, Level::INFO));
+    fn only_this_crates_spans_and_warnings_are_exported() {
+        let seen = std::sync::Arc::new(Seen(Default::default()));
+        tracing::subscriber::with_default(seen.clone(), || {
+            let _ = tracing::info_span!("a");
+            let _ = tracing::debug_span!("b");
+            let _ = tracing::info_span!(target: UNTRACED, "c");
+            let _ = tracing::info_span!(target: "erasure_sim", "d");
+            let _ = tracing::info_span!(target: "reqwest", "e");
+            tracing::warn!("f");
+            tracing::info!("g");
+            tracing::error!(target: "opentelemetry_sdk", "h");
+        });
+        let names: Vec<&str> = seen
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| exported(m))
+            .map(|m| {
+                if m.is_span() {
+                    m.name()
+                } else {
+                    m.level().as_str()
+                }
+            })
+            .collect();
+        assert_eq!(names, ["a", "WARN"]);
     }
 
     #[test]

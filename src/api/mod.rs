@@ -407,19 +407,15 @@ where
     let span = if crate::telemetry::enabled() && probe {
         tracing::info_span!(target: crate::telemetry::UNTRACED, "http", request_id = %id)
     } else if crate::telemetry::enabled() {
-        use tracing::field::Empty;
+        // The span's fields are what the logs show too: the attributes of the trace alone are
+        // set on the trace's span (`telemetry::server_span`), not formatted into every line.
         let span = tracing::info_span!(
             "http",
             request_id = %id,
-            trace_id = Empty,
-            otel.name = %req.method(),
+            trace_id = tracing::field::Empty,
             otel.kind = "server",
-            otel.status_code = Empty,
-            http.request.method = %req.method(),
-            http.route = Empty,
-            http.response.status_code = Empty,
         );
-        crate::telemetry::continue_request(&span, req.headers());
+        crate::telemetry::server_span(&span, req.method().as_str(), req.headers());
         span
     } else {
         tracing::info_span!("http", request_id = %id)
@@ -432,10 +428,8 @@ where
     };
     async move {
         let mut res = call.await?;
-        let route = res
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".into());
+        let matched = res.request().match_pattern();
+        let route = matched.as_deref().unwrap_or("unmatched");
         tracing::info!(
             method = %res.request().method(),
             route = %route,
@@ -444,19 +438,12 @@ where
             "http request"
         );
         if let Some(span) = traced {
-            let method = res.request().method();
-            if res.request().match_pattern().is_some() {
-                crate::telemetry::rename(&span, format!("{method} {route}"));
-                span.record("http.route", route.as_str());
-            }
-            // As i64: tracing-opentelemetry exports unsigned fields as strings.
-            span.record(
-                "http.response.status_code",
-                i64::from(res.status().as_u16()),
+            crate::telemetry::server_span_ends(
+                &span,
+                res.request().method().as_str(),
+                matched.as_deref(),
+                res.status().as_u16(),
             );
-            if res.status().is_server_error() {
-                span.record("otel.status_code", "ERROR");
-            }
         }
         if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
             res.headers_mut().insert(
