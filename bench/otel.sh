@@ -55,6 +55,7 @@ run_mode() { # MODE: one round of one mode; sets RPS and CPU_US (service CPU per
     stop_pid "$API_PID"
     RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$BENCH_OUT/wrk-$mode-$prefix.txt")
     non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $5 }' "$BENCH_OUT/wrk-$mode-$prefix.txt")
+    [[ -n $RPS ]] || die "round $prefix ($mode): wrk gave no rate (see $BENCH_OUT/wrk-$mode-$prefix.txt)"
     [[ -z $non2xx ]] || die "round $prefix ($mode): $non2xx non-2xx responses"
     CPU_US=$(calc "round(($cpu1 - $cpu0) / ($RPS * $DURATION) * 1e6, 1)")
     log "round $prefix: traces $mode: $RPS req/s, $CPU_US µs of service CPU a request"
