@@ -70,8 +70,10 @@ db_rps=$(calc "$committed / $elapsed")
 p50=$(awk '/^ +50%/ { print $2 }' "$BENCH_OUT/wrk.txt")
 p99=$(awk '/^ +99%/ { print $2 }' "$BENCH_OUT/wrk.txt")
 
-# Stop the API before pgbench: its pool would hold connections (max_connections is 100 here).
+# Stop the API before pgbench: its pool would hold connections (max_connections is 100 here);
+# so would PgBouncer's server connections (POOLER=1).
 stop_pid "$API_PID"
+if [[ -n ${POOLER_PID:-} ]]; then stop_pid "$POOLER_PID"; fi
 # The service's WAL starts checkpoints (max_wal_size); one that runs on into pgbench's turn slowed
 # pgbench (by more, the more the service wrote), flattering the ratio. pgbench starts after one.
 q "checkpoint" >/dev/null

@@ -93,10 +93,12 @@ fresh_db() {
 # POOLER_SIZE (20) server connections; the service's DATABASE_URL goes through it and
 # ERASURE_DATABASE_DIRECT_URL is the direct one (docs/operations.md, "Behind a pooler").
 start_pooler() {
-    local port dir; port=$(free_port); dir="$BENCH_OUT/pgbouncer"
+    local port dir; port=$(free_port)
     local bin; bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
     [[ -x $bin ]] || die "pgbouncer is not installed (apt-get install pgbouncer)"
-    mkdir -p "$dir" && chmod 777 "$dir"
+    # Run as root, PgBouncer becomes postgres: its files live where postgres can reach them.
+    dir=$(mktemp -d /tmp/erasure-bench-pgbouncer.XXXXXX) && chmod 777 "$dir"
+    ln -s "$dir" "$BENCH_OUT/pgbouncer"
     echo '"postgres" ""' >"$dir/users.txt"
     cat >"$dir/pgbouncer.ini" <<INI
 [databases]
@@ -116,11 +118,14 @@ pidfile = $dir/pgbouncer.pid
 INI
     local as_user=(); [[ $(id -u) == 0 ]] && as_user=(-u postgres)
     "$bin" "${as_user[@]}" "$dir/pgbouncer.ini" >/dev/null 2>&1 &
-    _BENCH_PIDS+=("$!")
+    POOLER_PID=$!
+    _BENCH_PIDS+=("$POOLER_PID")
+    local up=0
     for _ in $(seq 1 100); do
-        psql -XAtq "postgres://$PGUSER@127.0.0.1:$port/$BENCH_DB" -c 'select 1' >/dev/null 2>&1 && break
+        psql -XAtq "postgres://$PGUSER@127.0.0.1:$port/$BENCH_DB" -c 'select 1' >/dev/null 2>&1 && { up=1; break; }
         sleep 0.1
     done
+    ((up)) || die "PgBouncer did not answer on port $port (its log: $dir/pgbouncer.log)"
     export ERASURE_DATABASE_DIRECT_URL=$DATABASE_URL
     export DATABASE_URL="postgres://$PGUSER@127.0.0.1:$port/$BENCH_DB"
     log "PgBouncer (transaction mode, ${POOLER_SIZE:-20} server connections) on port $port"

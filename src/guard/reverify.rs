@@ -86,61 +86,79 @@ impl Guard {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         let source = format!("reverification:{run_id}");
-        for page in 1.. {
-            if shutdown.is_cancelled() {
-                anyhow::bail!("stopped by shutdown");
-            }
-            let listed_at = store::db_now(&self.db).await?;
-            let items = self
-                .upstream
-                .list_page(Listing::Connections, page, PAGE)
-                .await?;
-            run.connections += items.len() as i64;
-            let mut tx = self.db.begin().await?;
-            for item in &items {
-                let Some(connection) = valid_id(item, "id") else {
-                    continue;
-                };
-                run.found += self
-                    .found_again(&mut tx, Scope::Connection, &connection, listed_at, &source)
-                    .await?;
-                if let Some(user) = valid_id(item, "user_id") {
-                    run.found += self
-                        .found_again(&mut tx, Scope::User, &user, listed_at, &source)
-                        .await?;
+        for listing in [Listing::Connections, Listing::Accounts] {
+            for page in 1.. {
+                if shutdown.is_cancelled() {
+                    anyhow::bail!("stopped by shutdown");
                 }
-            }
-            tx.commit().await?;
-            if (items.len() as u32) < PAGE {
-                break;
-            }
-        }
-        for page in 1.. {
-            if shutdown.is_cancelled() {
-                anyhow::bail!("stopped by shutdown");
-            }
-            let listed_at = store::db_now(&self.db).await?;
-            let items = self
-                .upstream
-                .list_page(Listing::Accounts, page, PAGE)
-                .await?;
-            run.accounts += items.len() as i64;
-            let mut tx = self.db.begin().await?;
-            let matches = self.match_listed(&mut tx, &items).await?;
-            for (item, (listed, guards)) in items.iter().zip(matches) {
-                let Some(listed) = listed else {
-                    continue;
+                let listed_at = store::db_now(&self.db).await?;
+                let items = self.upstream.list_page(listing, page, PAGE).await?;
+                let mut tx = self.db.begin().await?;
+                run.found += match listing {
+                    Listing::Connections => {
+                        run.connections += items.len() as i64;
+                        self.connections_found_again(&mut tx, &items, listed_at, &source)
+                            .await?
+                    }
+                    Listing::Accounts => {
+                        run.accounts += items.len() as i64;
+                        self.accounts_found_again(&mut tx, &items, listed_at, &source)
+                            .await?
+                    }
                 };
-                run.found += self
-                    .account_found_again(&mut tx, item, &listed, &guards, listed_at, &source)
-                    .await?;
-            }
-            tx.commit().await?;
-            if (items.len() as u32) < PAGE {
-                break;
+                tx.commit().await?;
+                if (items.len() as u32) < PAGE {
+                    break;
+                }
             }
         }
         Ok(())
+    }
+
+    /// The users and connections of a page of connections found again: how many.
+    async fn connections_found_again(
+        &self,
+        tx: &mut PgConnection,
+        items: &[Value],
+        listed_at: DateTime<Utc>,
+        source: &str,
+    ) -> anyhow::Result<i64> {
+        let mut found = 0;
+        for item in items {
+            let Some(connection) = valid_id(item, "id") else {
+                continue;
+            };
+            found += self
+                .found_again(tx, Scope::Connection, &connection, listed_at, source)
+                .await?;
+            if let Some(user) = valid_id(item, "user_id") {
+                found += self
+                    .found_again(tx, Scope::User, &user, listed_at, source)
+                    .await?;
+            }
+        }
+        Ok(found)
+    }
+
+    /// The accounts of a page of accounts found again: how many.
+    async fn accounts_found_again(
+        &self,
+        tx: &mut PgConnection,
+        items: &[Value],
+        listed_at: DateTime<Utc>,
+        source: &str,
+    ) -> anyhow::Result<i64> {
+        let mut found = 0;
+        let matches = self.match_listed(tx, items).await?;
+        for (item, (listed, guards)) in items.iter().zip(matches) {
+            let Some(listed) = listed else {
+                continue;
+            };
+            found += self
+                .account_found_again(tx, item, &listed, &guards, listed_at, source)
+                .await?;
+        }
+        Ok(found)
     }
 
     /// A user or connection listed upstream (the listing asked for at `listed_at`, by the
