@@ -8,7 +8,7 @@
 //! It never decides what is written: the statements and rows are its callers' in `store`.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
@@ -92,6 +92,12 @@ impl BinaryRows {
 
     /// Sends the rows with `statement` (`copy t (cols) from stdin (format binary)`); returns the
     /// number of rows PostgreSQL inserted.
+    ///
+    /// The rows go out as one message, which grows the connection's write buffer to their size,
+    /// and sqlx keeps a buffer's capacity for the connection's life: the buffers are shrunk back
+    /// after the copy. (Without it, the pool's connections that had carried a sequencer round,
+    /// 5,000 leaves or about 3 MB, each kept that much: a worker's heap grew by about 70 MB over
+    /// its first 50,000 erasures, BENCHMARKS.md "Drain beside graphile-worker".)
     pub async fn copy_in(mut self, conn: &mut PgConnection, statement: &str) -> sqlx::Result<u64> {
         self.buf.extend_from_slice(&(-1i16).to_be_bytes()); // trailer
         let mut copy = conn.copy_in_raw(statement).await?;
@@ -100,7 +106,9 @@ impl BinaryRows {
             let _ = copy.abort("the rows could not be sent").await;
             return Err(e);
         }
-        copy.finish().await
+        let inserted = copy.finish().await;
+        conn.shrink_buffers();
+        inserted
     }
 }
 

@@ -1,0 +1,11 @@
+-- One index of re-erasures by their original, not two. 0006 made `erasure_requests_resurrection_of`
+-- and 0017 made `erasure_requests_by_resurrection_of`, the same partial B-tree on
+-- (resurrection_of) where resurrection_of is not null: every re-erasure's row, and each new version
+-- of it, went into both. The one query that reads by it (a request's page lists its re-erasures,
+-- `store::requests`) uses either; the one kept is 0017's. Found by bench/drain.sh's list of
+-- indexes (issue 32: no index that no query uses).
+--
+-- Forward-only and safe while processes of the previous release still serve: they use whichever
+-- index is there. Dropping an index takes a short exclusive lock on erasure_requests (catalog
+-- only, no scan).
+drop index if exists erasure_requests_resurrection_of;
