@@ -7,7 +7,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 # The workspace's other crates: the proofs (erasure-proof) and the simulator (erasure-sim).
 COPY crates ./crates
-# sqlx-core with TCP_NODELAY (vendor/README.md), patched in by Cargo.toml.
+# sqlx-core (TCP_NODELAY) and sqlx-postgres (unnamed statements behind a pooler): vendor/README.md.
 COPY vendor ./vendor
 COPY src ./src
 COPY migrations ./migrations

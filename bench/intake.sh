@@ -5,6 +5,8 @@
 #
 #   bench/intake.sh                 # DURATION=30 CONNECTIONS=64 THREADS=2 WARMUP=5
 #   PERF=1 bench/intake.sh          # also profiles the service with perf (top symbols printed)
+#   TRACES=1 bench/intake.sh        # with traces on, exported to a do-nothing OTLP receiver
+#                                   # (bench/otlp_sink.py); bench/otel.sh interleaves on and off
 #
 # Prints the service's rate (requests/s, from wrk and from the rows committed), its latency, the
 # CPU used by the service, PostgreSQL and wrk during the run, pgbench's rate and the ratio.
@@ -18,6 +20,13 @@ WARMUP=${WARMUP:-5}
 require_tools wrk pgbench psql curl jq python3
 bench_init intake
 fresh_db 0
+if [[ ${TRACES:-0} == 1 ]]; then
+    python3 "$BENCH_DIR/otlp_sink.py" "$BENCH_OUT/sink-counts.txt" >"$BENCH_OUT/sink.out" 2>"$BENCH_OUT/sink.log" &
+    _BENCH_PIDS+=("$!")
+    for _ in $(seq 1 50); do grep -q listening "$BENCH_OUT/sink.out" 2>/dev/null && break; sleep 0.1; done
+    export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$(awk '/listening/ { print $2 }' "$BENCH_OUT/sink.out")"
+    log "traces on: OTLP to $OTEL_EXPORTER_OTLP_ENDPOINT"
+fi
 start_api --no-worker
 KEY=$(make_key requester)
 export BENCH_KEY=$KEY

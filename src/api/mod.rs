@@ -372,6 +372,10 @@ pub fn serve_metrics(listener: std::net::TcpListener, state: AppState) -> anyhow
 /// A span per HTTP request with its own id (the client's `X-Request-Id` when it is a plain token,
 /// otherwise a new UUID), returned in `X-Request-Id`: every log line of the request carries it.
 /// The path is not logged (it may carry identifiers): only the route template.
+///
+/// With traces on (`telemetry`), the span is the server span of the call: it continues the
+/// caller's `traceparent`, is named `<method> <route template>` and holds the method, the route
+/// template and the status (semantic conventions of HTTP), and its trace id shows in the logs.
 fn request_span<S, B>(
     req: actix_web::dev::ServiceRequest,
     srv: &S,
@@ -397,7 +401,26 @@ where
         })
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let span = tracing::info_span!("http", request_id = %id);
+    // Probes and scrapes (`/healthz`, `/readyz`, `/metrics`: every few seconds from every
+    // monitor) are not traced.
+    let probe = matches!(req.path(), "/healthz" | "/readyz" | "/metrics");
+    let span = if crate::telemetry::enabled() && probe {
+        tracing::info_span!(target: crate::telemetry::UNTRACED, "http", request_id = %id)
+    } else if crate::telemetry::enabled() {
+        // The span's fields are what the logs show too: the attributes of the trace alone are
+        // set on the trace's span (`telemetry::server_span`), not formatted into every line.
+        let span = tracing::info_span!(
+            "http",
+            request_id = %id,
+            trace_id = tracing::field::Empty,
+            otel.kind = "server",
+        );
+        crate::telemetry::server_span(&span, req.method().as_str(), req.headers());
+        span
+    } else {
+        tracing::info_span!("http", request_id = %id)
+    };
+    let traced = (crate::telemetry::enabled() && !probe).then(|| span.clone());
     let started = std::time::Instant::now();
     let call = {
         let _entered = span.enter();
@@ -405,10 +428,8 @@ where
     };
     async move {
         let mut res = call.await?;
-        let route = res
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".into());
+        let matched = res.request().match_pattern();
+        let route = matched.as_deref().unwrap_or("unmatched");
         tracing::info!(
             method = %res.request().method(),
             route = %route,
@@ -416,6 +437,14 @@ where
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             "http request"
         );
+        if let Some(span) = traced {
+            crate::telemetry::server_span_ends(
+                &span,
+                res.request().method().as_str(),
+                matched.as_deref(),
+                res.status().as_u16(),
+            );
+        }
         if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
             res.headers_mut().insert(
                 actix_web::http::header::HeaderName::from_static("x-request-id"),

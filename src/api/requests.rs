@@ -42,8 +42,13 @@ pub struct CreateRequest {
 }
 
 impl AppState {
-    /// Validates, pseudonymises and seals one item.
-    fn prepare(&self, item: CreateRequest) -> Result<NewRequest, BTreeMap<String, String>> {
+    /// Validates, pseudonymises and seals one item. `traceparent`: the API call's
+    /// (`telemetry::traceparent`), kept so that the request's later work joins its trace.
+    fn prepare(
+        &self,
+        item: CreateRequest,
+        traceparent: Option<&str>,
+    ) -> Result<NewRequest, BTreeMap<String, String>> {
         let mut fields = BTreeMap::new();
         let target = TargetId::parse(&item.target_id)
             .map_err(|why| fields.insert("target_id".into(), why.into()))
@@ -83,6 +88,7 @@ impl AppState {
             } else {
                 State::Queued
             },
+            traceparent: traceparent.map(str::to_string),
         })
     }
 }
@@ -137,7 +143,9 @@ pub async fn create(
         return accepted(vec![submit_one(&state, principal, item).await?]);
     };
     let (scope, target_id) = (item.scope, item.target_id.clone());
-    let new = state.prepare(item).map_err(ApiError::fields)?;
+    let new = state
+        .prepare(item, crate::telemetry::traceparent().as_deref())
+        .map_err(ApiError::fields)?;
     // An open request recorded under an older pseudonym key version is the same target (checked
     // after an idempotent replay, before inserting).
     let old_duplicate = subjects::open_under_old_keys(&state, &[(scope, &target_id)])
@@ -202,7 +210,9 @@ pub async fn submit_one(
     item: CreateRequest,
 ) -> Result<Inserted, ApiError> {
     let (scope, target_id) = (item.scope, item.target_id.clone());
-    let new = state.prepare(item).map_err(ApiError::fields)?;
+    let new = state
+        .prepare(item, crate::telemetry::traceparent().as_deref())
+        .map_err(ApiError::fields)?;
     if let Some(existing) = subjects::open_under_old_keys(state, &[(scope, &target_id)])
         .await?
         .pop()
@@ -353,10 +363,13 @@ pub async fn submit_batch(
     let mut news = Vec::new();
     let mut targets = Vec::new();
     let mut slots = Vec::new();
+    let traceparent = crate::telemetry::traceparent();
     for (mut item, parsed) in parsed {
         let prepared = parsed.and_then(|p| {
             let target = (p.scope, p.target_id.clone());
-            state.prepare(p).map(|new| (new, target))
+            state
+                .prepare(p, traceparent.as_deref())
+                .map(|new| (new, target))
         });
         match prepared {
             Ok((new, target)) => {

@@ -74,6 +74,33 @@ pub const ENV_ONLY: &[EnvOnly] = &[
                   `ERASURE_CHECKPOINT_SECS` have passed.",
     },
     EnvOnly {
+        variable: "OTEL_EXPORTER_OTLP_ENDPOINT",
+        default: "(none: traces off)",
+        meaning: "Where traces are exported over OTLP/HTTP (protobuf), e.g. \
+                  `http://otel-collector:4318` (`/v1/traces` is added; \
+                  `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` names the full URL instead). Unset: no \
+                  span is made. With `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`, \
+                  `OTEL_BSP_*`, `OTEL_TRACES_SAMPLER` and `OTEL_SDK_DISABLED` as the \
+                  OpenTelemetry specification says (docs/operations.md, \"Traces\").",
+    },
+    EnvOnly {
+        variable: "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default: "`http/protobuf`",
+        meaning: "The OTLP protocol: `http/protobuf` only (`grpc` and `http/json` are refused at \
+                  start). `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` wins over it.",
+    },
+    EnvOnly {
+        variable: "OTEL_SERVICE_NAME",
+        default: "`erasure`",
+        meaning: "The traces' `service.name` (also taken from `OTEL_RESOURCE_ATTRIBUTES`).",
+    },
+    EnvOnly {
+        variable: "OTEL_RESOURCE_ATTRIBUTES",
+        default: "(none)",
+        meaning: "More attributes of every trace's resource, `key=value,...` (e.g. \
+                  `deployment.environment.name=prod`).",
+    },
+    EnvOnly {
         variable: "RUST_LOG",
         default: "`info`",
         meaning: "The log level, and filters by module (`tracing-subscriber`'s `EnvFilter` \
@@ -209,7 +236,8 @@ pub fn markdown(cli: &Command) -> String {
         "\n\
          ## Variables only\n\
          \n\
-         Keys and secrets have no flag, so that they never show in a process list.\n\
+         Keys and secrets have no flag, so that they never show in a process list; the standard\n\
+         variables of OpenTelemetry (`OTEL_*`) and of logging (`RUST_LOG`) have none either.\n\
          \n\
          | variable | default | meaning |\n\
          |---|---|---|\n",

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
 
 use super::Engine;
 use crate::domain::steps::{Detail, StepResult};
@@ -62,10 +63,13 @@ impl Engine {
         'steps: loop {
             let mut calls = Vec::new();
             let mut redeleted = Vec::new();
+            let span = step_span(&step);
             // The lease is renewed by this same future (no detached task), so a worker that dies
             // or is aborted stops renewing at once and the rescuer can hand the step to another.
             let result = {
-                let work = self.attempt(&step, &mut calls, &mut redeleted);
+                let work = self
+                    .attempt(&step, &mut calls, &mut redeleted)
+                    .instrument(span.clone());
                 tokio::pin!(work);
                 let mut renew = tokio::time::interval(self.settings.lease / 3);
                 renew.tick().await;
@@ -93,6 +97,8 @@ impl Engine {
                 return;
             };
             let label = outcome_label(&outcome);
+            record_outcome(&span, &outcome, label);
+            drop(span);
             tracing::debug!(request = %step.request_id, step = ?step.kind, attempt = step.attempts, outcome = label.as_str(), "step attempt ended");
             crate::metrics::global().attempt(step.kind, label);
             let take_next = (!shutdown.is_cancelled() && !self.upstream.breaker.is_open())
@@ -432,6 +438,44 @@ const THROTTLED_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// The time `delay` from now.
 fn after(delay: std::time::Duration) -> chrono::DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()
+}
+
+/// The span of one attempt of a step when traces are on (`telemetry`): a child of the API call
+/// that created the request (its stored `traceparent`), parent of the attempt's upstream calls.
+/// It names the request by its id and the step by its kind, scope and attempt; never its target
+/// or pseudonym.
+fn step_span(step: &Claimed) -> Span {
+    if !crate::telemetry::enabled() {
+        return Span::none();
+    }
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        "step",
+        otel.name = %format_args!("step {}", step.kind.as_str()),
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+        trace_id = Empty,
+        erasure.request.id = %step.request_id,
+        erasure.step = step.kind.as_str(),
+        erasure.scope = step.scope.as_str(),
+        erasure.attempt = step.attempts,
+        erasure.step.outcome = Empty,
+    );
+    crate::telemetry::continue_trace(&span, step.traceparent.as_deref());
+    span
+}
+
+/// How the attempt ended, on its span: the outcome, and for a failure the error status with the
+/// reason the request shows (`last_error`, which holds no id).
+fn record_outcome(span: &Span, outcome: &Outcome, label: AttemptOutcome) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("erasure.step.outcome", label.as_str());
+    if let Outcome::Fail { error } = outcome {
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", error.as_str());
+    }
 }
 
 fn outcome_label(o: &Outcome) -> AttemptOutcome {

@@ -239,6 +239,9 @@ impl Guard {
             external_reference: None,
             not_before: None,
             state: State::Queued,
+            // Within a traced span, the re-erasure joins its trace; the guard's own work has
+            // none.
+            traceparent: crate::telemetry::traceparent(),
         };
         let inserted = requests::insert_many(tx, &[item], requested_by, GUARD, None, Utc::now())
             .await?

@@ -91,7 +91,7 @@ pub async fn append_all(conn: &mut PgConnection, entries: Vec<Entry<'_>>) -> sql
          ) \
          select u.n, u.kind, s.id as subscription_id, r.id, r.external_reference, r.scope, \
              r.state, r.outcome, r.received_at, r.due_at, r.completed_at, r.updated_at, \
-             r.resurrection_of \
+             r.resurrection_of, r.traceparent \
          from unnest($6::int4[], $7::text[], $8::uuid[]) as u(n, kind, request_id) \
          join webhook_subscriptions s on s.state <> 'disabled' and u.kind = any(s.event_types) \
          join erasure_requests r on r.id = u.request_id \

@@ -152,6 +152,9 @@ pub struct NewRequest {
     pub external_reference: Option<String>,
     pub not_before: Option<DateTime<Utc>>,
     pub state: State,
+    /// The W3C `traceparent` of the API call that creates it (`telemetry::traceparent`): later
+    /// work joins its trace. `None` when traces are off.
+    pub traceparent: Option<String>,
 }
 
 /// What became of one item of an intake.
@@ -264,6 +267,8 @@ impl Rows<'_> {
             .map(|i| i.external_reference.as_deref())
             .collect();
         let states: Vec<&str> = items.iter().map(|i| i.state.as_str()).collect();
+        let traceparents: Vec<Option<&str>> =
+            items.iter().map(|i| i.traceparent.as_deref()).collect();
         let not_before: Vec<Option<DateTime<Utc>>> =
             items.iter().map(|i| i.not_before.map(as_stored)).collect();
         // The first step of every item (those of items not inserted are filtered out in SQL);
@@ -280,10 +285,12 @@ impl Rows<'_> {
         let created: Vec<Uuid> = sqlx::query_scalar(concat!(
             "with ins as ( \
                  insert into erasure_requests (id, scope, subject_ref, target_sealed, external_reference, \
-                     state, not_before, received_at, due_at, requested_by, batch_id) \
-                 select u.id, u.scope, u.subject_ref, u.sealed, u.external, u.state, u.not_before, $8, $9, $10, $11 \
+                     state, not_before, received_at, due_at, requested_by, batch_id, traceparent) \
+                 select u.id, u.scope, u.subject_ref, u.sealed, u.external, u.state, u.not_before, $8, $9, $10, $11, \
+                     u.traceparent \
                  from unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[], \
-                             $7::timestamptz[]) as u(id, scope, subject_ref, sealed, external, state, not_before) \
+                             $7::timestamptz[], $17::text[]) \
+                     as u(id, scope, subject_ref, sealed, external, state, not_before, traceparent) \
                  on conflict (subject_ref) where state in ",
             open_states!(),
             " do nothing \
@@ -318,6 +325,7 @@ impl Rows<'_> {
         .bind(&run_at)
         .bind(self.actor)
         .bind(Event::Received.as_str())
+        .bind(&traceparents)
         .fetch_all(conn)
         .await?;
         Ok(created.into_iter().collect())
@@ -383,7 +391,7 @@ impl Rows<'_> {
         let mut received = BinaryRows::with_capacity(items.len() * 192);
         for item in items {
             requests
-                .row(11)
+                .row(12)
                 .uuid(Some(item.id))
                 .text(Some(item.scope.as_str()))
                 .text(Some(&item.subject_ref))
@@ -398,7 +406,8 @@ impl Rows<'_> {
                 .timestamptz(self.received_at)
                 .timestamptz(self.due_at)
                 .uuid(Some(self.requested_by))
-                .uuid(self.batch_id);
+                .uuid(self.batch_id)
+                .text(item.traceparent.as_deref());
             steps
                 .row(5)
                 .uuid(Some(item.id))
@@ -427,7 +436,7 @@ impl Rows<'_> {
             .copy_in(
                 conn,
                 "copy erasure_requests (id, scope, subject_ref, target_sealed, external_reference, \
-                 state, not_before, received_at, due_at, requested_by, batch_id) \
+                 state, not_before, received_at, due_at, requested_by, batch_id, traceparent) \
                  from stdin (format binary)",
             )
             .await?;

@@ -32,6 +32,8 @@ pub struct Claimed {
     pub subject_ref: String,
     pub target_sealed: Option<Vec<u8>>,
     pub context_sealed: Option<Vec<u8>>,
+    /// The request's `traceparent`: the step's span continues its trace.
+    pub traceparent: Option<String>,
 }
 
 /// Claims up to `limit` ready steps.
@@ -50,7 +52,7 @@ pub async fn claim(db: &Db, limit: i64, lease: Duration) -> sqlx::Result<Vec<Cla
              from claimed c where r.id = c.request_id and r.state = 'queued' \
          ) \
          select c.id as step_id, c.request_id, c.ordinal, c.kind, c.attempts, c.lease_token, \
-             r.scope, r.subject_ref, r.target_sealed, r.context_sealed \
+             r.scope, r.subject_ref, r.target_sealed, r.context_sealed, r.traceparent \
          from claimed c join erasure_requests r on r.id = c.request_id",
     )
     .bind(limit)
@@ -346,6 +348,7 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
                         } => Some(context.clone()),
                         _ => c.context_sealed.clone(),
                     },
+                    traceparent: c.traceparent.clone(),
                 }),
                 Some((_, _, _, None)) => Finished::NextReady,
                 // The next step was not stored: it exists already in another state.

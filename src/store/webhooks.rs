@@ -369,6 +369,8 @@ pub struct Pending {
     pub attempts: i32,
     /// Whether its time has come.
     pub due: bool,
+    /// The `traceparent` of the request it is about: its delivery joins that trace.
+    pub traceparent: Option<String>,
 }
 
 /// Where and with what to deliver, read after the events (so that a rotation committed before
@@ -389,7 +391,8 @@ pub async fn next_events(
     limit: i64,
 ) -> sqlx::Result<Option<(Target, Vec<Pending>)>> {
     let events: Vec<Pending> = sqlx::query_as(
-        "select seq, id, event_type, payload, occurred_at, attempts, next_attempt_at <= now() as due \
+        "select seq, id, event_type, payload, occurred_at, attempts, next_attempt_at <= now() as due, \
+             traceparent \
          from webhook_events where subscription_id = $1 and state = 'pending' order by seq limit $2",
     )
     .bind(claim.subscription_id)
@@ -676,32 +679,38 @@ pub struct RequestHook {
     pub subscription_id: Uuid,
     #[sqlx(flatten)]
     pub request: RequestFacts,
+    /// The request's `traceparent`: its delivery joins the request's trace.
+    pub traceparent: Option<String>,
 }
 
+/// One outbox row: the subscription, the event type, the payload and the `traceparent` of the
+/// request it is about.
+type Outbox = (Uuid, &'static str, Value, Option<String>);
+
 /// Queues one outbox row per event and subscription, in order.
-async fn queue(
-    conn: &mut PgConnection,
-    rows: Vec<(Uuid, &'static str, Value)>,
-) -> sqlx::Result<()> {
+async fn queue(conn: &mut PgConnection, rows: Vec<Outbox>) -> sqlx::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let (mut subscriptions, mut kinds, mut payloads) = (vec![], vec![], vec![]);
-    for (subscription, kind, payload) in rows {
+    let (mut subscriptions, mut kinds, mut payloads, mut traceparents) =
+        (vec![], vec![], vec![], vec![]);
+    for (subscription, kind, payload, traceparent) in rows {
         subscriptions.push(subscription);
         kinds.push(kind);
         payloads.push(payload);
+        traceparents.push(traceparent);
     }
     sqlx::query(
-        "insert into webhook_events (id, subscription_id, event_type, payload) \
+        "insert into webhook_events (id, subscription_id, event_type, payload, traceparent) \
          select 'msg_' || replace(gen_random_uuid()::text, '-', ''), u.subscription, u.kind, \
-             u.payload \
-         from unnest($1::uuid[], $2::text[], $3::jsonb[]) with ordinality \
-             as u(subscription, kind, payload, n) order by n",
+             u.payload, u.traceparent \
+         from unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[]) with ordinality \
+             as u(subscription, kind, payload, traceparent, n) order by n",
     )
     .bind(subscriptions)
     .bind(kinds)
     .bind(payloads)
+    .bind(traceparents)
     .execute(conn)
     .await?;
     Ok(())
@@ -721,7 +730,7 @@ pub(super) async fn queue_request_events(
             let entry = data.get(h.n as usize)?;
             let payload =
                 serde_json::to_value(RequestEventData::new(kind, h.request, entry)).ok()?;
-            Some((h.subscription_id, kind.as_str(), payload))
+            Some((h.subscription_id, kind.as_str(), payload, h.traceparent))
         })
         .collect();
     queue(conn, rows).await
@@ -785,7 +794,7 @@ pub(super) async fn queue_restoration_event(
     .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let rows = subscriptions
         .into_iter()
-        .map(|s| (s, kind.as_str(), payload.clone()))
+        .map(|s| (s, kind.as_str(), payload.clone(), None))
         .collect();
     queue(conn, rows).await
 }

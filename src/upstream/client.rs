@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+use tracing::{Instrument, Span};
 
 use super::CallRecord;
 use super::politeness::{Breaker, PathGates, RateLimiter, Slots};
@@ -87,6 +88,9 @@ pub struct Upstream {
     paths: PathGates,
     /// True while an operator paused all upstream work (`engine::pause`): no call starts.
     hold: tokio::sync::watch::Sender<bool>,
+    /// The API's and the token endpoint's hosts, for spans.
+    host: String,
+    auth_host: String,
 }
 
 impl Upstream {
@@ -104,6 +108,8 @@ impl Upstream {
             .build()?;
         Ok(Self {
             http,
+            host: crate::telemetry::host_of(&settings.api_url),
+            auth_host: crate::telemetry::host_of(&settings.auth_url),
             limiter: RateLimiter::new(settings.max_rps),
             slots: Slots::new(settings.max_concurrency),
             breaker: Breaker::new(),
@@ -200,14 +206,23 @@ impl Upstream {
             "grant_type": "client_credentials",
             "scope": "openid",
         });
+        let span = self.token_span();
         let reply = self
             .http
             .post(format!("{}/token", self.settings.auth_url))
             .json(&body)
             .send()
-            .await
-            .map_err(|e| transport_error("token", &e))?;
+            .instrument(span.clone())
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                span.in_scope(|| record_on_span(None, Some(transport_kind(&e))));
+                return Err(transport_error("token", &e));
+            }
+        };
         let status = reply.status();
+        span.in_scope(|| record_on_span(Some(status.as_u16()), None));
         if !status.is_success() {
             return Err(classify(status, reply.headers(), "token endpoint"));
         }
@@ -292,8 +307,10 @@ impl Upstream {
         let idempotent = method == Method::GET || method == Method::DELETE;
         let mut retries = 0;
         loop {
+            let span = self.call_span(&method, template, retries);
             let result = self
                 .send_once(method.clone(), template, id, query, calls)
+                .instrument(span)
                 .await;
             let Err(CallError::Transient { retry_after, .. }) = &result else {
                 return result;
@@ -309,6 +326,48 @@ impl Upstream {
             retries += 1;
             crate::jobs::slot::wait(call_retry_delay(retries, *retry_after)).await;
         }
+    }
+
+    /// The span of one call (its sending, and its re-sending after a 401) when it is traced
+    /// (`traced`): a child of the step's, named `<method> <route template>` and holding the
+    /// method, the route template (never the path, which has ids), the upstream's host, the
+    /// retry (`http.request.resend_count`, 0 for the first send) and the status it ends with.
+    fn call_span(&self, method: &Method, template: &'static str, retries: u32) -> Span {
+        if !traced() {
+            return Span::none();
+        }
+        use tracing::field::Empty;
+        tracing::info_span!(
+            "upstream call",
+            otel.name = %format_args!("{method} {template}"),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            http.request.method = %method,
+            url.template = template,
+            server.address = self.host.as_str(),
+            http.request.resend_count = i64::from(retries),
+            http.response.status_code = Empty,
+            error.type = Empty,
+        )
+    }
+
+    /// The span of a token request when it is traced: `POST /token` at the auth host.
+    fn token_span(&self) -> Span {
+        if !traced() {
+            return Span::none();
+        }
+        use tracing::field::Empty;
+        tracing::info_span!(
+            "upstream token",
+            otel.name = "POST /token",
+            otel.kind = "client",
+            otel.status_code = Empty,
+            http.request.method = "POST",
+            url.template = "/token",
+            server.address = self.auth_host.as_str(),
+            http.response.status_code = Empty,
+            error.type = Empty,
+        )
     }
 
     /// Sends one call (re-sending once with a fresh token after a 401). One write per resource is
@@ -363,6 +422,7 @@ impl Upstream {
             let record = |status: Option<u16>, error: Option<&'static str>| {
                 let took = started.elapsed();
                 crate::metrics::global().upstream_call((&method).into(), status, took);
+                record_on_span(status, error);
                 CallRecord {
                     method: method_name,
                     path: template,
@@ -427,6 +487,31 @@ impl Upstream {
                 "upstream refused a freshly issued token (401 twice): check the client credentials"
                     .into(),
         })
+    }
+}
+
+/// Whether a call is traced: with traces on, within a traced span (a step's, an API call's); the
+/// guard's polls and other work outside a request make no span.
+fn traced() -> bool {
+    crate::telemetry::enabled() && !Span::current().is_disabled()
+}
+
+/// What a call ended with, on its span (when traced): the status, or the kind of transport error
+/// (`timeout`, `connect`, `transport`, `body`), and an error status for no answer or a 5xx.
+fn record_on_span(status: Option<u16>, error: Option<&'static str>) {
+    let span = Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(status) = status {
+        // As i64: tracing-opentelemetry exports unsigned fields as strings.
+        span.record("http.response.status_code", i64::from(status));
+    }
+    if let Some(error) = error {
+        span.record("error.type", error);
+    }
+    if status.is_none_or(|s| s >= 500) || error.is_some() {
+        span.record("otel.status_code", "ERROR");
     }
 }
 

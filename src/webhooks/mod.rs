@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
 
 use crate::audit::seal::Sealer;
 use crate::config::WebhookSettings;
@@ -82,6 +83,34 @@ pub fn retry_delay(attempts: i32, scale: f64, retry_after: Option<Duration>) -> 
     let scheduled = Duration::from_secs_f64(step as f64 * scale);
     let longest = Duration::from_secs(SCHEDULE[SCHEDULE.len() - 1]);
     Some(scheduled.max(retry_after.unwrap_or_default().min(longest)))
+}
+
+/// The span of one delivery attempt of a request's event when traces are on (`telemetry`): a
+/// child of the API call that created the request (its stored `traceparent`), named
+/// `webhook <event type>`, with the receiver's host only (a URL's path or query may hold a
+/// secret), the event's `webhook-id`, the attempt and the status. Events of no traced request
+/// (`test`, `restoration.completed`) make none.
+fn delivery_span(url: &Result<reqwest::Url, String>, event: &Pending, attempt: i32) -> Span {
+    if !crate::telemetry::enabled() || event.traceparent.is_none() {
+        return Span::none();
+    }
+    use tracing::field::Empty;
+    let host = url.as_ref().ok().and_then(|u| u.host_str()).unwrap_or("");
+    let span = tracing::info_span!(
+        "webhook delivery",
+        otel.name = %format_args!("webhook {}", event.event_type),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        trace_id = Empty,
+        http.request.method = "POST",
+        server.address = host,
+        http.response.status_code = Empty,
+        erasure.webhook.event_type = event.event_type.as_str(),
+        erasure.webhook.id = event.id.as_str(),
+        erasure.webhook.attempt = attempt,
+    );
+    crate::telemetry::continue_trace(&span, event.traceparent.as_deref());
+    span
 }
 
 /// Delivers webhooks.
@@ -333,10 +362,19 @@ impl Webhooks {
     ) -> Attempted {
         let attempt = event.attempts + 1;
         let started = Instant::now();
+        let span = delivery_span(url, event, attempt);
         let (status, error, excerpt, retry_after) = match url {
             Err(why) => (None, Some(format!("the URL is refused: {why}")), None, None),
-            Ok(url) => self.post(url, keys, event).await,
+            Ok(url) => self.post(url, keys, event).instrument(span.clone()).await,
         };
+        if !span.is_disabled() {
+            if let Some(status) = status {
+                span.record("http.response.status_code", status);
+            }
+            if !status.is_some_and(|s| (200..300).contains(&s)) {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
         let duration_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
         let accepted = status.is_some_and(|s| (200..300).contains(&s));
         let next = if accepted {

@@ -1912,6 +1912,7 @@ async fn a_duplicate_whose_request_closes_meanwhile_is_inserted() {
             external_reference: None,
             not_before: None,
             state: State::Queued,
+            traceparent: None,
         };
         let mut items: Vec<NewRequest> = (1..size)
             .map(|k| item(format!("k1:fresh-{n}-{k}")))

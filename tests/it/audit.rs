@@ -288,8 +288,8 @@ async fn lookup_answers_from_the_pseudonym() {
 }
 
 /// Plants canaries (long ids nobody else uses, the simulator's fake e-mails, names and IBANs),
-/// runs erasures of every scope and outcome, then searches a full dump of the database and the
-/// logs of a service run at RUST_LOG=trace.
+/// runs erasures of every scope and outcome, then searches a full dump of the database, the
+/// logs of a service run at RUST_LOG=trace and the spans it exported to an OTLP receiver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_personal_data_in_the_database_dump_or_the_logs() {
     let mut app = TestApp::spawn(Options {
@@ -309,8 +309,10 @@ async fn no_personal_data_in_the_database_dump_or_the_logs() {
         .port();
     let log_path = std::env::temp_dir().join(format!("erasure-canary-{}.log", std::process::id()));
     let log_file = std::fs::File::create(&log_path).unwrap();
+    let receiver = common::otel::Receiver::start();
     let service = app
         .command("serve")
+        .envs(common::otel::variables(&receiver))
         .args(["--log-format", "json"])
         .env("ERASURE_BIND", format!("127.0.0.1:{port}"))
         .env("ERASURE_MAX_ATTEMPTS", "2")
@@ -523,6 +525,11 @@ async fn no_personal_data_in_the_database_dump_or_the_logs() {
     let dump = String::from_utf8_lossy(&dump.stdout).to_string();
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(logs.len() > 1000, "trace logs were written");
+    let spans = receiver.text();
+    assert!(
+        spans.contains("step verify") && spans.contains("GET /users/{id}"),
+        "spans were exported"
+    );
     assert!(dump.contains("k1:"), "the dump holds pseudonyms");
     let mut paths_with_ids = vec![format!("/connections/{restored}")];
     for u in &users[..4] {
@@ -540,6 +547,7 @@ async fn no_personal_data_in_the_database_dump_or_the_logs() {
             "the database dump holds {canary}"
         );
         assert!(!logs.contains(canary.as_str()), "the logs hold {canary}");
+        assert!(!spans.contains(canary.as_str()), "a span holds {canary}");
     }
     // The held request still keeps its id, but only sealed.
     let sealed: Option<Vec<u8>> =

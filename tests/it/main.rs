@@ -26,6 +26,7 @@ mod erasure;
 mod guard;
 mod layers;
 mod openapi;
+mod otel;
 mod pause;
 mod pooler;
 mod retention;

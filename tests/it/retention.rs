@@ -86,6 +86,8 @@ async fn run_retention(app: &TestApp, as_of: DateTime<Utc>, n: usize) -> Vec<Str
             .into_iter()
             .map(|child| {
                 let out = child.wait_with_output().unwrap();
+                // Shown when the test fails (a compaction that could not run says why there).
+                eprintln!("retention run: {}", String::from_utf8_lossy(&out.stderr));
                 assert!(
                     out.status.success(),
                     "{}",

@@ -3,6 +3,7 @@
 
 pub mod console;
 pub mod oidc;
+pub mod otel;
 pub mod pooler;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
