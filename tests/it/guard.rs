@@ -82,7 +82,12 @@ async fn re_erasures(app: &TestApp, original: &str) -> Vec<String> {
     .unwrap()
 }
 
-async fn wait_re_erasures(app: &TestApp, original: &str, n: usize, secs: u64) -> Vec<String> {
+pub(crate) async fn wait_re_erasures(
+    app: &TestApp,
+    original: &str,
+    n: usize,
+    secs: u64,
+) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         let found = re_erasures(app, original).await;

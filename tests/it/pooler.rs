@@ -2,6 +2,7 @@
 //! `DATABASE_URL` at the pooler, `ERASURE_DATABASE_DIRECT_URL` at the server.
 
 use crate::common;
+use crate::guard::wait_re_erasures;
 use crate::webhooks::{Receiver, start_receiver, subscribe, wait_delivered};
 
 use std::sync::Arc;
@@ -194,21 +195,7 @@ async fn eight_processes_run_every_path_through_pgbouncer_in_transaction_mode() 
         )
         .await;
     assert_eq!(status, 204);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let re_erasure = loop {
-        let found: Option<String> = sqlx::query_scalar(
-            "select id::text from erasure_requests where resurrection_of = $1::uuid",
-        )
-        .bind(original)
-        .fetch_optional(&app.db)
-        .await
-        .unwrap();
-        if let Some(id) = found {
-            break id;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no re-erasure");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let re_erasure = wait_re_erasures(&app, original, 1, 30).await.remove(0);
     app.wait_state(&re_erasure, "completed", 30).await;
 
     // Webhooks: every completion delivered, once.
