@@ -99,8 +99,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let db = store::connect(args.db.session_url(), 2).await?;
     let demo_key = NewKey::new(Role::Admin, "demo", None, chrono::Utc::now())
         .map_err(|(field, why)| anyhow::anyhow!("{field} {why}"))?;
-    let (_, api_key) =
-        store::keys::create_owned(&db, &demo_key, store::audit::OPERATOR, None).await?;
+    let api_key = crate::app::keys::create(&db, &demo_key, crate::app::By::Operator)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot make the demo's key: {}", e.sentence()))?;
     db.close().await;
 
     let running = service::start(ServiceConfig {

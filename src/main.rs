@@ -4,6 +4,8 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use erasure::app::error::ApiError;
+use erasure::app::{self, By};
 use erasure::audit::checkpoint::Signer;
 use erasure::audit::retention;
 use erasure::config::{
@@ -433,7 +435,7 @@ async fn people(command: PeopleCommand) -> anyhow::Result<()> {
                     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
                 })
             };
-            for p in store::people::list(&pool).await? {
+            for p in app::people::list(&pool).await.map_err(cli)? {
                 let roles = if p.roles.is_empty() {
                     "-".to_string()
                 } else {
@@ -460,8 +462,11 @@ async fn people(command: PeopleCommand) -> anyhow::Result<()> {
                 .map_err(|_| anyhow::anyhow!("the person must be named by their id (a UUID)"))?;
             let pool = store::connect(db.session_url(), 2).await?;
             store::check_migrated(&pool).await?;
-            if !store::people::forget(&pool, id, store::audit::OPERATOR).await? {
-                anyhow::bail!("no person has the id {id} (see `erasure people list`)");
+            match app::people::forget(&pool, id, By::Operator).await {
+                Err(e) if e.code() == "not_found" => {
+                    anyhow::bail!("no person has the id {id} (see `erasure people list`)")
+                }
+                done => done.map_err(cli)?,
             }
             eprintln!("person {id} forgotten: name and e-mail replaced, sessions ended, id kept");
         }
@@ -481,13 +486,14 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             let new = NewKey::new(role, &label, days, chrono::Utc::now())
                 .map_err(|(field, why)| anyhow::anyhow!("--{}: {why}", field.replace('_', "-")))?;
             let pool = store::connect(db.session_url(), 2).await?;
-            let (_, key) =
-                store::keys::create_owned(&pool, &new, store::audit::OPERATOR, None).await?;
+            let key = app::keys::create(&pool, &new, By::Operator)
+                .await
+                .map_err(cli)?;
             println!("{key}");
         }
         KeysCommand::List { json, db } => {
             let pool = store::connect(db.session_url(), 2).await?;
-            let keys = store::keys::list(&pool).await?;
+            let keys = app::keys::list(&pool).await.map_err(cli)?;
             let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
                 t.map_or("-".to_string(), |t| {
                     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
@@ -515,10 +521,11 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Revoke { key, db } => {
             let pool = store::connect(db.session_url(), 2).await?;
-            let found = store::keys::find(&pool, &key).await?.ok_or_else(|| {
-                anyhow::anyhow!("no key has that id or prefix (see `erasure keys list`)")
-            })?;
-            if store::keys::revoke(&pool, found.id, store::audit::OPERATOR).await? {
+            let found = key_named(&pool, &key).await?;
+            if app::keys::revoke(&pool, &found, By::Operator)
+                .await
+                .map_err(cli)?
+            {
                 eprintln!("revoked key {} ({})", found.id, found.prefix);
             } else {
                 eprintln!("key {} ({}) was revoked already", found.id, found.prefix);
@@ -530,17 +537,12 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             db,
         } => {
             let pool = store::connect(db.session_url(), 2).await?;
-            let found = store::keys::find(&pool, &key).await?.ok_or_else(|| {
-                anyhow::anyhow!("no key has that id or prefix (see `erasure keys list`)")
-            })?;
-            if grace_minutes > 7 * 24 * 60 {
-                anyhow::bail!("--grace-minutes must be at most 10080 (a week)");
-            }
-            let grace = std::time::Duration::from_secs(u64::from(grace_minutes) * 60);
-            let (id, new_key) =
-                store::keys::rotate(&pool, &found, grace, store::audit::OPERATOR).await?;
+            let found = key_named(&pool, &key).await?;
+            let (id, new_key) = app::keys::rotate(&pool, &found, grace_minutes, By::Operator)
+                .await
+                .map_err(cli)?;
             println!("{new_key}");
-            if grace.is_zero() {
+            if grace_minutes == 0 {
                 eprintln!("new key {id}; old key {} revoked", found.id);
             } else {
                 eprintln!(
@@ -551,4 +553,30 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A key by its id or prefix, or the command line's sentence for none.
+async fn key_named(pool: &store::Db, key: &str) -> anyhow::Result<erasure::store::keys::KeyInfo> {
+    match app::keys::find(pool, key).await {
+        Err(e) if e.code() == "not_found" => {
+            anyhow::bail!("no key has that id or prefix (see `erasure keys list`)")
+        }
+        found => found.map_err(cli),
+    }
+}
+
+/// A use case's error as the command line says it: its sentence, or an internal error's cause.
+fn cli(e: ApiError) -> anyhow::Error {
+    match e {
+        ApiError::Internal(cause) => cause,
+        ApiError::Invalid { fields, .. } => anyhow::anyhow!(
+            "{}",
+            fields
+                .iter()
+                .map(|(name, why)| format!("--{}: {why}", name.replace('_', "-")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        other => anyhow::anyhow!("{}", other.sentence()),
+    }
 }

@@ -10,6 +10,7 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::app::App;
 use crate::audit::checkpoint::Signer;
 use crate::audit::log::AuditLog;
 use crate::audit::seal::Sealer;
@@ -187,20 +188,22 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
         let restore_check =
             upstream.map(|upstream| RestoreCheck::new(db.clone(), upstream, pseudonyms.clone()));
         move || AppState {
-            db: db.clone(),
-            restore_check: restore_check.clone(),
-            pseudonyms: pseudonyms.clone(),
-            sealer: sealer.clone(),
-            approval,
-            at_risk_days,
-            retention_days,
-            webhooks: webhooks.clone(),
-            audit: audit.clone(),
+            app: App {
+                db: db.clone(),
+                restore_check: restore_check.clone(),
+                pseudonyms: pseudonyms.clone(),
+                sealer: sealer.clone(),
+                approval,
+                at_risk_days,
+                retention_days,
+                webhooks: webhooks.clone(),
+                audit: audit.clone(),
+                ready: ready.clone(),
+                intake: intake::start(&db, ready.clone(), INTAKE_WRITERS),
+                keys: store::keys::checks(&db),
+            },
             rates: rates.clone(),
             limits: limits.clone(),
-            ready: ready.clone(),
-            intake: intake::start(&db, ready.clone(), INTAKE_WRITERS),
-            keys: store::keys::checks(&db),
         }
     };
     let http = match (&config.bind, &config.metrics_bind) {

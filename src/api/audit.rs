@@ -16,8 +16,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
+use super::error::ErrorBody;
 use super::input;
+use crate::app::error::ApiError;
 use crate::audit::log;
 use crate::audit::receipt::{self as receipts, NoReceipt};
 use crate::audit::report::{self as page, Report};
@@ -178,7 +179,7 @@ pub async fn receipt(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(AUDITORS)?;
-    let id = input::path_id(&path)?;
+    let id = crate::app::input::path_id(&path)?;
     match receipts::build(&state.db, &state.audit, id).await {
         Ok(body) => Ok(HttpResponse::Ok().json(body)),
         Err(NoReceipt::NotFound) => Err(ApiError::not_found("erasure request")),

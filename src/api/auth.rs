@@ -13,7 +13,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 use futures::future::LocalBoxFuture;
 
 use super::AppState;
-use super::error::ApiError;
+use crate::app::error::ApiError;
 use crate::domain::Role;
 use crate::store::keys::Principal;
 
@@ -26,47 +26,9 @@ pub const SESSION_COOKIE: &str = "erasure_session";
 impl Caller {
     /// Refuses with 403 unless the caller has one of `roles` (admin always may).
     pub fn require(&self, roles: &[Role]) -> Result<&Principal, ApiError> {
-        require(&self.0, roles)
+        crate::app::auth::require(&self.0, roles)
     }
 }
-
-/// Whether `principal` may act as one of `roles` (admin always may).
-pub fn allowed(principal: &Principal, roles: &[Role]) -> bool {
-    principal
-        .roles
-        .iter()
-        .any(|r| *r == Role::Admin || roles.contains(r))
-}
-
-/// Refuses with 403 unless `principal` has one of `roles` (admin always may).
-pub fn require<'a>(principal: &'a Principal, roles: &[Role]) -> Result<&'a Principal, ApiError> {
-    if allowed(principal, roles) {
-        Ok(principal)
-    } else {
-        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-        Err(ApiError::client(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "this needs the role {} ({} {})",
-                if names.is_empty() {
-                    "admin".to_string()
-                } else {
-                    names.join(" or ")
-                },
-                if principal.person.is_some() {
-                    "you hold:"
-                } else {
-                    "this key is"
-                },
-                principal.roles_text()
-            ),
-        ))
-    }
-}
-
-/// Who may read requests.
-pub const READERS: &[Role] = &[Role::Requester, Role::Approver, Role::Auditor];
 
 fn unauthorized(message: &str) -> ApiError {
     ApiError::client(StatusCode::UNAUTHORIZED, "unauthorized", message)

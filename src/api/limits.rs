@@ -18,7 +18,7 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::ApiError;
+use crate::app::error::ApiError;
 
 /// Token buckets, one per API key id (so the map holds at most one entry per key that exists).
 pub struct KeyRates {

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
 
 use super::AppState;
-use super::error::ApiError;
+use crate::app::error::ApiError;
 use crate::domain::{Scope, State};
 use crate::metrics::{CONTENT_TYPE, PREFIX, global, label_values};
 use crate::store;

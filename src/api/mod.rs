@@ -1,7 +1,8 @@
 //! The HTTP API (actix-web): handlers by resource, errors as JSON, the OpenAPI document.
 //!
-//! Handlers parse, authorise, call the store or the guard, and answer: they never write SQL and
-//! never call the aggregator (`tests/it/layers.rs`).
+//! Handlers parse, authorise, call one use case (`app`) and answer: they never write SQL and
+//! never call the aggregator (`tests/it/layers.rs`). Reads that only present what the store holds
+//! (the audit log's proofs, metrics, health) call the store directly.
 
 pub mod audit;
 pub mod auth;
@@ -23,38 +24,25 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::audit::log::AuditLog;
-use crate::audit::pseudonym::Pseudonymizer;
-use crate::audit::seal::Sealer;
-use crate::config::{ApprovalPolicy, HttpLimits};
-use crate::store::Db;
-use error::{ApiError, CommonResponses};
+use crate::app;
+use crate::app::error::ApiError;
+use crate::config::HttpLimits;
+use error::CommonResponses;
 
-/// What every handler shares.
+/// What every handler shares: the use cases' `App` (through `Deref`) and the HTTP limits.
 pub struct AppState {
-    pub db: Db,
-    /// The guard's restoration check, in processes that have an upstream client (`None` for
-    /// `serve --no-worker`).
-    pub restore_check: Option<crate::guard::restore::RestoreCheck>,
-    pub pseudonyms: Pseudonymizer,
-    pub sealer: Sealer,
-    pub approval: ApprovalPolicy,
-    /// Days before its due date from which an open request is at risk (`ERASURE_AT_RISK_DAYS`).
-    pub at_risk_days: u32,
-    /// Days a closed request stays linkable to its target (`ERASURE_RETENTION_DAYS`).
-    pub retention_days: u32,
-    /// Where webhooks may be sent (subscriptions' URLs are checked against it).
-    pub webhooks: std::sync::Arc<crate::config::WebhookSettings>,
-    pub audit: std::sync::Arc<AuditLog>,
+    pub app: app::App,
     pub limits: HttpLimits,
     /// Request rate per API key.
     pub rates: std::sync::Arc<limits::KeyRates>,
-    /// Wakes the workers when requests are accepted.
-    pub ready: std::sync::Arc<crate::store::ready::Ready>,
-    /// Commits single requests in groups.
-    pub intake: crate::store::intake::Intake,
-    /// API key checks, made together when requests arrive together.
-    pub keys: crate::store::keys::KeyChecks,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = app::App;
+
+    fn deref(&self) -> &app::App {
+        &self.app
+    }
 }
 
 #[derive(OpenApi)]
@@ -76,7 +64,7 @@ pub struct AppState {
         pause::status, pause::pause, pause::resume,
         health::healthz, health::readyz, metrics::metrics,
     ),
-    components(schemas(requests::HoldBody, requests::ExtendBody, requests::NoteBody, requests::ActionName)),
+    components(schemas(crate::app::requests::HoldBody, crate::app::requests::ExtendBody, crate::app::requests::NoteBody, requests::ActionName)),
     modifiers(&BearerAuth, &CommonResponses, &Webhooks),
     tags((name = "erasure requests"), (name = "subjects"), (name = "restorations"), (name = "audit"), (name = "webhooks"), (name = "operations"))
 )]

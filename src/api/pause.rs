@@ -4,62 +4,16 @@
 //! do not move (at-risk and overdue show what a pause costs). Audited with who and why.
 
 use actix_web::{HttpResponse, get, post, web};
-use serde::Deserialize;
-use utoipa::ToSchema;
 
 use super::AppState;
-use super::auth::{Caller, READERS};
-use super::error::{ApiError, ErrorBody};
+use super::auth::Caller;
+use super::error::ErrorBody;
 use super::input::JsonBody;
+use crate::app::auth::READERS;
+use crate::app::error::ApiError;
+use crate::app::pause::{self as app, PauseBody, ResumeBody};
 use crate::domain::Role;
-use crate::domain::validate;
-use crate::store::keys::Principal;
-use crate::store::pause::{self as switch, Pause};
-
-/// Why upstream work is paused.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PauseBody {
-    /// Up to 500 characters, no personal data (e.g. "aggregator maintenance until 14:00").
-    pub reason: String,
-}
-
-/// Why it is resumed (optional).
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ResumeBody {
-    pub reason: Option<String>,
-}
-
-fn reason(text: &str) -> Result<String, ApiError> {
-    validate::free_text(text, 500).map_err(|why| ApiError::field("reason", why))
-}
-
-/// Pauses all upstream work for `principal` (the API's and the console's one way).
-pub async fn pause_all(
-    state: &AppState,
-    principal: &Principal,
-    why: &str,
-) -> Result<Pause, ApiError> {
-    let why = reason(why)?;
-    Ok(switch::set(&state.db, true, Some(&why), &principal.actor())
-        .await?
-        .0)
-}
-
-/// Resumes all upstream work for `principal` (the API's and the console's one way).
-pub async fn resume_all(
-    state: &AppState,
-    principal: &Principal,
-    why: Option<&str>,
-) -> Result<Pause, ApiError> {
-    let why = why.map(reason).transpose()?;
-    Ok(
-        switch::set(&state.db, false, why.as_deref(), &principal.actor())
-            .await?
-            .0,
-    )
-}
+use crate::store::pause::Pause;
 
 /// Whether upstream work is paused, since when, by whom and why.
 #[utoipa::path(get, path = "/v1/pause", tag = "operations",
@@ -68,7 +22,7 @@ pub async fn resume_all(
 #[get("/v1/pause")]
 pub async fn status(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
-    Ok(HttpResponse::Ok().json(switch::current(&state.db).await?))
+    Ok(HttpResponse::Ok().json(app::current(&state).await?))
 }
 
 /// Pauses all upstream work, in every process, within a second: calls in flight finish and are
@@ -85,7 +39,7 @@ pub async fn pause(
 ) -> Result<HttpResponse, ApiError> {
     let principal = caller.require(&[Role::Approver])?;
     let body: PauseBody = body.object()?;
-    Ok(HttpResponse::Ok().json(pause_all(&state, principal, &body.reason).await?))
+    Ok(HttpResponse::Ok().json(app::pause_all(&state, principal, &body.reason).await?))
 }
 
 /// Resumes upstream work: every process starts calling again within a second, from where it
@@ -102,6 +56,6 @@ pub async fn resume(
 ) -> Result<HttpResponse, ApiError> {
     let principal = caller.require(&[])?;
     let body: ResumeBody = body.object_or_default()?;
-    let resumed = resume_all(&state, principal, body.reason.as_deref()).await?;
+    let resumed = app::resume_all(&state, principal, body.reason.as_deref()).await?;
     Ok(HttpResponse::Ok().json(resumed))
 }

@@ -4,30 +4,16 @@
 //! It never calls the aggregator itself: the guard's `restore::check` does.
 
 use actix_web::{HttpResponse, get, post, web};
-use serde::Deserialize;
-use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::AppState;
-use super::auth::{Caller, READERS};
-use super::error::{ApiError, ErrorBody};
-use super::input::{self, JsonBody};
-use crate::domain::validate::{self, TargetId};
-use crate::domain::{Role, Scope};
-use crate::store::keys::Principal;
-use crate::store::restorations::{self, Refused, Restoration};
-
-/// A restoration to start.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RestorationBody {
-    /// The aggregator's id of the connection whose deleted accounts should come back (digits).
-    #[schema(example = "2001", pattern = "^(0|[1-9][0-9]{0,31})$")]
-    pub connection_id: String,
-    /// Why, in a few words (no personal data).
-    #[schema(min_length = 1, max_length = 500)]
-    pub reason: String,
-}
+use super::auth::Caller;
+use super::error::ErrorBody;
+use super::input::JsonBody;
+use crate::app::auth::READERS;
+use crate::app::error::ApiError;
+use crate::app::restorations::{self, RestorationBody};
+use crate::domain::Role;
+use crate::store::restorations::Restoration;
 
 /// Starts a LIST_ACCOUNTS restoration of a connection. Accounts it brings back are not erased
 /// again by the resurrection guard. Refused (409) while an erasure of the connection or of its
@@ -51,42 +37,10 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let principal = caller.require(&[Role::Approver])?;
     let body: RestorationBody = body.object()?;
-    let r = start(&state, principal, body).await?;
+    let r = restorations::start(&state, principal, body).await?;
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/v1/restorations/{}", r.id)))
         .json(r))
-}
-
-/// Starts a restoration for `principal` (an approver): the API's and the console's one way.
-pub async fn start(
-    state: &AppState,
-    principal: &Principal,
-    body: RestorationBody,
-) -> Result<Restoration, ApiError> {
-    let connection = TargetId::parse(&body.connection_id)
-        .map_err(|why| ApiError::field("connection_id", why))?;
-    let reason =
-        validate::free_text(&body.reason, 500).map_err(|why| ApiError::field("reason", why))?;
-    if let Some(refusal) = refused_for_the_user(state, connection.as_str()).await? {
-        return Err(refusal);
-    }
-    let id = Uuid::new_v4();
-    let refs = state
-        .pseudonyms
-        .subject_refs(Scope::Connection, connection.as_str());
-    let sealed = state.sealer.seal(id, connection.as_str().as_bytes());
-    let actor = principal.actor();
-    let created = restorations::create(
-        &state.db,
-        id,
-        &refs,
-        &sealed,
-        &reason,
-        principal.key_id,
-        &actor,
-    )
-    .await?;
-    created.map_err(conflict)
 }
 
 /// A restoration: its state and what the synchronisation listed (counts only).
@@ -103,28 +57,6 @@ pub async fn get_one(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(READERS)?;
-    let id = input::path_id(&path)?;
-    let restoration = restorations::get(&state.db, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("restoration"))?;
-    Ok(HttpResponse::Ok().json(restoration))
-}
-
-/// The guard's check, where this process has an upstream client: the connection must still exist
-/// and neither it nor its user may be being, or have been, erased. (Without an upstream client,
-/// or when the upstream does not answer, the worker asks the same before it synchronises and
-/// fails the restoration instead.)
-async fn refused_for_the_user(
-    state: &AppState,
-    connection: &str,
-) -> Result<Option<ApiError>, ApiError> {
-    let Some(check) = &state.restore_check else {
-        return Ok(None);
-    };
-    Ok(check.refusal(connection).await?.map(conflict))
-}
-
-/// A refusal as the API's 409.
-fn conflict(refused: Refused) -> ApiError {
-    ApiError::conflict(refused.code(), refused.message())
+    let id = crate::app::input::path_id(&path)?;
+    Ok(HttpResponse::Ok().json(restorations::get(&state, id).await?))
 }

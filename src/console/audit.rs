@@ -10,7 +10,7 @@ use chrono::{NaiveDate, Utc};
 use super::session::Session;
 use super::{Chrome, Failure, render, see_other};
 use crate::api::AppState;
-use crate::api::error::ApiError;
+use crate::app::error::ApiError;
 use crate::domain::Role;
 
 #[derive(Template)]

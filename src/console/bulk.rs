@@ -1,6 +1,6 @@
 //! Bulk actions in the console: act on every request a filtered list matches, after a
 //! confirmation that says how many (`/requests/bulk`), and the paged result of a bulk operation or
-//! an upload (`/bulk/{id}`). Acts through the API's functions (`api::bulk`).
+//! an upload (`/bulk/{id}`). Acts through the use cases (`app::bulk`).
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use askama::Template;
@@ -9,10 +9,10 @@ use super::requests::{action_details, legal_bases};
 use super::session::{Form, Session, field};
 use super::{Chrome, Failure, render, see_other};
 use crate::api::AppState;
-use crate::api::auth::READERS;
-use crate::api::bulk::{self, ItemsQuery};
-use crate::api::input;
-use crate::api::requests::{ListQuery, action_named};
+use crate::app::auth::READERS;
+use crate::app::bulk::{self, ItemsQuery};
+use crate::app::input;
+use crate::app::requests::{ListQuery, action_named};
 use crate::domain::Action;
 use crate::store::bulk::{Item, Operation};
 
@@ -124,7 +124,7 @@ pub async fn show(
 ) -> Result<HttpResponse, Failure> {
     session.require(READERS)?;
     let op = bulk::operation(&state, &path).await?;
-    let q: ItemsQuery = input::query(&req)?;
+    let q: ItemsQuery = input::query_str(req.query_string())?;
     result_page(&state, session, op, q).await
 }
 

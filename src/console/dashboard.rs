@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use super::session::{self, Form, field, sign_in_page};
 use super::{Chrome, Failure, render, see_other};
-use crate::api::{self, AppState};
+use crate::api::AppState;
+use crate::app::pause as app;
 use crate::audit::report::{Chart, chart};
 use crate::audit::retention;
 use crate::domain::{Role, State};
@@ -182,7 +183,7 @@ pub async fn pause(
     Form { session, fields }: Form,
 ) -> Result<HttpResponse, Failure> {
     let principal = session.require(&[Role::Approver])?;
-    api::pause::pause_all(&state, principal, field(&fields, "reason").unwrap_or("")).await?;
+    app::pause_all(&state, principal, field(&fields, "reason").unwrap_or("")).await?;
     Ok(see_other("/#pause"))
 }
 
@@ -193,6 +194,6 @@ pub async fn resume(
     Form { session, .. }: Form,
 ) -> Result<HttpResponse, Failure> {
     let principal = session.require(&[])?;
-    api::pause::resume_all(&state, principal, None).await?;
+    app::resume_all(&state, principal, None).await?;
     Ok(see_other("/#pause"))
 }

@@ -10,11 +10,11 @@ use uuid::Uuid;
 use super::session::{Form, Session, field};
 use super::{Chrome, Failure, render, see_other};
 use crate::api::AppState;
-use crate::api::error::ApiError;
+use crate::app::error::ApiError;
 use crate::domain::Role;
 use crate::domain::keys::NewKey;
 
-use crate::store;
+use crate::app::{By, keys};
 use crate::store::keys::KeyInfo;
 
 #[derive(Template)]
@@ -36,7 +36,7 @@ async fn show(
 ) -> Result<HttpResponse, Failure> {
     render(&Page {
         chrome,
-        keys: store::keys::list(&state.db).await?,
+        keys: keys::list(&state.db).await?,
         roles: [Role::Requester, Role::Approver, Role::Auditor, Role::Admin]
             .iter()
             .map(|r| r.as_str())
@@ -66,7 +66,6 @@ pub async fn create(
     Form { session, fields }: Form,
 ) -> Result<HttpResponse, Failure> {
     let principal = session.require(&[])?;
-    let (actor, owner) = (principal.actor(), principal.person);
     let role = field(&fields, "role")
         .and_then(Role::parse)
         .ok_or_else(|| ApiError::field("role", "must be requester, approver, auditor or admin"))?;
@@ -85,10 +84,7 @@ pub async fn create(
         };
         ApiError::field(name, why)
     })?;
-    // A key made by a person is theirs: what it does counts as them (four eyes included).
-    let (_, key) = store::keys::create_owned(&state.db, &new, &actor, owner)
-        .await
-        .map_err(ApiError::Internal)?;
+    let key = keys::create(&state.db, &new, By::Caller(principal)).await?;
     let chrome = session.chrome("Keys");
     show(
         &state,
@@ -122,10 +118,8 @@ pub async fn confirm_revoke(
 }
 
 async fn key_or_404(state: &AppState, path: &str) -> Result<KeyInfo, Failure> {
-    let id: Uuid = crate::api::input::path_id(path)?;
-    store::keys::find(&state.db, &id.to_string())
-        .await?
-        .ok_or_else(|| Failure(ApiError::not_found("key")))
+    let id: Uuid = crate::app::input::path_id(path)?;
+    Ok(keys::find(&state.db, &id.to_string()).await?)
 }
 
 /// Revokes a key at once.
@@ -135,8 +129,8 @@ pub async fn revoke(
     path: web::Path<String>,
     Form { session, .. }: Form,
 ) -> Result<HttpResponse, Failure> {
-    let actor = session.require(&[])?.actor();
+    let principal = session.require(&[])?;
     let k = key_or_404(&state, &path).await?;
-    store::keys::revoke(&state.db, k.id, &actor).await?;
+    keys::revoke(&state.db, &k, By::Caller(principal)).await?;
     Ok(see_other("/keys?revoked=1"))
 }

@@ -1,9 +1,8 @@
 //! The console: server-rendered pages for compliance officers, approvers, auditors and admins,
 //! on the API's sign-in (an API key exchanged for an HttpOnly, SameSite=Strict session cookie).
-//! Each page and button is shown by the key's role, and every action goes through the same
-//! functions as the API (`api::requests::perform`, `submit_one`, `submit_batch`, `list_page`,
-//! `api::subjects::find`, `api::restorations::start`, `api::webhooks`, `store::keys`): the console never has a
-//! path of its own to the data.
+//! Each page and button is shown by the key's role, and every action goes through the use cases
+//! the API and the command line call (`app`): the console never has a path of its own to change
+//! the data; it reads its pages through the store.
 //!
 //! Templates are askama's (compiled, escaping by default) under `templates/`. Pages carry no
 //! script and no external asset (CSP `default-src 'none'`). Every state-changing form carries a
@@ -28,7 +27,7 @@ use actix_web::http::header;
 use actix_web::{HttpResponse, ResponseError, web};
 use askama::Template;
 
-use crate::api::error::ApiError;
+use crate::app::error::ApiError;
 use crate::domain::Role;
 use crate::store::keys::Principal;
 
@@ -73,7 +72,7 @@ pub struct Paused {
 
 impl Chrome {
     pub fn new(principal: &Principal, csrf: &str, title: impl Into<String>) -> Chrome {
-        let may = |roles: &[Role]| crate::api::auth::allowed(principal, roles);
+        let may = |roles: &[Role]| crate::app::auth::allowed(principal, roles);
         Chrome {
             title: title.into(),
             role: principal.roles_text(),

@@ -528,7 +528,7 @@ pub async fn login(
         .finish();
     response
         .add_cookie(&cookie)
-        .map_err(|e| crate::api::error::ApiError::Internal(e.into()))?;
+        .map_err(|e| crate::app::error::ApiError::Internal(e.into()))?;
     Ok(response)
 }
 

@@ -11,8 +11,7 @@ use super::filters;
 use super::session::{Form, Session};
 use super::{Chrome, Failure, render, see_other};
 use crate::api::AppState;
-use crate::api::error::ApiError;
-use crate::store;
+use crate::app::{By, people};
 use crate::store::people::Person;
 
 #[derive(Template)]
@@ -37,7 +36,7 @@ pub async fn list(
         .and_then(|n| n.parse().ok());
     render(&Page {
         chrome: session.chrome("People"),
-        people: store::people::list(&state.db).await?,
+        people: people::list(&state.db).await?,
         ended,
     })
 }
@@ -50,10 +49,8 @@ struct Confirm {
 }
 
 async fn person_or_404(state: &AppState, path: &str) -> Result<Person, Failure> {
-    let id: Uuid = crate::api::input::path_id(path)?;
-    store::people::get(&state.db, id)
-        .await?
-        .ok_or_else(|| Failure(ApiError::not_found("person")))
+    let id: Uuid = crate::app::input::path_id(path)?;
+    Ok(people::get(&state.db, id).await?)
 }
 
 /// Asks to confirm the end of a person's sessions, naming them.
@@ -78,10 +75,8 @@ pub async fn end(
     path: web::Path<String>,
     Form { session, .. }: Form,
 ) -> Result<HttpResponse, Failure> {
-    let actor = session.require(&[])?.actor();
+    let principal = session.require(&[])?;
     let p = person_or_404(&state, &path).await?;
-    let ended = store::people::end_sessions(&state.db, p.id, &actor)
-        .await?
-        .ok_or_else(|| Failure(ApiError::not_found("person")))?;
+    let ended = people::end_sessions(&state.db, p.id, By::Caller(principal)).await?;
     Ok(see_other(&format!("/people?ended={ended}")))
 }

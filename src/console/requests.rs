@@ -13,10 +13,10 @@ use super::dashboard::DueRow;
 use super::session::{self, Form, Session, field};
 use super::{Chrome, Failure, filters, html, render, see_other};
 use crate::api::AppState;
-use crate::api::auth::{READERS, allowed};
-use crate::api::error::ApiError;
-use crate::api::requests::{self as api, CreateRequest, ListQuery, action_named};
-use crate::api::subjects::{self, LookupBody, LookupResult};
+use crate::app::auth::{READERS, allowed};
+use crate::app::error::ApiError;
+use crate::app::requests::{self as app, CreateRequest, ListQuery, action_named};
+use crate::app::subjects::{self, LookupBody, LookupResult};
 use crate::domain::{Action, LegalBasis, Role, Scope, State};
 use crate::store;
 use crate::store::requests::{ErasureRequest, Inserted};
@@ -65,8 +65,8 @@ pub async fn list(
         .map(|(k, v)| (k.into_owned(), v.trim().to_string()))
         .collect();
     let query_text = serde_urlencoded::to_string(&given).map_err(anyhow::Error::from)?;
-    let q: ListQuery = crate::api::input::query_str(&query_text)?;
-    let page = api::list_page(&state, q).await?;
+    let q: ListQuery = crate::app::input::query_str(&query_text)?;
+    let page = app::list_page(&state, q).await?;
     let now = chrono::Utc::now();
     let rows = page
         .items
@@ -211,7 +211,7 @@ pub async fn submit(
         external_reference: field(&fields, "external_reference").map(str::to_string),
         not_before,
     };
-    match api::submit_one(&state, principal, item).await? {
+    match app::submit_one(&state, principal, item).await? {
         Inserted::Created(created) => Ok(see_other(&format!(
             "/requests/{}?done=submitted",
             created.id
@@ -272,12 +272,12 @@ pub async fn upload(
     let principal = session.require(&[Role::Requester])?;
     let json = file.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let parsed = if json {
-        api::parse_json_batch(&file)?
+        app::parse_json_batch(&file)?
     } else {
-        api::parse_csv_batch(&file)?
+        app::parse_csv_batch(&file)?
     };
-    let result = api::submit_batch(&state, principal, parsed).await?;
-    let op = crate::api::bulk::record_upload(&state, principal, &result).await?;
+    let result = app::submit_batch(&state, principal, parsed).await?;
+    let op = crate::app::bulk::record_upload(&state, principal, &result).await?;
     super::bulk::upload_result(&state, session, op).await
 }
 
@@ -305,7 +305,7 @@ struct RequestPage {
 }
 
 fn request_id(text: &str) -> Result<Uuid, Failure> {
-    Ok(crate::api::input::path_id(text)?)
+    Ok(crate::app::input::path_id(text)?)
 }
 
 async fn request_or_404(state: &AppState, id: Uuid) -> Result<ErasureRequest, Failure> {
@@ -439,7 +439,7 @@ pub async fn act(
     let principal = session.require(action.roles())?;
     let id = request_id(&id)?;
     let details = action_details(action, &fields)?;
-    api::perform(&state, principal, id, action, details).await?;
+    app::perform(&state, principal, id, action, details).await?;
     Ok(see_other(&format!(
         "/requests/{id}?done={}",
         action.as_str()
@@ -447,7 +447,7 @@ pub async fn act(
 }
 
 /// An action's details from a form's fields, as the API's JSON body, so that both are validated
-/// by the same code (`api::action_details`).
+/// by the same code (`app::requests::action_details`).
 pub fn action_details(
     action: Action,
     fields: &[(String, String)],
@@ -468,5 +468,5 @@ pub fn action_details(
         );
     }
     let bytes = serde_json::to_vec(&body).map_err(anyhow::Error::from)?;
-    Ok(api::action_details(action, &bytes)?)
+    Ok(app::action_details(action, &bytes)?)
 }

@@ -7,9 +7,9 @@ use askama::Template;
 use super::session::{Form, Session, field};
 use super::{Chrome, Failure, filters, render, see_other};
 use crate::api::AppState;
-use crate::api::auth::READERS;
-use crate::api::error::ApiError;
-use crate::api::restorations::{self as api, RestorationBody};
+use crate::app::auth::READERS;
+use crate::app::error::ApiError;
+use crate::app::restorations::{self as app, RestorationBody};
 use crate::domain::Role;
 use crate::store;
 use crate::store::restorations::Restoration;
@@ -41,7 +41,7 @@ pub async fn start(
     Form { session, fields }: Form,
 ) -> Result<HttpResponse, Failure> {
     let principal = session.require(&[Role::Approver])?;
-    let started = api::start(
+    let started = app::start(
         &state,
         principal,
         RestorationBody {
@@ -68,7 +68,7 @@ pub async fn page(
     path: web::Path<String>,
 ) -> Result<HttpResponse, Failure> {
     session.require(READERS)?;
-    let id = crate::api::input::path_id(&path)?;
+    let id = crate::app::input::path_id(&path)?;
     let r = store::restorations::get(&state.db, id)
         .await?
         .ok_or_else(|| Failure(ApiError::not_found("restoration")))?;

@@ -19,7 +19,7 @@ use super::oidc::SignIn;
 use super::{Failure, html, see_other};
 use crate::api::AppState;
 use crate::api::auth::SESSION_COOKIE;
-use crate::api::error::ApiError;
+use crate::app::error::ApiError;
 use crate::store;
 use crate::store::keys::Principal;
 
@@ -180,7 +180,7 @@ impl Session {
 
     /// Refuses with 403 unless the session's key has one of `roles` (admin always may).
     pub fn require(&self, roles: &[crate::domain::Role]) -> Result<&Principal, Failure> {
-        Ok(crate::api::auth::require(&self.principal, roles)?)
+        Ok(crate::app::auth::require(&self.principal, roles)?)
     }
 }
 

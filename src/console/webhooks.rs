@@ -1,6 +1,6 @@
 //! Webhook subscriptions in the console (admins): list and create them (the signing secret shown
 //! once), pause or enable one, send a test event, rotate the secret, read the delivery log and
-//! send events again, through the API's own functions (`api::webhooks::subscribe`, `change_one`,
+//! send events again, through the use cases (`app::webhooks::subscribe`, `change_one`,
 //! `rotate_one`, `send_test`, `delivery_page`, `redeliver_events`).
 
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
@@ -11,9 +11,9 @@ use uuid::Uuid;
 use super::session::{Form, Session, field};
 use super::{Chrome, Failure, filters, render, see_other};
 use crate::api::AppState;
-use crate::api::error::ApiError;
-use crate::api::input;
-use crate::api::webhooks::{self as api, ChangeSubscription, CreateSubscription, DeliveryQuery};
+use crate::app::error::ApiError;
+use crate::app::input;
+use crate::app::webhooks::{self as app, ChangeSubscription, CreateSubscription, DeliveryQuery};
 use crate::store::webhooks::{self as store, Delivery, Subscription, SubscriptionState};
 use crate::webhooks::event_types;
 
@@ -63,7 +63,7 @@ pub async fn create(
             .collect(),
         description: field(&fields, "description").map(str::to_string),
     };
-    let created = api::subscribe(&state, principal, &body).await?;
+    let created = app::subscribe(&state, principal, &body).await?;
     show_list(
         &state,
         &session,
@@ -93,7 +93,7 @@ async fn show_detail(
     done: Option<&'static str>,
     secret: Option<String>,
 ) -> Result<HttpResponse, Failure> {
-    let page = api::delivery_page(
+    let page = app::delivery_page(
         state,
         s.id,
         &DeliveryQuery {
@@ -141,8 +141,8 @@ pub async fn detail(
     path: web::Path<String>,
 ) -> Result<HttpResponse, Failure> {
     session.require(&[])?;
-    let q: DetailQuery = input::query(&req)?;
-    let s = api::found(&state, &path).await?;
+    let q: DetailQuery = input::query_str(req.query_string())?;
+    let s = app::found(&state, &path).await?;
     show_detail(
         &state,
         &session,
@@ -178,7 +178,7 @@ pub async fn change_state(
         state: Some(to),
         ..Default::default()
     };
-    api::change_one(&state, principal, id, &changes).await?;
+    app::change_one(&state, principal, id, &changes).await?;
     Ok(see_other(&format!("/webhooks/{id}?done={}", to.as_str())))
 }
 
@@ -191,7 +191,7 @@ pub async fn test(
 ) -> Result<HttpResponse, Failure> {
     let principal = session.require(&[])?;
     let id = input::path_id(&path)?;
-    api::send_test(&state, principal, id).await?;
+    app::send_test(&state, principal, id).await?;
     Ok(see_other(&format!("/webhooks/{id}?done=test")))
 }
 
@@ -214,7 +214,7 @@ pub async fn rotate(
                 .ok_or_else(|| ApiError::field("overlap_hours", "must be 0 to 168 hours"))?,
         ),
     };
-    let rotated = api::rotate_one(&state, principal, id, hours.map(|h| h * 3600)).await?;
+    let rotated = app::rotate_one(&state, principal, id, hours.map(|h| h * 3600)).await?;
     show_detail(
         &state,
         &session,
@@ -246,11 +246,11 @@ pub async fn redeliver(
     Form { session, fields }: Form,
 ) -> Result<HttpResponse, Failure> {
     session.require(&[])?;
-    let s = api::found(&state, &path).await?;
-    let body = api::Redeliver {
+    let s = app::found(&state, &path).await?;
+    let body = app::Redeliver {
         event_id: field(&fields, "event_id").map(str::to_string),
         since: field(&fields, "since").map(since).transpose()?,
     };
-    api::redeliver_events(&state, s.id, &body).await?;
+    app::redeliver_events(&state, s.id, &body).await?;
     Ok(see_other(&format!("/webhooks/{}?done=redeliver", s.id)))
 }
