@@ -64,7 +64,7 @@ impl std::ops::Deref for AppState {
         pause::status, pause::pause, pause::resume,
         health::healthz, health::readyz, metrics::metrics,
     ),
-    components(schemas(crate::app::requests::HoldBody, crate::app::requests::ExtendBody, crate::app::requests::NoteBody, requests::ActionName)),
+    components(schemas(crate::app::requests::HoldBody, crate::app::requests::ExtendBody, crate::app::requests::NoteBody, crate::domain::Action)),
     modifiers(&BearerAuth, &CommonResponses, &Webhooks),
     tags((name = "erasure requests"), (name = "subjects"), (name = "restorations"), (name = "audit"), (name = "webhooks"), (name = "operations"))
 )]

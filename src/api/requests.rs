@@ -4,7 +4,6 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
-use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::Caller;
@@ -168,27 +167,13 @@ pub async fn get_one(
     Ok(HttpResponse::Ok().json(requests::get(&state, id).await?))
 }
 
-/// The actions of `POST /v1/erasure-requests/{id}/{action}` (for the document: the handler
-/// answers 404 for any other).
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum ActionName {
-    Approve,
-    Cancel,
-    Retry,
-    Hold,
-    Release,
-    Extend,
-}
-
 /// Act on a request: approve, cancel, retry, hold, release or extend.
 ///
 /// approve, hold, release, extend, retry: role approver; cancel: role requester.
 /// hold takes `{legal_basis, note}`, extend `{months, reason}`; the others an optional `{note}`.
 #[utoipa::path(
     post, path = "/v1/erasure-requests/{id}/{action}", tag = "erasure requests",
-    params(("id" = Uuid, Path), ("action" = ActionName, Path, description = "approve | cancel | retry | hold | release | extend")),
+    params(("id" = Uuid, Path), ("action" = Action, Path, description = "approve | cancel | retry | hold | release | extend")),
     request_body(content = Object, description = "HoldBody for hold, ExtendBody for extend, NoteBody otherwise"),
     responses(
         (status = 200, body = ErasureRequest),

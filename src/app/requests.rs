@@ -664,19 +664,8 @@ pub struct NoteBody {
 
 /// An action by its name in the path.
 pub fn action_named(name: &str) -> Result<Action, ApiError> {
-    Ok(match name {
-        "approve" => Action::Approve,
-        "cancel" => Action::Cancel,
-        "retry" => Action::Retry,
-        "hold" => Action::Hold,
-        "release" => Action::Release,
-        "extend" => Action::Extend,
-        _ => {
-            return Err(ApiError::not_found(
-                "action (approve, cancel, retry, hold, release, extend)",
-            ));
-        }
-    })
+    name.parse()
+        .map_err(|_| ApiError::not_found("action (approve, cancel, retry, hold, release, extend)"))
 }
 
 /// An action's JSON body, validated: `HoldBody` for hold, `ExtendBody` for extend, an optional

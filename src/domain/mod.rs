@@ -121,8 +121,18 @@ impl State {
     }
 }
 
-/// What a person asks of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, Deserialize, ToSchema)]
+/// What a person asks of a request (`POST /v1/erasure-requests/{id}/{action}`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    Deserialize,
+    ToSchema,
+)]
 #[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
