@@ -229,7 +229,7 @@ impl Guard {
         listed_id: &str,
     ) -> anyhow::Result<Option<Uuid>> {
         let requested_by = guard::requester_of(tx, original).await?;
-        let id = Uuid::now_v7(); // time-ordered, as every request id (api::requests)
+        let id = Uuid::now_v7(); // time-ordered, as every request id (app::requests)
         let subject_ref = self.pseudonyms.subject_ref(scope, listed_id);
         let item = NewRequest {
             id,
