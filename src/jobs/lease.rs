@@ -57,33 +57,30 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
     use super::*;
 
     #[tokio::test(start_paused = true)]
     async fn the_lease_is_renewed_while_the_work_lasts_and_lost_or_stopped_ends_it() {
         let stop = CancellationToken::new();
-        let renewals = Arc::new(AtomicU32::new(0));
-        let count = || {
-            let renewals = renewals.clone();
-            move || {
-                renewals.fetch_add(1, Ordering::SeqCst);
-                async { true }
-            }
-        };
         let lease = Duration::from_secs(30);
+        let mut renewals = 0;
         let work = tokio::time::sleep(Duration::from_secs(35));
-        assert_eq!(hold(work, lease, &stop, count()).await, Held::Done(()));
-        assert_eq!(renewals.load(Ordering::SeqCst), 3, "at 10, 20 and 30 s");
+        let held = hold(work, lease, &stop, || {
+            renewals += 1;
+            async { true }
+        });
+        assert_eq!(held.await, Held::Done(()));
+        assert_eq!(renewals, 3, "at 10, 20 and 30 s");
 
-        let forever = std::future::pending::<()>();
-        let lost = hold(forever, lease, &stop, || async { false }).await;
-        assert_eq!(lost, Held::Lost);
+        let lost = hold(std::future::pending::<()>(), lease, &stop, || async {
+            false
+        });
+        assert_eq!(lost.await, Held::Lost);
 
         stop.cancel();
-        let stopped = hold(std::future::pending::<()>(), lease, &stop, count()).await;
-        assert_eq!(stopped, Held::Stopped);
+        let stopped = hold(std::future::pending::<()>(), lease, &stop, || async {
+            true
+        });
+        assert_eq!(stopped.await, Held::Stopped);
     }
 }

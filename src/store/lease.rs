@@ -23,6 +23,17 @@ pub struct Lease<K> {
     pub token: Uuid,
 }
 
+/// The type of a queue's key (`int8`, `uuid`).
+pub trait Key:
+    for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Copy + Send
+{
+}
+
+impl<K> Key for K where
+    K: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Copy + Send
+{
+}
+
 /// A queue's statements, made by [`queue!`] from its description.
 #[derive(Debug)]
 pub struct Queue {
@@ -30,7 +41,7 @@ pub struct Queue {
     claim: &'static str,
     /// `$1`: key, `$2`: token, `$3`: the lease. Also requires the queue's `held_while`.
     renew: &'static str,
-    /// The same renewal without `held_while`: the lease alone, its row locked to the commit.
+    /// The same renewal without `held_while` (`Renewal::Writing`).
     keep: &'static str,
     /// `$1`: key, `$2`: token.
     release: &'static str,
@@ -134,42 +145,38 @@ where
         .await
 }
 
-/// Extends a lease; false when it is no longer held (or the queue's `held_while` no longer holds).
-pub async fn renew<'c, K>(
+/// What a renewal requires besides the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// The queue's `held_while` too: a worker's renewal while it works.
+    Working,
+    /// The token alone, in a transaction that then writes under the lease: the row stays locked
+    /// to the commit, so no claim takes it over in between.
+    Writing,
+}
+
+/// Extends a lease; false when it is no longer held (or, `Working`, the queue's `held_while` no
+/// longer holds).
+pub async fn renew<'c, K: Key>(
     db: impl PgExecutor<'c>,
     queue: &Queue,
     held: &Lease<K>,
     lease: Duration,
-) -> sqlx::Result<bool>
-where
-    K: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Copy + Send,
-{
-    fenced(db, queue.renew, held, Some(lease)).await
-}
-
-/// Extends a lease in a transaction that then writes under it: its row stays locked to the
-/// commit, so no claim takes it over in between. False when it is no longer held.
-pub async fn keep<K>(
-    conn: &mut sqlx::PgConnection,
-    queue: &Queue,
-    held: &Lease<K>,
-    lease: Duration,
-) -> sqlx::Result<bool>
-where
-    K: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Copy + Send,
-{
-    fenced(conn, queue.keep, held, Some(lease)).await
+    renewal: Renewal,
+) -> sqlx::Result<bool> {
+    let sql = match renewal {
+        Renewal::Working => queue.renew,
+        Renewal::Writing => queue.keep,
+    };
+    fenced(db, sql, held, Some(lease)).await
 }
 
 /// Gives a lease back (with what the queue sets then); nothing when it is no longer held.
-pub async fn release<'c, K>(
+pub async fn release<'c, K: Key>(
     db: impl PgExecutor<'c>,
     queue: &Queue,
     held: &Lease<K>,
-) -> sqlx::Result<()>
-where
-    K: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Copy + Send,
-{
+) -> sqlx::Result<()> {
     fenced(db, queue.release, held, None).await?;
     Ok(())
 }
@@ -182,15 +189,12 @@ pub async fn rescue<'c>(db: impl PgExecutor<'c>, queue: &Queue) -> sqlx::Result<
     Ok(sqlx::query(sql).execute(db).await?.rows_affected())
 }
 
-async fn fenced<'c, K>(
+async fn fenced<'c, K: Key>(
     db: impl PgExecutor<'c>,
     sql: &'static str,
     held: &Lease<K>,
     lease: Option<Duration>,
-) -> sqlx::Result<bool>
-where
-    K: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Copy + Send,
-{
+) -> sqlx::Result<bool> {
     let mut query = sqlx::query(sql).bind(held.id).bind(held.token);
     if let Some(lease) = lease {
         query = query.bind(lease);

@@ -15,7 +15,7 @@ use super::Db;
 use super::audit::{self, Entry};
 use super::group::{Group, Writes};
 use super::guard::GuardArm;
-use super::lease::{self, Lease, Queue};
+use super::lease::{self, Lease, Queue, Renewal};
 use crate::domain::steps::{self, Ended, Position, Settlement, Then};
 use crate::domain::{Scope, State, StepKind};
 use crate::upstream::CallRecord;
@@ -75,7 +75,7 @@ pub async fn claim(db: &Db, limit: i64, lease: Duration) -> sqlx::Result<Vec<Cla
 
 /// Extends the lease; false when the step is no longer ours.
 pub async fn renew(db: &Db, c: &Claimed, lease: Duration) -> sqlx::Result<bool> {
-    lease::renew(db, &QUEUE, &c.lease, lease).await
+    lease::renew(db, &QUEUE, &c.lease, lease, Renewal::Working).await
 }
 
 /// Gives a step back untried (shutdown): ready now, the attempt not counted.

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::Db;
 use super::audit;
-use super::lease::{self, Lease, Queue};
+use super::lease::{self, Lease, Queue, Renewal};
 use crate::domain::events::{
     RequestEventData, RequestFacts, RestorationAccounts, RestorationEventData, WebhookType,
     payload_time,
@@ -429,7 +429,7 @@ pub enum Next {
 /// Renews a held lease; false when it is no longer held by `claim` (it lapsed and another worker
 /// claimed the subscription) or the subscription is no longer enabled.
 pub async fn renew(db: &Db, claim: &Claim, lease: std::time::Duration) -> sqlx::Result<bool> {
-    lease::renew(db, &QUEUE, claim, lease).await
+    lease::renew(db, &QUEUE, claim, lease, Renewal::Working).await
 }
 
 /// Records attempts of one held subscription in one transaction (the log, each event's state;
@@ -446,35 +446,24 @@ pub async fn record(
     let mut tx = db.begin().await?;
     // Renewed first (`now()` is the transaction's start either way): the subscription's row stays
     // locked to the commit, so no claim takes it over in between.
-    if !lease::keep(&mut tx, &QUEUE, claim, lease).await? {
+    if !lease::renew(&mut *tx, &QUEUE, claim, lease, Renewal::Writing).await? {
         return Ok(false);
     }
     if !attempts.is_empty() {
-        let n = attempts.len();
-        let (mut seqs, mut numbers, mut statuses, mut durations, mut errors, mut excerpts) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut states, mut next_ats) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for a in attempts {
-            seqs.push(a.seq);
-            numbers.push(a.attempt);
-            statuses.push(a.status);
-            durations.push(a.duration_ms);
-            errors.push(a.error.as_deref());
-            excerpts.push(a.excerpt.as_deref());
-            let (state, at) = match &a.next {
+        let seqs: Vec<i64> = attempts.iter().map(|a| a.seq).collect();
+        let numbers: Vec<i32> = attempts.iter().map(|a| a.attempt).collect();
+        let statuses: Vec<Option<i32>> = attempts.iter().map(|a| a.status).collect();
+        let durations: Vec<i32> = attempts.iter().map(|a| a.duration_ms).collect();
+        let errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error.as_deref()).collect();
+        let excerpts: Vec<Option<&str>> = attempts.iter().map(|a| a.excerpt.as_deref()).collect();
+        let (states, next_ats): (Vec<&str>, Vec<Option<DateTime<Utc>>>) = attempts
+            .iter()
+            .map(|a| match &a.next {
                 Next::Delivered => ("delivered", None),
                 Next::RetryAt(at) => ("pending", Some(*at)),
                 Next::GiveUp => ("failed", None),
-            };
-            states.push(state);
-            next_ats.push(at);
-        }
+            })
+            .unzip();
         sqlx::query(
             "with log as ( \
                  insert into webhook_deliveries (event_seq, subscription_id, attempt, status, \

@@ -675,11 +675,7 @@ async fn outcomes_recorded_together_are_each_fenced_by_their_own_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steps_lease_is_renewed_and_given_back_by_its_holder_only_and_rescued_when_it_expires() {
     use erasure::store::steps;
-    let app = TestApp::spawn(Options {
-        worker: false,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::spawn(Options::no_worker()).await;
     app.submit("account", "9101").await;
     let lease = Duration::from_secs(30);
     let claimed = steps::claim(&app.db, 10, lease).await.unwrap();
