@@ -1,7 +1,8 @@
 //! Deliberate restorations: a LIST_ACCOUNTS synchronisation of a connection, asked for by an
 //! approver, that lifts the resurrection guard for the accounts it brings back. It never calls the
 //! upstream (the guard does) and never shows the connection id: it is kept sealed, and wiped when
-//! the restoration ends.
+//! the restoration ends. A worker takes a pending one under a lease of `store::lease` (the queue
+//! described here once).
 
 use crate::domain::events::{Event, RestorationAccounts, data_of};
 use crate::domain::records;

@@ -1,5 +1,6 @@
-//! Steps as durable jobs: SKIP LOCKED claims with a lease, fenced completion, rescue of expired
-//! leases. No transaction is held open while a step calls the upstream.
+//! Steps as durable jobs: the steps queue (its claim, lease and rescue are `store::lease`'s, the
+//! queue described here once), and the fenced, grouped recording of attempts' outcomes. No
+//! transaction is held open while a step calls the upstream.
 //!
 //! Never writes an outcome for a step its attempt no longer holds (the lease token fences it).
 

@@ -2,7 +2,8 @@
 //! (migration 0016). Events are queued in the outbox by `store::audit::append_all`, in the
 //! transaction of the audit entry of the change that causes them, from the types of
 //! `domain::events` (the OpenAPI document's `webhooks` are made from the same types), so every
-//! path that changes a request and audits it emits them; `test` events are queued here.
+//! path that changes a request and audits it emits them; `test` events are queued here. A worker
+//! holds a subscription under a lease of `store::lease` (the queue described here once).
 //!
 //! Holds sealed secrets only (never a secret in clear), and payloads without target ids,
 //! pseudonyms or anything read upstream. Decides nothing: the retry schedule and when to give up
