@@ -121,11 +121,6 @@ impl Queue {
             rescue,
         }
     }
-
-    /// The claim statement as the service runs it (for the benchmarks' `EXPLAIN`).
-    pub fn claim_sql(&self) -> &'static str {
-        self.claim
-    }
 }
 
 /// Claims up to `limit` due rows of `queue`, each leased for `lease`.
@@ -200,4 +195,35 @@ async fn fenced<'c, K: Key>(
         query = query.bind(lease);
     }
     Ok(query.execute(db).await?.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{restorations, steps, webhooks};
+
+    #[test]
+    fn the_queues_statements_are_composed_as_tuned() {
+        // A step's renewal matches on its primary key and token only (`store::steps`).
+        assert_eq!(
+            steps::QUEUE.renew,
+            "update steps set lease_until = now() + $3 where id = $1 and lease_token = $2"
+        );
+        assert_eq!(steps::QUEUE.renew, steps::QUEUE.keep);
+        assert!(steps::QUEUE.claim.starts_with(
+            "with due as (select id from steps where state = 'ready' and run_at <= now() \
+             order by run_at limit $1 for update skip locked), claimed as (update steps q set \
+             lease_token = gen_random_uuid(), lease_until = now() + $2, state = 'running'"
+        ));
+        assert!(
+            webhooks::QUEUE
+                .renew
+                .ends_with("and lease_token = $2 and state = 'enabled'")
+        );
+        assert!(webhooks::QUEUE.keep.ends_with("and lease_token = $2"));
+        assert!(webhooks::QUEUE.rescue.is_none() && restorations::QUEUE.rescue.is_none());
+        assert!(steps::QUEUE.rescue.is_some_and(|sql| sql.contains(
+            "where id in (select id from steps where state = 'running' and lease_until < now() \
+             for update skip locked)"
+        )));
+    }
 }
