@@ -65,11 +65,6 @@ impl Engine {
             let mut calls = Vec::new();
             let mut redeleted = Vec::new();
             let span = step_span(&step);
-            // The lease is renewed by this same future (no detached task), so a worker that dies
-            // or is aborted stops renewing at once and the rescuer can hand the step to another.
-            let work = self
-                .attempt(&step, &mut calls, &mut redeleted)
-                .instrument(span.clone());
             let lease = self.settings.lease;
             let renew = || async {
                 match steps::renew(&self.db, &step, lease).await {
@@ -80,7 +75,18 @@ impl Engine {
                     }
                 }
             };
-            let result = match lease::hold(work, lease, &hard_stop, renew).await {
+            // The lease is renewed by this same future (no detached task), so a worker that dies
+            // or is aborted stops renewing at once and the rescuer can hand the step to another.
+            // The attempt is pinned here, so that `hold` holds a reference only: its future is
+            // large, and thousands run at once.
+            let held = {
+                let work = std::pin::pin!(
+                    self.attempt(&step, &mut calls, &mut redeleted)
+                        .instrument(span.clone())
+                );
+                lease::hold(work, lease, &hard_stop, renew).await
+            };
+            let result = match held {
                 Held::Done(outcome) => Some(outcome),
                 Held::Stopped => None,
                 Held::Lost => {

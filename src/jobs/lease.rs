@@ -29,7 +29,8 @@ pub enum Held<T> {
 
 /// Runs `work`, calling `renew` every [`renew_after`]`(lease)` until it ends. `renew` answers
 /// whether the lease is still held (a renewal that failed for another reason answers true, and
-/// the next one is tried as planned).
+/// the next one is tried as planned). A large `work` is best pinned by the caller and passed as
+/// `Pin<&mut _>`: the future of `hold` then holds a reference, not a second copy of its size.
 pub async fn hold<W, R, Fut>(
     work: W,
     lease: Duration,
