@@ -25,7 +25,7 @@ run_dir=$(mktemp -d /tmp/erasure-bench-run.XXXXXX)
 trap 'rm -rf "$run_dir"' EXIT
 mkdir -p "$run_dir/bench" "$run_dir/src/store"
 cp -p ./*.sh ./*.lua ./*.py "$run_dir/bench/"
-cp -p ../src/store/steps.rs ../src/store/requests.rs "$run_dir/src/store/" # sql_from_src.py reads them
+cp -p ../src/store/steps.rs ../src/store/requests.rs ../src/store/lease.rs "$run_dir/src/store/" # sql_from_src.py reads them
 if [[ -z ${ERASURE_BIN:-} ]]; then
     [[ -x ../target/release/erasure ]] || { echo "build first: cargo build --release" >&2; exit 1; }
     cp -p ../target/release/erasure "$run_dir/erasure"

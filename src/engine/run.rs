@@ -13,6 +13,7 @@ use tracing::{Instrument, Span};
 use super::Engine;
 use crate::domain::steps::{Detail, StepResult};
 use crate::domain::{Scope, StepKind};
+use crate::jobs::lease::{self, Held};
 use crate::metrics::AttemptOutcome;
 use crate::store::guard::GuardArm;
 use crate::store::steps::{self, Attempt, Claimed, Finished, Outcome};
@@ -64,28 +65,33 @@ impl Engine {
             let mut calls = Vec::new();
             let mut redeleted = Vec::new();
             let span = step_span(&step);
+            let lease = self.settings.lease;
+            let renew = || async {
+                match steps::renew(&self.db, &step, lease).await {
+                    Ok(held) => held,
+                    Err(e) => {
+                        tracing::warn!(request = %step.request_id, error = %e, "lease renewal failed; will retry");
+                        true
+                    }
+                }
+            };
             // The lease is renewed by this same future (no detached task), so a worker that dies
             // or is aborted stops renewing at once and the rescuer can hand the step to another.
-            let result = {
-                let work = self
-                    .attempt(&step, &mut calls, &mut redeleted)
-                    .instrument(span.clone());
-                tokio::pin!(work);
-                let mut renew = tokio::time::interval(self.settings.lease / 3);
-                renew.tick().await;
-                loop {
-                    tokio::select! {
-                        r = &mut work => break Some(r),
-                        _ = hard_stop.cancelled() => break None,
-                        _ = renew.tick() => match steps::renew(&self.db, &step, self.settings.lease).await {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                tracing::warn!(request = %step.request_id, "lease lost; abandoning the attempt");
-                                break None;
-                            }
-                            Err(e) => tracing::warn!(request = %step.request_id, error = %e, "lease renewal failed; will retry"),
-                        },
-                    }
+            // The attempt is pinned here, so that `hold` holds a reference only: its future is
+            // large, and thousands run at once.
+            let held = {
+                let work = std::pin::pin!(
+                    self.attempt(&step, &mut calls, &mut redeleted)
+                        .instrument(span.clone())
+                );
+                lease::hold(work, lease, &hard_stop, renew).await
+            };
+            let result = match held {
+                Held::Done(outcome) => Some(outcome),
+                Held::Stopped => None,
+                Held::Lost => {
+                    tracing::warn!(request = %step.request_id, "lease lost; abandoning the attempt");
+                    None
                 }
             };
             let Some(outcome) = result else {

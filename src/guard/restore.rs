@@ -126,7 +126,7 @@ impl Guard {
         let Some(sealed) = c.connection_sealed.as_deref() else {
             return self.fail(&c, "the connection id is no longer held").await;
         };
-        let connection = String::from_utf8(self.sealer.open(c.id, sealed)?)?;
+        let connection = String::from_utf8(self.sealer.open(c.lease.id, sealed)?)?;
         let found = match check(&self.db, &self.upstream, &self.pseudonyms, &connection).await? {
             Verdict::May(found) => found,
             Verdict::Refused(refused) => return self.refuse(&c, refused).await,
@@ -148,12 +148,12 @@ impl Guard {
                 .await;
         }
         let timeout = self.settings.restoration_timeout;
-        if !restorations::start_waiting(&self.db, c.id, expected as i32, timeout).await? {
+        if !restorations::start_waiting(&self.db, c.lease.id, expected as i32, timeout).await? {
             return Ok(());
         }
         match self.upstream.list_accounts_sync(&connection).await {
             Ok(true) => {
-                tracing::info!(restoration = %c.id, "LIST_ACCOUNTS synchronisation started");
+                tracing::info!(restoration = %c.lease.id, "LIST_ACCOUNTS synchronisation started");
                 Ok(())
             }
             Ok(false) => {
@@ -171,9 +171,9 @@ impl Guard {
 
     async fn fail(&self, c: &Claimed, why: &str) -> anyhow::Result<()> {
         let mut tx = self.db.begin().await?;
-        restorations::finish(&mut tx, c.id, "failed", Some(why)).await?;
+        restorations::finish(&mut tx, c.lease.id, "failed", Some(why)).await?;
         tx.commit().await?;
-        tracing::warn!(restoration = %c.id, reason = why, "restoration failed");
+        tracing::warn!(restoration = %c.lease.id, reason = why, "restoration failed");
         Ok(())
     }
 
@@ -188,7 +188,7 @@ impl Guard {
             } if !policy.exhausted(c.attempts) => {
                 let delay = policy.delay(c.attempts, retry_after);
                 let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                restorations::retry_later(&self.db, c.id, &reason, at).await?;
+                restorations::retry_later(&self.db, c.lease.id, &reason, at).await?;
                 Ok(())
             }
             CallError::Transient { reason, .. } => {

@@ -15,6 +15,7 @@ pub mod guard;
 pub mod idempotency;
 pub mod intake;
 pub mod keys;
+pub mod lease;
 pub mod locks;
 pub mod metrics;
 pub mod pause;

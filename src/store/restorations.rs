@@ -1,7 +1,8 @@
 //! Deliberate restorations: a LIST_ACCOUNTS synchronisation of a connection, asked for by an
 //! approver, that lifts the resurrection guard for the accounts it brings back. It never calls the
 //! upstream (the guard does) and never shows the connection id: it is kept sealed, and wiped when
-//! the restoration ends.
+//! the restoration ends. A worker takes a pending one under a lease of `store::lease` (the queue
+//! described here once).
 
 use crate::domain::events::{Event, RestorationAccounts, data_of};
 use crate::domain::records;
@@ -15,6 +16,7 @@ use uuid::Uuid;
 use super::Db;
 use super::audit::{self, Entry};
 use super::guard::GUARD;
+use super::lease::{self, Lease, Queue};
 use super::requests::{of_target, open_states};
 
 /// A restoration as the API shows it. Never holds the connection id.
@@ -242,23 +244,33 @@ pub async fn recent(db: &Db, limit: i64) -> sqlx::Result<Vec<Restoration>> {
 /// A pending restoration taken by a worker, with its sealed connection id.
 #[derive(Debug, sqlx::FromRow)]
 pub struct Claimed {
-    pub id: Uuid,
+    /// The restoration's id and its lease token.
+    #[sqlx(flatten)]
+    pub lease: Lease<Uuid>,
     pub connection_ref: String,
     pub connection_sealed: Option<Vec<u8>>,
     pub attempts: i32,
 }
 
+// A claim also moves `run_at` past the lease (as the release before migration 0026 did, which
+// knows no other lease): one that lapsed is claimed again once due (no rescue). The worker
+// neither renews nor gives it back: `retry_later` and `finish` clear it.
+/// The queue of restorations to start (`store::lease`): pending ones that are due.
+pub const QUEUE: Queue = lease::queue! {
+    table: "restorations",
+    due: "select id from restorations where state = 'pending' and run_at <= now() \
+          order by run_at limit $1",
+    set: ", attempts = q.attempts + 1, run_at = now() + $2, updated_at = now()",
+    returning: "q.id, q.connection_ref, q.connection_sealed, q.attempts, q.lease_token",
+    then: "select id, connection_ref, connection_sealed, attempts, lease_token from claimed",
+    held_while: " and state in ('pending', 'waiting')",
+    release: ", run_at = now(), updated_at = now()",
+};
+
 /// Takes one pending restoration that is due; it is not offered again for `lease`.
 pub async fn claim(db: &Db, lease: std::time::Duration) -> sqlx::Result<Option<Claimed>> {
-    sqlx::query_as(
-        "update restorations set attempts = attempts + 1, run_at = now() + $1, updated_at = now() \
-         where id = (select id from restorations where state = 'pending' and run_at <= now() \
-                     order by run_at limit 1 for update skip locked) \
-         returning id, connection_ref, connection_sealed, attempts",
-    )
-    .bind(lease)
-    .fetch_optional(db)
-    .await
+    let claimed: Vec<Claimed> = lease::claim(db, &QUEUE, 1, lease).await?;
+    Ok(claimed.into_iter().next())
 }
 
 /// The synchronisation is about to be started: events of the connection now belong to this
@@ -303,7 +315,7 @@ pub async fn start_waiting(
 pub async fn retry_later(db: &Db, id: Uuid, error: &str, at: DateTime<Utc>) -> sqlx::Result<()> {
     sqlx::query(
         "update restorations set state = 'pending', deadline = null, last_error = $2, run_at = $3, \
-             updated_at = now() \
+             lease_token = null, lease_until = null, updated_at = now() \
          where id = $1 and state in ('pending', 'waiting')",
     )
     .bind(id)
@@ -323,7 +335,7 @@ pub async fn finish(
 ) -> sqlx::Result<()> {
     let sql = format!(
         "update restorations set state = $2, failure_reason = $3, connection_sealed = null, \
-             finished_at = now(), updated_at = now() \
+             lease_token = null, lease_until = null, finished_at = now(), updated_at = now() \
          where id = $1 and state in ('pending', 'waiting') returning {COLUMNS}"
     );
     let ended: Option<Restoration> = sqlx::query_as(sqlx::AssertSqlSafe(sql))

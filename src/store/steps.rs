@@ -1,5 +1,6 @@
-//! Steps as durable jobs: SKIP LOCKED claims with a lease, fenced completion, rescue of expired
-//! leases. No transaction is held open while a step calls the upstream.
+//! Steps as durable jobs: the steps queue (its claim, lease and rescue are `store::lease`'s, the
+//! queue described here once), and the fenced, grouped recording of attempts' outcomes. No
+//! transaction is held open while a step calls the upstream.
 //!
 //! Never writes an outcome for a step its attempt no longer holds (the lease token fences it).
 
@@ -15,6 +16,7 @@ use super::Db;
 use super::audit::{self, Entry};
 use super::group::{Group, Writes};
 use super::guard::GuardArm;
+use super::lease::{self, Lease, Queue, Renewal};
 use crate::domain::steps::{self, Ended, Position, Settlement, Then};
 use crate::domain::{Scope, State, StepKind};
 use crate::upstream::CallRecord;
@@ -22,12 +24,13 @@ use crate::upstream::CallRecord;
 /// A step a worker holds.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
-    pub step_id: i64,
+    /// The step's id and its attempt's lease token.
+    #[sqlx(flatten)]
+    pub lease: Lease<i64>,
     pub request_id: Uuid,
     pub ordinal: i16,
     pub kind: StepKind,
     pub attempts: i32,
-    pub lease_token: Uuid,
     pub scope: Scope,
     pub subject_ref: String,
     pub target_sealed: Option<Vec<u8>>,
@@ -36,73 +39,54 @@ pub struct Claimed {
     pub traceparent: Option<String>,
 }
 
-/// Claims up to `limit` ready steps.
-pub async fn claim(db: &Db, limit: i64, lease: Duration) -> sqlx::Result<Vec<Claimed>> {
-    sqlx::query_as::<_, Claimed>(
-        "with next as ( \
-             select id from steps where state = 'ready' and run_at <= now() \
-             order by run_at limit $1 for update skip locked \
-         ), claimed as ( \
-             update steps s set state = 'running', attempts = s.attempts + 1, \
-                 lease_token = gen_random_uuid(), lease_until = now() + $2, updated_at = now() \
-             from next where s.id = next.id \
-             returning s.id, s.request_id, s.ordinal, s.kind, s.attempts, s.lease_token \
-         ), started as ( \
+// A lease token is set exactly while its step runs (constraint `steps_leased_while_running`), so
+// the token alone fences an attempt's writes (no `held_while`). (With `and state = 'running'`
+// added, the planner's generic plan walked the partial index of running steps, dead entries
+// included, instead of the primary key: 0.28 ms a step, and growing between vacuums.) The claim
+// walks the partial index `steps_ready` (BENCHMARKS.md, "Claim query"), and starts the queued
+// requests of the steps it claims.
+/// The steps queue (`store::lease`).
+pub const QUEUE: Queue = lease::queue! {
+    table: "steps",
+    due: "select id from steps where state = 'ready' and run_at <= now() order by run_at limit $1",
+    set: ", state = 'running', attempts = q.attempts + 1, updated_at = now()",
+    returning: "q.id, q.request_id, q.ordinal, q.kind, q.attempts, q.lease_token",
+    then: ", started as ( \
              update erasure_requests r set state = 'in_progress', updated_at = now() \
              from claimed c where r.id = c.request_id and r.state = 'queued' \
          ) \
-         select c.id as step_id, c.request_id, c.ordinal, c.kind, c.attempts, c.lease_token, \
+         select c.id, c.request_id, c.ordinal, c.kind, c.attempts, c.lease_token, \
              r.scope, r.subject_ref, r.target_sealed, r.context_sealed, r.traceparent \
          from claimed c join erasure_requests r on r.id = c.request_id",
-    )
-    .bind(limit)
-    .bind(lease)
-    .fetch_all(db)
-    .await
-}
+    held_while: "",
+    // Given back untried (shutdown): ready now, the attempt not counted.
+    release: ", state = 'ready', attempts = greatest(attempts - 1, 0), run_at = now(), \
+              updated_at = now()",
+    rescue: (
+        "state = 'running'",
+        ", state = 'ready', run_at = now(), updated_at = now(), \
+         last_error = 'lease expired: the worker stopped or lost the database'"
+    ),
+};
 
-// A lease token is set exactly while its step runs (constraint `steps_leased_while_running`), so
-// the token alone fences an attempt's writes below. (With `and state = 'running'` added, the
-// planner's generic plan walked the partial index of running steps, dead entries included,
-// instead of the primary key: 0.28 ms a step, and growing between vacuums.)
+/// Claims up to `limit` ready steps.
+pub async fn claim(db: &Db, limit: i64, lease: Duration) -> sqlx::Result<Vec<Claimed>> {
+    lease::claim(db, &QUEUE, limit, lease).await
+}
 
 /// Extends the lease; false when the step is no longer ours.
 pub async fn renew(db: &Db, c: &Claimed, lease: Duration) -> sqlx::Result<bool> {
-    let done =
-        sqlx::query("update steps set lease_until = now() + $3 where id = $1 and lease_token = $2")
-            .bind(c.step_id)
-            .bind(c.lease_token)
-            .bind(lease)
-            .execute(db)
-            .await?;
-    Ok(done.rows_affected() == 1)
+    lease::renew(db, &QUEUE, &c.lease, lease, Renewal::Working).await
 }
 
 /// Gives a step back untried (shutdown): ready now, the attempt not counted.
 pub async fn release(db: &Db, c: &Claimed) -> sqlx::Result<()> {
-    sqlx::query(
-        "update steps set state = 'ready', attempts = greatest(attempts - 1, 0), lease_token = null, \
-         lease_until = null, run_at = now(), updated_at = now() \
-         where id = $1 and lease_token = $2",
-    )
-    .bind(c.step_id)
-    .bind(c.lease_token)
-    .execute(db)
-    .await?;
-    Ok(())
+    lease::release(db, &QUEUE, &c.lease).await
 }
 
 /// Returns steps whose lease expired to the queue. Returns how many.
 pub async fn rescue(db: &Db) -> sqlx::Result<u64> {
-    let done = sqlx::query(
-        "update steps set state = 'ready', lease_token = null, lease_until = null, run_at = now(), \
-         last_error = 'lease expired: the worker stopped or lost the database', updated_at = now() \
-         where id in (select id from steps where state = 'running' and lease_until < now() \
-                      for update skip locked)",
-    )
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    lease::rescue(db, &QUEUE).await
 }
 
 /// What became of a step's attempt.
@@ -226,7 +210,7 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
     let held: Vec<(&Attempt, &Settlement)> = jobs
         .iter()
         .zip(&settled)
-        .filter(|(j, _)| held_ids.contains(&j.step.step_id))
+        .filter(|(j, _)| held_ids.contains(&j.step.lease.id))
         .collect();
 
     // What an attempt changes besides its step: the sealed context (a success's, or a retry's
@@ -297,7 +281,7 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
     let mut entries = Vec::new();
     let mut out = Vec::with_capacity(jobs.len());
     for (job, settlement) in jobs.iter().zip(settled) {
-        if !held_ids.contains(&job.step.step_id) {
+        if !held_ids.contains(&job.step.lease.id) {
             out.push(Finished::Lost);
             continue;
         }
@@ -331,13 +315,12 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
         out.push(match settlement.then {
             Then::Wait | Then::Fail { .. } => Finished::Recorded,
             Then::Next { .. } => match next.remove(&c.request_id) {
-                Some((step_id, kind, attempts, Some(lease_token))) => Finished::Next(Claimed {
-                    step_id,
+                Some((id, kind, attempts, Some(token))) => Finished::Next(Claimed {
+                    lease: Lease { id, token },
                     request_id: c.request_id,
                     ordinal: c.ordinal + 1,
                     kind,
                     attempts,
-                    lease_token,
                     scope: c.scope,
                     subject_ref: c.subject_ref.clone(),
                     target_sealed: c.target_sealed.clone(),
@@ -432,8 +415,8 @@ async fn fence(
             } => (Some(error), None, Some(at), i32::from(throttled)),
             Ended::Failed { error } => (Some(error), None, None, 0),
         };
-        ids.push(j.step.step_id);
-        tokens.push(j.step.lease_token);
+        ids.push(j.step.lease.id);
+        tokens.push(j.step.lease.token);
         states.push(settlement.step.as_str());
         errors.push(error);
         details.push(detail);

@@ -2,7 +2,8 @@
 //! (migration 0016). Events are queued in the outbox by `store::audit::append_all`, in the
 //! transaction of the audit entry of the change that causes them, from the types of
 //! `domain::events` (the OpenAPI document's `webhooks` are made from the same types), so every
-//! path that changes a request and audits it emits them; `test` events are queued here.
+//! path that changes a request and audits it emits them; `test` events are queued here. A worker
+//! holds a subscription under a lease of `store::lease` (the queue described here once).
 //!
 //! Holds sealed secrets only (never a secret in clear), and payloads without target ids,
 //! pseudonyms or anything read upstream. Decides nothing: the retry schedule and when to give up
@@ -19,6 +20,7 @@ use uuid::Uuid;
 
 use super::Db;
 use super::audit;
+use super::lease::{self, Lease, Queue, Renewal};
 use crate::domain::events::{
     RequestEventData, RequestFacts, RestorationAccounts, RestorationEventData, WebhookType,
     payload_time,
@@ -316,46 +318,37 @@ pub async fn deliveries(
     .await
 }
 
-/// A subscription a worker holds.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Claim {
-    pub subscription_id: Uuid,
-    pub lease_token: Uuid,
-}
+/// A subscription a worker holds: its id and its lease token.
+pub type Claim = Lease<Uuid>;
+
+// A claim takes over a lapsed lease itself (no rescue); a renewal needs the subscription still
+// enabled; giving it back clears the lease only.
+/// The queue of subscriptions to deliver to (`store::lease`): enabled ones whose oldest pending
+/// event is due and that no other worker holds, the longest unleased first.
+pub const QUEUE: Queue = lease::queue! {
+    table: "webhook_subscriptions",
+    due: "select s.id from webhook_subscriptions s \
+          where s.state = 'enabled' and (s.lease_until is null or s.lease_until < now()) \
+            and (select e.next_attempt_at from webhook_events e \
+                 where e.subscription_id = s.id and e.state = 'pending' \
+                 order by e.seq limit 1) <= now() \
+          order by s.lease_until nulls first limit $1",
+    set: "",
+    returning: "q.id, q.lease_token",
+    then: "select id, lease_token from claimed",
+    held_while: " and state = 'enabled'",
+    release: "",
+};
 
 /// Leases up to `limit` enabled subscriptions whose oldest pending event is due and that no
 /// other worker holds.
 pub async fn claim(db: &Db, limit: i64, lease: std::time::Duration) -> sqlx::Result<Vec<Claim>> {
-    sqlx::query_as(
-        "with due as ( \
-             select s.id from webhook_subscriptions s \
-             where s.state = 'enabled' and (s.lease_until is null or s.lease_until < now()) \
-               and (select e.next_attempt_at from webhook_events e \
-                    where e.subscription_id = s.id and e.state = 'pending' \
-                    order by e.seq limit 1) <= now() \
-             order by s.lease_until nulls first limit $1 for update of s skip locked \
-         ) \
-         update webhook_subscriptions s set lease_token = gen_random_uuid(), \
-             lease_until = now() + $2 \
-         from due where s.id = due.id returning s.id as subscription_id, s.lease_token",
-    )
-    .bind(limit)
-    .bind(lease)
-    .fetch_all(db)
-    .await
+    lease::claim(db, &QUEUE, limit, lease).await
 }
 
 /// Gives a subscription back.
 pub async fn release(db: &Db, claim: &Claim) -> sqlx::Result<()> {
-    sqlx::query(
-        "update webhook_subscriptions set lease_token = null, lease_until = null \
-         where id = $1 and lease_token = $2",
-    )
-    .bind(claim.subscription_id)
-    .bind(claim.lease_token)
-    .execute(db)
-    .await?;
-    Ok(())
+    lease::release(db, &QUEUE, claim).await
 }
 
 /// A pending event, oldest first.
@@ -395,7 +388,7 @@ pub async fn next_events(
              traceparent \
          from webhook_events where subscription_id = $1 and state = 'pending' order by seq limit $2",
     )
-    .bind(claim.subscription_id)
+    .bind(claim.id)
     .bind(limit)
     .fetch_all(db)
     .await?;
@@ -405,8 +398,8 @@ pub async fn next_events(
                  as previous_secret_sealed \
          from webhook_subscriptions where id = $1 and lease_token = $2 and state = 'enabled'",
     )
-    .bind(claim.subscription_id)
-    .bind(claim.lease_token)
+    .bind(claim.id)
+    .bind(claim.token)
     .fetch_optional(db)
     .await?;
     Ok(target.map(|t| (t, events)))
@@ -437,16 +430,7 @@ pub enum Next {
 /// Renews a held lease; false when it is no longer held by `claim` (it lapsed and another worker
 /// claimed the subscription) or the subscription is no longer enabled.
 pub async fn renew(db: &Db, claim: &Claim, lease: std::time::Duration) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        "update webhook_subscriptions set lease_until = now() + $3 \
-         where id = $1 and lease_token = $2 and state = 'enabled'",
-    )
-    .bind(claim.subscription_id)
-    .bind(claim.lease_token)
-    .bind(lease)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    lease::renew(db, &QUEUE, claim, lease, Renewal::Working).await
 }
 
 /// Records attempts of one held subscription in one transaction (the log, each event's state;
@@ -461,44 +445,26 @@ pub async fn record(
     lease: std::time::Duration,
 ) -> sqlx::Result<bool> {
     let mut tx = db.begin().await?;
-    // The subscription's row stays locked to the commit: no claim takes it over in between.
-    let held: Option<i32> = sqlx::query_scalar(
-        "select 1 from webhook_subscriptions where id = $1 and lease_token = $2 \
-         for no key update",
-    )
-    .bind(claim.subscription_id)
-    .bind(claim.lease_token)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if held.is_none() {
+    // Renewed first (`now()` is the transaction's start either way): the subscription's row stays
+    // locked to the commit, so no claim takes it over in between.
+    if !lease::renew(&mut *tx, &QUEUE, claim, lease, Renewal::Writing).await? {
         return Ok(false);
     }
     if !attempts.is_empty() {
-        let n = attempts.len();
-        let (mut seqs, mut numbers, mut statuses, mut durations, mut errors, mut excerpts) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut states, mut next_ats) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for a in attempts {
-            seqs.push(a.seq);
-            numbers.push(a.attempt);
-            statuses.push(a.status);
-            durations.push(a.duration_ms);
-            errors.push(a.error.as_deref());
-            excerpts.push(a.excerpt.as_deref());
-            let (state, at) = match &a.next {
+        let seqs: Vec<i64> = attempts.iter().map(|a| a.seq).collect();
+        let numbers: Vec<i32> = attempts.iter().map(|a| a.attempt).collect();
+        let statuses: Vec<Option<i32>> = attempts.iter().map(|a| a.status).collect();
+        let durations: Vec<i32> = attempts.iter().map(|a| a.duration_ms).collect();
+        let errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error.as_deref()).collect();
+        let excerpts: Vec<Option<&str>> = attempts.iter().map(|a| a.excerpt.as_deref()).collect();
+        let (states, next_ats): (Vec<&str>, Vec<Option<DateTime<Utc>>>) = attempts
+            .iter()
+            .map(|a| match &a.next {
                 Next::Delivered => ("delivered", None),
                 Next::RetryAt(at) => ("pending", Some(*at)),
                 Next::GiveUp => ("failed", None),
-            };
-            states.push(state);
-            next_ats.push(at);
-        }
+            })
+            .unzip();
         sqlx::query(
             "with log as ( \
                  insert into webhook_deliveries (event_seq, subscription_id, attempt, status, \
@@ -516,7 +482,7 @@ pub async fn record(
                          $9::timestamptz[]) as u(seq, attempt, status, error, state, next_at) \
              where e.seq = u.seq and e.state = 'pending'",
         )
-        .bind(claim.subscription_id)
+        .bind(claim.id)
         .bind(&seqs)
         .bind(&numbers)
         .bind(&statuses)
@@ -543,7 +509,7 @@ pub async fn record(
                  disabled_at = now(), updated_at = now(), lease_token = null, lease_until = null \
              where id = $1 and state <> 'disabled'",
         )
-        .bind(claim.subscription_id)
+        .bind(claim.id)
         .bind(&reason)
         .execute(&mut *tx)
         .await?;
@@ -553,7 +519,7 @@ pub async fn record(
                 .fetch_one(&mut *tx)
                 .await?;
             let data = data_of(&records::WebhookDisabled {
-                subscription: claim.subscription_id,
+                subscription: claim.id,
                 event: &event,
                 attempts: gave_up.attempt,
                 last_status: gave_up.status,
@@ -564,17 +530,8 @@ pub async fn record(
         tx.commit().await?;
         return Ok(false);
     }
-    let held = sqlx::query(
-        "update webhook_subscriptions set lease_until = now() + $3 \
-         where id = $1 and lease_token = $2",
-    )
-    .bind(claim.subscription_id)
-    .bind(claim.lease_token)
-    .bind(lease)
-    .execute(&mut *tx)
-    .await?;
     tx.commit().await?;
-    Ok(held.rows_affected() == 1)
+    Ok(true)
 }
 
 /// Deletes what is older than `days`: delivery attempts made before then, and delivered events

@@ -28,6 +28,7 @@ use tracing::{Instrument, Span};
 use crate::audit::seal::Sealer;
 use crate::config::WebhookSettings;
 use crate::domain::events::WebhookType;
+use crate::jobs::lease;
 use crate::store::Db;
 use crate::store::webhooks::{self as store, Attempted, Claim, Next, Pending};
 use sign::SigningKey;
@@ -209,7 +210,7 @@ impl Webhooks {
         // statement that did it: the lease ran from then at the latest).
         let mut renewed = claimed;
         let mut confirmed;
-        let subscription = claim.subscription_id;
+        let subscription = claim.id;
         loop {
             let asked = Instant::now();
             let next = match store::next_events(&self.db, &claim, BATCH).await {
@@ -236,7 +237,7 @@ impl Webhooks {
                     _ = stop.cancelled() => {}
                 }
                 // The lease must outlive the wait (renewed by each record).
-                if renewed.elapsed() > self.lease / 3 {
+                if renewed.elapsed() > lease::renew_after(self.lease) {
                     let asked = Instant::now();
                     match self.record(&claim, &[]).await {
                         Some(true) => renewed = asked,
@@ -256,12 +257,17 @@ impl Webhooks {
             let batch_started = Instant::now();
             let mut attempted = Vec::new();
             for event in events {
-                if !event.due || stop.is_cancelled() || batch_started.elapsed() > self.lease / 3 {
+                if !event.due
+                    || stop.is_cancelled()
+                    || batch_started.elapsed() > lease::renew_after(self.lease)
+                {
                     break;
                 }
                 // Never send once the lease may have been taken over (this worker stalled past
                 // it, or the subscription was paused or disabled meanwhile).
-                if confirmed.elapsed() > CONFIRM_AFTER || renewed.elapsed() > self.lease / 3 {
+                if confirmed.elapsed() > CONFIRM_AFTER
+                    || renewed.elapsed() > lease::renew_after(self.lease)
+                {
                     let asked = Instant::now();
                     match store::renew(&self.db, &claim, self.lease).await {
                         Ok(true) => (renewed, confirmed) = (asked, asked),
@@ -315,7 +321,7 @@ impl Webhooks {
             match store::record(&self.db, claim, attempted, self.lease).await {
                 Ok(held) => return Some(held),
                 Err(e) => {
-                    tracing::warn!(subscription = %claim.subscription_id, error = %e, "recording webhook deliveries failed; retrying");
+                    tracing::warn!(subscription = %claim.id, error = %e, "recording webhook deliveries failed; retrying");
                     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                 }
             }

@@ -583,7 +583,7 @@ async fn outcomes_recorded_together_are_each_fenced_by_their_own_lease() {
     claimed.sort_by_key(|c| ids.iter().position(|id| *id == c.request_id.to_string()));
     // Another worker took the second request's step.
     sqlx::query("update steps set lease_token = gen_random_uuid() where id = $1")
-        .bind(claimed[1].step_id)
+        .bind(claimed[1].lease.id)
         .execute(&app.db)
         .await
         .unwrap();
@@ -641,10 +641,10 @@ async fn outcomes_recorded_together_are_each_fenced_by_their_own_lease() {
     };
     assert_eq!(state_of(0, 0).await.unwrap().unwrap().0, "succeeded");
     let (state, token, _) = state_of(0, 1).await.unwrap().unwrap();
-    assert_eq!((state.as_str(), token), ("running", Some(next.lease_token)));
+    assert_eq!((state.as_str(), token), ("running", Some(next.lease.token)));
     let (state, token, _) = state_of(1, 0).await.unwrap().unwrap();
     assert_eq!(state, "running", "the taken step is left to its new holder");
-    assert_ne!(token, Some(claimed[1].lease_token));
+    assert_ne!(token, Some(claimed[1].lease.token));
     assert!(
         state_of(1, 1).await.unwrap().is_none(),
         "a lost attempt stores no next step"
@@ -666,6 +666,63 @@ async fn outcomes_recorded_together_are_each_fenced_by_their_own_lease() {
             (claimed[2].request_id, "attempt_failed".to_string()),
         ]
     );
+    app.stop().await;
+}
+
+/// The steps queue through the one lease of every queue (`store::lease`): renewing and giving
+/// back are fenced by the token (a stale holder changes nothing), and a lease that expired is
+/// rescued: the step is ready again, its lease cleared, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steps_lease_is_renewed_and_given_back_by_its_holder_only_and_rescued_when_it_expires() {
+    use erasure::store::steps;
+    let app = TestApp::spawn(Options::no_worker()).await;
+    app.submit("account", "9101").await;
+    let lease = Duration::from_secs(30);
+    let claimed = steps::claim(&app.db, 10, lease).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let held = &claimed[0];
+    assert_eq!(held.attempts, 1);
+    let mut stale = held.clone();
+    stale.lease.token = uuid::Uuid::new_v4();
+    assert!(!steps::renew(&app.db, &stale, lease).await.unwrap());
+    assert!(steps::renew(&app.db, held, lease).await.unwrap());
+    steps::release(&app.db, &stale).await.unwrap();
+    let row = || {
+        sqlx::query_as::<_, (String, i32, Option<uuid::Uuid>, Option<String>)>(
+            "select state, attempts, lease_token, last_error from steps where id = $1",
+        )
+        .bind(held.lease.id)
+        .fetch_one(&app.db)
+    };
+    let (state, attempts, token, _) = row().await.unwrap();
+    assert_eq!(
+        (state.as_str(), attempts, token),
+        ("running", 1, Some(held.lease.token))
+    );
+
+    // Nothing to rescue while the lease runs; once it expired, the step is ready again.
+    assert_eq!(steps::rescue(&app.db).await.unwrap(), 0);
+    sqlx::query("update steps set lease_until = now() - interval '1 second' where id = $1")
+        .bind(held.lease.id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(steps::rescue(&app.db).await.unwrap(), 1);
+    let (state, attempts, token, error) = row().await.unwrap();
+    assert_eq!((state.as_str(), attempts, token), ("ready", 1, None));
+    assert!(error.unwrap().contains("lease expired"));
+    assert!(
+        !steps::renew(&app.db, held, lease).await.unwrap(),
+        "the old holder lost it"
+    );
+
+    // Claimed again, then given back untried: ready, the attempt not counted.
+    let again = steps::claim(&app.db, 10, lease).await.unwrap();
+    assert_eq!((again.len(), again[0].attempts), (1, 2));
+    assert_ne!(again[0].lease.token, held.lease.token);
+    steps::release(&app.db, &again[0]).await.unwrap();
+    let (state, attempts, token, _) = row().await.unwrap();
+    assert_eq!((state.as_str(), attempts, token), ("ready", 1, None));
     app.stop().await;
 }
 

@@ -318,13 +318,16 @@ async fn a_deliberate_restoration_brings_accounts_back_and_the_guard_leaves_them
             "restoration_completed"
         ]
     );
-    let sealed: Option<Vec<u8>> =
-        sqlx::query_scalar("select connection_sealed from restorations where id = $1::uuid")
-            .bind(id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let (sealed, attempts, lease): (Option<Vec<u8>>, i32, Option<uuid::Uuid>) = sqlx::query_as(
+        "select connection_sealed, attempts, lease_token from restorations where id = $1::uuid",
+    )
+    .bind(id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
     assert!(sealed.is_none(), "the connection id is wiped when it ends");
+    assert_eq!(attempts, 1, "claimed once");
+    assert!(lease.is_none(), "its lease is cleared when it ends");
 
     // A later resynchronisation by anyone leaves it too: the guard was lifted for good.
     list_accounts_sync(&app, &connection).await;
