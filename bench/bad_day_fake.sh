@@ -93,6 +93,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
         completed=$(q "select count(*) from erasure_requests where state = 'completed'")
         failed=$(q "select count(*) from erasure_requests where state = 'failed'")
         incomplete=$(q "select count(*) from steps where kind = 'inventory' and detail->>'complete' = 'false'")
+        tail=$(q "select string_agg(to_char(x, 'FM990.0'), ' / ') from unnest((select percentile_cont(array[0.5, 0.9, 0.99, 1]) within group (order by extract(epoch from completed_at - received_at)) from erasure_requests)) x")
+        retried=$(q "select string_agg(kind || ' ' || n || ' of ' || total || ' (max ' || m || ')', ', ') from (select kind, count(*) filter (where attempts > 1) n, count(*) total, max(attempts) m from steps group by kind order by kind) s")
         curl -fsS "$FAKE_URL/_fake/stats" >"$BENCH_OUT/stats.$tag.json"
         curl -fsS "$FAKE_URL/_fake/journal" >"$BENCH_OUT/journal.$tag.jsonl"
         stop_pid "$WORKER_PID"
@@ -104,6 +106,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         calls=$(jq .erasure_calls "$s")
         too_early=$(jq .too_early "$s")
         figure "bad_day_fake.$tag.drain" "$(fmt "$drained" 1)" s "$USERS users x $CONNECTIONS x $ACCOUNTS, $rate % faults; $completed completed, $failed failed, $incomplete inventories incomplete"
+        figure "bad_day_fake.$tag.completion" "$tail" s "p50 / p90 / p99 / max of completed_at - received_at; steps attempted more than once: $retried; circuit opened $(grep -c 'circuit opened' "$BENCH_OUT/worker.$tag.log" || true) times"
         figure "bad_day_fake.$tag.amplification" "$(fmt "$calls / $needed" 2)" x "$calls erasure calls / $needed needed (ideal $(fmt "1 / (1 - $rate / 100)" 2)); $(jq .events_calls "$s") event polls, $(jq .token_calls "$s") token calls"
         figure "bad_day_fake.$tag.refusals" "$(jq .retry_after_answers "$s")" calls "with Retry-After: $(jq -c '{faults: .faults, by_outcome, refused_rate, refused_concurrency}' "$s")"
         figure "bad_day_fake.$tag.too_early" "$too_early" calls "next call on the resource before its Retry-After $(jq -c .too_early_by_kind "$s"); client-wide within a cap refusal's Retry-After: $(jq .calls_within_cap_refusal_retry_after_clientwide "$s")"
