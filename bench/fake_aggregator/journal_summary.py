@@ -42,3 +42,28 @@ for k, v in sorted(waits.items()):
 tries = collections.Counter(r["res"] + " " + r["m"] for r in api)
 hist = collections.Counter(tries.values())
 print("calls per (resource, method):", dict(sorted(hist.items())))
+# Attempts that ended early: a resource whose failed call was followed by a gap longer than any
+# in-attempt wait (3 retries: <= 2 s each, or Retry-After 1 s): the step went back to the queue.
+# By the number of consecutive failures before the gap (4: retries used up; fewer: the attempt
+# ended early, e.g. on an open circuit breaker), and how long the resource then waited.
+byres = collections.defaultdict(list)
+for r in api:
+    byres[(r["m"], r["res"])].append(r)
+ended, gaps = collections.Counter(), []
+for rs in byres.values():
+    run = 0
+    for a, b in zip(rs, rs[1:]):
+        if a["out"] == "ok":
+            run = 0
+            continue
+        run += 1
+        g = b["t"] - (a["t"] + a.get("dt", 0))
+        if g > 2.5:
+            ended[run] += 1
+            gaps.append(g)
+            run = 0
+gaps.sort()
+if gaps:
+    print(f"attempts ended then resumed after > 2.5 s: {len(gaps)} (by failures before: "
+          f"{dict(sorted(ended.items()))}); waited median {statistics.median(gaps):.1f} s, "
+          f"max {gaps[-1]:.1f} s")
