@@ -38,6 +38,12 @@ one of (shares of the fault rate): 503 with Retry-After 45 %, 500 20 %, 502 befo
 502 after acting 10 % (the call took effect, its answer was lost: a DELETE then answers 404),
 a slow 504 after `slow_secs` 10 %, a reset (connection closed, no answer, before acting) 5 %.
 
+Not implemented from UPSTREAM.md: tokens never expire within a run (expires_in 3600, no 401 for
+an expired token; a wrong or missing one gets 401); no synchronisation is ever RUNNING, so no 409
+on a DELETE; LIST_ACCOUNTS re-adds at once (no asynchronous job, no type ALL that follows); no
+transactions are seeded; a password grant takes the user's e-mail and any password; 403 only for
+/users/me with a client token; the v3 API. The caps do not apply to /token (another host).
+
 Journal: each call's arrival and answer time, method, route template, resource, status and
 outcome (ok, fault kind, rate, concurrency). "Too early": for every answer with Retry-After, the
 next call on the same resource (the path with its id; a listing with its filter, any page) that
