@@ -329,6 +329,8 @@ class Fake:
                 except Exception:
                     pass
                 return False
+            if self.a.latency_secs > 0:
+                await asyncio.sleep(self.a.latency_secs)
             try:
                 status, out, hdr = self.dispatch(method, path, q, headers, body)
             except Error as e:
@@ -538,6 +540,7 @@ async def main():
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--retry-after", type=int, default=1)
     p.add_argument("--slow-secs", type=float, default=1.5)
+    p.add_argument("--latency-secs", type=float, default=0.0, help="added to every answer")
     p.add_argument("--client-id", default=os.environ.get("FAKE_CLIENT_ID", "erasure-sim"))
     p.add_argument("--client-secret", default=os.environ.get("FAKE_CLIENT_SECRET", "sim-secret"))
     a = p.parse_args()
