@@ -119,6 +119,9 @@ pub enum Cascade {
     ChannelRemains(String),
 }
 
+/// A user's connections whose accounts are listed at the same time, at most.
+const LISTINGS_AT_ONCE: usize = 4;
+
 fn path_of(scope: Scope) -> &'static str {
     match scope {
         Scope::User => "/users/{id}",
@@ -182,20 +185,35 @@ impl Upstream {
             (Scope::User, Some(ids)) => ids.clone(),
             _ => vec![id.to_string()],
         };
-        for connection in &connections {
-            if progress.accounts.contains_key(connection) {
-                continue;
+        // The connections' account listings go together (`LISTINGS_AT_ONCE` at a time, each
+        // through the rate limiter and a concurrency slot as any call): a user's inventory then
+        // takes two calls in a row plus its slowest listing, not one listing after another. What
+        // was counted is kept even when another listing failed, for the next attempt.
+        let todo: Vec<&String> = connections
+            .iter()
+            .filter(|c| !progress.accounts.contains_key(*c))
+            .collect();
+        let mut failed = None;
+        for together in todo.chunks(LISTINGS_AT_ONCE) {
+            let mut listings = Vec::with_capacity(together.len());
+            for connection in together {
+                listings.push(self.accounts_of(connection));
             }
-            let n = self
-                .list(
-                    "/accounts?connection_id={id}",
-                    "connection_id",
-                    connection,
-                    calls,
-                )
-                .await?
-                .len() as u64;
-            progress.accounts.insert(connection.clone(), n);
+            for (connection, (made, result)) in together
+                .iter()
+                .zip(futures::future::join_all(listings).await)
+            {
+                calls.extend(made);
+                match result {
+                    Ok(n) => {
+                        progress.accounts.insert((*connection).clone(), n);
+                    }
+                    Err(e) => failed = failed.or(Some(e)),
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         Ok(Inventory {
             present: true,
@@ -204,6 +222,20 @@ impl Upstream {
             accounts: Some(progress.accounts.values().sum()),
             ..Default::default()
         })
+    }
+
+    /// How many accounts a connection has, with the calls it took.
+    async fn accounts_of(&self, connection: &str) -> (Vec<CallRecord>, Result<u64, CallError>) {
+        let mut calls = Vec::new();
+        let listed = self
+            .list(
+                "/accounts?connection_id={id}",
+                "connection_id",
+                connection,
+                &mut calls,
+            )
+            .await;
+        (calls, listed.map(|items| items.len() as u64))
     }
 
     /// Deletes the target. `Ok(true)` when it was deleted now, `Ok(false)` when upstream answered

@@ -244,7 +244,7 @@ async fn an_inventory_that_keeps_failing_is_recorded_incomplete_and_the_deletion
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_inventory_continues_from_what_it_read_before() {
+async fn an_inventory_continues_from_what_it_read_before_and_lists_accounts_together() {
     let app = TestApp::spawn(Options::empty_sim()).await;
     let user = users(&app, 1, 3, 2).remove(0);
     let connections: Vec<String> = user.connections.iter().map(|c| c.id.clone()).collect();
@@ -284,6 +284,37 @@ async fn an_inventory_continues_from_what_it_read_before() {
             .as_deref()
             .unwrap()
             .contains(&format!("connection_id={}", connections[2]))
+    );
+
+    // The connections' account listings go together: with every answer 700 ms late, each of the
+    // three starts before any of them has answered (one after another, each would start after
+    // the one before it answered).
+    app.sim
+        .set_faults(Faults {
+            latency_ms: 700,
+            ..Faults::default()
+        })
+        .unwrap();
+    let mark = app.sim.calls(0).last().map_or(0, |c| c.seq);
+    let mut progress = InventoryProgress::default();
+    let inv = upstream
+        .inventory(scope, &user.id, &mut progress, &mut Vec::new())
+        .await
+        .unwrap();
+    assert_eq!((inv.connections, inv.accounts), (Some(3), Some(6)));
+    let listings: Vec<CallRecord> = api_calls(&app, mark)
+        .into_iter()
+        .filter(|c| c.route == "/v2.1/accounts")
+        .collect();
+    assert_eq!(listings.len(), 3, "{listings:?}");
+    let last_start = listings.iter().map(|c| c.started_at_ms).fold(0.0, f64::max);
+    let first_end = listings
+        .iter()
+        .map(|c| c.ended_at_ms)
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        last_start < first_end,
+        "the listings went one after another: {listings:?}"
     );
     app.stop().await;
 }
