@@ -51,12 +51,7 @@ PY
     started=$(now)
     read -r created _ _ _ < <(post_batch "$BENCH_OUT/batch.$rate/batch-0000.json" "$key")
     [[ $created -eq $USERS ]] || die "the batch created $created requests, not $USERS"
-    settled=0
-    while [[ $(calc "$(now) - $started < $SETTLE_SECS") == True ]]; do
-        open=$(q "select count(*) from erasure_requests where state not in ('completed', 'failed', 'cancelled')")
-        if [[ $open -eq 0 ]]; then settled=1; break; fi
-        sleep 0.5
-    done
+    settled=$(wait_settled "$started" "$SETTLE_SECS")
     drained=$(calc "$(now) - $started")
     completed=$(q "select count(*) from erasure_requests where state = 'completed'")
     failed=$(q "select count(*) from erasure_requests where state = 'failed'")

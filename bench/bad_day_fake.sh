@@ -81,12 +81,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         started=$(now)
         read -r created _ _ _ < <(post_batch "$BENCH_OUT/batch.$round/batch-0000.json" "$key")
         [[ $created -eq $USERS ]] || die "the batch created $created requests, not $USERS"
-        settled=0
-        while [[ $(calc "$(now) - $started < $SETTLE_SECS") == True ]]; do
-            open=$(q "select count(*) from erasure_requests where state not in ('completed', 'failed', 'cancelled')")
-            if [[ $open -eq 0 ]]; then settled=1; break; fi
-            sleep 0.5
-        done
+        settled=$(wait_settled "$started" "$SETTLE_SECS")
         # Drain from the database: the batch's acceptance (its requests' received_at) to the last
         # completion.
         drained=$(q "select extract(epoch from max(completed_at) - min(received_at)) from erasure_requests")

@@ -236,6 +236,20 @@ wait_events() {
 
 now() { date +%s.%N; }
 calc() { python3 -c "print($1)"; }
+
+# Waits until no request of BENCH_DB is open (every one completed, failed or cancelled), polling
+# every 0.5 s, at most until $2 seconds after the time $1 (`now`); prints 1 when none is, else 0.
+wait_settled() {
+    local started=$1 secs=$2
+    while [[ $(calc "$(now) - $started < $secs") == True ]]; do
+        if [[ $(q "select count(*) from erasure_requests where state not in ('completed', 'failed', 'cancelled')") -eq 0 ]]; then
+            echo 1
+            return
+        fi
+        sleep 0.5
+    done
+    echo 0
+}
 fmt() { python3 -c "print(f'{$1:,.${2:-0}f}')"; }
 
 # batch_files FILE_OF_IDS OUTDIR FORMAT(json|csv) SCOPE: splits ids into batch bodies of
