@@ -101,7 +101,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map_err(|(field, why)| anyhow::anyhow!("{field} {why}"))?;
     let api_key = crate::app::keys::create(&db, &demo_key, crate::app::By::Operator)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot make the demo's key: {}", e.sentence()))?;
+        .map_err(|e| anyhow::Error::new(e).context("cannot make the demo's key"))?;
     db.close().await;
 
     let running = service::start(ServiceConfig {

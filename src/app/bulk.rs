@@ -107,7 +107,8 @@ pub async fn selection(
     Ok(ids)
 }
 
-/// Applies `action` to each of `ids` for `principal` (whose role the caller checked), recording
+/// Applies `action` to each of `ids` for `principal`, who must hold one of `Action::roles` (403
+/// otherwise), recording
 /// each item's result, and answers the finished operation (the API's and the console's one way).
 pub async fn act_on_all(
     state: &App,
@@ -116,6 +117,7 @@ pub async fn act_on_all(
     details: Details,
     ids: Vec<Uuid>,
 ) -> Result<Operation, ApiError> {
+    super::auth::require(principal, action.roles())?;
     let op = bulk::start(
         &state.db,
         action.as_str(),

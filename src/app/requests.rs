@@ -705,8 +705,8 @@ pub fn action_details(action: Action, bytes: &[u8]) -> Result<Details, ApiError>
     })
 }
 
-/// Applies a validated action for `principal` (whose role the caller checked with
-/// `Action::roles`) and answers the request as it now is.
+/// Applies a validated action for `principal`, who must hold one of `Action::roles` (403
+/// otherwise), and answers the request as it now is.
 pub async fn perform(
     state: &App,
     principal: &Principal,
@@ -714,6 +714,7 @@ pub async fn perform(
     action: Action,
     details: Details,
 ) -> Result<ErasureRequest, ApiError> {
+    super::auth::require(principal, action.roles())?;
     let ask = Ask {
         action,
         actor: Who::of(principal.key_id, principal.person),

@@ -102,6 +102,15 @@ const COMPACT_ATTEMPTS: u64 = 30;
 /// it for longer than one try, so it tries again for about 25 s, pausing up to a second between
 /// tries (5 tries in 1.5 s were seen to miss it on a loaded machine).
 async fn compact(sessions: &Sessions) {
+    // Once, before the tries: a try that waits for its lock again need not wait for these again.
+    match epochs::older_transactions_ended(sessions).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "transactions older than the destruction still run: the compaction may keep a \
+             destroyed key on disk until autovacuum or the next run"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot see the database's older transactions"),
+    }
     for attempt in 1..=COMPACT_ATTEMPTS {
         match epochs::compact(sessions).await {
             Ok(()) => return,

@@ -309,9 +309,7 @@ fn request_id(text: &str) -> Result<Uuid, Failure> {
 }
 
 async fn request_or_404(state: &AppState, id: Uuid) -> Result<ErasureRequest, Failure> {
-    store::requests::get(&state.db, id)
-        .await?
-        .ok_or_else(|| Failure(ApiError::not_found("erasure request")))
+    Ok(app::get(state, id).await?)
 }
 
 /// Every action, in the order pages offer them.

@@ -8,7 +8,6 @@ use super::session::{Form, Session, field};
 use super::{Chrome, Failure, filters, render, see_other};
 use crate::api::AppState;
 use crate::app::auth::READERS;
-use crate::app::error::ApiError;
 use crate::app::restorations::{self as app, RestorationBody};
 use crate::domain::Role;
 use crate::store;
@@ -69,9 +68,7 @@ pub async fn page(
 ) -> Result<HttpResponse, Failure> {
     session.require(READERS)?;
     let id = crate::app::input::path_id(&path)?;
-    let r = store::restorations::get(&state.db, id)
-        .await?
-        .ok_or_else(|| Failure(ApiError::not_found("restoration")))?;
+    let r = app::get(&state, id).await?;
     render(&Page {
         chrome: session.chrome("Restoration"),
         r,

@@ -263,18 +263,11 @@ async fn strip_guard(conn: &mut PgConnection, prefix: &str) -> sqlx::Result<()> 
 /// How long a compaction waits for the transactions that began before it to end.
 const OLDER_TRANSACTIONS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Rewrites the table so that no dead row version holds a destroyed key on disk (the dump never
-/// shows one; the files could until vacuumed). Needs the table's owner: refused to the service's
-/// own role, where autovacuum does it later (`SECURITY.md`). It waits at most 200 ms for its lock
-/// (while it waits, it holds up every other use of the table, and a retention run at the same
-/// moment could wait for it in turn): a run that cannot have it now leaves it to autovacuum.
-/// (`VACUUM` after a `SET` needs a session: the direct URL behind a pooler.)
-///
-/// `VACUUM FULL` keeps a dead row version that a running transaction may still see, so it first
-/// waits (up to `OLDER_TRANSACTIONS_WAIT`) for the transactions of this database that began
-/// before it to end: one of them could hold a snapshot from before the key's destruction. (Seen
-/// on a loaded machine: the compaction ran right after the destroying commit and kept the key.)
-pub async fn compact(sessions: &super::Sessions) -> sqlx::Result<()> {
+/// Waits (up to `OLDER_TRANSACTIONS_WAIT`) for the transactions of this database that began
+/// before this call to end, since one of them could hold a snapshot from before a key's
+/// destruction and `VACUUM FULL` would keep that row version (seen on a loaded machine: the
+/// compaction ran right after the destroying commit and kept the key). False when some still run.
+pub async fn older_transactions_ended(sessions: &super::Sessions) -> sqlx::Result<bool> {
     let mut conn = sessions.pool().acquire().await?;
     let since: DateTime<Utc> = sqlx::query_scalar("select clock_timestamp()")
         .fetch_one(&mut *conn)
@@ -288,11 +281,27 @@ pub async fn compact(sessions: &super::Sessions) -> sqlx::Result<()> {
         .bind(since)
         .fetch_one(&mut *conn)
         .await?;
-        if older == 0 || std::time::Instant::now() >= deadline {
-            break;
+        if older == 0 {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Rewrites the table so that no dead row version holds a destroyed key on disk (the dump never
+/// shows one; the files could until vacuumed). Needs the table's owner: refused to the service's
+/// own role, where autovacuum does it later (`SECURITY.md`). It waits at most 200 ms for its lock
+/// (while it waits, it holds up every other use of the table, and a retention run at the same
+/// moment could wait for it in turn): a run that cannot have it now leaves it to autovacuum.
+/// (`VACUUM` after a `SET` needs a session: the direct URL behind a pooler.)
+///
+/// Call `older_transactions_ended` first: `VACUUM FULL` keeps a dead row version that a running
+/// transaction may still see.
+pub async fn compact(sessions: &super::Sessions) -> sqlx::Result<()> {
+    let mut conn = sessions.pool().acquire().await?;
     sqlx::query("set lock_timeout = '200ms'")
         .execute(&mut *conn)
         .await?;

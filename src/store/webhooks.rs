@@ -95,14 +95,6 @@ pub struct NewSubscription<'a> {
     pub created_by: Uuid,
 }
 
-/// The host of a URL, for audit entries (the path may carry tokens).
-fn host_of(url: &str) -> String {
-    reqwest::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// Creates a subscription with its audit entry.
 pub async fn create(db: &Db, new: NewSubscription<'_>, actor: &str) -> sqlx::Result<Subscription> {
     let mut tx = db.begin().await?;
@@ -120,7 +112,7 @@ pub async fn create(db: &Db, new: NewSubscription<'_>, actor: &str) -> sqlx::Res
     .await?;
     let data = data_of(&records::WebhookCreated {
         subscription: new.id,
-        host: host_of(new.url),
+        host: crate::telemetry::host_of(new.url),
         event_types: new.event_types,
     });
     audit::append_unlinked(&mut tx, actor, Event::WebhookCreated, data).await?;
@@ -193,7 +185,7 @@ pub async fn update(
     }
     let data = data_of(&records::WebhookChanged {
         subscription: id,
-        host: changes.url.map(host_of),
+        host: changes.url.map(crate::telemetry::host_of),
         event_types: changes.event_types,
         state: changes.state.map(SubscriptionState::as_str),
     });

@@ -211,6 +211,10 @@ impl Upstream {
                     Err(e) => failed = failed.or(Some(e)),
                 }
             }
+            if failed.is_some() {
+                // No more listings on a failing upstream: the next attempt goes on from here.
+                break;
+            }
         }
         if let Some(e) = failed {
             return Err(e);
