@@ -148,7 +148,7 @@ impl Guard {
                 .await;
         }
         let timeout = self.settings.restoration_timeout;
-        if !restorations::start_waiting(&self.db, c.lease.id, expected as i32, timeout).await? {
+        if !restorations::start_waiting(&self.db, &c.lease, expected as i32, timeout).await? {
             return Ok(());
         }
         match self.upstream.list_accounts_sync(&connection).await {

@@ -254,7 +254,8 @@ pub struct Claimed {
 
 // A claim also moves `run_at` past the lease (as the release before migration 0026 did, which
 // knows no other lease): one that lapsed is claimed again once due (no rescue). The worker
-// neither renews nor gives it back: `retry_later` and `finish` clear it.
+// neither renews nor gives it back: `retry_later` and `finish` clear it. The token fences the
+// one step that must happen once, `start_waiting`.
 /// The queue of restorations to start (`store::lease`): pending ones that are due.
 pub const QUEUE: Queue = lease::queue! {
     table: "restorations",
@@ -274,10 +275,11 @@ pub async fn claim(db: &Db, lease: std::time::Duration) -> sqlx::Result<Option<C
 }
 
 /// The synchronisation is about to be started: events of the connection now belong to this
-/// restoration. False when it is no longer pending.
+/// restoration. False when it is no longer pending, or no longer leased by `lease` (the claim
+/// lapsed during the checks and another worker took it): then this worker starts nothing.
 pub async fn start_waiting(
     db: &Db,
-    id: Uuid,
+    lease: &Lease<Uuid>,
     expected_channels: i32,
     timeout: std::time::Duration,
 ) -> sqlx::Result<bool> {
@@ -285,12 +287,13 @@ pub async fn start_waiting(
     let sql = format!(
         "update restorations set state = 'waiting', expected_channels = $2, \
              deadline = now() + $3, updated_at = now() \
-         where id = $1 and state = 'pending' returning {COLUMNS}"
+         where id = $1 and state = 'pending' and lease_token = $4 returning {COLUMNS}"
     );
     let started: Option<Restoration> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id)
+        .bind(lease.id)
         .bind(expected_channels)
         .bind(timeout)
+        .bind(lease.token)
         .fetch_optional(&mut *tx)
         .await?;
     let Some(r) = started else {

@@ -942,3 +942,48 @@ async fn a_listing_in_the_second_of_the_deletion_is_checked_upstream_not_ignored
     worker.stop().await.unwrap();
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restoration_whose_claim_lapsed_is_started_only_by_its_new_holder() {
+    use erasure::store::restorations;
+    let app = TestApp::spawn(Options {
+        worker: false,
+        ..Options::empty_sim()
+    })
+    .await;
+    let (connection, _) = seed(&app, 2);
+    let body = json!({"connection_id": connection, "reason": "erased by mistake, ticket 4412"});
+    let (status, created) = app.post("/v1/restorations", &app.approver, body).await;
+    assert_eq!(status, 202, "{created}");
+    // One worker claims it, then its claim lapses during its checks and another takes it (a
+    // claim of the same row once due: a new token).
+    let lease = Duration::from_secs(60);
+    let first = restorations::claim(&app.db, lease).await.unwrap().unwrap();
+    sqlx::query("update restorations set run_at = now() where id = $1")
+        .bind(first.lease.id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let second = restorations::claim(&app.db, lease).await.unwrap().unwrap();
+    assert_eq!(first.lease.id, second.lease.id);
+    assert_ne!(first.lease.token, second.lease.token);
+    // The first worker's start is refused and changes nothing; the holder's goes through.
+    let timeout = Duration::from_secs(60);
+    assert!(
+        !restorations::start_waiting(&app.db, &first.lease, 2, timeout)
+            .await
+            .unwrap()
+    );
+    let state: String = sqlx::query_scalar("select state from restorations where id = $1")
+        .bind(first.lease.id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(state, "pending");
+    assert!(
+        restorations::start_waiting(&app.db, &second.lease, 2, timeout)
+            .await
+            .unwrap()
+    );
+    app.stop().await;
+}
