@@ -58,9 +58,10 @@ q "
         where event in ('received', 'inventoried', 'deleted', 'verified_absent', 'cascade_observed', 'completed')
         window w as (partition by request_id order by id)),
     calls as (
-        select data->>'step' as step, (data->>'duration_ms')::float as ms from audit_entries where event = 'upstream_call'),
+        select e.event, (c->>'duration_ms')::float as ms
+        from audit_entries e, jsonb_array_elements(e.data->'calls') as c where e.data ? 'calls'),
     c as (
-        select step, avg(ms) as mean from calls group by step),
+        select event, avg(ms) as mean from calls group by event),
     g as (
         select prev || ' -> ' || event as gap, event,
                extract(epoch from at - prev_at) * 1000 as ms from e where prev is not null)
@@ -70,7 +71,6 @@ q "
                   round(percentile_cont(0.99) within group (order by ms)::numeric, 1),
                   round(max(ms)::numeric, 1),
                   coalesce(round(max(c.mean)::numeric, 2)::text, '-'))
-    from g left join c on c.step = case g.event when 'inventoried' then 'inventory' when 'deleted' then 'delete'
-                                               when 'verified_absent' then 'verify' when 'cascade_observed' then 'cascade_check' end
+    from g left join c on c.event = g.event
     group by gap, g.event
     order by array_position(array['inventoried','deleted','verified_absent','cascade_observed','completed'], g.event)"

@@ -76,7 +76,7 @@ IFS='|' read -r steps steps_p50 steps_max < <(q "
                where event in ('inventoried', 'deleted', 'verified_absent', 'cascade_observed') group by 1)
     select sum(n), percentile_disc(0.5) within group (order by n), max(n) from s")
 steps_retried=$(q "select count(*) from steps where attempts > 1")
-calls=$(q "select count(*) from audit_entries where event = 'upstream_call'")
+calls=$(q "select coalesce(sum(jsonb_array_length(data->'calls')), 0) from audit_entries where data ? 'calls'")
 echo
 echo "== throughput: $N queued account erasures, one worker, simulator without latency =="
 figure throughput.completed "$done" erasures "of $N in $(fmt "$elapsed" 1)s ($failed failed)"

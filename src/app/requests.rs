@@ -125,12 +125,6 @@ pub async fn submit_idempotent(
     let new = state
         .prepare(item, crate::telemetry::traceparent().as_deref())
         .map_err(ApiError::fields)?;
-    // An open request recorded under an older pseudonym key version is the same target (checked
-    // after an idempotent replay, before inserting).
-    let old_duplicate = subjects::open_under_old_keys(state, &[(scope, &target_id)])
-        .await?
-        .pop()
-        .flatten();
     let digest = state.pseudonyms.digest(body);
     let mut tx = state.db.begin().await?;
     if let Some(first) = idempotency::take(&mut tx, principal.key_id, key, &digest).await? {
@@ -146,6 +140,12 @@ pub async fn submit_idempotent(
             response: first.response,
         });
     }
+    // An open request recorded under an older pseudonym key version is the same target (looked
+    // up once a replay is ruled out).
+    let old_duplicate = subjects::open_under_old_keys(state, &[(scope, &target_id)])
+        .await?
+        .pop()
+        .flatten();
     if let Some(existing) = old_duplicate {
         return Err(duplicate(existing));
     }

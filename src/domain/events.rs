@@ -37,6 +37,8 @@ pub enum Event {
     AtRisk,
     Overdue,
     // Its steps, by the engine.
+    /// One upstream call, in logs written before 2026-12-06; the calls are now in the entry of
+    /// the attempt that made them (`calls`).
     UpstreamCall,
     Inventoried,
     Deleted,

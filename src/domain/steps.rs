@@ -222,17 +222,24 @@ impl Detail {
     }
 }
 
-/// One upstream call of an attempt, as the audit log records it (`upstream_call`): the route
-/// template, never a path with ids.
+/// One upstream call of an attempt, as the audit log records it in the attempt's entry
+/// (`calls`): the route template, never a path with ids.
 #[derive(Debug, Serialize)]
 pub struct CallData<'a> {
-    pub step: StepKind,
-    pub attempt: i32,
     pub method: &'a str,
     pub path: &'a str,
     pub status: Option<u16>,
     pub error: Option<&'a str>,
     pub duration_ms: u64,
+}
+
+/// An attempt's entry (`data` of its settlement) with the upstream calls it made, in the order
+/// they were sent: one entry records what an attempt did and what came of it.
+pub fn with_calls(mut data: Value, calls: &[CallData]) -> Value {
+    if !calls.is_empty() {
+        data["calls"] = data_of(&calls);
+    }
+    data
 }
 
 /// A target found back upstream by the verify step and deleted again in `round`

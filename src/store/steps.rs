@@ -4,7 +4,7 @@
 //!
 //! Never writes an outcome for a step its attempt no longer holds (the lease token fences it).
 
-use crate::domain::events::{Event, data_of};
+use crate::domain::events::Event;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -293,25 +293,27 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
             event,
             data,
         };
-        entries.extend(job.calls.iter().map(|call| {
-            let data = steps::CallData {
-                step: c.kind,
-                attempt: c.attempts,
+        let calls: Vec<steps::CallData> = job
+            .calls
+            .iter()
+            .map(|call| steps::CallData {
                 method: call.method,
                 path: call.path,
                 status: call.status,
                 error: call.error,
                 duration_ms: call.duration_ms,
-            };
-            entry(Event::UpstreamCall, data_of(&data))
-        }));
+            })
+            .collect();
         entries.extend(job.redeleted.iter().map(|round| {
             entry(
                 Event::ResurrectionAtVerify,
                 steps::redeleted(job.position(), *round),
             )
         }));
-        entries.push(entry(settlement.event, settlement.data));
+        entries.push(entry(
+            settlement.event,
+            steps::with_calls(settlement.data, &calls),
+        ));
         out.push(match settlement.then {
             Then::Wait | Then::Fail { .. } => Finished::Recorded,
             Then::Next { .. } => match next.remove(&c.request_id) {

@@ -236,12 +236,16 @@ impl Webhooks {
                     _ = tokio::time::sleep(LINGER_POLL) => {}
                     _ = stop.cancelled() => {}
                 }
-                // The lease must outlive the wait (renewed by each record).
+                // The lease must outlive the wait.
                 if renewed.elapsed() > lease::renew_after(self.lease) {
                     let asked = Instant::now();
-                    match self.record(&claim, &[]).await {
-                        Some(true) => renewed = asked,
-                        _ => return,
+                    match store::renew(&self.db, &claim, self.lease).await {
+                        Ok(true) => renewed = asked,
+                        Ok(false) => return,
+                        Err(e) => {
+                            tracing::warn!(%subscription, error = %e, "renewing a webhook lease failed");
+                            break;
+                        }
                     }
                 }
                 continue;

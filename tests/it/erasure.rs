@@ -73,7 +73,32 @@ async fn a_user_is_erased_upstream_verified_and_audited() {
     assert_eq!(events.iter().filter(|e| *e == "completed").count(), 1);
     assert!(events.contains(&"deleted".to_string()));
     assert!(events.contains(&"verified_absent".to_string()));
-    assert!(events.contains(&"upstream_call".to_string()));
+    // Each attempt's entry records the calls it made, in order, by route template.
+    let calls: Vec<(String, String, String, Option<i64>)> = sqlx::query_as(
+        "select e.event, c->>'method', c->>'path', (c->>'status')::bigint \
+         from audit_entries e, jsonb_array_elements(e.data->'calls') with ordinality as x(c, n) \
+         where e.request_id = $1::uuid order by e.id, x.n",
+    )
+    .bind(&id)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let call = |event: &str, method: &str, path: &str, status: i64| {
+        (event.into(), method.into(), path.into(), Some(status))
+    };
+    let mut expected = vec![
+        call("inventoried", "GET", "/users/{id}", 200),
+        call("inventoried", "GET", "/connections?user_id={id}", 200),
+    ];
+    expected.extend(
+        user.connections
+            .iter()
+            .map(|_| call("inventoried", "GET", "/accounts?connection_id={id}", 200)),
+    );
+    expected.push(call("deleted", "DELETE", "/users/{id}", 204));
+    expected.push(call("verified_absent", "GET", "/users/{id}", 404));
+    assert_eq!(calls, expected);
+    assert!(!events.contains(&"upstream_call".to_string()));
 
     // The sealed target is wiped once the request is closed.
     let sealed: Option<Vec<u8>> =
