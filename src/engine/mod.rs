@@ -35,6 +35,10 @@ const AT_RISK_SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How often a worker without a share of the upstream caps looks whether it has one.
 const PAUSED_POLL: Duration = Duration::from_millis(100);
 
+/// The shortest sleep of a claim loop that found nothing due: a step due but skipped (another
+/// process was claiming it) is looked for again after this, not at once.
+const MIN_WAIT: Duration = Duration::from_millis(10);
+
 pub struct Engine {
     pub(crate) db: Db,
     pub(crate) upstream: Arc<Upstream>,
@@ -121,12 +125,20 @@ impl Engine {
                         self.upstream.breaker.probe_unused();
                     }
                     drop(permit);
-                    if let Err(e) = other {
-                        tracing::warn!(error = %e, "claiming steps failed; retrying");
-                    }
+                    let wait = match other {
+                        Err(e) => {
+                            tracing::warn!(error = %e, "claiming steps failed; retrying");
+                            self.settings.poll
+                        }
+                        // Until the next waiting step is due, if sooner than the next poll.
+                        Ok(_) => match steps::next_due_in(&self.db).await {
+                            Ok(Some(due)) => due.max(MIN_WAIT).min(self.settings.poll),
+                            _ => self.settings.poll,
+                        },
+                    };
                     tokio::select! {
                         _ = &mut notified => {}
-                        _ = tokio::time::sleep(self.settings.poll) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.cancelled() => break,
                     }
                     continue;

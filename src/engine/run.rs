@@ -125,6 +125,10 @@ impl Engine {
                     // The request's next step is ready: this process takes it at once (other
                     // processes are not notified for it; they poll).
                     Ok(Finished::NextReady) => return self.ready.wake(),
+                    // A step given back to wait: the claim loop sleeps until it is due.
+                    Ok(Finished::Recorded) if matches!(outcome, Outcome::RetryAt { .. }) => {
+                        return self.ready.wake();
+                    }
                     Ok(Finished::Recorded) => return,
                     Ok(Finished::Lost) => {
                         tracing::info!(request = %step.request_id, step = ?step.kind, "step was taken over by another worker; outcome dropped");

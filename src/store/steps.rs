@@ -74,6 +74,20 @@ pub async fn claim(db: &Db, limit: i64, lease: Duration) -> sqlx::Result<Vec<Cla
     lease::claim(db, &QUEUE, limit, lease).await
 }
 
+/// How long until the next waiting step is due (zero when one is due already; none when no step
+/// waits). A claim loop that found nothing due sleeps no longer than this, so a step that gave
+/// its slot back to wait for a `Retry-After` or a backoff is taken again when due, not at the
+/// next poll. One look-up of the first entry of `steps_ready`.
+pub async fn next_due_in(db: &Db) -> sqlx::Result<Option<Duration>> {
+    let secs: Option<f64> = sqlx::query_scalar(
+        "select extract(epoch from min(run_at) - clock_timestamp())::float8 \
+         from steps where state = 'ready'",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(secs.map(|s| Duration::from_secs_f64(s.max(0.0))))
+}
+
 /// Extends the lease; false when the step is no longer ours.
 pub async fn renew(db: &Db, c: &Claimed, lease: Duration) -> sqlx::Result<bool> {
     lease::renew(db, &QUEUE, &c.lease, lease, Renewal::Working).await

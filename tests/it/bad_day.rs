@@ -320,6 +320,64 @@ async fn an_inventory_continues_from_what_it_read_before_and_lists_accounts_toge
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_waiting_for_its_retry_is_taken_again_when_due_not_at_the_next_poll() {
+    // Polls 20 s apart: only a wake-up at the step's due time can take it back sooner.
+    let app = TestApp::spawn(Options {
+        engine: erasure::config::EngineSettings {
+            poll: Duration::from_secs(20),
+            ..fast_engine()
+        },
+        ..Options::empty_sim()
+    })
+    .await;
+    let user = users(&app, 1, 1, 1).remove(0);
+    app.sim
+        .set_faults(Faults {
+            throttle_rate: 1.0,
+            throttle_retry_after_secs: 1,
+            ..Faults::default()
+        })
+        .unwrap();
+    let id = app.submit("user", &user.id).await;
+    // The first attempt ends throttled; the step waits in the queue until its `retry_at`.
+    let mut waited = 0;
+    while failed_attempts(&app, &id).await == 0 {
+        waited += 1;
+        assert!(waited < 750, "no attempt ended throttled in 15 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.sim.set_faults(Faults::default()).unwrap();
+    app.wait_state(&id, "completed", 60).await;
+    // From the last failed attempt's `retry_at` to the inventory's success.
+    let late: f64 = sqlx::query_scalar(
+        "select extract(epoch from i.at - (f.data->>'retry_at')::timestamptz)::float8 \
+         from audit_entries i, audit_entries f \
+         where i.request_id = $1::uuid and i.event = 'inventoried' \
+         and f.request_id = $1::uuid and f.event = 'attempt_failed' \
+         order by f.id desc limit 1",
+    )
+    .bind(&id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(
+        (0.0..1.5).contains(&late),
+        "the step succeeded {late:.2} s after it was due (polls are 20 s apart)"
+    );
+    app.stop().await;
+}
+
+async fn failed_attempts(app: &TestApp, id: &str) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from audit_entries where request_id = $1::uuid and event = 'attempt_failed'",
+    )
+    .bind(id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_is_waited_out_without_using_the_steps_attempts() {
     let app = TestApp::spawn(Options::empty_sim()).await;
     let user = users(&app, 1, 1, 1).remove(0);
