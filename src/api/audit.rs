@@ -146,10 +146,7 @@ pub async fn entries(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(AUDITORS)?;
     let q: EntriesQuery = input::query(&req)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::field("limit", "must be between 1 and 1000"));
-    }
+    let limit = crate::app::input::page_limit(q.limit, 100, 1000)?;
     let after = q.after.map_or(-1, |a| a.min(i64::MAX as u64) as i64);
     let leaves = store::audit::leaves_after(&state.db, after, q.request_id, limit as i64).await?;
     let next_after = (leaves.len() == limit as usize)

@@ -224,10 +224,7 @@ pub struct ItemPage {
 
 /// A page of an operation's items (the API's and the console's one way).
 pub async fn item_page(state: &App, operation: Uuid, q: &ItemsQuery) -> Result<ItemPage, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::field("limit", "must be between 1 and 1000"));
-    }
+    let limit = input::page_limit(q.limit, 100, 1000)?;
     let results = match q.result.as_deref() {
         None => None,
         Some(name) => Some(results_of(name).ok_or_else(|| {

@@ -145,6 +145,19 @@ fn reason(message: &str) -> String {
     }
 }
 
+/// A page's size: `limit` (or `default` when absent), from 1 to `max`, or 422 naming `limit`.
+pub fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::field(
+            "limit",
+            format!("must be between 1 and {max}"),
+        ))
+    }
+}
+
 /// A UUID from a path segment (`{id}`), or 422 naming `id`.
 pub fn path_id(path: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(path).map_err(|_| ApiError::field("id", "must be a UUID"))

@@ -140,13 +140,8 @@ pub async fn submit_idempotent(
             response: first.response,
         });
     }
-    // An open request recorded under an older pseudonym key version is the same target (looked
-    // up once a replay is ruled out).
-    let old_duplicate = subjects::open_under_old_keys(state, &[(scope, &target_id)])
-        .await?
-        .pop()
-        .flatten();
-    if let Some(existing) = old_duplicate {
+    // Looked up once a replay is ruled out.
+    if let Some(existing) = open_under_old_key(state, scope, &target_id).await? {
         return Err(duplicate(existing));
     }
     let inserted = requests::insert_many(
@@ -184,11 +179,7 @@ pub async fn submit_one(
     let new = state
         .prepare(item, crate::telemetry::traceparent().as_deref())
         .map_err(ApiError::fields)?;
-    if let Some(existing) = subjects::open_under_old_keys(state, &[(scope, &target_id)])
-        .await?
-        .pop()
-        .flatten()
-    {
+    if let Some(existing) = open_under_old_key(state, scope, &target_id).await? {
         return Ok(Inserted::DuplicateOf(existing));
     }
     state
@@ -200,6 +191,19 @@ pub async fn submit_one(
         })
         .await
         .map_err(duplicate_race)
+}
+
+/// The open request of a target recorded under an older pseudonym key version: the same
+/// target, though the unique index sees only one version's pseudonyms.
+async fn open_under_old_key(
+    state: &App,
+    scope: Scope,
+    target_id: &str,
+) -> Result<Option<Uuid>, ApiError> {
+    Ok(subjects::open_under_old_keys(state, &[(scope, target_id)])
+        .await?
+        .pop()
+        .flatten())
 }
 
 /// Two submissions of one target at the same moment: the loser hits the unique index.
@@ -561,10 +565,7 @@ fn parse_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
 
 /// A page of the list: filters validated as the API documents them.
 pub async fn list_page(state: &App, q: ListQuery) -> Result<RequestPage, ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::field("limit", "must be between 1 and 500"));
-    }
+    let limit = input::page_limit(q.limit, 50, 500)?;
     let filter = list_filter(state, q, limit as i64 + 1)?;
     let mut items = requests::list(&state.db, &filter).await?;
     let next_cursor = if items.len() > limit as usize {

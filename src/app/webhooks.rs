@@ -207,12 +207,15 @@ pub async fn list(state: &App) -> Result<SubscriptionList, ApiError> {
     })
 }
 
+/// A subscription that is not there.
+fn missing() -> ApiError {
+    ApiError::not_found("webhook subscription")
+}
+
 /// The subscription a path names, or 404.
 pub async fn found(state: &App, path: &str) -> Result<Subscription, ApiError> {
     let id = input::path_id(path)?;
-    store::get(&state.db, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook subscription"))
+    store::get(&state.db, id).await?.ok_or_else(missing)
 }
 
 /// Applies changes to a subscription (the API's PATCH and the console's buttons).
@@ -237,7 +240,7 @@ pub async fn change_one(
     };
     store::update(&state.db, id, changes, &principal.actor())
         .await?
-        .ok_or_else(|| ApiError::not_found("webhook subscription"))
+        .ok_or_else(missing)
 }
 
 /// Replaces a subscription's secret, the old one valid for `overlap_seconds` (default 24 h);
@@ -259,7 +262,7 @@ pub async fn rotate_one(
     let until = Utc::now() + chrono::Duration::seconds(overlap as i64);
     let rotated = store::rotate(&state.db, id, &sealed, until, &principal.actor())
         .await?
-        .ok_or_else(|| ApiError::not_found("webhook subscription"))?;
+        .ok_or_else(missing)?;
     Ok(WithSecret {
         subscription: rotated,
         secret: secret.to_string(),
@@ -274,7 +277,7 @@ pub async fn send_test(
 ) -> Result<TestQueued, ApiError> {
     let event_id = store::queue_test(&state.db, id, principal.key_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("webhook subscription"))?;
+        .ok_or_else(missing)?;
     Ok(TestQueued { event_id })
 }
 
@@ -284,10 +287,7 @@ pub async fn delivery_page(
     subscription: Uuid,
     q: &DeliveryQuery,
 ) -> Result<DeliveryPage, ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::field("limit", "must be between 1 and 200"));
-    }
+    let limit = input::page_limit(q.limit, 50, 200)?;
     let items = store::deliveries(&state.db, subscription, q.before, i64::from(limit)).await?;
     let next_before = (items.len() == limit as usize)
         .then(|| items.last().map(|d| d.id))
