@@ -952,8 +952,10 @@ pub async fn act(
     }
     // A worker may have started the delete step between the read above and the steps' update
     // (the update waited for its claim): then the DELETE may be on its way, and the hold or the
-    // cancellation comes too late.
-    if matches!(plan.change, Change::Hold { .. } | Change::Cancel) && plan.from == State::InProgress
+    // cancellation comes too late. A queued request too: one retried or released has its delete
+    // step ready, and the claim leaves the request's state to the attempt's outcome.
+    if matches!(plan.change, Change::Hold { .. } | Change::Cancel)
+        && matches!(plan.from, State::InProgress | State::Queued)
     {
         let sent: bool = sqlx::query_scalar(concat!(
             "select ",

@@ -43,18 +43,16 @@ pub struct Claimed {
 // the token alone fences an attempt's writes (no `held_while`). (With `and state = 'running'`
 // added, the planner's generic plan walked the partial index of running steps, dead entries
 // included, instead of the primary key: 0.28 ms a step, and growing between vacuums.) The claim
-// walks the partial index `steps_ready` (BENCHMARKS.md, "Claim query"), and starts the queued
-// requests of the steps it claims.
+// walks the partial index `steps_ready` (BENCHMARKS.md, "Claim query"). It leaves the request's
+// state alone: a queued request becomes `in_progress` with its first attempt's outcome
+// (`finish_all`), which writes the row anyway (one non-HOT update of the request fewer).
 /// The steps queue (`store::lease`).
 pub const QUEUE: Queue = lease::queue! {
     table: "steps",
     due: "select id from steps where state = 'ready' and run_at <= now() order by run_at limit $1",
     set: ", state = 'running', attempts = q.attempts + 1, updated_at = now()",
     returning: "q.id, q.request_id, q.ordinal, q.kind, q.attempts, q.lease_token",
-    then: ", started as ( \
-             update erasure_requests r set state = 'in_progress', updated_at = now() \
-             from claimed c where r.id = c.request_id and r.state = 'queued' \
-         ) \
+    then: " \
          select c.id, c.request_id, c.ordinal, c.kind, c.attempts, c.lease_token, \
              r.scope, r.subject_ref, r.target_sealed, r.context_sealed, r.traceparent \
          from claimed c join erasure_requests r on r.id = c.request_id",
@@ -227,8 +225,9 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
         .filter(|(j, _)| held_ids.contains(&j.step.lease.id))
         .collect();
 
-    // What an attempt changes besides its step: the sealed context (a success's, or a retry's
-    // progress), the resurrection guard (a success's).
+    // What an attempt changes besides its step: the request's sealed context (a success's, or a
+    // retry's progress) and its start (a queued request is `in_progress` from the first outcome
+    // of a step: the claim does not write the request), the resurrection guard (a success's).
     let (mut ctx_ids, mut ctxs) = (Vec::new(), Vec::new());
     let (mut guard_ids, mut guard_conns, mut guard_refs) = (Vec::new(), Vec::new(), Vec::new());
     for (j, _) in &held {
@@ -237,10 +236,10 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
             Outcome::RetryAt { context, .. } => (context, None),
             Outcome::Fail { .. } => continue,
         };
-        if let Some(context) = context {
-            ctx_ids.push(j.step.request_id);
-            ctxs.push(context.as_slice());
-        }
+        // Every one: a request retried or released is queued again at any step. The statement
+        // writes only the rows with a context or still queued.
+        ctx_ids.push(j.step.request_id);
+        ctxs.push(context.as_deref());
         if let Some(guard) = guard {
             guard_ids.push(j.step.request_id);
             guard_conns.push(guard.connection_ref.as_deref());
@@ -249,8 +248,11 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
     }
     if !ctx_ids.is_empty() {
         sqlx::query(
-            "update erasure_requests r set context_sealed = u.context \
-             from unnest($1::uuid[], $2::bytea[]) as u(id, context) where r.id = u.id",
+            "update erasure_requests r set context_sealed = coalesce(u.context, r.context_sealed), \
+                 state = case when r.state = 'queued' then 'in_progress' else r.state end, \
+                 updated_at = case when r.state = 'queued' then now() else r.updated_at end \
+             from unnest($1::uuid[], $2::bytea[]) as u(id, context) \
+             where r.id = u.id and (u.context is not null or r.state = 'queued')",
         )
         .bind(&ctx_ids)
         .bind(&ctxs)

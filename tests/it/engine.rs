@@ -934,3 +934,73 @@ async fn hold_and_cancel_stop_an_erasure_in_progress_until_its_delete_is_sent() 
     app.wait_state(&sent, "completed", 30).await;
     app.stop().await;
 }
+
+/// A request retried after its delete failed for good is queued again with its delete step
+/// ready: once a worker has sent that DELETE, a hold or a cancellation comes too late, though the
+/// request still reads `queued` until the attempt ends (the claim leaves the request's state to
+/// the attempt's outcome). The state then moves on to `in_progress` and `completed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_whose_delete_is_in_flight_can_no_longer_be_held() {
+    let mut engine = fast_engine();
+    engine.retry.max_attempts = 1;
+    let app = TestApp::spawn(Options {
+        engine,
+        ..Options::default()
+    })
+    .await;
+    // The delete fails, and with one attempt allowed the request fails.
+    app.sim
+        .set_faults(Faults {
+            error_rate: 1.0,
+            error_statuses: vec![503],
+            methods: vec!["DELETE".into()],
+            ..Faults::default()
+        })
+        .unwrap();
+    let user = app.user_ids()[0].clone();
+    let id = app.submit("user", &user).await;
+    app.wait_state(&id, "failed", 30).await;
+
+    // The DELETE now takes 1.2 s upstream (the client waits 2 s): the retried delete is in
+    // flight while we act.
+    app.sim
+        .set_faults(Faults {
+            latency_ms: 1200,
+            methods: vec!["DELETE".into()],
+            ..Faults::default()
+        })
+        .unwrap();
+    let (status, body) = app
+        .post(
+            &format!("/v1/erasure-requests/{id}/retry"),
+            &app.approver,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wait_request(&app, &id, "the retried delete in flight", |r| {
+        r["steps"][1]["state"] == "running"
+    })
+    .await;
+    let (status, answer) = app
+        .post(
+            &format!("/v1/erasure-requests/{id}/hold"),
+            &app.approver,
+            json!({"legal_basis": "art17_3_e", "note": "litigation hold"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"], "deletion_sent", "{answer}");
+    let (status, answer) = app
+        .post(
+            &format!("/v1/erasure-requests/{id}/cancel"),
+            &app.requester,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"], "deletion_sent", "{answer}");
+    let done = app.wait_state(&id, "completed", 30).await;
+    assert!(done["steps"][1]["state"] == "succeeded", "{done:#}");
+    app.stop().await;
+}
