@@ -4,7 +4,8 @@
 //! `tests/it/layers.rs`).
 
 // jemalloc returns freed memory to the system over time and reports what is live (`/metrics`,
-// `erasure_heap_bytes`), so a long run shows whether memory grows because of a leak or not.
+// `erasure_heap_bytes`), so a long run shows whether memory grows because of a leak or not. The
+// binary sets its options (`MALLOC_CONF` in `src/main.rs`).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -37,6 +37,8 @@ pub struct Claimed {
     pub context_sealed: Option<Vec<u8>>,
     /// The request's `traceparent`: the step's span continues its trace.
     pub traceparent: Option<String>,
+    /// The request was queued when the step was claimed: the attempt's outcome starts it.
+    pub queued: bool,
 }
 
 // A lease token is set exactly while its step runs (constraint `steps_leased_while_running`), so
@@ -54,7 +56,8 @@ pub const QUEUE: Queue = lease::queue! {
     returning: "q.id, q.request_id, q.ordinal, q.kind, q.attempts, q.lease_token",
     then: " \
          select c.id, c.request_id, c.ordinal, c.kind, c.attempts, c.lease_token, \
-             r.scope, r.subject_ref, r.target_sealed, r.context_sealed, r.traceparent \
+             r.scope, r.subject_ref, r.target_sealed, r.context_sealed, r.traceparent, \
+             r.state = 'queued' as queued \
          from claimed c join erasure_requests r on r.id = c.request_id",
     held_while: "",
     // Given back untried (shutdown): ready now, the attempt not counted.
@@ -236,10 +239,12 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
             Outcome::RetryAt { context, .. } => (context, None),
             Outcome::Fail { .. } => continue,
         };
-        // Every one: a request retried or released is queued again at any step. The statement
-        // writes only the rows with a context or still queued.
-        ctx_ids.push(j.step.request_id);
-        ctxs.push(context.as_deref());
+        // A request queued when its step was claimed is started here (queued again at any
+        // step when retried or released); the statement leaves a state it no longer has.
+        if context.is_some() || j.step.queued {
+            ctx_ids.push(j.step.request_id);
+            ctxs.push(context.as_deref());
+        }
         if let Some(guard) = guard {
             guard_ids.push(j.step.request_id);
             guard_conns.push(guard.connection_ref.as_deref());
@@ -350,6 +355,8 @@ async fn finish_all(conn: &mut PgConnection, jobs: &[Attempt]) -> sqlx::Result<V
                         _ => c.context_sealed.clone(),
                     },
                     traceparent: c.traceparent.clone(),
+                    // Started by this outcome.
+                    queued: false,
                 }),
                 Some((_, _, _, None)) => Finished::NextReady,
                 // The next step was not stored: it exists already in another state.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::{
     Options, TestApp, assert_no_call_before_retry_after, busiest_second, fast_engine,
-    peak_in_flight,
+    giving_up_after, peak_in_flight,
 };
 use erasure_sim::{Faults, SimConfig};
 use serde_json::json;
@@ -216,10 +216,8 @@ async fn an_account_that_keeps_coming_back_fails_its_request_after_three_rounds(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_retries_fail_the_request_and_retry_requeues_it() {
-    let mut engine = fast_engine();
-    engine.retry.max_attempts = 2;
     let app = TestApp::spawn(Options {
-        engine,
+        engine: giving_up_after(2),
         ..Options::default()
     })
     .await;
@@ -912,6 +910,14 @@ async fn hold_and_cancel_stop_an_erasure_in_progress_until_its_delete_is_sent() 
         r["steps"][1]["attempts"].as_i64() >= Some(1) && r["steps"][1]["state"] != "running"
     })
     .await;
+    hold_and_cancel_come_too_late(&app, &sent).await;
+    app.sim.set_faults(Faults::default()).unwrap();
+    app.wait_state(&sent, "completed", 30).await;
+    app.stop().await;
+}
+
+/// Both a legal hold and a cancellation of `id` are refused: its DELETE was already sent.
+async fn hold_and_cancel_come_too_late(app: &TestApp, id: &str) {
     for (action, key, body) in [
         (
             "hold",
@@ -921,7 +927,7 @@ async fn hold_and_cancel_stop_an_erasure_in_progress_until_its_delete_is_sent() 
         ("cancel", &app.requester, json!({})),
     ] {
         let (status, answer) = app
-            .post(&format!("/v1/erasure-requests/{sent}/{action}"), key, body)
+            .post(&format!("/v1/erasure-requests/{id}/{action}"), key, body)
             .await;
         assert_eq!(status, 409, "{action}: {answer}");
         assert_eq!(answer["error"], "deletion_sent", "{answer}");
@@ -930,9 +936,6 @@ async fn hold_and_cancel_stop_an_erasure_in_progress_until_its_delete_is_sent() 
             "{answer}"
         );
     }
-    app.sim.set_faults(Faults::default()).unwrap();
-    app.wait_state(&sent, "completed", 30).await;
-    app.stop().await;
 }
 
 /// A request retried after its delete failed for good is queued again with its delete step
@@ -941,10 +944,8 @@ async fn hold_and_cancel_stop_an_erasure_in_progress_until_its_delete_is_sent() 
 /// the attempt's outcome). The state then moves on to `in_progress` and `completed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_request_whose_delete_is_in_flight_can_no_longer_be_held() {
-    let mut engine = fast_engine();
-    engine.retry.max_attempts = 1;
     let app = TestApp::spawn(Options {
-        engine,
+        engine: giving_up_after(1),
         ..Options::default()
     })
     .await;
@@ -982,24 +983,7 @@ async fn a_retried_request_whose_delete_is_in_flight_can_no_longer_be_held() {
         r["steps"][1]["state"] == "running"
     })
     .await;
-    let (status, answer) = app
-        .post(
-            &format!("/v1/erasure-requests/{id}/hold"),
-            &app.approver,
-            json!({"legal_basis": "art17_3_e", "note": "litigation hold"}),
-        )
-        .await;
-    assert_eq!(status, 409, "{answer}");
-    assert_eq!(answer["error"], "deletion_sent", "{answer}");
-    let (status, answer) = app
-        .post(
-            &format!("/v1/erasure-requests/{id}/cancel"),
-            &app.requester,
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 409, "{answer}");
-    assert_eq!(answer["error"], "deletion_sent", "{answer}");
+    hold_and_cancel_come_too_late(&app, &id).await;
     let done = app.wait_state(&id, "completed", 30).await;
     assert!(done["steps"][1]["state"] == "succeeded", "{done:#}");
     app.stop().await;

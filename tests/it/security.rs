@@ -495,10 +495,8 @@ use erasure_sim::Faults;
 /// behaves, `retry` completes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_upstream_answers_fail_cleanly_and_retry_completes() {
-    let mut engine = common::fast_engine();
-    engine.retry.max_attempts = 3;
     let app = TestApp::spawn(Options {
-        engine,
+        engine: common::giving_up_after(3),
         guard: None,
         ..Options::default()
     })

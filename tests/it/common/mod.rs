@@ -106,6 +106,13 @@ pub fn fast_engine() -> EngineSettings {
     }
 }
 
+/// `fast_engine` with a request failing once a step has had `attempts` attempts.
+pub fn giving_up_after(attempts: i32) -> EngineSettings {
+    let mut engine = fast_engine();
+    engine.retry.max_attempts = attempts;
+    engine
+}
+
 pub struct Options {
     pub sim: SimConfig,
     pub engine: EngineSettings,
