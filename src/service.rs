@@ -234,6 +234,10 @@ pub async fn start_with(config: ServiceConfig, limits: HttpLimits) -> anyhow::Re
         }));
     }
     if let Some(upstream) = upstream {
+        // A token at hand before the first step needs one, renewed before it expires.
+        tasks.push(tokio::spawn(
+            upstream.clone().keep_token(shutdown.clone()).map(Ok),
+        ));
         tasks.push(tokio::spawn(
             crate::audit::retention::run(
                 db.clone(),

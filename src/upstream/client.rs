@@ -70,14 +70,30 @@ impl CallError {
 struct Token {
     /// Wiped from memory when dropped.
     value: zeroize::Zeroizing<String>,
+    /// When a new one is fetched (a tenth of its life, at most 30 s, before it expires).
     refresh_at: Instant,
+    /// When the upstream stops taking it: until then it is used while a new one cannot be had.
+    expires_at: Instant,
 }
+
+/// The client token and the token endpoint's last `Retry-After`.
+#[derive(Default)]
+struct Tokens {
+    current: Option<Arc<Token>>,
+    /// No token request before this (the endpoint's `Retry-After`), from any caller.
+    held_until: Option<Instant>,
+}
+
+/// Waits of the token keeper (`Upstream::keep_token`) after a failure without `Retry-After`:
+/// full jitter from `TOKEN_RETRY_BASE`, doubling, at most `TOKEN_RETRY_CAP`.
+const TOKEN_RETRY_BASE: Duration = Duration::from_millis(500);
+const TOKEN_RETRY_CAP: Duration = Duration::from_secs(60);
 
 /// The aggregator's API, shared by every worker of a process.
 pub struct Upstream {
     http: reqwest::Client,
     settings: UpstreamSettings,
-    token: Mutex<Option<Arc<Token>>>,
+    token: Mutex<Tokens>,
     /// This process's share of the deployment's rate.
     limiter: RateLimiter,
     /// This process's share of the deployment's concurrent calls.
@@ -115,7 +131,7 @@ impl Upstream {
             breaker: Breaker::new(),
             paths: PathGates::default(),
             settings,
-            token: Mutex::new(None),
+            token: Mutex::new(Tokens::default()),
             hold: tokio::sync::watch::Sender::new(false),
         })
     }
@@ -184,20 +200,115 @@ impl Upstream {
         let _ = held.wait_for(|held| !*held).await;
     }
 
-    /// A client token, from the cache unless it is about to expire (or `force`).
+    /// Keeps a client token at hand until `stop`: fetches one at once (so the first calls of a
+    /// worker need not wait for it) and a new one when the current one is due for renewal, so
+    /// that no call waits for the token endpoint while a token is valid. After a failure it waits
+    /// for the endpoint's `Retry-After` (kept for every caller, `token`) or a growing delay; it
+    /// sends nothing while upstream work is paused.
+    pub async fn keep_token(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.while_held() => {}
+            }
+            let next = {
+                let mut tokens = self.token.lock().await;
+                let now = Instant::now();
+                match (&tokens.current, tokens.held_until) {
+                    (Some(t), _) if now < t.refresh_at => t.refresh_at,
+                    (_, Some(until)) if now < until => until,
+                    _ => match self.renew(&mut tokens).await {
+                        Ok(token) => {
+                            failures = 0;
+                            token.refresh_at
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            tracing::warn!(failures, error = %e, "upstream token not renewed; trying again");
+                            let (retry_after, cap) = match &e {
+                                CallError::Transient { retry_after, .. } => {
+                                    (*retry_after, TOKEN_RETRY_CAP)
+                                }
+                                // Wrong credentials: a person must mend the settings.
+                                CallError::Permanent { .. } => (None, TOKEN_RETRY_CAP * 5),
+                            };
+                            Instant::now()
+                                + crate::jobs::backoff::full_jitter(
+                                    TOKEN_RETRY_BASE,
+                                    cap,
+                                    failures,
+                                    retry_after,
+                                )
+                        }
+                    },
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(next.into()) => {}
+            }
+        }
+    }
+
+    /// A client token: the cached one unless it is due for renewal (or `force`d out as `stale`).
+    /// When it is due and a new one cannot be had (the endpoint failed, or asked to wait with a
+    /// `Retry-After` that has not passed), the cached one serves until it expires. No caller
+    /// asks for a token before such a `Retry-After`: each is told to wait for it instead.
     async fn token(
         &self,
         force: bool,
         stale: Option<&Arc<Token>>,
     ) -> Result<Arc<Token>, CallError> {
-        let mut cached = self.token.lock().await;
-        if let Some(t) = cached.as_ref() {
-            // Another caller refreshed it after our stale one was handed out: use theirs.
+        let mut tokens = self.token.lock().await;
+        let now = Instant::now();
+        // Another caller refreshed it after our stale one was handed out: use theirs.
+        let usable = tokens.current.clone().filter(|t| {
             let refreshed = stale.is_some_and(|s| !Arc::ptr_eq(s, t));
-            if (!force || refreshed) && Instant::now() < t.refresh_at {
-                return Ok(t.clone());
+            (!force || refreshed) && now < t.expires_at
+        });
+        if let Some(t) = &usable
+            && now < t.refresh_at
+        {
+            return Ok(t.clone());
+        }
+        if let Some(until) = tokens.held_until.filter(|until| now < *until) {
+            return usable.ok_or_else(|| CallError::Transient {
+                reason: "token endpoint asked to wait".into(),
+                retry_after: Some(until - now),
+                throttled: false,
+            });
+        }
+        match self.renew(&mut tokens).await {
+            Ok(token) => Ok(token),
+            Err(e) => usable.ok_or(e),
+        }
+    }
+
+    /// Fetches a new token into `tokens`; a failure's `Retry-After` holds every later request
+    /// for one.
+    async fn renew(&self, tokens: &mut Tokens) -> Result<Arc<Token>, CallError> {
+        match self.fetch_token().await {
+            Ok(token) => {
+                tokens.current = Some(token.clone());
+                tokens.held_until = None;
+                Ok(token)
+            }
+            Err(e) => {
+                if let CallError::Transient {
+                    retry_after: Some(wait),
+                    ..
+                } = &e
+                {
+                    tokens.held_until = Some(Instant::now() + *wait);
+                }
+                Err(e)
             }
         }
+    }
+
+    /// Asks the token endpoint for a new client token.
+    async fn fetch_token(&self) -> Result<Arc<Token>, CallError> {
         let started = Instant::now();
         let body = json!({
             "provider": "linxoConnect",
@@ -234,14 +345,15 @@ impl Upstream {
         let expires_in = value
             .get("expires_in")
             .and_then(Value::as_f64)
-            .unwrap_or(300.0);
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .unwrap_or(300.0)
+            .min(86_400.0);
         let margin = (expires_in * 0.1).min(30.0);
-        let token = Arc::new(Token {
+        Ok(Arc::new(Token {
             value: zeroize::Zeroizing::new(access.to_string()),
-            refresh_at: started + Duration::from_secs_f64((expires_in - margin).max(0.0)),
-        });
-        *cached = Some(token.clone());
-        Ok(token)
+            refresh_at: started + Duration::from_secs_f64(expires_in - margin),
+            expires_at: started + Duration::from_secs_f64(expires_in),
+        }))
     }
 
     /// GET of one resource: `Some(json)` on 200, `None` on 404.

@@ -334,6 +334,68 @@ async fn expiring_tokens_are_refreshed() {
     app.stop().await;
 }
 
+/// A worker holds a token before its first step needs one. When the token endpoint is down and
+/// asks to wait (`Retry-After`), no one asks again sooner: neither the worker's renewal nor the
+/// steps that meanwhile need a token, which wait for it instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_fetched_when_the_worker_starts_and_the_token_endpoint_is_not_asked_too_early() {
+    let app = TestApp::spawn(Options {
+        sim: SimConfig {
+            faults: Faults {
+                token_unavailable: 2,
+                ..Faults::default()
+            },
+            ..SimConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    // Erasures that need a token while the endpoint is down.
+    let targets = app.seed_accounts(3);
+    let mut ids = Vec::new();
+    for t in &targets {
+        ids.push(app.submit("account", t).await);
+    }
+    for id in &ids {
+        app.wait_state(id, "completed", 30).await;
+    }
+    let calls = app.sim.calls(0);
+    let tokens: Vec<_> = calls.iter().filter(|c| c.route == "/token").collect();
+    let statuses: Vec<u16> = tokens.iter().map(|c| c.status).collect();
+    assert_eq!(
+        statuses,
+        vec![503, 503, 200],
+        "one request for a token at a time, none before the Retry-After"
+    );
+    assert!(assert_no_call_before_retry_after(&calls) >= 2);
+    let first_api = calls
+        .iter()
+        .filter(|c| c.route.starts_with("/v2.1/"))
+        .map(|c| c.started_at_ms)
+        .fold(f64::INFINITY, f64::min);
+    assert!(tokens[2].ended_at_ms <= first_api);
+
+    // A worker started with nothing to do fetches its token at once.
+    let worker = app.extra_worker(fast_engine()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app
+        .sim
+        .calls(0)
+        .iter()
+        .filter(|c| c.route == "/token")
+        .count()
+        < 4
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second worker fetched no token"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.stop().await.unwrap();
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_circuit_opens_while_the_upstream_is_down() {
     let app = TestApp::spawn(Options::empty_sim()).await;

@@ -1,6 +1,6 @@
 //! Fault injection of the simulator: what can go wrong on `/v2.1/*`, decided per call from an RNG.
 //!
-//! Never applies to `/token` or `/_sim/*`.
+//! Never applies to `/token` (but for `token_unavailable`) or `/_sim/*`.
 
 use std::time::Duration;
 
@@ -8,7 +8,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// Fault settings, set at start (`SimConfig::faults`, `erasure sim --fault-*`) and at run time
-/// (`GET`/`PUT /_sim/faults`). They apply to `/v2.1/*` only (never to `/token` or `/_sim/*`).
+/// (`GET`/`PUT /_sim/faults`). They apply to `/v2.1/*` only (never to `/_sim/*`, and to `/token`
+/// only through `token_unavailable`).
 /// `Default` turns everything off. In JSON every field is optional (missing = off/default) and
 /// unknown fields are refused, so a typo cannot silently disable a test's fault.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +47,9 @@ pub struct Faults {
     /// under its former id (a resynchronisation racing the erasure). Counted from when the faults
     /// are set; 0: off.
     pub relist_after_delete: u32,
+    /// The next N token requests answer 503 with `Retry-After: 1` (an outage of the token
+    /// endpoint). Counted from when the faults are set; 0: off.
+    pub token_unavailable: u32,
     /// Probability (0..=1) that a call answers 200 with a body of `huge_body_bytes` (nothing done).
     pub huge_body_rate: f64,
     /// Size of a huge body (default 9 MiB, over the client's 8 MiB cap).
@@ -86,6 +90,7 @@ impl Default for Faults {
             slow_delete_secs: 0.0,
             readd_keeps_ids: false,
             relist_after_delete: 0,
+            token_unavailable: 0,
             huge_body_rate: 0.0,
             huge_body_bytes: 9 * 1024 * 1024,
             bad_json_rate: 0.0,

@@ -147,6 +147,8 @@ pub(crate) struct Shared {
     ghosts: Mutex<HashMap<(Kind, u64), Ghost>>,
     /// Account DELETEs still to be followed at once by a LIST_ACCOUNTS (`relist_after_delete`).
     relists_left: AtomicU32,
+    /// Token requests still to be refused (`token_unavailable`).
+    token_refusals_left: AtomicU32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -168,6 +170,7 @@ impl Shared {
             journal: Journal::new(config.journal_capacity),
             ghosts: Mutex::new(HashMap::new()),
             relists_left: AtomicU32::new(config.faults.relist_after_delete),
+            token_refusals_left: AtomicU32::new(config.faults.token_unavailable),
         }
     }
 
@@ -190,6 +193,8 @@ impl Shared {
         self.faults_on.store(!faults.is_off(), Ordering::Relaxed);
         self.relists_left
             .store(faults.relist_after_delete, Ordering::Relaxed);
+        self.token_refusals_left
+            .store(faults.token_unavailable, Ordering::Relaxed);
         *self.faults.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(faults);
     }
 
@@ -499,6 +504,21 @@ pub(crate) async fn gate(
         done: false,
     };
     if !api {
+        // An outage of the token endpoint (`token_unavailable`).
+        let refused = shared
+            .token_refusals_left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if refused {
+            let mut e = ApiError::new(
+                503,
+                "unavailable",
+                "token endpoint unavailable; retry later",
+            );
+            e.retry_after = Some(1);
+            pending.finish(503, Some(1));
+            return Ok(req.into_response(e.error_response()));
+        }
         let res = next.call(req).await?;
         pending.finish(res.status().as_u16(), None);
         return Ok(res.map_into_boxed_body());
