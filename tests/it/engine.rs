@@ -396,6 +396,72 @@ async fn a_token_is_fetched_when_the_worker_starts_and_the_token_endpoint_is_not
     app.stop().await;
 }
 
+/// A renewal refused by the token endpoint leaves the token in hand in use until it expires:
+/// calls go on meanwhile, none with an expired token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_token_renewal_keeps_the_valid_token_in_use() {
+    let app = TestApp::spawn(Options {
+        sim: SimConfig {
+            token_ttl: Duration::from_secs(4),
+            ..SimConfig::default()
+        },
+        max_rps: 20.0,
+        ..Options::default()
+    })
+    .await;
+    let tokens = |app: &TestApp| -> Vec<_> {
+        app.sim
+            .calls(0)
+            .into_iter()
+            .filter(|c| c.route == "/token")
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tokens(&app).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no token fetched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = tokens(&app)[0].clone();
+    assert_eq!(first.status, 200);
+    // The renewal (due 0.4 s before the 4-s token expires) meets an outage.
+    app.sim
+        .set_faults(Faults {
+            token_unavailable: 1,
+            ..Faults::default()
+        })
+        .unwrap();
+    // About 6 s of calls at 20 a second, across the renewal.
+    let targets = app.seed_accounts(30);
+    let mut ids = Vec::new();
+    for t in &targets {
+        ids.push(app.submit("account", t).await);
+    }
+    for id in &ids {
+        app.wait_state(id, "completed", 60).await;
+    }
+    let calls = app.sim.calls(0);
+    let refused = tokens(&app)
+        .into_iter()
+        .find(|c| c.status == 503)
+        .expect("the renewal met the outage");
+    let expiry = first.started_at_ms + 4000.0;
+    let meanwhile = calls
+        .iter()
+        .filter(|c| c.route.starts_with("/v2.1/"))
+        .filter(|c| c.started_at_ms > refused.ended_at_ms && c.ended_at_ms < expiry)
+        .count();
+    assert!(
+        meanwhile > 0,
+        "calls went on with the token in hand after the refused renewal"
+    );
+    assert!(
+        calls.iter().all(|c| c.status != 401),
+        "no call with an expired token"
+    );
+    assert!(assert_no_call_before_retry_after(&calls) >= 1);
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_circuit_opens_while_the_upstream_is_down() {
     let app = TestApp::spawn(Options::empty_sim()).await;
