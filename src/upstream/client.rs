@@ -93,7 +93,9 @@ const TOKEN_RETRY_CAP: Duration = Duration::from_secs(60);
 pub struct Upstream {
     http: reqwest::Client,
     settings: UpstreamSettings,
-    token: Mutex<Tokens>,
+    token: std::sync::Mutex<Tokens>,
+    /// Held by the one caller asking the endpoint for a token (the keeper or a step).
+    renewing: Mutex<()>,
     /// This process's share of the deployment's rate.
     limiter: RateLimiter,
     /// This process's share of the deployment's concurrent calls.
@@ -131,7 +133,8 @@ impl Upstream {
             breaker: Breaker::new(),
             paths: PathGates::default(),
             settings,
-            token: Mutex::new(Tokens::default()),
+            token: std::sync::Mutex::new(Tokens::default()),
+            renewing: Mutex::new(()),
             hold: tokio::sync::watch::Sender::new(false),
         })
     }
@@ -213,12 +216,16 @@ impl Upstream {
                 _ = self.while_held() => {}
             }
             let next = {
-                let mut tokens = self.token.lock().await;
+                let _renewing = self.renewing.lock().await;
+                let (current, held_until) = {
+                    let tokens = self.tokens();
+                    (tokens.current.clone(), tokens.held_until)
+                };
                 let now = Instant::now();
-                match (&tokens.current, tokens.held_until) {
+                match (current, held_until) {
                     (Some(t), _) if now < t.refresh_at => t.refresh_at,
                     (_, Some(until)) if now < until => until,
-                    _ => match self.renew(&mut tokens).await {
+                    _ => match self.renew().await {
                         Ok(token) => {
                             failures = 0;
                             token.refresh_at
@@ -251,44 +258,68 @@ impl Upstream {
         }
     }
 
+    fn tokens(&self) -> std::sync::MutexGuard<'_, Tokens> {
+        self.token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A client token: the cached one unless it is due for renewal (or `force`d out as `stale`).
-    /// When it is due and a new one cannot be had (the endpoint failed, or asked to wait with a
-    /// `Retry-After` that has not passed), the cached one serves until it expires. No caller
-    /// asks for a token before such a `Retry-After`: each is told to wait for it instead.
+    /// While it is renewed by another caller, or when a new one cannot be had (the endpoint
+    /// failed, or asked to wait with a `Retry-After` that has not passed), a cached one still
+    /// valid serves. No caller asks for a token before such a `Retry-After`: each is told to wait
+    /// for it instead.
     async fn token(
         &self,
         force: bool,
         stale: Option<&Arc<Token>>,
     ) -> Result<Arc<Token>, CallError> {
-        let mut tokens = self.token.lock().await;
-        let now = Instant::now();
-        // Another caller refreshed it after our stale one was handed out: use theirs.
-        let usable = tokens.current.clone().filter(|t| {
-            let refreshed = stale.is_some_and(|s| !Arc::ptr_eq(s, t));
-            (!force || refreshed) && now < t.expires_at
-        });
-        if let Some(t) = &usable
-            && now < t.refresh_at
-        {
+        // What the cache can give: a token to use now, or one to use while none better comes.
+        let cached = || -> Result<(Option<Arc<Token>>, bool), CallError> {
+            let tokens = self.tokens();
+            let now = Instant::now();
+            // Another caller refreshed it after our stale one was handed out: use theirs.
+            let usable = tokens.current.clone().filter(|t| {
+                let refreshed = stale.is_some_and(|s| !Arc::ptr_eq(s, t));
+                (!force || refreshed) && now < t.expires_at
+            });
+            let fresh = usable.as_ref().is_some_and(|t| now < t.refresh_at);
+            match tokens.held_until.filter(|until| now < *until) {
+                Some(until) if usable.is_none() => Err(CallError::Transient {
+                    reason: "token endpoint asked to wait".into(),
+                    retry_after: Some(until - now),
+                    throttled: false,
+                }),
+                Some(_) => Ok((usable, true)),
+                None => Ok((usable, fresh)),
+            }
+        };
+        let (usable, done) = cached()?;
+        if let (Some(t), true) = (&usable, done) {
             return Ok(t.clone());
         }
-        if let Some(until) = tokens.held_until.filter(|until| now < *until) {
-            return usable.ok_or_else(|| CallError::Transient {
-                reason: "token endpoint asked to wait".into(),
-                retry_after: Some(until - now),
-                throttled: false,
-            });
+        // One caller asks the endpoint; the others use a valid token meanwhile, or wait for it.
+        let _renewing = match (&usable, self.renewing.try_lock()) {
+            (_, Ok(guard)) => guard,
+            (Some(t), Err(_)) => return Ok(t.clone()),
+            (None, Err(_)) => self.renewing.lock().await,
+        };
+        let (usable, done) = cached()?;
+        if let (Some(t), true) = (&usable, done) {
+            return Ok(t.clone());
         }
-        match self.renew(&mut tokens).await {
+        match self.renew().await {
             Ok(token) => Ok(token),
             Err(e) => usable.ok_or(e),
         }
     }
 
-    /// Fetches a new token into `tokens`; a failure's `Retry-After` holds every later request
-    /// for one.
-    async fn renew(&self, tokens: &mut Tokens) -> Result<Arc<Token>, CallError> {
-        match self.fetch_token().await {
+    /// Fetches a new token into the cache (the caller holds `renewing`); a failure's
+    /// `Retry-After` holds every later request for one.
+    async fn renew(&self) -> Result<Arc<Token>, CallError> {
+        let fetched = self.fetch_token().await;
+        let mut tokens = self.tokens();
+        match fetched {
             Ok(token) => {
                 tokens.current = Some(token.clone());
                 tokens.held_until = None;
