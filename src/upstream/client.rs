@@ -80,7 +80,8 @@ struct Token {
 #[derive(Default)]
 struct Tokens {
     current: Option<Arc<Token>>,
-    /// No token request before this (the endpoint's `Retry-After`), from any caller.
+    /// No token request before this (the endpoint's `Retry-After`, or a short pause after a
+    /// failure), from any caller.
     held_until: Option<Instant>,
 }
 
@@ -286,7 +287,7 @@ impl Upstream {
             let fresh = usable.as_ref().is_some_and(|t| now < t.refresh_at);
             match tokens.held_until.filter(|until| now < *until) {
                 Some(until) if usable.is_none() => Err(CallError::Transient {
-                    reason: "token endpoint asked to wait".into(),
+                    reason: "token endpoint unavailable; waiting before asking again".into(),
                     retry_after: Some(until - now),
                     throttled: false,
                 }),
@@ -314,8 +315,8 @@ impl Upstream {
         }
     }
 
-    /// Fetches a new token into the cache (the caller holds `renewing`); a failure's
-    /// `Retry-After` holds every later request for one.
+    /// Fetches a new token into the cache (the caller holds `renewing`); a transient failure
+    /// holds every later request for one for its `Retry-After`, or `TOKEN_RETRY_BASE`.
     async fn renew(&self) -> Result<Arc<Token>, CallError> {
         let fetched = self.fetch_token().await;
         let mut tokens = self.tokens();
@@ -326,12 +327,11 @@ impl Upstream {
                 Ok(token)
             }
             Err(e) => {
-                if let CallError::Transient {
-                    retry_after: Some(wait),
-                    ..
-                } = &e
-                {
-                    tokens.held_until = Some(Instant::now() + *wait);
+                // Not asked sooner than its `Retry-After`, nor at once after a failure without one
+                // (every call would try it while the token in hand still serves).
+                if let CallError::Transient { retry_after, .. } = &e {
+                    tokens.held_until =
+                        Some(Instant::now() + retry_after.unwrap_or(TOKEN_RETRY_BASE));
                 }
                 Err(e)
             }
