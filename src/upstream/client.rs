@@ -216,46 +216,52 @@ impl Upstream {
                 _ = stop.cancelled() => return,
                 _ = self.while_held() => {}
             }
-            let next = {
-                let _renewing = self.renewing.lock().await;
-                let (current, held_until) = {
-                    let tokens = self.tokens();
-                    (tokens.current.clone(), tokens.held_until)
-                };
-                let now = Instant::now();
-                match (current, held_until) {
-                    (Some(t), _) if now < t.refresh_at => t.refresh_at,
-                    (_, Some(until)) if now < until => until,
-                    _ => match self.renew().await {
-                        Ok(token) => {
-                            failures = 0;
-                            token.refresh_at
-                        }
-                        Err(e) => {
-                            failures += 1;
-                            tracing::warn!(failures, error = %e, "upstream token not renewed; trying again");
-                            let (retry_after, cap) = match &e {
-                                CallError::Transient { retry_after, .. } => {
-                                    (*retry_after, TOKEN_RETRY_CAP)
-                                }
-                                // Wrong credentials: a person must mend the settings.
-                                CallError::Permanent { .. } => (None, TOKEN_RETRY_CAP * 5),
-                            };
-                            Instant::now()
-                                + crate::jobs::backoff::full_jitter(
-                                    TOKEN_RETRY_BASE,
-                                    cap,
-                                    failures,
-                                    retry_after,
-                                )
-                        }
-                    },
-                }
+            let next = tokio::select! {
+                _ = stop.cancelled() => return,
+                next = self.renew_when_due(&mut failures) => next,
             };
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep_until(next.into()) => {}
             }
+        }
+    }
+
+    /// The keeper's round: renews the token if it is due and no `Retry-After` holds it; returns
+    /// when to look again.
+    async fn renew_when_due(&self, failures: &mut u32) -> Instant {
+        let _renewing = self.renewing.lock().await;
+        let (current, held_until) = {
+            let tokens = self.tokens();
+            (tokens.current.clone(), tokens.held_until)
+        };
+        let now = Instant::now();
+        match (current, held_until) {
+            (Some(t), _) if now < t.refresh_at => t.refresh_at,
+            (_, Some(until)) if now < until => until,
+            _ => match self.renew().await {
+                Ok(token) => {
+                    *failures = 0;
+                    token.refresh_at
+                }
+                Err(e) => {
+                    *failures += 1;
+                    let failures = *failures;
+                    tracing::warn!(failures, error = %e, "upstream token not renewed; trying again");
+                    let (retry_after, cap) = match &e {
+                        CallError::Transient { retry_after, .. } => (*retry_after, TOKEN_RETRY_CAP),
+                        // Wrong credentials: a person must mend the settings.
+                        CallError::Permanent { .. } => (None, TOKEN_RETRY_CAP * 5),
+                    };
+                    Instant::now()
+                        + crate::jobs::backoff::full_jitter(
+                            TOKEN_RETRY_BASE,
+                            cap,
+                            failures,
+                            retry_after,
+                        )
+                }
+            },
         }
     }
 
