@@ -85,6 +85,19 @@ struct Tokens {
     held_until: Option<Instant>,
 }
 
+/// What the token cache holds for a caller.
+enum Cached {
+    /// A token not due for renewal.
+    Fresh(Arc<Token>),
+    /// Due (or none), but no token request before `until`; `usable`: one still valid.
+    Held {
+        until: Instant,
+        usable: Option<Arc<Token>>,
+    },
+    /// Due for renewal (or none); `usable`: one still valid meanwhile.
+    Due(Option<Arc<Token>>),
+}
+
 /// Waits of the token keeper (`Upstream::keep_token`) after a failure without `Retry-After`:
 /// full jitter from `TOKEN_RETRY_BASE`, doubling, at most `TOKEN_RETRY_CAP`.
 const TOKEN_RETRY_BASE: Duration = Duration::from_millis(500);
@@ -231,15 +244,10 @@ impl Upstream {
     /// when to look again.
     async fn renew_when_due(&self, failures: &mut u32) -> Instant {
         let _renewing = self.renewing.lock().await;
-        let (current, held_until) = {
-            let tokens = self.tokens();
-            (tokens.current.clone(), tokens.held_until)
-        };
-        let now = Instant::now();
-        match (current, held_until) {
-            (Some(t), _) if now < t.refresh_at => t.refresh_at,
-            (_, Some(until)) if now < until => until,
-            _ => match self.renew().await {
+        match self.cached(false, None) {
+            Cached::Fresh(t) => t.refresh_at,
+            Cached::Held { until, .. } => until,
+            Cached::Due(_) => match self.renew().await {
                 Ok(token) => {
                     *failures = 0;
                     token.refresh_at
@@ -265,10 +273,23 @@ impl Upstream {
         }
     }
 
-    fn tokens(&self) -> std::sync::MutexGuard<'_, Tokens> {
-        self.token
+    /// What the cache holds for a caller (`force`: not the `stale` token it was refused with).
+    fn cached(&self, force: bool, stale: Option<&Arc<Token>>) -> Cached {
+        let tokens = self
+            .token
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        // Another caller refreshed it after our stale one was handed out: use theirs.
+        let usable = tokens.current.clone().filter(|t| {
+            let refreshed = stale.is_some_and(|s| !Arc::ptr_eq(s, t));
+            (!force || refreshed) && now < t.expires_at
+        });
+        match (usable, tokens.held_until.filter(|until| now < *until)) {
+            (Some(t), _) if now < t.refresh_at => Cached::Fresh(t),
+            (usable, Some(until)) => Cached::Held { until, usable },
+            (usable, None) => Cached::Due(usable),
+        }
     }
 
     /// A client token: the cached one unless it is due for renewal (or `force`d out as `stale`).
@@ -281,51 +302,47 @@ impl Upstream {
         force: bool,
         stale: Option<&Arc<Token>>,
     ) -> Result<Arc<Token>, CallError> {
-        // What the cache can give: a token to use now, or one to use while none better comes.
-        let cached = || -> Result<(Option<Arc<Token>>, bool), CallError> {
-            let tokens = self.tokens();
-            let now = Instant::now();
-            // Another caller refreshed it after our stale one was handed out: use theirs.
-            let usable = tokens.current.clone().filter(|t| {
-                let refreshed = stale.is_some_and(|s| !Arc::ptr_eq(s, t));
-                (!force || refreshed) && now < t.expires_at
-            });
-            let fresh = usable.as_ref().is_some_and(|t| now < t.refresh_at);
-            match tokens.held_until.filter(|until| now < *until) {
-                Some(until) if usable.is_none() => Err(CallError::Transient {
-                    reason: "token endpoint unavailable; waiting before asking again".into(),
-                    retry_after: Some(until - now),
-                    throttled: false,
-                }),
-                Some(_) => Ok((usable, true)),
-                None => Ok((usable, fresh)),
-            }
+        // The token to use now, or (`Ok(Err)`) the valid one, if any, to use while renewing.
+        let look = || match self.cached(force, stale) {
+            Cached::Fresh(t) => Ok(Ok(t)),
+            Cached::Held {
+                usable: Some(t), ..
+            } => Ok(Ok(t)),
+            Cached::Held {
+                until,
+                usable: None,
+            } => Err(CallError::Transient {
+                reason: "token endpoint unavailable; waiting before asking again".into(),
+                retry_after: Some(until.saturating_duration_since(Instant::now())),
+                throttled: false,
+            }),
+            Cached::Due(usable) => Ok(Err(usable)),
         };
-        let (usable, done) = cached()?;
-        if let (Some(t), true) = (&usable, done) {
-            return Ok(t.clone());
-        }
+        let usable = match look()? {
+            Ok(t) => return Ok(t),
+            Err(usable) => usable,
+        };
         // One caller asks the endpoint; the others use a valid token meanwhile, or wait for it.
         let _renewing = match (&usable, self.renewing.try_lock()) {
             (_, Ok(guard)) => guard,
             (Some(t), Err(_)) => return Ok(t.clone()),
             (None, Err(_)) => self.renewing.lock().await,
         };
-        let (usable, done) = cached()?;
-        if let (Some(t), true) = (&usable, done) {
-            return Ok(t.clone());
-        }
-        match self.renew().await {
-            Ok(token) => Ok(token),
-            Err(e) => usable.ok_or(e),
-        }
+        let usable = match look()? {
+            Ok(t) => return Ok(t),
+            Err(usable) => usable,
+        };
+        self.renew().await.or_else(|e| usable.ok_or(e))
     }
 
     /// Fetches a new token into the cache (the caller holds `renewing`); a transient failure
     /// holds every later request for one for its `Retry-After`, or `TOKEN_RETRY_BASE`.
     async fn renew(&self) -> Result<Arc<Token>, CallError> {
         let fetched = self.fetch_token().await;
-        let mut tokens = self.tokens();
+        let mut tokens = self
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match fetched {
             Ok(token) => {
                 tokens.current = Some(token.clone());

@@ -72,12 +72,8 @@ async fn users_with_several_connections_are_erased_through_503s_and_429s_on_ever
             ..Faults::default()
         })
         .unwrap();
-    let mut ids = Vec::new();
-    for u in &seeded {
-        ids.push(app.submit("user", &u.id).await);
-    }
-    for id in &ids {
-        let done = app.wait_state(id, "completed", 120).await;
+    let targets: Vec<String> = seeded.iter().map(|u| u.id.clone()).collect();
+    for done in app.erase_all("user", &targets, 120).await {
         assert_eq!(done["outcome"], "erased", "{done:#}");
         assert_eq!(done["steps"][0]["detail"]["complete"], true, "{done:#}");
         assert_eq!(done["steps"][0]["detail"]["accounts"], 9, "{done:#}");

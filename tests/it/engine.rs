@@ -45,14 +45,9 @@ async fn retries_through_5xx_and_429_respect_retry_after_and_the_caps() {
             ..Faults::default()
         })
         .unwrap();
-    let mut ids = Vec::new();
-    for t in &targets {
-        ids.push(app.submit("account", t).await);
-    }
-    for id in &ids {
-        let done = app.wait_state(id, "completed", 90).await;
+    for done in app.erase_all("account", &targets, 90).await {
         assert_eq!(done["outcome"], "erased");
-        completed_once(&app, id).await;
+        completed_once(&app, done["id"].as_str().unwrap()).await;
     }
     // The service's calls only (the test's own checks below go to the simulator too).
     let calls = app.api_calls();
@@ -315,13 +310,7 @@ async fn expiring_tokens_are_refreshed() {
     })
     .await;
     let targets = app.seed_accounts(3);
-    let mut ids = Vec::new();
-    for t in &targets {
-        ids.push(app.submit("account", t).await);
-    }
-    for id in &ids {
-        app.wait_state(id, "completed", 30).await;
-    }
+    app.erase_all("account", &targets, 30).await;
     let calls = app.sim.calls(0);
     let tokens = calls.iter().filter(|c| c.route == "/token").count();
     assert!(
@@ -332,6 +321,28 @@ async fn expiring_tokens_are_refreshed() {
     let unauthorized = calls.iter().filter(|c| c.status == 401).count();
     assert!(unauthorized <= tokens, "no 401 loops: {unauthorized} 401s");
     app.stop().await;
+}
+
+/// The simulator's token calls, once there are at least `n` (panics after 10 s).
+async fn token_calls_at_least(app: &TestApp, n: usize) -> Vec<erasure_sim::CallRecord> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let tokens: Vec<_> = app
+            .sim
+            .calls(0)
+            .into_iter()
+            .filter(|c| c.route == "/token")
+            .collect();
+        if tokens.len() >= n {
+            return tokens;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} token calls, not {n}",
+            tokens.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A worker holds a token before its first step needs one. When the token endpoint is down and
@@ -352,13 +363,7 @@ async fn a_token_is_fetched_when_the_worker_starts_and_the_token_endpoint_is_not
     .await;
     // Erasures that need a token while the endpoint is down.
     let targets = app.seed_accounts(3);
-    let mut ids = Vec::new();
-    for t in &targets {
-        ids.push(app.submit("account", t).await);
-    }
-    for id in &ids {
-        app.wait_state(id, "completed", 30).await;
-    }
+    app.erase_all("account", &targets, 30).await;
     let calls = app.sim.calls(0);
     let tokens: Vec<_> = calls.iter().filter(|c| c.route == "/token").collect();
     let statuses: Vec<u16> = tokens.iter().map(|c| c.status).collect();
@@ -377,21 +382,7 @@ async fn a_token_is_fetched_when_the_worker_starts_and_the_token_endpoint_is_not
 
     // A worker started with nothing to do fetches its token at once.
     let worker = app.extra_worker(fast_engine()).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while app
-        .sim
-        .calls(0)
-        .iter()
-        .filter(|c| c.route == "/token")
-        .count()
-        < 4
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the second worker fetched no token"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    token_calls_at_least(&app, 4).await;
     worker.stop().await.unwrap();
     app.stop().await;
 }
@@ -409,19 +400,7 @@ async fn a_failed_token_renewal_keeps_the_valid_token_in_use() {
         ..Options::default()
     })
     .await;
-    let tokens = |app: &TestApp| -> Vec<_> {
-        app.sim
-            .calls(0)
-            .into_iter()
-            .filter(|c| c.route == "/token")
-            .collect()
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while tokens(&app).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no token fetched");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let first = tokens(&app)[0].clone();
+    let first = token_calls_at_least(&app, 1).await[0].clone();
     assert_eq!(first.status, 200);
     // The renewal (due 0.4 s before the 4-s token expires) meets an outage.
     app.sim
@@ -432,15 +411,10 @@ async fn a_failed_token_renewal_keeps_the_valid_token_in_use() {
         .unwrap();
     // About 6 s of calls at 20 a second, across the renewal.
     let targets = app.seed_accounts(30);
-    let mut ids = Vec::new();
-    for t in &targets {
-        ids.push(app.submit("account", t).await);
-    }
-    for id in &ids {
-        app.wait_state(id, "completed", 60).await;
-    }
+    app.erase_all("account", &targets, 60).await;
     let calls = app.sim.calls(0);
-    let refused = tokens(&app)
+    let refused = token_calls_at_least(&app, 2)
+        .await
         .into_iter()
         .find(|c| c.status == 503)
         .expect("the renewal met the outage");

@@ -606,14 +606,7 @@ async fn erasures_complete_through_a_mix_of_hostile_answers() {
             ..Faults::default()
         })
         .unwrap();
-    let users = app.sim.seeded().users.clone();
-    let mut ids = Vec::new();
-    for u in &users {
-        ids.push(app.submit("user", &u.id).await);
-    }
-    for id in &ids {
-        app.wait_state(id, "completed", 120).await;
-    }
+    app.erase_all("user", &app.user_ids(), 120).await;
     let injected = app
         .sim
         .calls(0)

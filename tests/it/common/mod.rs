@@ -496,6 +496,20 @@ impl TestApp {
         body["id"].as_str().unwrap().to_string()
     }
 
+    /// Submits an erasure of each target, then waits for each to complete (panics after `secs`
+    /// for one): the completed requests, in order.
+    pub async fn erase_all(&self, scope: &str, targets: &[String], secs: u64) -> Vec<Value> {
+        let mut ids = Vec::new();
+        for t in targets {
+            ids.push(self.submit(scope, t).await);
+        }
+        let mut done = Vec::new();
+        for id in &ids {
+            done.push(self.wait_state(id, "completed", secs).await);
+        }
+        done
+    }
+
     /// Submits an erasure held back by a not-before time 300 days on, so that it stays open; its
     /// id.
     pub async fn submit_later(&self, scope: &str, target: &str) -> String {
