@@ -219,7 +219,7 @@ async fn an_inventory_that_keeps_failing_is_recorded_incomplete_and_the_deletion
         reason.contains("after 2 attempts") && reason.contains("500"),
         "{reason}"
     );
-    assert!(!request.to_string().contains(&user.id));
+    assert!(!common::mentions(&request.to_string(), &user.id));
 
     app.sim.set_faults(Faults::default()).unwrap();
     app.wait_state(&id, "completed", 30).await;

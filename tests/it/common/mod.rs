@@ -636,6 +636,25 @@ impl TestApp {
     }
 }
 
+/// Whether `text` holds `id` as a whole token (not inside a longer run of letters and digits): an
+/// upstream id of four digits is also, by chance, part of a microsecond or a signature.
+pub fn mentions(text: &str, id: &str) -> bool {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    text.match_indices(id).any(|(at, _)| {
+        !alnum(text[..at].chars().next_back()) && !alnum(text[at + id.len()..].chars().next())
+    })
+}
+
+#[test]
+fn mentions_finds_whole_tokens_only() {
+    assert!(mentions(r#"{"target_id":"1005"}"#, "1005"));
+    assert!(mentions("/accounts/1005", "1005"));
+    assert!(!mentions(
+        "2026-12-06T11:03:21.810051Z and dGVz1005dA",
+        "1005"
+    ));
+}
+
 /// A hash of an audit answer (a root, a proof step): base64 of 32 bytes.
 pub fn hash_of(v: &Value) -> [u8; 32] {
     use base64::Engine;
